@@ -1,0 +1,37 @@
+# finscore: the two commands a newcomer runs.
+#   make demo   set up everything and run the whole system on the embedded broker
+#   make test   set up everything and run the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Python >= 3.11; prefer 3.11 (the local CPU torch build is for it).
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+DEMO_ARGS ?=
+TEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "finscore needs Python >= 3.11 on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[compress,dev]'
+	@bash scripts/ensure-chromium.sh || echo "chromium not installed: the browser test will be skipped"
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/finscore demo $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest $(TEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy finscore streams schemas
+
+bench: setup
+	$(VENV)/bin/finscore bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info var reports
