@@ -1,0 +1,119 @@
+"""Cluster administration: reachability, idempotent topic creation, offsets and lag."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from finscore.logging import get_logger
+from finscore.schemas.topics import TopicSpec
+from finscore.streams.exceptions import TopicMissing, TransportError
+
+log = get_logger(__name__)
+
+ClientConf = Mapping[str, str | int]
+
+
+def admin(client: ClientConf) -> AdminClient:
+    """An AdminClient for the cluster."""
+    return AdminClient(dict(client))
+
+
+def check_reachable(client: ClientConf, timeout: float = 5.0) -> list[str]:
+    """Topic names on the cluster; raises TransportError with a hint when nobody answers."""
+    try:
+        md = admin(client).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TransportError(
+            f"no Kafka broker answers at {client.get('bootstrap.servers')}",
+            hint="start the embedded one with `finscore broker`, or set "
+            "FINSCORE_BOOTSTRAP_SERVERS to your cluster",
+        ) from exc
+    return sorted(md.topics)
+
+
+def ensure_topics(
+    client: ClientConf, specs: Iterable[TopicSpec], replication_factor: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created. Idempotent."""
+    existing = set(check_reachable(client))
+    new = [
+        NewTopic(s.name, s.partitions, replication_factor, config=dict(s.config))
+        for s in specs
+        if s.name not in existing
+    ]
+    if not new:
+        return []
+    futures = admin(client).create_topics(new, operation_timeout=30)
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a racing creator won
+                raise TransportError(f"could not create topic {name}: {exc}") from exc
+    log.info("topics.created", topics=created)
+    return created
+
+
+def partitions_of(client: ClientConf, topic: str, timeout: float = 5.0) -> list[int]:
+    """Partition ids of ``topic``; raises TopicMissing when it does not exist."""
+    md = admin(client).list_topics(topic=topic, timeout=timeout)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        raise TopicMissing(
+            f"topic {topic!r} does not exist",
+            hint="create the catalog with `finscore topics --create`",
+        )
+    return sorted(t.partitions)
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """Low and high watermark of one partition, and a group's committed offset if asked."""
+
+    topic: str
+    partition: int
+    low: int
+    high: int
+    committed: int | None = None
+
+    @property
+    def messages(self) -> int:
+        return self.high - self.low
+
+    @property
+    def lag(self) -> int | None:
+        if self.committed is None:
+            return None
+        return self.high - max(self.committed, self.low)
+
+
+def offsets(
+    client: ClientConf, topics: Iterable[str], group: str | None = None, timeout: float = 5.0
+) -> list[PartitionOffsets]:
+    """Watermarks of every partition of ``topics`` (and ``group``'s committed offsets)."""
+    conf = {**client, "group.id": group or "finscore-inspect", "enable.auto.commit": False}
+    c = Consumer(conf)
+    try:
+        existing = c.list_topics(timeout=timeout).topics
+        out: list[PartitionOffsets] = []
+        for topic in topics:
+            if topic not in existing:
+                continue
+            parts = sorted(existing[topic].partitions)
+            committed: dict[int, int] = {}
+            if group:
+                for tp in c.committed([TopicPartition(topic, p) for p in parts], timeout):
+                    if tp.offset >= 0:
+                        committed[tp.partition] = tp.offset
+            for p in parts:
+                low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout)
+                out.append(PartitionOffsets(topic, p, low, high, committed.get(p)))
+        return out
+    finally:
+        c.close()

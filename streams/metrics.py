@@ -1,0 +1,155 @@
+"""Prometheus metrics and the /health endpoint of a worker.
+
+Each worker owns a :class:`WorkerMetrics` with its own CollectorRegistry, so several workers
+can run in one process (tests, the demo) without clashing. :class:`MetricsServer` serves
+``/metrics`` (Prometheus text format) and ``/health`` (JSON) on a background thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+INFERENCE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class WorkerMetrics:
+    """The metric set every worker exports (names are documented in docs/OPERATIONS.md)."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        r = self.registry = CollectorRegistry()
+        self.events_in = Counter(
+            "finscore_events_in", "Records consumed.", ["stream"], registry=r
+        ).labels(stream)
+        self._events_out = Counter(
+            "finscore_events_out", "Records produced.", ["stream", "topic"], registry=r
+        )
+        self._dead = Counter(
+            "finscore_dead_letters", "Records sent to a dead-letter topic.", ["stream", "reason"],
+            registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "finscore_batch_size", "Records per batch.", ["stream"], buckets=BATCH_BUCKETS,
+            registry=r,
+        ).labels(stream)  # fmt: skip
+        self.e2e_latency = Histogram(
+            "finscore_e2e_latency_seconds",
+            "Input record broker timestamp to output produced.",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ).labels(stream)
+        self.inference_latency = Histogram(
+            "finscore_inference_latency_seconds", "Model time per batch.", ["stream"],
+            buckets=INFERENCE_BUCKETS, registry=r,
+        ).labels(stream)  # fmt: skip
+        self._lag = Gauge(
+            "finscore_consumer_lag", "Records behind the partition end.", ["stream", "partition"],
+            registry=r,
+        )  # fmt: skip
+        self._model = Gauge(
+            "finscore_model_info", "Model versions loaded (1 = loaded).",
+            ["stream", "model_name", "version", "role"], registry=r,
+        )  # fmt: skip
+        self._swaps = Counter(
+            "finscore_model_swaps", "Hot swaps done.", ["stream", "model_name"], registry=r
+        )
+        self._rejections = Counter(
+            "finscore_model_rejections", "Model announcements refused.", ["stream", "reason"],
+            registry=r,
+        )  # fmt: skip
+
+    def events_out(self, topic: str, n: int) -> None:
+        if n:
+            self._events_out.labels(self.stream, topic).inc(n)
+
+    def dead_letter(self, reason: str, n: int = 1) -> None:
+        self._dead.labels(self.stream, reason).inc(n)
+
+    def lag(self, partition: int, value: int) -> None:
+        self._lag.labels(self.stream, str(partition)).set(value)
+
+    def model_loaded(self, name: str, version: str, role: str = "live") -> None:
+        """Mark ``version`` as the ``role`` model (other versions of that role are cleared)."""
+        for labels in list(self._model._metrics):  # noqa: SLF001 - prometheus has no API for it
+            if labels[1] == name and labels[3] == role:
+                self._model.remove(*labels)
+        self._model.labels(self.stream, name, version, role).set(1)
+
+    def model_unloaded(self, name: str, role: str) -> None:
+        for labels in list(self._model._metrics):  # noqa: SLF001
+            if labels[1] == name and labels[3] == role:
+                self._model.remove(*labels)
+
+    def swapped(self, name: str) -> None:
+        self._swaps.labels(self.stream, name).inc()
+
+    def rejected(self, reason: str) -> None:
+        self._rejections.labels(self.stream, reason).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """Serves ``/metrics`` and ``/health`` for one worker on ``host:port`` (0 = any free)."""
+
+    def __init__(
+        self,
+        metrics: WorkerMetrics,
+        health: Callable[[], dict],
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                if self.path.startswith("/metrics"):
+                    body, ctype, code = outer.metrics.exposition(), CONTENT_TYPE_LATEST, 200
+                elif self.path.startswith("/health"):
+                    state = outer.health()
+                    code = 200 if state.get("status") == "ok" else 503
+                    body, ctype = json.dumps(state).encode(), "application/json"
+                else:
+                    body, ctype, code = b"not found\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:  # silence per-request logs
+                pass
+
+        self.metrics = metrics
+        self.health = health
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,208 @@
+"""The two streams a worker can run: their topics, state stores, side inputs and pipelines.
+
+A :class:`Stream` adapts a pure pipeline to the worker loop: which topic it reads and writes,
+how its per-key state is restored when partitions are assigned, and what it reads besides its
+input (the fraud stream reads the delayed labels of *all* partitions, so terminal risk is
+global whatever partitions a worker owns).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
+from finscore.features.market import MarketWindows
+from finscore.logging import get_logger
+from finscore.schemas import topics as T
+from finscore.schemas.topics import TopicSpec
+from finscore.streams.admin import ensure_topics, partitions_of
+from finscore.streams.fraud import FraudPipeline, LabelsPipeline
+from finscore.streams.market import MarketPipeline
+from finscore.streams.pipeline import DeadLetter, Pipeline
+from finscore.streams.scoring import ModelSlot
+from finscore.streams.state import read_changelog
+from finscore.streams.transport import Message, TopicPartition as TP
+
+if TYPE_CHECKING:
+    from finscore.streams.worker import WorkerConfig
+
+log = get_logger(__name__)
+
+
+class Stream(Protocol):
+    input_topic: str
+    output_topic: str
+    pipeline: Pipeline
+
+    def start(self) -> None: ...
+    def before_batch(self) -> None: ...
+    def take_dead_letters(self) -> list[DeadLetter]: ...
+    def on_assign(self, tps: list[TP]) -> None: ...
+    def on_revoke(self, tps: list[TP]) -> None: ...
+    def close(self) -> None: ...
+
+
+def _ensure_changelog(cfg: WorkerConfig, input_topic: str, store: str) -> str:
+    name = T.changelog(cfg.group, store)
+    parts = len(partitions_of(cfg.client, input_topic))
+    ensure_topics(cfg.client, [TopicSpec(name, parts, "state", "key", dict(T.COMPACT))])
+    return name
+
+
+def _decode_snapshot(value: bytes) -> object:
+    return json.loads(value) if value[:1] in (b"{", b"[") else value
+
+
+class FraudStream:
+    """transactions → fraud-flags, customer state in a changelog, labels read globally."""
+
+    def __init__(self, cfg: WorkerConfig, slot: ModelSlot) -> None:
+        self.cfg = cfg
+        self.slot = slot
+        self.input_topic = cfg.topic(T.TRANSACTIONS)
+        self.output_topic = cfg.topic(T.FRAUD_FLAGS)
+        self.labels_topic = cfg.topic(T.FRAUD_LABELS)
+        self.features = FraudFeatures(FraudFeatureConfig())
+        self.labels = LabelsPipeline(self.features)
+        self._labels_consumer: Consumer | None = None
+        self._dead: list[DeadLetter] = []
+        self._owned: set[int] = set()
+        self.changelog_topic = ""
+        self.pipeline: FraudPipeline  # set in start()
+
+    def start(self) -> None:
+        self.changelog_topic = _ensure_changelog(self.cfg, self.input_topic, "customers")
+        self.pipeline = FraudPipeline(
+            self.features,
+            self.slot,
+            self.output_topic,
+            threshold=self.cfg.threshold,
+            output_encoding="json" if self.output_topic in self.cfg.json_topics else "avro",
+            changelog_topic=self.changelog_topic,
+        )
+        conf = {
+            **self.cfg.client,
+            "group.id": f"{self.cfg.group}-labels",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+        if self.cfg.exactly_once:
+            conf["isolation.level"] = "read_committed"
+        self._labels_consumer = Consumer(conf)
+        parts = partitions_of(self.cfg.client, self.labels_topic)
+        self._labels_consumer.assign(
+            [TopicPartition(self.labels_topic, p, OFFSET_BEGINNING) for p in parts]
+        )
+        n = self._catch_up_labels()
+        log.info("labels.caught_up", labels=n)
+
+    def _catch_up_labels(self) -> int:
+        """Read the labels topic to its current end (start-up), so terminal risk is warm."""
+        assert self._labels_consumer is not None
+        c = self._labels_consumer
+        total = 0
+        ends = {}
+        for tp in c.assignment():
+            _, high = c.get_watermark_offsets(tp, 10)
+            ends[tp.partition] = high
+        pos = {p: 0 for p in ends}
+        while any(pos[p] < ends[p] for p in ends):
+            msgs = c.consume(20000, 0.5)
+            if not msgs:
+                positions = c.position([TopicPartition(self.labels_topic, p) for p in ends])
+                pos = {tp.partition: max(tp.offset, 0) for tp in positions}
+                if all(pos[p] >= ends[p] for p in ends):
+                    break
+                continue
+            total += self._apply_labels(msgs)
+            for m in msgs:
+                if m.error() is None:
+                    pos[m.partition()] = m.offset() + 1
+        return total
+
+    def _apply_labels(self, raw: list) -> int:
+        msgs = [
+            Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+            for m in raw
+            if m.error() is None
+        ]
+        result = self.labels.process(msgs)
+        # Each bad label is reported once: by the worker owning that partition number.
+        self._dead += [d for d in result.dead_letters if d.message.partition in self._owned]
+        return result.scored
+
+    def before_batch(self) -> None:
+        if self._labels_consumer is not None:
+            msgs = self._labels_consumer.consume(20000, 0)
+            if msgs:
+                self._apply_labels(msgs)
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        dead, self._dead = self._dead, []
+        return dead
+
+    def on_assign(self, tps: list[TP]) -> None:
+        parts = [p for t, p in tps if t == self.input_topic]
+        self._owned.update(parts)
+        state = read_changelog(
+            self.cfg.client, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
+        )
+        for key, value in state.items():
+            self.features.restore_customer(key.decode(), _decode_snapshot(value))
+
+    def on_revoke(self, tps: list[TP]) -> None:
+        self._owned.difference_update(p for t, p in tps if t == self.input_topic)
+
+    def close(self) -> None:
+        if self._labels_consumer is not None:
+            self._labels_consumer.close()
+            self._labels_consumer = None
+
+
+class MarketStream:
+    """market-ticks → price-signals, per-instrument windows in a changelog."""
+
+    def __init__(self, cfg: WorkerConfig, slot: ModelSlot) -> None:
+        self.cfg = cfg
+        self.slot = slot
+        self.input_topic = cfg.topic(T.MARKET_TICKS)
+        self.output_topic = cfg.topic(T.PRICE_SIGNALS)
+        self.changelog_topic = ""
+        self.windows: MarketWindows
+        self.pipeline: MarketPipeline
+
+    def start(self) -> None:
+        live = self.slot.live
+        window = int((live.manifest.params or {}).get("window", 100)) if live else 100
+        self.windows = MarketWindows(window=window)
+        self.changelog_topic = _ensure_changelog(self.cfg, self.input_topic, "windows")
+        self.pipeline = MarketPipeline(
+            self.windows,
+            self.slot,
+            self.output_topic,
+            output_encoding="json" if self.output_topic in self.cfg.json_topics else "avro",
+            changelog_topic=self.changelog_topic,
+        )
+
+    def before_batch(self) -> None:
+        return None
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        return []
+
+    def on_assign(self, tps: list[TP]) -> None:
+        parts = [p for t, p in tps if t == self.input_topic]
+        state = read_changelog(
+            self.cfg.client, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
+        )
+        for key, value in state.items():
+            self.windows.restore(key.decode(), value)
+
+    def on_revoke(self, tps: list[TP]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
