@@ -138,13 +138,15 @@ class FraudPipeline:
                             shadow(self.output_topic),
                             m.key,
                             self.out_codec.encode(flag, self.output_encoding),
+                            timestamp_ms=m.timestamp_ms,
                         )
                     )
             flag = self._flag(tx, m, scorer, score, threshold)
             flag["processing_time"] = processing
             flag["top_features"] = self._top_features(x[i], scorer)
+            value = self.out_codec.encode(flag, self.output_encoding)
             result.outputs.append(
-                OutRecord(self.output_topic, m.key, self.out_codec.encode(flag, self.output_encoding))
+                OutRecord(self.output_topic, m.key, value, timestamp_ms=m.timestamp_ms)
             )
         if self.changelog_topic:
             result.state = self._changelog(valid)

@@ -194,7 +194,11 @@ class KafkaTransport:
             self._current.pending += len(records)
         produce = self.producer.produce
         for r in records:
-            kwargs = {"partition": r.partition} if r.partition is not None else {}
+            kwargs: dict[str, int] = {}
+            if r.partition is not None:
+                kwargs["partition"] = r.partition
+            if r.timestamp_ms:
+                kwargs["timestamp"] = r.timestamp_ms
             while True:
                 try:
                     produce(r.topic, r.value, r.key, on_delivery=cb, **kwargs)

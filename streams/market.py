@@ -110,13 +110,13 @@ class MarketPipeline:
                             shadow(self.output_topic),
                             m.key,
                             self.out_codec.encode(signal, self.output_encoding),
+                            timestamp_ms=m.timestamp_ms,
                         )
                     )
                 signal = self._signal(tick, m, live, probs[row], processing)
+                value = self.out_codec.encode(signal, self.output_encoding)
                 result.outputs.append(
-                    OutRecord(
-                        self.output_topic, m.key, self.out_codec.encode(signal, self.output_encoding)
-                    )
+                    OutRecord(self.output_topic, m.key, value, timestamp_ms=m.timestamp_ms)
                 )
         if self.changelog_topic:
             latest = {t["instrument"]: m.partition for m, t in valid}

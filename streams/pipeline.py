@@ -72,7 +72,8 @@ class DeadLetterEncoder:
             "worker": self.worker,
             "failed_at": now_ms,
         }
-        return OutRecord(dlq(m.topic), m.key, self.codec.encode(record, self.encoding))
+        value = self.codec.encode(record, self.encoding)
+        return OutRecord(dlq(m.topic), m.key, value, timestamp_ms=m.timestamp_ms)
 
 
 def decode_batch(

@@ -26,12 +26,17 @@ class Message:
 
 @dataclass(slots=True)
 class OutRecord:
-    """One record to produce. ``partition=None`` lets the partitioner hash the key."""
+    """One record to produce. ``partition=None`` lets the partitioner hash the key.
+
+    ``timestamp_ms`` (0 = broker/producer time) is set to the input record's timestamp for
+    outputs, as Kafka Streams does, so event-time and end-to-end latency survive each hop.
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     partition: int | None = None
+    timestamp_ms: int = 0
 
 
 TopicPartition = tuple[str, int]

@@ -1,0 +1,274 @@
+"""`finscore bench`: passthrough vs naive Faust vs finscore worker, side by side on one broker.
+
+Throughput: N transactions are preloaded into one input topic per contender; each contender
+(its own process) drains its topic; an observer counts outputs and times first→last output.
+- passthrough: the same KafkaTransport with no work (consume → produce the same bytes → commit):
+  the limit of the I/O path;
+- faust-naive: per-event Faust agent with the same codec, features and model
+  (:mod:`finscore.streams.faust_naive`);
+- finscore: the fraud worker (batch path).
+Latency: transactions are offered at ``--rate`` to one topic read by both the passthrough and
+the worker (two consumer groups, same moment, same broker); end-to-end latency per output is
+its arrival at the observer minus the input's timestamp (outputs carry the input timestamp).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from finscore.exceptions import FinscoreError
+from finscore.producing import produce
+from finscore.schemas import topics as T
+from finscore.schemas.topics import TopicSpec
+from finscore.settings import Settings
+
+
+@dataclass
+class Result:
+    name: str
+    events: int
+    seconds: float
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def _transactions(prefix: str, n: int, seed: int = 7):
+    from finscore.producing import transaction_events
+
+    sent = 0
+    for ev in transaction_events(prefix, seed=seed, days=120):
+        if ev[0].endswith(T.TRANSACTIONS):
+            sent += 1
+            yield ev
+            if sent >= n:
+                return
+
+
+def _retarget(events, topic: str):
+    for _, key, schema, rec in events:
+        yield topic, key, schema, rec
+
+
+class Observer:
+    """Counts records arriving on topics and records (arrival - record timestamp) latencies."""
+
+    def __init__(self, client: dict, topics: list[str]) -> None:
+        self.client = client
+        self.topics = topics
+        self.count = {t: 0 for t in topics}
+        self.first = {t: 0.0 for t in topics}
+        self.last = {t: 0.0 for t in topics}
+        self.latencies: dict[str, list[float]] = {t: [] for t in topics}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Observer:
+        c = Consumer({**self.client, "group.id": f"obs-{uuid.uuid4().hex[:6]}",
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 5})  # fmt: skip
+        md = c.list_topics(timeout=5)
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in self.topics
+                  for p in md.topics[t].partitions])  # fmt: skip
+        self._c = c
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msgs = self._c.consume(10000, 0.05)
+            now = time.time()
+            for m in msgs:
+                if m.error():
+                    continue
+                t = m.topic()
+                if self.count[t] == 0:
+                    self.first[t] = now
+                self.count[t] += 1
+                self.last[t] = now
+                self.latencies[t].append(now - m.timestamp()[1] / 1000)
+
+    def wait_for(self, topic: str, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count[topic] >= n:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._c.close()
+
+
+def _passthrough(client: dict, group: str, src: str, dst: str, stop_at: float) -> None:
+    from finscore.streams.kafka import KafkaOptions, KafkaTransport
+    from finscore.streams.transport import OutRecord
+
+    t = KafkaTransport(KafkaOptions(client=client, group_id=group, topics=(src,)))
+    try:
+        while time.time() < stop_at:
+            batch = t.poll_batch(5000, 0.01)
+            if batch:
+                t.produce_batch(
+                    [OutRecord(dst, m.key, m.value, timestamp_ms=m.timestamp_ms) for m in batch]
+                )
+                t.commit(batch)
+    finally:
+        t.close()
+
+
+def _worker(client: dict, prefix: str, registry: str, group: str, stop_at: float) -> None:
+    from finscore.logging import configure_logging
+    from finscore.streams.worker import Worker, WorkerConfig
+
+    configure_logging("WARNING", "json")
+    w = Worker(WorkerConfig("fraud", client, topic_prefix=prefix, group_id=group,
+                            registry_dir=Path(registry), metrics_port=None))  # fmt: skip
+    threading.Timer(max(0.0, stop_at - time.time()), w.stop).start()
+    w.run()
+
+
+def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) -> dict:
+    from finscore.broker import EmbeddedBroker, free_port
+    from finscore.registry import Registry
+    from finscore.streams.admin import ensure_topics
+
+    broker = None
+    if s.embedded:
+        broker = EmbeddedBroker(free_port()).start()
+        client: dict = {"bootstrap.servers": broker.bootstrap}
+    else:
+        client = s.kafka_config()
+    champ = Registry(s.registry_dir).champion("fraud")
+    if champ is None:
+        raise FinscoreError("no fraud model in the registry", hint="run `finscore compress fraud`")
+    results: list[Result] = []
+    try:
+        parts = s.partitions
+        run = uuid.uuid4().hex[:6]
+        pre = {k: f"b{run}-{k}-" for k in ("pass", "faust", "fs", "lat")}
+        specs = []
+        for p in pre.values():
+            specs += T.catalog(parts, p)
+            specs.append(TopicSpec(p + "passthrough-out", parts, "transaction", "customer_id"))
+        ensure_topics(client, specs)
+        print(f"preloading {n:,} transactions (x2) and {faust_n:,} for faust …", file=sys.stderr)
+        for key, count in (("pass", n), ("fs", n), ("faust", faust_n)):
+            produce(client, _transactions(pre[key], count))
+        obs = Observer(client, [pre["pass"] + "passthrough-out", pre["fs"] + T.FRAUD_FLAGS,
+                                pre["faust"] + T.FRAUD_FLAGS, pre["lat"] + "passthrough-out",
+                                pre["lat"] + T.FRAUD_FLAGS]).start()  # fmt: skip
+        ctx = mp.get_context("spawn")
+
+        def timed(name: str, topic: str, count: int, proc: mp.Process | subprocess.Popen) -> None:
+            ok = obs.wait_for(topic, count, timeout=300)
+            got = obs.count[topic]
+            seconds = obs.last[topic] - obs.first[topic]
+            if isinstance(proc, subprocess.Popen):
+                proc.terminate()
+                proc.wait(30)
+            else:
+                proc.join(60)
+            results.append(Result(name, got, seconds))
+            print(f"{name}: {got:,} in {seconds:.2f} s{'' if ok else ' (timed out)'}", file=sys.stderr)
+
+        far = time.time() + 600
+        p = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + T.TRANSACTIONS,
+                                                   pre["pass"] + "passthrough-out", far))  # fmt: skip
+        p.start()
+        timed("passthrough", pre["pass"] + "passthrough-out", n, p)
+        p.terminate()
+        w = ctx.Process(target=_worker, args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far))
+        w.start()
+        timed("finscore", pre["fs"] + T.FRAUD_FLAGS, n, w)
+        w.terminate()
+        with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as f:
+            f.write(champ.onnx)
+        env = {**os.environ, "FINSCORE_BENCH_PREFIX": pre["faust"], "FINSCORE_BENCH_MODEL": f.name,
+               "FINSCORE_BOOTSTRAP_SERVERS": client["bootstrap.servers"]}  # fmt: skip
+        fp = subprocess.Popen([sys.executable, "-m", "finscore.streams.faust_naive", "worker", "-l", "error"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        timed("faust-naive", pre["faust"] + T.FRAUD_FLAGS, faust_n, fp)
+        # Latency: both pipelines read the same offered stream at the same time.
+        stop_at = time.time() + seconds + 30
+        lp = ctx.Process(target=_passthrough, args=(client, f"{pre['lat']}gp", pre["lat"] + T.TRANSACTIONS,
+                                                    pre["lat"] + "passthrough-out", stop_at))  # fmt: skip
+        lw = ctx.Process(target=_worker, args=(client, pre["lat"], str(s.registry_dir), f"{pre['lat']}gw", stop_at))
+        lp.start()
+        lw.start()
+        time.sleep(12)  # both groups joined
+        sent = produce(client, _transactions(pre["lat"], int(rate * seconds), seed=11), rate=rate).sent
+        obs.wait_for(pre["lat"] + T.FRAUD_FLAGS, sent, 30)
+        obs.wait_for(pre["lat"] + "passthrough-out", sent, 30)
+        for name, topic in (("latency-passthrough", pre["lat"] + "passthrough-out"),
+                            ("latency-finscore", pre["lat"] + T.FRAUD_FLAGS)):  # fmt: skip
+            lat = np.asarray(obs.latencies[topic][len(obs.latencies[topic]) // 10 :]) * 1000
+            results.append(Result(name, len(lat), seconds, float(np.percentile(lat, 50)),
+                                  float(np.percentile(lat, 99))))  # fmt: skip
+        lp.terminate()
+        lw.terminate()
+        obs.stop()
+    finally:
+        if broker is not None:
+            broker.stop()
+    by = {r.name: r for r in results}
+    summary = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "broker": "embedded Tansu" if s.embedded else s.bootstrap,
+        "model": f"fraud v{champ.manifest.version} ({champ.manifest.size_bytes:,} bytes)",
+        "results": [asdict(r) | {"rate": r.rate} for r in results],
+        "finscore_vs_passthrough": by["finscore"].rate / by["passthrough"].rate,
+        "finscore_vs_faust": by["finscore"].rate / max(by["faust-naive"].rate, 1e-9),
+        "added_p99_ms": by["latency-finscore"].latency_p99_ms - by["latency-passthrough"].latency_p99_ms,
+        "added_p50_ms": by["latency-finscore"].latency_p50_ms - by["latency-passthrough"].latency_p50_ms,
+    }
+    return summary
+
+
+@click.command()
+@click.option("--events", type=int, default=200_000, show_default=True, help="Throughput run size.")
+@click.option("--faust-events", type=int, default=20_000, show_default=True)
+@click.option("--rate", type=float, default=5000.0, show_default=True, help="Offered load (latency).")
+@click.option("--seconds", type=float, default=20.0, show_default=True, help="Latency run length.")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None)
+def bench(events: int, faust_events: int, rate: float, seconds: float, json_out: Path | None) -> None:
+    """Throughput and latency: passthrough vs naive Faust vs the finscore fraud worker."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = run_bench(Settings(), events, faust_events, rate, seconds)
+    t = Table(title=f"finscore bench · {summary['machine']} · {summary['broker']} · {summary['model']}")
+    for col in ("pipeline", "events", "seconds", "events/s", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="right")
+    for r in summary["results"]:
+        t.add_row(r["name"], f"{r['events']:,}", f"{r['seconds']:.2f}", f"{r['rate']:,.0f}",
+                  f"{r['latency_p50_ms']:.1f}" if r["latency_p50_ms"] is not None else "",
+                  f"{r['latency_p99_ms']:.1f}" if r["latency_p99_ms"] is not None else "")  # fmt: skip
+    c = Console()
+    c.print(t)
+    c.print(
+        f"finscore / passthrough = {summary['finscore_vs_passthrough']:.2f}, "
+        f"finscore / faust-naive = {summary['finscore_vs_faust']:.1f}x, "
+        f"added latency p50 {summary['added_p50_ms']:+.1f} ms, p99 {summary['added_p99_ms']:+.1f} ms"
+    )
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2))

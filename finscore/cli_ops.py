@@ -1,0 +1,117 @@
+"""`finscore demo` and `finscore status`: the whole system at a glance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from finscore.cli import Ctx, cli, pass_ctx
+
+
+@cli.command()
+@click.option("--duration", type=float, default=None, help="Stop after S seconds (default: Ctrl-C).")
+@click.option("--tx-rate", type=float, default=2000.0, show_default=True, help="Transactions/s.")
+@click.option("--tick-rate", type=float, default=500.0, show_default=True, help="Ticks/s.")
+@click.option("--fraud-workers", type=int, default=2, show_default=True)
+@click.option("--exactly-once", is_flag=True, help="Run the workers with Kafka transactions.")
+@click.option("--dashboard-port", type=int, default=8050, show_default=True, help="0 = no dashboard.")
+@click.option("--no-sidecar", is_flag=True, help="Do not start the sidecar.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True)
+@pass_ctx
+def demo(
+    ctx: Ctx,
+    duration: float | None,
+    tx_rate: float,
+    tick_rate: float,
+    fraud_workers: int,
+    exactly_once: bool,
+    dashboard_port: int,
+    no_sidecar: bool,
+    workdir: Path,
+) -> None:
+    """Run the whole system on the embedded broker with a live view (Ctrl-C stops it)."""
+    from finscore.demo import Demo, DemoOptions
+
+    opts = DemoOptions(
+        duration=duration,
+        tx_rate=tx_rate,
+        tick_rate=tick_rate,
+        fraud_workers=fraud_workers,
+        exactly_once=exactly_once,
+        dashboard_port=dashboard_port or None,
+        sidecar=not no_sidecar,
+        workdir=workdir,
+    )
+    Demo(ctx.settings, opts).run()
+
+
+@cli.command()
+@click.option("--worker", "workers", multiple=True, help="Worker metrics URL (repeatable).")
+@pass_ctx
+def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
+    """One screen: broker, topics with lag per group, workers and their models, the registry."""
+    from finscore.observe import health, scrape
+    from finscore.registry import Registry
+    from finscore.schemas.topics import catalog
+    from finscore.streams.admin import check_reachable, offsets
+
+    s = ctx.settings
+    console = Console()
+    names = check_reachable(ctx.client)
+    console.print(
+        f"[bold]broker[/] {s.bootstrap} ({'embedded' if s.embedded else 'external'}): "
+        f"{len(names)} topics"
+    )
+    t = Table(title="streams")
+    for col in ("topic", "messages", "consumer group", "lag"):
+        t.add_column(col)
+    groups = {
+        "transactions": f"{s.topic_prefix}finscore-fraud",
+        "market-ticks": f"{s.topic_prefix}finscore-market",
+    }
+    for spec in catalog(s.partitions, s.topic_prefix):
+        if spec.name not in names:
+            t.add_row(spec.name, "[red]missing", "", "")
+            continue
+        group = groups.get(spec.name.removeprefix(s.topic_prefix))
+        parts = offsets(ctx.client, [spec.name], group)
+        lag = sum(p.lag or 0 for p in parts) if group else None
+        t.add_row(
+            spec.name, f"{sum(p.messages for p in parts):,}", group or "", "" if lag is None else f"{lag:,}"
+        )
+    console.print(t)
+    if workers:
+        w = Table(title="workers")
+        for col in ("url", "status", "stream", "model", "partitions", "in", "out", "dead letters"):
+            w.add_column(col)
+        for url in workers:
+            h = health(url) or {}
+            m = scrape(url)
+            model = h.get("model") or {}
+            w.add_row(
+                url, h.get("status", "[red]down"), h.get("stream", ""),
+                f"{model.get('name', '')} v{model.get('version', '')}" if model else "",
+                ",".join(map(str, h.get("assigned_partitions", []))),
+                f"{m.events_in:,.0f}" if m else "", f"{m.events_out:,.0f}" if m else "",
+                f"{m.dead_letters:,.0f}" if m else "",
+            )  # fmt: skip
+        console.print(w)
+    reg = Registry(s.registry_dir)
+    r = Table(title=f"models ({s.registry_dir})")
+    for col in ("model", "champion", "versions", "bytes", "metrics"):
+        r.add_column(col)
+    for name in ("fraud", "market"):
+        champ = reg.champion(name)
+        versions = reg.list(name)
+        if champ is None:
+            r.add_row(name, "[yellow]none", str(len(versions)), "", "")
+            continue
+        mf = champ.manifest
+        r.add_row(
+            name, f"v{mf.version}", str(len(versions)), f"{mf.size_bytes:,}",
+            ", ".join(f"{k}={v:.3f}" for k, v in mf.metrics.items() if isinstance(v, float)),
+        )  # fmt: skip
+    console.print(r)

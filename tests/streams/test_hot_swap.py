@@ -1,0 +1,127 @@
+"""Hot swap in running workers: exact accounting by key and version, refusals, rollback."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+
+from finscore.producing import produce, transaction_events
+from finscore.registry import generate_keypair
+from finscore.schemas import topics as T
+from tests.models import artifact
+from tests.streams.kit import consume_all, decode_all, make_topics, publish, running, worker_config
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[str, str]:
+    return generate_keypair()
+
+
+def txs_for(prefix: str, n: int, seed: int = 4) -> list:
+    events = itertools.islice(transaction_events(prefix, seed=seed), n * 2)
+    return [e for e in events if e[0] == prefix + T.TRANSACTIONS][:n]
+
+
+def test_swap_under_load_loses_nothing_duplicates_nothing_and_is_monotonic(
+    client, prefix, keys
+) -> None:
+    private, public = keys
+    make_topics(client, prefix, partitions=3)
+    publish(client, prefix, artifact("fraud", "1", seed=1).sign(private))
+    txs = txs_for(prefix, 12000)
+    cfg = worker_config(client, prefix, exactly_once=True, verify_key=public)
+    with running(cfg) as w:
+        stop = threading.Event()
+        feeder = threading.Thread(
+            target=lambda: produce(client, iter(txs), rate=3000, stop=stop), daemon=True
+        )
+        feeder.start()
+        time.sleep(1.5)
+        announced = time.time()
+        publish(client, prefix, artifact("fraud", "2", seed=2).sign(private))
+        feeder.join(60)
+        msgs = consume_all(client, prefix + T.FRAUD_FLAGS, len(txs), read_committed=True, settle=2)
+        swaps = list(w.slot.swaps)
+    flags = decode_all(msgs, "fraud_flag")
+    counts = Counter(f["transaction_id"] for f in flags)
+    assert len(counts) == len(txs) and max(counts.values()) == 1  # none lost, none twice
+    by_partition: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for f in flags:
+        by_partition[f["source_partition"]].append((f["source_offset"], f["model_version"]))
+    for rows in by_partition.values():
+        versions = [int(v) for _, v in sorted(rows)]
+        assert versions == sorted(versions), "a partition went back to an older version"
+    assert {f["model_version"] for f in flags} == {"1", "2"}
+    swap_time = [t for t, _, to in swaps if to == "2"][0]
+    assert swap_time - announced <= 2.0
+
+
+def test_tampered_and_unsigned_artifacts_are_refused_while_scoring_continues(
+    client, prefix, keys
+) -> None:
+    private, public = keys
+    make_topics(client, prefix, partitions=1)
+    publish(client, prefix, artifact("fraud", "1").sign(private))
+    good = artifact("fraud", "2", seed=5).sign(private)
+    tampered = dataclasses.replace(good, onnx=good.onnx[:-1] + bytes([good.onnx[-1] ^ 1]))
+    unsigned = artifact("fraud", "3", seed=6)
+    txs = txs_for(prefix, 600)
+    with running(worker_config(client, prefix, verify_key=public)) as w:
+        publish(client, prefix, tampered)
+        publish(client, prefix, unsigned)
+        produce(client, iter(txs))
+        flags = decode_all(consume_all(client, prefix + T.FRAUD_FLAGS, len(txs), settle=1), "fraud_flag")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(
+            s.value for s in w.metrics._rejections.collect()[0].samples if s.name.endswith("_total")
+        ) < 2:
+            time.sleep(0.1)
+        rejections = sum(
+            s.value for s in w.metrics._rejections.collect()[0].samples if s.name.endswith("_total")
+        )
+        live = w.slot.live.version
+    assert len(flags) == len(txs)
+    assert {f["model_version"] for f in flags} == {"1"}
+    assert rejections == 2 and live == "1"
+
+
+def test_rollback_is_an_announcement_and_late_workers_start_on_the_latest(client, prefix) -> None:
+    make_topics(client, prefix, partitions=1)
+    publish(client, prefix, artifact("fraud", "1"))
+    publish(client, prefix, artifact("fraud", "2", seed=3))
+    with running(worker_config(client, prefix)) as w:  # starts late: v2 already announced
+        assert w.slot.live.version == "2"
+        publish(client, prefix, artifact("fraud", "1"), action="ROLLBACK")
+        deadline = time.monotonic() + 10
+        while w.slot.live.version != "1" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        txs = txs_for(prefix, 200)
+        produce(client, iter(txs))
+        flags = decode_all(consume_all(client, prefix + T.FRAUD_FLAGS, len(txs)), "fraud_flag")
+    assert {f["model_version"] for f in flags} == {"1"}
+
+
+def test_shadow_challenger_writes_to_the_shadow_topic_only(client, prefix) -> None:
+    make_topics(client, prefix, partitions=1)
+    publish(client, prefix, artifact("fraud", "1"))
+    with running(worker_config(client, prefix)) as w:
+        publish(client, prefix, artifact("fraud", "2", seed=8), action="SHADOW")
+        deadline = time.monotonic() + 10
+        while w.slot.challenger is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        txs = txs_for(prefix, 300)
+        produce(client, iter(txs))
+        live = decode_all(consume_all(client, prefix + T.FRAUD_FLAGS, len(txs)), "fraud_flag")
+        shadow = decode_all(
+            consume_all(client, prefix + T.shadow(T.FRAUD_FLAGS), len(txs)), "fraud_flag"
+        )
+    assert {f["model_version"] for f in live} == {"1"}
+    assert {f["model_version"] for f in shadow} == {"2"}
+    assert {f["transaction_id"] for f in live} == {f["transaction_id"] for f in shadow}
