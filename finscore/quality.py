@@ -1,0 +1,89 @@
+"""Model quality on live outcomes: scores joined with delayed labels, rolling metrics, PSI.
+
+Torch-free and broker-free: the sidecar feeds it decoded flags and labels; tests feed it lists.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from finscore.features.metrics import average_precision
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
+    """Population stability index of ``actual`` against ``expected`` (quantile bins of expected).
+
+    Rule of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 significant shift.
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    if len(expected) < bins or len(actual) < bins:
+        return 0.0
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 3:
+        return 0.0
+    edges[0], edges[-1] = -np.inf, np.inf
+    e = np.histogram(expected, edges)[0] / len(expected)
+    a = np.histogram(actual, edges)[0] / len(actual)
+    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Rolling quality of one model version on labelled outcomes."""
+
+    version: str
+    outcomes: int
+    frauds: int
+    average_precision: float | None
+    score_psi: float
+
+
+class QualityMonitor:
+    """Joins fraud flags with their delayed labels by transaction id.
+
+    ``add_flag`` remembers a score (bounded: the oldest pending flags are forgotten once more
+    than ``max_pending`` wait for a label); ``add_label`` completes the pair and appends it to a
+    rolling window of the last ``window`` outcomes per model version.
+    """
+
+    def __init__(self, window: int = 20_000, max_pending: int = 2_000_000) -> None:
+        self.window = window
+        self.max_pending = max_pending
+        self._pending: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._outcomes: dict[str, deque[tuple[float, int]]] = {}
+        self._reference: dict[str, np.ndarray] = {}
+        self._recent_scores: dict[str, deque[float]] = {}
+
+    def add_flag(self, transaction_id: str, score: float, version: str) -> None:
+        self._pending[transaction_id] = (score, version)
+        if len(self._pending) > self.max_pending:
+            self._pending.popitem(last=False)
+        recent = self._recent_scores.setdefault(version, deque(maxlen=self.window))
+        recent.append(score)
+        if version not in self._reference and len(recent) == recent.maxlen:
+            self._reference[version] = np.asarray(recent)
+
+    def add_label(self, transaction_id: str, is_fraud: bool) -> None:
+        hit = self._pending.pop(transaction_id, None)
+        if hit is None:
+            return
+        score, version = hit
+        self._outcomes.setdefault(version, deque(maxlen=self.window)).append(
+            (score, int(is_fraud))
+        )
+
+    def report(self, version: str) -> QualityReport:
+        pairs = self._outcomes.get(version, deque())
+        scores = np.fromiter((s for s, _ in pairs), dtype=np.float64, count=len(pairs))
+        labels = np.fromiter((y for _, y in pairs), dtype=np.int64, count=len(pairs))
+        frauds = int(labels.sum()) if len(labels) else 0
+        ap = float(average_precision(labels, scores)) if frauds and frauds < len(labels) else None
+        ref = self._reference.get(version)
+        recent = np.asarray(self._recent_scores.get(version, ()))
+        drift = psi(ref, recent) if ref is not None else 0.0
+        return QualityReport(version, len(pairs), frauds, ap, drift)
