@@ -209,10 +209,8 @@ class ModelWatcher:
             scorer = Scorer(a.artifact)
             scorer.smoke_test()
         except (ArtifactError, ValueError) as exc:
-            log.warning(
-                "model.refused", model=a.model_name, version=a.version, reason=str(exc)
-            )
-            self.on_rejected(a, type(exc).__name__ if not str(exc) else str(exc).split(":")[0])
+            log.warning("model.refused", model=a.model_name, version=a.version, reason=str(exc))
+            self.on_rejected(a, getattr(exc, "reason", "smoke_test"))
             return None
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             log.warning("model.refused", model=a.model_name, version=a.version, reason=str(exc))

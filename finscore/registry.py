@@ -1,0 +1,277 @@
+"""Model artifacts, manifests and the local registry (torch-free; workers import it).
+
+An :class:`Artifact` is ONNX bytes + a :class:`Manifest` (+ an optional Ed25519 signature over
+the sha256 and the canonical manifest JSON). The :class:`Registry` is a directory::
+
+    <root>/<name>/<version>/model.onnx, manifest.json, signature   (signature optional)
+    <root>/<name>/CHAMPION                                          (current version)
+    <root>/<name>/HISTORY                                           (previous champions)
+
+Versions are consecutive integers as strings. Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finscore.exceptions import FinscoreError
+
+# Artifacts travel on the model-updates topic; keep them below a safe message size.
+MAX_ARTIFACT_BYTES = 4 * 1024 * 1024
+
+
+class ArtifactError(FinscoreError):
+    """An artifact is invalid: hash mismatch, bad or missing signature, failing smoke test."""
+
+    def __init__(self, message: str, *, reason: str = "invalid", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything known about one artifact; JSON-serialisable."""
+
+    name: str
+    version: str
+    family: str
+    sha256: str
+    size_bytes: int
+    input_name: str
+    output_name: str
+    input_shape: list
+    feature_names: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    parent_sha256: str | None = None
+    teacher_sha256: str | None = None
+    steps: list = field(default_factory=list)
+    data_fingerprint: str = ""
+    metrics: dict = field(default_factory=dict)
+    latency: dict = field(default_factory=dict)
+    reference_inputs: list = field(default_factory=list)
+    reference_outputs: list = field(default_factory=list)
+    created_at: str = ""
+    threshold: float | None = None
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): what the signature covers."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _signed_payload(manifest: Manifest) -> bytes:
+    return (manifest.sha256 + "\n" + manifest.to_json()).encode()
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A new Ed25519 key pair as (private hex, public hex)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return private.hex(), public.hex()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """ONNX bytes, their manifest and an optional signature."""
+
+    manifest: Manifest
+    onnx: bytes
+    signature: bytes | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.onnx).hexdigest()
+
+    def sign(self, signing_key_hex: str) -> Artifact:
+        """A copy signed with an Ed25519 private key (hex)."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(signing_key_hex))
+        return dataclasses.replace(self, signature=key.sign(_signed_payload(self.manifest)))
+
+    def verify(self, verify_key_hex: str | None = None, *, require_signature: bool = False) -> None:
+        """Raise :class:`ArtifactError` unless hash, size and (if required/present) signature hold.
+
+        The smoke test on reference inputs needs onnxruntime and is done by the loader
+        (``finscore.streams.scoring.Scorer.smoke_test``) or :meth:`smoke_test`.
+        """
+        if self.sha256 != self.manifest.sha256:
+            raise ArtifactError(
+                f"{self.manifest.name} v{self.manifest.version}: sha256 of the bytes does not "
+                "match the manifest (tampered or corrupted)",
+                reason="hash_mismatch",
+            )
+        if len(self.onnx) != self.manifest.size_bytes:
+            raise ArtifactError("size does not match the manifest", reason="size_mismatch")
+        if self.signature is None:
+            if require_signature:
+                raise ArtifactError(
+                    f"{self.manifest.name} v{self.manifest.version} is unsigned",
+                    reason="unsigned",
+                    hint="sign it: set FINSCORE_SIGNING_KEY where it is promoted",
+                )
+            return
+        if verify_key_hex is None:
+            return
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(verify_key_hex)).verify(
+                self.signature, _signed_payload(self.manifest)
+            )
+        except (InvalidSignature, ValueError) as exc:
+            raise ArtifactError(
+                f"{self.manifest.name} v{self.manifest.version}: bad signature",
+                reason="bad_signature",
+            ) from exc
+
+    def smoke_test(self, atol: float = 1e-4) -> None:
+        """Run the model on the manifest's reference inputs (onnxruntime) and compare."""
+        import numpy as np
+        import onnxruntime as ort
+
+        m = self.manifest
+        if not m.reference_inputs:
+            return
+        try:
+            s = ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"])
+            got = s.run(None, {s.get_inputs()[0].name: np.asarray(m.reference_inputs, np.float32)})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+            raise ArtifactError(f"model does not load: {exc}", reason="load_failed") from exc
+        want = np.asarray(m.reference_outputs, np.float32)
+        if got.shape != want.shape or not np.allclose(got, want, atol=atol):
+            raise ArtifactError("smoke test failed on reference inputs", reason="smoke_test")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Registry:
+    """A directory of versioned artifacts with a champion pointer per model name."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.glob("*") if p.is_dir()) if self.root.exists() else []
+
+    def _versions(self, name: str) -> list[str]:
+        d = self.root / name
+        if not d.exists():
+            return []
+        return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+
+    def publish(self, artifact: Artifact) -> Artifact:
+        """Write ``artifact`` as the next version of its model; returns it with that version."""
+        if len(artifact.onnx) > MAX_ARTIFACT_BYTES:
+            raise ArtifactError(
+                f"artifact of {len(artifact.onnx):,} bytes exceeds {MAX_ARTIFACT_BYTES:,}",
+                reason="too_large",
+                hint="compress it further: it must travel on the model-updates topic",
+            )
+        name = artifact.manifest.name
+        versions = self._versions(name)
+        version = str(int(versions[-1]) + 1) if versions else "1"
+        manifest = dataclasses.replace(
+            artifact.manifest, version=version, sha256=artifact.sha256, size_bytes=len(artifact.onnx)
+        )
+        out = Artifact(manifest, artifact.onnx, None)
+        d = self.root / name / version
+        _atomic_write(d / "model.onnx", out.onnx)
+        _atomic_write(d / "manifest.json", json.dumps(dataclasses.asdict(manifest), indent=2).encode())
+        return out
+
+    def save_signature(self, artifact: Artifact) -> None:
+        """Store the signature of an already published artifact."""
+        if artifact.signature is None:
+            return
+        m = artifact.manifest
+        _atomic_write(self.root / m.name / m.version / "signature", artifact.signature)
+
+    def list(self, name: str) -> list[Manifest]:
+        return [
+            Manifest.from_json((self.root / name / v / "manifest.json").read_text())
+            for v in self._versions(name)
+        ]
+
+    def get(self, name: str, version: str | None = None) -> Artifact:
+        """Version ``version`` (None = the champion) of ``name``."""
+        if version is None:
+            champ = self.champion(name)
+            if champ is None:
+                raise ArtifactError(f"no champion for {name}", reason="missing")
+            return champ
+        d = self.root / name / version
+        if not (d / "model.onnx").exists():
+            raise ArtifactError(
+                f"{name} v{version} is not in the registry at {self.root}",
+                reason="missing",
+                hint="`finscore models list` shows what there is",
+            )
+        sig = d / "signature"
+        return Artifact(
+            Manifest.from_json((d / "manifest.json").read_text()),
+            (d / "model.onnx").read_bytes(),
+            sig.read_bytes() if sig.exists() else None,
+        )
+
+    def champion(self, name: str) -> Artifact | None:
+        pointer = self.root / name / "CHAMPION"
+        if not pointer.exists():
+            return None
+        return self.get(name, pointer.read_text().strip())
+
+    def _history(self, name: str) -> list[str]:
+        h = self.root / name / "HISTORY"
+        return h.read_text().split() if h.exists() else []
+
+    def promote(self, name: str, version: str) -> None:
+        """Make ``version`` the champion (the previous one goes to the history)."""
+        self.get(name, version)  # exists?
+        current = self.champion(name)
+        if current is not None and current.manifest.version != version:
+            hist = self._history(name) + [current.manifest.version]
+            _atomic_write(self.root / name / "HISTORY", " ".join(hist).encode())
+        _atomic_write(self.root / name / "CHAMPION", version.encode())
+
+    def rollback(self, name: str) -> Manifest:
+        """Return to the previous champion; returns its manifest."""
+        hist = self._history(name)
+        if not hist:
+            raise ArtifactError(
+                f"{name} has no previous champion to roll back to", reason="no_history"
+            )
+        previous = hist.pop()
+        _atomic_write(self.root / name / "HISTORY", " ".join(hist).encode())
+        _atomic_write(self.root / name / "CHAMPION", previous.encode())
+        return self.get(name, previous).manifest
+
+
+def manifest_dict(m: Manifest) -> dict[str, Any]:
+    return dataclasses.asdict(m)
