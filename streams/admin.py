@@ -47,7 +47,8 @@ def ensure_topics(
     ]
     if not new:
         return []
-    futures = admin(client).create_topics(new, operation_timeout=30)
+    adm = admin(client)  # must outlive the futures
+    futures = adm.create_topics(new, operation_timeout=30)
     created = []
     for name, fut in futures.items():
         try:

@@ -14,7 +14,15 @@ from finscore.producing import produce, transaction_events
 from finscore.registry import generate_keypair
 from finscore.schemas import topics as T
 from tests.models import artifact
-from tests.streams.kit import consume_all, decode_all, make_topics, publish, running, worker_config
+from tests.streams.kit import (
+    consume_all,
+    decode_all,
+    make_topics,
+    publish,
+    running,
+    wait_assigned,
+    worker_config,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -38,12 +46,14 @@ def test_swap_under_load_loses_nothing_duplicates_nothing_and_is_monotonic(
     txs = txs_for(prefix, 12000)
     cfg = worker_config(client, prefix, exactly_once=True, verify_key=public)
     with running(cfg) as w:
+        wait_assigned(w)
         stop = threading.Event()
         feeder = threading.Thread(
             target=lambda: produce(client, iter(txs), rate=3000, stop=stop), daemon=True
         )
         feeder.start()
-        time.sleep(1.5)
+        while w.metrics.events_in._value.get() < 3000:  # v1 is scoring under load
+            time.sleep(0.05)
         announced = time.time()
         publish(client, prefix, artifact("fraud", "2", seed=2).sign(private))
         feeder.join(60)
