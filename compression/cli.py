@@ -1,0 +1,187 @@
+"""`finscore compress fraud|market`: run a plan, print the table, write the report, register.
+
+Mounted lazily by ``finscore.cli`` so that worker commands never import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from finscore.compression.family import Family, TrainData
+from finscore.compression.plan import Gate, Plan, RunResult, to_artifact
+from finscore.compression.steps import (
+    ArchitectureSearch,
+    Distill,
+    PruneStructured,
+    PruneUnstructured,
+    QuantizeDynamic,
+    QuantizeStatic,
+    WeightShare,
+)
+
+
+def fraud_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
+    if name == "quick":
+        steps = [Distill(32), PruneStructured(0.5, 2), WeightShare(16, 1), QuantizeDynamic()]
+    else:
+        steps = [
+            ArchitectureSearch((16, 32, 64), budget_bytes=16_000),
+            PruneStructured(0.5, 4),
+            PruneUnstructured(0.5, 3),
+            WeightShare(16, 2),
+            QuantizeDynamic(),
+            QuantizeStatic(2048),
+        ]
+    return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed)
+
+
+def market_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
+    if name == "quick":
+        steps = [Distill(16), PruneUnstructured(0.5, 1), QuantizeDynamic()]
+    else:
+        steps = [
+            ArchitectureSearch((8, 16, 32)),
+            PruneUnstructured(0.5, 2),
+            QuantizeDynamic(),
+            QuantizeStatic(1024),
+        ]
+    return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed)
+
+
+def load(family: str, data: str, data_dir: Path | None, seed: int, quick: bool) -> tuple[Family, TrainData]:
+    if family == "fraud":
+        from finscore.compression.fraud import FraudFamily
+
+        fam = FraudFamily(teacher_hidden=(128, 64) if quick else (256, 256, 128))
+        kw = {"n_customers": 1500, "days": 60} if quick else {"n_customers": 3000, "days": 75}
+        return fam, fam.load_data(data, data_dir=data_dir, seed=seed, **(kw if data == "sim" else {}))
+    from finscore.compression.market import MarketFamily
+
+    mfam = MarketFamily(window=50 if quick else 100)
+    return mfam, mfam.load_data(data, data_dir=data_dir, seed=seed, quick=quick)
+
+
+def print_table(result: RunResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from finscore.compression.report import rows
+
+    table_rows = rows(result)
+    t = Table(title=f"{result.family}: candidates (gate: {result.gate.metric} ± {result.gate.tolerance})")
+    for col in table_rows[0]:
+        t.add_column(col, justify="right")
+    for r in table_rows:
+        t.add_row(*[str(v) for v in r.values()])
+    Console().print(t)
+
+
+def run_compression(
+    family: str,
+    *,
+    data: str = "sim",
+    data_dir: Path | None = None,
+    plan: str = "quick",
+    epochs: int | None = None,
+    teacher_epochs: int | None = None,
+    tolerance: float | None = None,
+    seed: int = 0,
+    registry_dir: Path | None = None,
+    report_dir: Path | None = None,
+    signing_key: str | None = None,
+    promote: bool = False,
+    echo: bool = True,
+) -> tuple[RunResult, object | None]:
+    """Run a plan end to end; returns the result and the published artifact (if any)."""
+    import torch
+
+    from finscore.compression.report import write_report
+    from finscore.registry import Registry
+
+    torch.set_num_threads(1)
+    quick = plan == "quick"
+    fam, td = load(family, data, data_dir, seed, quick)
+    default_epochs = (4, 6) if quick else (8, 15)
+    make = fraud_plan if family == "fraud" else market_plan
+    p = make(plan, epochs or default_epochs[0], teacher_epochs or default_epochs[1], seed)
+    tol = tolerance if tolerance is not None else (0.05 if quick else 0.01)
+    result = p.run(fam, td, Gate(fam.metric, tol))
+    if echo:
+        print_table(result)
+    if report_dir is not None:
+        path = write_report(result, report_dir, f"{family} compression ({data}, plan {plan})")
+        if echo:
+            click.echo(f"report: {path}")
+    artifact = None
+    if registry_dir is not None and result.deployed is not None:
+        reg = Registry(registry_dir)
+        artifact = reg.publish(to_artifact(result, result.deployed, fam, td))
+        if signing_key:
+            artifact = artifact.sign(signing_key)
+            reg.save_signature(artifact)
+        if promote:
+            reg.promote(family, artifact.manifest.version)
+        if echo:
+            m = artifact.manifest
+            click.echo(
+                f"registered {family} v{m.version} ({result.deployed.name}, {m.size_bytes:,} bytes, "
+                f"{fam.metric} {m.metrics[fam.metric]:.4f}) in {registry_dir}"
+                + (" and promoted" if promote else "")
+            )
+    return result, artifact
+
+
+@click.group()
+def compress() -> None:
+    """Train a teacher, compress it, gate, report and register the deployed student."""
+
+
+def _common(f):  # noqa: ANN001, ANN202
+    options = [
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Real data folder (default FINSCORE_DATA_DIR)."),  # fmt: skip
+        click.option("--plan", "plan_name", type=click.Choice(["quick", "default"]), default="quick", show_default=True),
+        click.option("--epochs", type=int, default=None, help="Student / fine-tune epochs."),
+        click.option("--teacher-epochs", type=int, default=None),
+        click.option("--tolerance", type=float, default=None, help="Allowed metric drop vs the teacher."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+                     help="Report folder (default reports/<family>)."),  # fmt: skip
+        click.option("--publish/--no-publish", default=True, show_default=True, help="Register the deployed student."),
+        click.option("--promote", is_flag=True, help="Also make it the registry champion."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _run(family: str, data: str, data_dir, plan_name, epochs, teacher_epochs, tolerance, seed,  # noqa: ANN001
+         report_dir, publish, promote) -> None:  # noqa: ANN001
+    from finscore.settings import Settings
+
+    s = Settings()
+    run_compression(
+        family, data=data, data_dir=data_dir or s.data_dir, plan=plan_name, epochs=epochs,
+        teacher_epochs=teacher_epochs, tolerance=tolerance, seed=seed,
+        registry_dir=s.registry_dir if publish else None,
+        report_dir=report_dir or Path("reports") / family,
+        signing_key=s.signing_key.get_secret_value() if s.signing_key else None, promote=promote,
+    )  # fmt: skip
+
+
+@compress.command()
+@click.option("--data", type=click.Choice(["sim", "handbook"]), default="sim", show_default=True)
+@_common
+def fraud(data: str, **kw) -> None:  # noqa: ANN003
+    """Fraud family (tabular MLP; gate: average precision)."""
+    _run("fraud", data, **kw)
+
+
+@compress.command()
+@click.option("--data", type=click.Choice(["sim", "lobster"]), default="sim", show_default=True)
+@_common
+def market(data: str, **kw) -> None:  # noqa: ANN003
+    """Market family (DeepLOB-style teacher; gate: macro-F1)."""
+    _run("market", data, **kw)

@@ -1,0 +1,193 @@
+"""A :class:`Plan` chains compression steps; running it yields every candidate, measured.
+
+Run: train the teacher (or take one), apply the steps in order (each step's output is a
+candidate), export every candidate to ONNX, check parity with its torch source, evaluate it on
+the test split, measure size and latency, and pick the **deployed** candidate: the smallest one
+whose gated metric is within ``tolerance`` of the teacher's (ties: lower latency). When none
+passes, :class:`~finscore.compression.exceptions.GateFailed` is raised and nothing is published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from finscore.compression.exceptions import GateFailed
+from finscore.compression.export import check_parity, export_onnx, measure_latency, run_onnx
+from finscore.compression.family import Family, TrainData
+from finscore.compression.nn import count_params, seed_everything
+from finscore.compression.steps import CompressionStep, StepContext
+from finscore.registry import Artifact, Manifest
+
+FP32_ATOL = 1e-4
+QUANT_ATOL = 0.05  # int8 candidates: outputs within 0.05 of their fp32 source (plus the gate)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A candidate passes when ``metric >= reference − tolerance``."""
+
+    metric: str
+    tolerance: float
+
+    def passes(self, reference: float, value: float) -> bool:
+        return value >= reference - self.tolerance
+
+
+@dataclass
+class Candidate:
+    """One model of the run (the teacher included), exported and measured."""
+
+    name: str
+    onnx: bytes
+    steps: list[dict]
+    metrics: dict[str, float]
+    params: int
+    latency: dict[str, float]
+    parity_error: float
+    torch_model: nn.Module | None = None
+    val_outputs: np.ndarray | None = None
+    passes_gate: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.onnx)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.onnx).hexdigest()
+
+
+@dataclass
+class RunResult:
+    family: str
+    gate: Gate
+    candidates: list[Candidate]
+    deployed: Candidate | None
+    data_fingerprint: str
+    search_log: list[dict] = field(default_factory=list)
+
+    @property
+    def teacher(self) -> Candidate:
+        return self.candidates[0]
+
+
+@dataclass
+class Plan:
+    """Ordered steps (see :mod:`finscore.compression.steps`)."""
+
+    steps: list[CompressionStep]
+    teacher_epochs: int = 10
+    epochs: int = 5
+    seed: int = 0
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [s.describe() for s in self.steps]
+
+    def run(
+        self,
+        family: Family,
+        data: TrainData,
+        gate: Gate,
+        teacher: nn.Module | None = None,
+        reference_metric: float | None = None,
+    ) -> RunResult:
+        """Train (or reuse) the teacher, apply the steps, measure every candidate, gate.
+
+        ``reference_metric`` overrides the gate's reference (e.g. the live champion's metric on
+        the same test window, for the sidecar); by default it is the teacher's.
+        """
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        seed_everything(self.seed)
+        if teacher is None:
+            teacher = family.train(family.teacher(data), data, epochs=self.teacher_epochs, seed=self.seed)
+        ctx = StepContext(family, data, teacher, seed=self.seed, epochs=self.epochs)
+        cands = [self._measure("teacher", teacher, family, data, [{"step": "teacher", "params": {}}])]
+        model, dense, applied = teacher, teacher, []
+        for step in self.steps:
+            if step.stage == "onnx":
+                src = self._measure("src", dense, family, data, applied, measure=False)
+                q = step.apply(src.onnx, ctx)
+                cands.append(self._measure_onnx(step.name, q, src, family, data, applied + [step.describe()]))
+                continue
+            model = step.apply(model, ctx)
+            applied = applied + [step.describe()]
+            if not getattr(model, "weight_shared", False):
+                dense = model
+            cands.append(self._measure(step.name, model, family, data, applied))
+        reference = cands[0].metrics[gate.metric] if reference_metric is None else reference_metric
+        for c in cands[1:]:
+            c.passes_gate = gate.passes(reference, c.metrics[gate.metric])
+        passing = [c for c in cands[1:] if c.passes_gate]
+        deployed = min(passing, key=lambda c: (c.size_bytes, c.latency["p50_ms"])) if passing else None
+        result = RunResult(family.name, gate, cands, deployed, data.fingerprint, ctx.log)
+        if deployed is None:
+            best = max(cands[1:], key=lambda c: c.metrics[gate.metric]) if len(cands) > 1 else cands[0]
+            raise GateFailed(gate.metric, reference, best.metrics[gate.metric], gate.tolerance)
+        return result
+
+    def _measure(
+        self, name: str, model: nn.Module, family: Family, data: TrainData, steps: list[dict],
+        measure: bool = True,
+    ) -> Candidate:  # fmt: skip
+        head = family.head(model).eval()
+        onnx_bytes = export_onnx(head, data.x_test, family.input_name, family.output_name)
+        err = check_parity(head, onnx_bytes, data.x_test[:256], FP32_ATOL)
+        if not measure:
+            return Candidate(name, onnx_bytes, steps, {}, 0, {}, err, model)
+        outputs = run_onnx(onnx_bytes, data.x_test)
+        with torch.no_grad():
+            val = run_onnx(onnx_bytes, data.x_val)
+        return Candidate(
+            name, onnx_bytes, steps, family.evaluate(outputs, data), count_params(model),
+            measure_latency(onnx_bytes, data.x_test[0]), err, model, val,
+        )  # fmt: skip
+
+    def _measure_onnx(
+        self, name: str, q: bytes, src: Candidate, family: Family, data: TrainData, steps: list[dict]
+    ) -> Candidate:
+        outputs = run_onnx(q, data.x_test)
+        want = run_onnx(src.onnx, data.x_test[:256])
+        err = float(np.max(np.abs(run_onnx(q, data.x_test[:256]) - want)))
+        return Candidate(
+            name, q, steps, family.evaluate(outputs, data),
+            count_params(src.torch_model) if src.torch_model is not None else 0,
+            measure_latency(q, data.x_test[0]), err, None, run_onnx(q, data.x_val),
+        )  # fmt: skip
+
+
+def to_artifact(result: RunResult, cand: Candidate, family: Family, data: TrainData) -> Artifact:
+    """An unversioned registry artifact for a candidate, with reference inputs for smoke tests."""
+    ref_in = family.example(data, 4) if hasattr(family, "example") else data.x_test[:4]
+    ref_out = run_onnx(cand.onnx, ref_in)
+    params = family.params(data)
+    manifest = Manifest(
+        name=family.name,
+        version="",
+        family=family.name,
+        sha256=cand.sha256,
+        size_bytes=cand.size_bytes,
+        input_name=family.input_name,
+        output_name=family.output_name,
+        input_shape=[None, *data.x_test.shape[1:]],
+        feature_names=family.feature_names() if hasattr(family, "feature_names") else [],
+        params=params,
+        parent_sha256=result.teacher.sha256 if cand is not result.teacher else None,
+        teacher_sha256=result.teacher.sha256,
+        steps=cand.steps,
+        data_fingerprint=result.data_fingerprint,
+        metrics={k: float(v) for k, v in cand.metrics.items()}
+        | {"teacher_" + k: float(v) for k, v in result.teacher.metrics.items()},
+        latency=cand.latency,
+        reference_inputs=np.asarray(ref_in, dtype=np.float32).tolist(),
+        reference_outputs=np.asarray(ref_out, dtype=np.float32).tolist(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        threshold=family.threshold(cand.val_outputs, data) if cand.val_outputs is not None else None,
+    )
+    return Artifact(manifest, cand.onnx)

@@ -1,0 +1,67 @@
+"""Post-training int8 quantisation with ONNX Runtime, on ONNX bytes (temp files inside)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+
+class _Rows(CalibrationDataReader):
+    """Feeds calibration rows one small batch at a time."""
+
+    def __init__(self, name: str, rows: np.ndarray, batch: int = 64) -> None:
+        self._batches = iter(
+            [{name: rows[i : i + batch].astype(np.float32)} for i in range(0, len(rows), batch)]
+        )
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+def _input_name(model: bytes) -> str:
+    return onnx.load_from_string(model).graph.input[0].name
+
+
+def _preprocess(src: Path, dst: Path) -> Path:
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        return dst
+    except Exception:  # noqa: BLE001 - pre-processing is an optimisation only
+        return src
+
+
+def quantize_dynamic_bytes(model: bytes) -> bytes:
+    """Dynamic quantisation: int8 weights, activations quantised on the fly."""
+    with tempfile.TemporaryDirectory() as d:
+        src, pre, dst = Path(d, "in.onnx"), Path(d, "pre.onnx"), Path(d, "out.onnx")
+        src.write_bytes(model)
+        quantize_dynamic(str(_preprocess(src, pre)), str(dst), weight_type=QuantType.QInt8)
+        return dst.read_bytes()
+
+
+def quantize_static_bytes(model: bytes, calibration: np.ndarray, per_channel: bool = False) -> bytes:
+    """Static QDQ quantisation (int8 activations and weights), calibrated on ``calibration``."""
+    with tempfile.TemporaryDirectory() as d:
+        src, pre, dst = Path(d, "in.onnx"), Path(d, "pre.onnx"), Path(d, "out.onnx")
+        src.write_bytes(model)
+        quantize_static(
+            str(_preprocess(src, pre)),
+            str(dst),
+            _Rows(_input_name(model), calibration),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+        )
+        return dst.read_bytes()

@@ -1,0 +1,263 @@
+"""Compression steps: one interface, composable in a :class:`~finscore.compression.plan.Plan`.
+
+A step is ``apply(model, ctx) -> model``. Torch-stage steps return an ``nn.Module`` (the next
+step starts from it); ONNX-stage steps (quantisation) return ONNX bytes and branch from the
+last *dense* torch model (weight-shared layers compute their weights at run time, which ONNX
+Runtime's quantiser cannot quantise).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from finscore.compression.exceptions import CompressionError
+from finscore.compression.family import Family, TrainData
+from finscore.compression.nn import MLP, SharedLinear
+
+
+@dataclass
+class StepContext:
+    """What steps share during one plan run."""
+
+    family: Family
+    data: TrainData
+    teacher: nn.Module
+    seed: int = 0
+    epochs: int = 5
+    teacher_soft: np.ndarray | None = None
+    log: list[dict] = field(default_factory=list)  # side candidates (architecture search)
+
+    def soft(self) -> np.ndarray:
+        if self.teacher_soft is None:
+            self.teacher_soft = self.family.logits(self.teacher, self.data.x_train)
+        return self.teacher_soft
+
+
+class CompressionStep:
+    """Base class: ``name``, ``params`` (recorded in the manifest) and ``apply``."""
+
+    name = "step"
+    stage = "torch"  # or "onnx"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def apply(self, model: Any, ctx: StepContext) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"step": self.name, "params": self.params}
+
+
+def _fine_tune(model: nn.Module, ctx: StepContext, epochs: int, after_step=None) -> nn.Module:  # noqa: ANN001
+    if epochs <= 0:
+        return model
+    return ctx.family.train(
+        model, ctx.data, epochs=epochs, seed=ctx.seed + 17, soft=ctx.soft(), temperature=2.0,
+        alpha=0.5, lr=5e-4, after_step=after_step,
+    )  # fmt: skip
+
+
+class Distill(CompressionStep):
+    """Knowledge distillation into ``family.student(width)``: temperature-scaled soft targets
+    of the teacher (weight ``alpha``, scaled by T²) plus hard labels (weight 1 − alpha)."""
+
+    name = "distill"
+
+    def __init__(self, width: int = 32, temperature: float = 4.0, alpha: float = 0.7, epochs: int | None = None) -> None:
+        self.width, self.temperature, self.alpha, self.epochs = width, temperature, alpha, epochs
+
+    def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        student = ctx.family.student(ctx.data, self.width)
+        return ctx.family.train(
+            student, ctx.data, epochs=self.epochs or ctx.epochs, seed=ctx.seed, soft=ctx.soft(),
+            temperature=self.temperature, alpha=self.alpha,
+        )  # fmt: skip
+
+
+class ArchitectureSearch(CompressionStep):
+    """Distil every candidate width; keep the best validation metric within the budgets."""
+
+    name = "architecture_search"
+
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (8, 16, 32, 64),
+        budget_bytes: int | None = None,
+        budget_latency_ms: float | None = None,
+        temperature: float = 4.0,
+        alpha: float = 0.7,
+        epochs: int | None = None,
+    ) -> None:
+        self.widths, self.budget_bytes, self.budget_latency_ms = widths, budget_bytes, budget_latency_ms
+        self.temperature, self.alpha, self.epochs = temperature, alpha, epochs
+
+    def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        from finscore.compression.export import export_onnx, measure_latency
+
+        fam, best, best_score = ctx.family, None, -np.inf
+        for w in self.widths:
+            student = Distill(w, self.temperature, self.alpha, self.epochs).apply(model, ctx)
+            onnx_bytes = export_onnx(fam.head(student), ctx.data.x_val, fam.input_name, fam.output_name)
+            lat = measure_latency(onnx_bytes, ctx.data.x_val[0], repeats=100)
+            probs = _head_outputs(fam, student, ctx.data.x_val)
+            score = fam.evaluate(probs, ctx.data, split="val")[fam.metric]
+            fits = (self.budget_bytes is None or len(onnx_bytes) <= self.budget_bytes) and (
+                self.budget_latency_ms is None or lat["p50_ms"] <= self.budget_latency_ms
+            )
+            ctx.log.append({"width": w, "bytes": len(onnx_bytes), "val_metric": score, "fits": fits,
+                            "latency": lat})  # fmt: skip
+            if fits and score > best_score:
+                best, best_score, self.chosen_width = student, score, w
+        if best is None:
+            raise CompressionError("no student shape fits the size/latency budget")
+        return best
+
+
+@torch.no_grad()
+def _head_outputs(fam: Family, model: nn.Module, x: np.ndarray) -> np.ndarray:
+    head = fam.head(model).eval()
+    return torch.cat([head(torch.as_tensor(x[i : i + 8192])) for i in range(0, len(x), 8192)]).numpy()
+
+
+def _mlp_only(model: nn.Module, step: str) -> MLP:
+    if not isinstance(model, MLP):
+        raise CompressionError(f"{step} supports MLP students (got {type(model).__name__})")
+    return model
+
+
+class PruneStructured(CompressionStep):
+    """Remove whole hidden neurons (lowest in·out weight norms) and rebuild smaller layers,
+    so the network physically shrinks; then fine-tune with the teacher's soft targets."""
+
+    name = "prune_structured"
+
+    def __init__(self, amount: float = 0.5, fine_tune_epochs: int = 3) -> None:
+        self.amount, self.fine_tune_epochs = amount, fine_tune_epochs
+
+    def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        mlp = copy.deepcopy(_mlp_only(model, self.name))
+        linears = [m for m in mlp.body if isinstance(m, nn.Linear)]
+        keep_in = torch.arange(linears[0].in_features)
+        new_layers = []
+        for i, lin in enumerate(linears):
+            w, b = lin.weight.data[:, keep_in], lin.bias.data
+            if i < len(linears) - 1:
+                nxt = linears[i + 1].weight.data
+                importance = w.norm(dim=1) * nxt.norm(dim=0)
+                n_keep = max(2, int(round(len(importance) * (1 - self.amount))))
+                keep_out = torch.sort(torch.topk(importance, n_keep).indices).values
+            else:
+                keep_out = torch.arange(w.shape[0])
+            new = nn.Linear(len(keep_in), len(keep_out))
+            new.weight.data, new.bias.data = w[keep_out].clone(), b[keep_out].clone()
+            new_layers.append(new)
+            keep_in = keep_out
+        it = iter(new_layers)
+        mlp.body = nn.Sequential(*[next(it) if isinstance(m, nn.Linear) else m for m in mlp.body])
+        return _fine_tune(mlp, ctx, self.fine_tune_epochs)
+
+
+class PruneUnstructured(CompressionStep):
+    """Global L1 magnitude pruning of ``amount`` of the Linear/Conv weights, fine-tuned with the
+    mask held, then made permanent (zeros in dense tensors)."""
+
+    name = "prune_unstructured"
+
+    def __init__(self, amount: float = 0.5, fine_tune_epochs: int = 3) -> None:
+        self.amount, self.fine_tune_epochs = amount, fine_tune_epochs
+
+    def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        m = copy.deepcopy(model)
+        params = [(mod, "weight") for mod in m.modules() if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)]
+        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=self.amount)
+        m = _fine_tune(m, ctx, self.fine_tune_epochs)
+        for mod, name in params:
+            prune.remove(mod, name)
+        return m
+
+
+def kmeans_1d(values: np.ndarray, k: int, iters: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Linear-initialised 1-D k-means (as in Deep Compression): (centroids, assignment)."""
+    lo, hi = float(values.min()), float(values.max())
+    c = np.linspace(lo, hi, k)
+    for _ in range(iters):
+        a = np.abs(values[:, None] - c[None, :]).argmin(1)
+        for j in range(k):
+            sel = values[a == j]
+            if len(sel):
+                c[j] = sel.mean()
+    return c, np.abs(values[:, None] - c[None, :]).argmin(1)
+
+
+class WeightShare(CompressionStep):
+    """Cluster each Linear layer's non-zero weights into ``clusters − 1`` shared values (+ an
+    exact zero), fine-tune the codebook, and store weights as uint8 indices + a float codebook
+    (1 byte per weight in the artifact instead of 4)."""
+
+    name = "weight_share"
+
+    def __init__(self, clusters: int = 16, fine_tune_epochs: int = 2) -> None:
+        if not 2 <= clusters <= 256:
+            raise ValueError("clusters must be in 2..256 (uint8 indices)")
+        self.clusters, self.fine_tune_epochs = clusters, fine_tune_epochs
+
+    def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        mlp = copy.deepcopy(_mlp_only(model, self.name))
+        layers = []
+        for mod in mlp.body:
+            if not isinstance(mod, nn.Linear):
+                layers.append(mod)
+                continue
+            w = mod.weight.data.numpy().ravel()
+            idx = np.zeros(len(w), dtype=np.int64)
+            nz = w != 0
+            codebook = np.zeros(self.clusters, dtype=np.float32)
+            if nz.sum() >= self.clusters - 1:
+                c, a = kmeans_1d(w[nz], self.clusters - 1)
+                codebook[1:] = c
+                idx[nz] = a + 1
+            else:
+                codebook[1 : 1 + nz.sum()] = w[nz]
+                idx[nz] = np.arange(1, 1 + nz.sum())
+            index = torch.as_tensor(idx.reshape(mod.weight.shape))
+            layers.append(SharedLinear(torch.as_tensor(codebook), index, mod.bias.data))
+        mlp.body = nn.Sequential(*layers)
+        mlp.weight_shared = True  # type: ignore[assignment]
+        return _fine_tune(mlp, ctx, self.fine_tune_epochs)
+
+
+class QuantizeDynamic(CompressionStep):
+    """ONNX Runtime dynamic int8 quantisation (weights int8, activations quantised at run time)."""
+
+    name = "quantize_dynamic"
+    stage = "onnx"
+
+    def apply(self, model: bytes, ctx: StepContext) -> bytes:
+        from finscore.compression.quantize import quantize_dynamic_bytes
+
+        return quantize_dynamic_bytes(model)
+
+
+class QuantizeStatic(CompressionStep):
+    """ONNX Runtime static int8 quantisation, QDQ format, calibrated on training rows."""
+
+    name = "quantize_static"
+    stage = "onnx"
+
+    def __init__(self, calibration_size: int = 2048, per_channel: bool = False) -> None:
+        self.calibration_size, self.per_channel = calibration_size, per_channel
+
+    def apply(self, model: bytes, ctx: StepContext) -> bytes:
+        from finscore.compression.quantize import quantize_static_bytes
+
+        calib = ctx.data.calibration(self.calibration_size, ctx.seed)
+        return quantize_static_bytes(model, calib, per_channel=self.per_channel)
