@@ -71,11 +71,12 @@ def print_table(result: RunResult) -> None:
 
     table_rows = rows(result)
     t = Table(title=f"{result.family}: candidates (gate: {result.gate.metric} ± {result.gate.tolerance})")
+    console = Console(width=max(Console().width, 170))
     for col in table_rows[0]:
         t.add_column(col, justify="right")
     for r in table_rows:
         t.add_row(*[str(v) for v in r.values()])
-    Console().print(t)
+    console.print(t)
 
 
 def run_compression(
