@@ -19,7 +19,12 @@ OPSET = 17
 
 def export_onnx(model: nn.Module, example: np.ndarray, input_name: str, output_name: str) -> bytes:
     """Export ``model`` (already wrapped with its output head) with a dynamic batch axis."""
+    from finscore.compression.nn import SharedLinear
+
     model.eval()
+    # Weight-shared layers must stay uint8 index + codebook in the file: constant folding would
+    # materialise them (as int64 indices or dense floats). ONNX Runtime folds them at load time.
+    shared = any(isinstance(m, SharedLinear) for m in model.modules())
     buf = io.BytesIO()
     x = torch.as_tensor(example[:2], dtype=torch.float32)
     try:
@@ -33,7 +38,7 @@ def export_onnx(model: nn.Module, example: np.ndarray, input_name: str, output_n
                 output_names=[output_name],
                 dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
                 opset_version=OPSET,
-                do_constant_folding=True,
+                do_constant_folding=not shared,
                 dynamo=False,
             )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types
