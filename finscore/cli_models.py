@@ -121,3 +121,23 @@ def keygen() -> None:
 
     private, public = generate_keypair()
     click.echo(f"FINSCORE_SIGNING_KEY={private}\nFINSCORE_VERIFY_KEY={public}")
+
+
+@models.command()
+@click.argument("name", type=click.Choice(["fraud"]))
+@pass_ctx
+def recompress(ctx: Ctx, name: str) -> None:
+    """Ask the running sidecar to recompress NAME now (it gates and announces the result)."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from finscore.schemas.topics import SIDECAR_COMMANDS
+    from finscore.streams.admin import check_reachable
+
+    check_reachable(ctx.client)
+    p = Producer(ctx.client)
+    p.produce(ctx.settings.topic_prefix + SIDECAR_COMMANDS, json.dumps({"command": "recompress", "model": name}).encode(), name.encode())
+    if p.flush(10):
+        raise FinscoreError("the command was not delivered", hint="is the topic catalog created?")
+    click.echo(f"asked the sidecar to recompress {name}; watch its log or `finscore models list {name}`")

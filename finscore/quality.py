@@ -44,25 +44,30 @@ class QualityReport:
 
 
 class QualityMonitor:
-    """Joins fraud flags with their delayed labels by transaction id.
+    """Joins fraud flags with their delayed labels by transaction id, in either order.
 
-    ``add_flag`` remembers a score (bounded: the oldest pending flags are forgotten once more
-    than ``max_pending`` wait for a label); ``add_label`` completes the pair and appends it to a
-    rolling window of the last ``window`` outcomes per model version.
+    Whichever of flag and label arrives first waits (bounded: the oldest are forgotten beyond
+    ``max_pending``); the second completes the pair, which joins a rolling window of the last
+    ``window`` outcomes of the version that scored it.
     """
 
     def __init__(self, window: int = 20_000, max_pending: int = 2_000_000) -> None:
         self.window = window
         self.max_pending = max_pending
         self._pending: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._early_labels: OrderedDict[str, int] = OrderedDict()  # label before its flag
         self._outcomes: dict[str, deque[tuple[float, int]]] = {}
         self._reference: dict[str, np.ndarray] = {}
         self._recent_scores: dict[str, deque[float]] = {}
 
     def add_flag(self, transaction_id: str, score: float, version: str) -> None:
-        self._pending[transaction_id] = (score, version)
-        if len(self._pending) > self.max_pending:
-            self._pending.popitem(last=False)
+        label = self._early_labels.pop(transaction_id, None)
+        if label is not None:
+            self._outcome(version, score, label)
+        else:
+            self._pending[transaction_id] = (score, version)
+            if len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
         recent = self._recent_scores.setdefault(version, deque(maxlen=self.window))
         recent.append(score)
         if version not in self._reference and len(recent) == recent.maxlen:
@@ -70,12 +75,16 @@ class QualityMonitor:
 
     def add_label(self, transaction_id: str, is_fraud: bool) -> None:
         hit = self._pending.pop(transaction_id, None)
-        if hit is None:
+        if hit is None:  # replayed or compressed time: the label came first
+            self._early_labels[transaction_id] = int(is_fraud)
+            if len(self._early_labels) > self.max_pending:
+                self._early_labels.popitem(last=False)
             return
         score, version = hit
-        self._outcomes.setdefault(version, deque(maxlen=self.window)).append(
-            (score, int(is_fraud))
-        )
+        self._outcome(version, score, int(is_fraud))
+
+    def _outcome(self, version: str, score: float, label: int) -> None:
+        self._outcomes.setdefault(version, deque(maxlen=self.window)).append((score, label))
 
     def report(self, version: str) -> QualityReport:
         pairs = self._outcomes.get(version, deque())

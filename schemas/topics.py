@@ -26,6 +26,7 @@ FRAUD_LABELS = "fraud-labels"
 FRAUD_FLAGS = "fraud-flags"
 PRICE_SIGNALS = "price-signals"
 MODEL_UPDATES = "model-updates"
+SIDECAR_COMMANDS = "sidecar-commands"
 INPUTS = (TRANSACTIONS, MARKET_TICKS, FRAUD_LABELS)
 
 
@@ -99,6 +100,13 @@ def catalog(partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
             "model_name",
             dict(COMPACT),
             doc="Model announcements; latest per model name is in force.",
+        ),
+        TopicSpec(
+            p + SIDECAR_COMMANDS,
+            1,
+            "json",
+            "model_name",
+            doc="Operator commands to the sidecar (e.g. recompress now).",
         ),
     ]
     specs += [

@@ -1,0 +1,308 @@
+"""`finscore sidecar`: keep the deployed fraud model fresh, small and safe, without downtime.
+
+Loop: read the delayed ``fraud-labels`` (every transaction's outcome, with its features' raw
+inputs) and the live ``fraud-flags``; join them by transaction id into a rolling quality view
+(:class:`~finscore.quality.QualityMonitor`: AP of each live version, PSI of its scores); keep a
+buffer of recent labelled transactions. Recompress when a trigger fires:
+
+- **drift**: the live version's rolling AP falls ``ap_drop`` below the best it has shown, or its
+  score PSI exceeds ``psi_threshold``;
+- **schedule**: every ``interval_s`` seconds (0 = never);
+- **command**: ``finscore models recompress fraud`` (a record on ``sidecar-commands``).
+
+Recompression = the compression issue's plan on the recent labelled window (teacher → distil →
+prune → share → quantise), then a gate **against the live champion** on a held-out recent
+window: the candidate's AP must be at least the champion's minus ``tolerance`` on the same
+transactions, and its size and latency within budget. Only a passing candidate is registered,
+signed, promoted and announced on ``model-updates``; workers hot-swap it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from finscore.logging import get_logger
+from finscore.quality import QualityMonitor
+from finscore.registry import Registry
+from finscore.schemas import topics as T
+from finscore.schemas.codec import Codec
+from finscore.schemas.exceptions import DecodeError
+from finscore.sim.frame import TransactionFrame
+
+log = get_logger("sidecar")
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    client: dict
+    topic_prefix: str = ""
+    registry_dir: Path = Path("var/registry")
+    signing_key: str | None = None
+    interval_s: float = 0.0
+    min_outcomes: int = 5000
+    ap_drop: float = 0.10
+    psi_threshold: float = 0.25
+    tolerance: float = 0.02
+    max_bytes: int = 1_000_000
+    history_days: int = 40
+    holdout_days: int = 4
+    epochs: int = 6
+    cooldown_s: float = 60.0
+    reports_dir: Path = Path("reports/sidecar")
+
+
+class OutcomeBuffer:
+    """Recent labelled transactions (from fraud-label records), as columns."""
+
+    def __init__(self, history_days: int) -> None:
+        self.history_ms = history_days * DAY_MS
+        self._rows: list[tuple] = []
+        self._seen: set[str] = set()
+
+    def add(self, label: dict) -> None:
+        tid = label["transaction_id"]
+        if tid in self._seen:
+            return
+        self._seen.add(tid)
+        self._rows.append((tid, int(label["tx_time"]), label["customer_id"], label["terminal_id"],
+                           float(label["amount"]), 1 if label["is_fraud"] else 0))  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def frame(self) -> TransactionFrame:
+        """The last ``history_days`` of labelled transactions, time-ordered, ids as ints."""
+        rows = sorted(self._rows, key=lambda r: r[1])
+        if rows:
+            newest = rows[-1][1]
+            rows = [r for r in rows if r[1] > newest - self.history_ms]
+        self._rows = rows
+        self._seen = {r[0] for r in rows}
+
+        def ints(values: list) -> np.ndarray:
+            return np.unique(np.asarray(values, dtype=str), return_inverse=True)[1].astype(np.int64)
+
+        n = len(rows)
+        return TransactionFrame(
+            transaction_id=ints([r[0] for r in rows]) if n else np.zeros(0, np.int64),
+            event_time=np.asarray([r[1] for r in rows], dtype=np.int64),
+            customer_id=ints([r[2] for r in rows]) if n else np.zeros(0, np.int64),
+            terminal_id=ints([r[3] for r in rows]) if n else np.zeros(0, np.int64),
+            amount=np.asarray([r[4] for r in rows], dtype=np.float64),
+            is_fraud=np.asarray([r[5] for r in rows], dtype=np.int8),
+            scenario=np.zeros(n, dtype=np.int8),
+        )
+
+
+@dataclass
+class SidecarState:
+    recompressions: list[dict] = field(default_factory=list)
+    best_ap: dict[str, float] = field(default_factory=dict)
+    running: bool = False
+    last_run: float = 0.0
+
+
+class Sidecar:
+    """Runs the monitor and recompression loop; see the module docstring."""
+
+    def __init__(self, cfg: SidecarConfig) -> None:
+        self.cfg = cfg
+        self.monitor = QualityMonitor(window=20_000)
+        self.buffer = OutcomeBuffer(cfg.history_days)
+        self.state = SidecarState()
+        self._stop = threading.Event()
+        self._labels, self._flags = Codec("fraud_label"), Codec("fraud_flag")
+        self._thread: threading.Thread | None = None
+        self.live_version: str | None = None
+        p = cfg.topic_prefix
+        self.consumer = Consumer({**cfg.client, "group.id": f"{p}finscore-sidecar", "enable.auto.commit": False,
+                                  "fetch.wait.max.ms": 50})  # fmt: skip
+        md = self.consumer.list_topics(timeout=10)
+        tps = []
+        for t in (p + T.FRAUD_LABELS, p + T.FRAUD_FLAGS):
+            tps += [TopicPartition(t, q, OFFSET_BEGINNING) for q in md.topics[t].partitions]
+        cmd = p + T.SIDECAR_COMMANDS
+        if cmd in md.topics:
+            tps.append(TopicPartition(cmd, 0, OFFSET_BEGINNING))
+        self.consumer.assign(tps)
+        self._started_ms = int(time.time() * 1000)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- inputs -------------------------------------------------------------------------------
+    def poll(self, timeout: float = 0.5) -> list[str]:
+        """Consume what is there; returns pending commands (model names to recompress)."""
+        commands = []
+        p = self.cfg.topic_prefix
+        for m in self.consumer.consume(20000, timeout):
+            if m.error() is not None or m.value() is None:
+                continue
+            topic = m.topic()
+            try:
+                if topic == p + T.FRAUD_LABELS:
+                    lab = self._labels.decode(m.value())
+                    self.buffer.add(lab)
+                    self.monitor.add_label(lab["transaction_id"], lab["is_fraud"])
+                elif topic == p + T.FRAUD_FLAGS:
+                    flag = self._flags.decode(m.value())
+                    self.monitor.add_flag(flag["transaction_id"], flag["score"], flag["model_version"])
+                    self.live_version = flag["model_version"]
+                elif m.timestamp()[1] >= self._started_ms:  # commands sent while we run
+                    commands.append(json.loads(m.value()).get("model", "fraud"))
+            except (DecodeError, ValueError, KeyError) as exc:
+                log.warning("sidecar.bad_record", topic=topic, offset=m.offset(), error=str(exc))
+        return commands
+
+    def trigger(self) -> str | None:
+        """The reason to recompress now, or None."""
+        cfg, st = self.cfg, self.state
+        if st.running or time.time() - st.last_run < cfg.cooldown_s:
+            return None
+        if cfg.interval_s and time.time() - st.last_run >= cfg.interval_s and len(self.buffer) >= cfg.min_outcomes:
+            return "schedule"
+        champion = Registry(cfg.registry_dir).champion("fraud")
+        v = champion.manifest.version if champion is not None else self.live_version
+        if v is None:
+            return None
+        q = self.monitor.report(v)
+        if q.outcomes < cfg.min_outcomes or q.average_precision is None:
+            return None
+        best = max(st.best_ap.get(v, 0.0), q.average_precision)
+        st.best_ap[v] = best
+        if q.average_precision < best - cfg.ap_drop:
+            return f"drift: rolling AP of v{v} fell from {best:.3f} to {q.average_precision:.3f}"
+        if q.score_psi > cfg.psi_threshold:
+            return f"drift: score PSI of v{v} is {q.score_psi:.2f}"
+        return None
+
+    # -- recompression ----------------------------------------------------------------------------
+    def recompress(self, reason: str) -> dict[str, Any]:
+        """Train, compress and gate a candidate against the champion; publish if it passes."""
+        from finscore.compression.cli import fraud_plan
+        from finscore.compression.export import run_onnx
+        from finscore.compression.fraud import FraudFamily, FraudSplits, split_frame
+        from finscore.compression.plan import Gate, to_artifact
+        from finscore.compression.report import write_report
+        from finscore.streams.announcements import announce
+
+        cfg = self.cfg
+        t0 = time.time()
+        frame = self.buffer.frame()
+        end = int(frame.event_time[-1]) // DAY_MS * DAY_MS + DAY_MS
+        h = cfg.holdout_days * DAY_MS
+
+        def day(ms: int) -> str:
+            return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
+
+        splits = FraudSplits(train=(day(end - 4 * h - 14 * DAY_MS), day(end - 2 * h)),
+                             val=(day(end - 2 * h), day(end - h)), test=(day(end - h), day(end)))  # fmt: skip
+        fam = FraudFamily(teacher_hidden=(128, 64))
+        data = split_frame(frame, splits, exclude_known_compromised=False)
+        reg = Registry(cfg.registry_dir)
+        champion = reg.champion("fraud")
+        champ_ap = None
+        if champion is not None:
+            champ_ap = fam.evaluate(run_onnx(champion.onnx, data.x_test), data)["ap"]
+        plan = fraud_plan("quick", cfg.epochs, cfg.epochs + 2, seed=int(t0) % 1000)
+        record: dict[str, Any] = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                                  "rows": len(frame), "champion_ap": champ_ap}  # fmt: skip
+        from finscore.compression.exceptions import GateFailed
+
+        try:
+            result = plan.run(fam, data, Gate("ap", cfg.tolerance), reference_metric=champ_ap)
+        except GateFailed as exc:
+            record.update(outcome="rejected", why=str(exc), seconds=round(time.time() - t0, 1))
+            log.warning("sidecar.candidate_rejected", **record)
+            return record
+        cand = result.deployed
+        assert cand is not None
+        too_big = cand.size_bytes > cfg.max_bytes
+        if champion is not None:
+            too_slow = cand.latency["p50_ms"] > 2 * max(champion.manifest.latency.get("p50_ms", 1.0), 0.05)
+        else:
+            too_slow = False
+        report = write_report(result, cfg.reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S"),
+                              f"sidecar recompression ({reason})")  # fmt: skip
+        if too_big or too_slow:
+            record.update(outcome="rejected", why="size or latency over budget", report=str(report))
+            log.warning("sidecar.candidate_rejected", **record)
+            return record
+        art = reg.publish(to_artifact(result, cand, fam, data))
+        if cfg.signing_key:
+            art = art.sign(cfg.signing_key)
+            reg.save_signature(art)
+        reg.promote("fraud", art.manifest.version)
+        announce(cfg.client, cfg.topic_prefix + T.MODEL_UPDATES, art, "PROMOTE")
+        record.update(outcome="promoted", version=art.manifest.version, candidate_ap=cand.metrics["ap"],
+                      bytes=cand.size_bytes, report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip
+        log.info("sidecar.promoted", **record)
+        return record
+
+    def _recompress_async(self, reason: str) -> None:
+        self.state.running = True
+
+        def run() -> None:
+            try:
+                self.state.recompressions.append(self.recompress(reason))
+            except Exception as exc:  # noqa: BLE001 - the sidecar must survive a failed run
+                log.exception("sidecar.recompression_failed", error=str(exc))
+                self.state.recompressions.append({"reason": reason, "outcome": "error", "why": str(exc)})
+            finally:
+                self.state.running = False
+                self.state.last_run = time.time()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="recompress")
+        self._thread.start()
+
+    def run(self) -> None:
+        log.info("sidecar.started", registry=str(self.cfg.registry_dir))
+        self.state.last_run = time.time() - self.cfg.cooldown_s  # eligible at once
+        try:
+            while not self._stop.is_set():
+                commands = self.poll()
+                reason = f"command: {commands[-1]}" if commands and not self.state.running else self.trigger()
+                if reason:
+                    log.info("sidecar.recompressing", reason=reason, outcomes=len(self.buffer))
+                    self._recompress_async(reason)
+        finally:
+            if self._thread is not None:
+                self._thread.join(600)
+            self.consumer.close()
+            log.info("sidecar.stopped", recompressions=len(self.state.recompressions))
+
+
+@click.command()
+@click.option("--interval", type=float, default=0.0, help="Also recompress every S seconds (0 = off).")
+@click.option("--min-outcomes", type=int, default=5000, show_default=True)
+@click.option("--ap-drop", type=float, default=0.10, show_default=True, help="Drift trigger.")
+@click.option("--tolerance", type=float, default=0.02, show_default=True, help="Gate vs the champion.")
+@click.option("--metrics-port", type=int, default=None, help="Accepted for symmetry with workers.")
+def sidecar(interval: float, min_outcomes: int, ap_drop: float, tolerance: float, metrics_port: int | None) -> None:
+    """Watch model quality and drift; recompress, gate, sign and hot-swap fraud models."""
+    import signal
+
+    from finscore.settings import Settings
+    from finscore.streams.admin import check_reachable
+
+    s = Settings()
+    check_reachable(s.kafka_config())
+    sc = Sidecar(SidecarConfig(
+        client=s.kafka_config(), topic_prefix=s.topic_prefix, registry_dir=s.registry_dir,
+        signing_key=s.signing_key.get_secret_value() if s.signing_key else None,
+        interval_s=interval, min_outcomes=min_outcomes, ap_drop=ap_drop, tolerance=tolerance,
+    ))  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: sc.stop())
+    signal.signal(signal.SIGINT, lambda *_: sc.stop())
+    sc.run()

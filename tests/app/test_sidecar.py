@@ -1,0 +1,67 @@
+"""The drift scenario end to end: a new fraud pattern appears, the sidecar sees the live
+model's AP fall, recompresses on recent labelled data, gates the candidate against the
+champion, and the running worker hot-swaps to it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from finscore.compression.cli import fraud_plan
+from finscore.compression.fraud import FraudFamily, sim_splits, split_frame
+from finscore.compression.plan import Gate, to_artifact
+from finscore.producing import produce
+from finscore.registry import Registry
+from finscore.schemas import topics as T
+from finscore.sidecar import Sidecar, SidecarConfig
+from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
+from tests.streams.kit import make_topics, publish, running, worker_config
+
+pytestmark = pytest.mark.broker
+torch.set_num_threads(1)
+
+
+def test_drift_triggers_a_recompression_that_passes_the_gate_and_is_swapped_in(client, prefix, tmp_path) -> None:
+    cfg = TxSimConfig(n_customers=500, n_terminals=1000, days=56, drift_day=40, seed=3)
+    frame = simulate_frame(cfg)
+    # v1: trained before the drift (days 0–39), like a model that has been live for a while.
+    before = frame.select(frame.event_time < cfg.start_ms + 40 * DAY_MS)
+    fam = FraudFamily(teacher_hidden=(64, 32))
+    data = split_frame(before, sim_splits(cfg.start, 40), exclude_known_compromised=False)
+    result = fraud_plan("quick", 4, 6, seed=0).run(fam, data, Gate("ap", 0.2))
+    reg = Registry(tmp_path / "registry")
+    v1 = reg.publish(to_artifact(result, result.deployed, fam, data))
+    reg.promote("fraud", v1.manifest.version)
+    make_topics(client, prefix, partitions=2)
+    publish(client, prefix, v1)
+
+    def events():  # noqa: ANN202
+        for kind, rec in merged_events(frame, cfg.label_delay_days * DAY_MS):
+            if kind == "transaction":
+                yield prefix + T.TRANSACTIONS, rec["customer_id"], "transaction", rec
+            else:
+                yield prefix + T.FRAUD_LABELS, rec["terminal_id"], "fraud_label", rec
+
+    sc = Sidecar(SidecarConfig(client=client, topic_prefix=prefix, registry_dir=tmp_path / "registry",
+                               min_outcomes=3000, ap_drop=0.1, tolerance=0.02, epochs=4, cooldown_s=0,
+                               reports_dir=tmp_path / "reports"))  # fmt: skip
+    side = threading.Thread(target=sc.run, daemon=True)
+    with running(worker_config(client, prefix)) as w:
+        side.start()
+        produce(client, events(), rate=0)
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and w.slot.live.version == "1":
+            time.sleep(0.5)
+        sc.stop()
+        side.join(300)
+        live = w.slot.live.version
+    runs = sc.state.recompressions
+    assert runs and runs[0]["reason"].startswith("drift"), runs
+    promoted = [r for r in runs if r["outcome"] == "promoted"]
+    assert promoted, runs
+    assert promoted[0]["candidate_ap"] >= promoted[0]["champion_ap"] - 0.02
+    assert live == promoted[0]["version"] == "2"
+    assert reg.champion("fraud").manifest.version == "2"
