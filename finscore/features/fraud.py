@@ -14,7 +14,8 @@ Features (the handbook's, plus three extras marked *):
   ``TERMINAL_ID_RISK_{1,7,30}DAY_WINDOW`` (fraud share) over the terminal's transactions in
   ``(t − delay − w, t − delay]`` whose label was known at ``t``;
 - * ``CUSTOMER_AMOUNT_RATIO_30DAY``: amount / the customer's 30-day mean (compromised cards
-  spend 5× their habit); * ``CUSTOMER_ID_RISK_30DAY_WINDOW`` and
+  spend 5× their habit); * ``CUSTOMER_AMOUNT_ZSCORE_30DAY``: the same against the spread of the
+  customer's 30-day amounts; * ``CUSTOMER_ID_RISK_30DAY_WINDOW`` and
   * ``CUSTOMER_ID_NB_FRAUD_30DAY_WINDOW``: the card's own delayed fraud history, same rules as
   the terminal windows.
 
@@ -25,6 +26,7 @@ never count a transaction twice). Memory is bounded by :meth:`evict`.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ FRAUD_FEATURE_NAMES: tuple[str, ...] = (
     "TERMINAL_ID_NB_TX_30DAY_WINDOW",
     "TERMINAL_ID_RISK_30DAY_WINDOW",
     "CUSTOMER_AMOUNT_RATIO_30DAY",
+    "CUSTOMER_AMOUNT_ZSCORE_30DAY",
     "CUSTOMER_ID_RISK_30DAY_WINDOW",
     "CUSTOMER_ID_NB_FRAUD_30DAY_WINDOW",
 )
@@ -194,14 +197,17 @@ class FraudFeatures:
             day, ms_of_day = divmod(t, DAY_MS)
             row[1] = 1.0 if (day + 3) % 7 >= 5 else 0.0  # 1970-01-01 was a Thursday
             row[2] = 1.0 if ms_of_day < 7 * 3_600_000 else 0.0  # handbook: hour <= 6
-            mean_long = 0.0
+            mean_long = std_long = 0.0
             for span in spans:
                 lo = bisect_right(times, t - span, 0, hi)
                 n = hi - lo
-                mean = sum(amounts[lo:hi]) / n if n else 0.0
+                window = amounts[lo:hi]
+                mean = sum(window) / n if n else 0.0
                 row += [float(n), mean]
                 if span == long_span:
                     mean_long = mean
+                    if n > 1:
+                        std_long = math.sqrt(max(sum(a * a for a in window) / n - mean * mean, 0.0))
             term = self._terminals.get(tx["terminal_id"])
             if term is None:
                 row += [0.0] * (2 * len(spans))
@@ -209,6 +215,7 @@ class FraudFeatures:
                 for n, f in term.windows(t, delay, spans):
                     row += [float(n), f / n if n else 0.0]
             row.append(amount / mean_long if mean_long > 0 else 1.0)
+            row.append((amount - mean_long) / std_long if std_long > 1e-9 else 0.0)
             card = self._cards.get(cid)
             if card is None:
                 row += [0.0, 0.0]
