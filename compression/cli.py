@@ -24,7 +24,7 @@ from finscore.compression.steps import (
 
 def fraud_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
     if name == "quick":
-        steps = [Distill(32), PruneStructured(0.5, 2), WeightShare(16, 1), QuantizeDynamic()]
+        steps = [Distill(32), PruneStructured(0.5, 3), WeightShare(16, 2), QuantizeDynamic()]
     else:
         steps = [
             ArchitectureSearch((16, 32, 64), budget_bytes=16_000),
@@ -54,7 +54,7 @@ def load(family: str, data: str, data_dir: Path | None, seed: int, quick: bool) 
     if family == "fraud":
         from finscore.compression.fraud import FraudFamily
 
-        fam = FraudFamily(teacher_hidden=(128, 64) if quick else (256, 256, 128))
+        fam = FraudFamily(teacher_hidden=(128, 64) if quick else (256, 256, 128), members=1 if quick else 3)
         kw = {"n_customers": 1500, "days": 60} if quick else {"n_customers": 3000, "days": 75}
         return fam, fam.load_data(data, data_dir=data_dir, seed=seed, **(kw if data == "sim" else {}))
     from finscore.compression.market import MarketFamily
@@ -104,7 +104,7 @@ def run_compression(
     torch.set_num_threads(1)
     quick = plan == "quick"
     fam, td = load(family, data, data_dir, seed, quick)
-    default_epochs = (4, 6) if quick else (8, 15)
+    default_epochs = (10, 8) if quick else (12, 10)
     make = fraud_plan if family == "fraud" else market_plan
     p = make(plan, epochs or default_epochs[0], teacher_epochs or default_epochs[1], seed)
     tol = tolerance if tolerance is not None else (0.05 if quick else 0.01)

@@ -20,7 +20,7 @@ from torch.nn import functional as F  # noqa: N812
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatureConfig, featurize_frame
 from finscore.features.metrics import average_precision, card_precision_at_k, roc_auc
 from finscore.compression.family import Sigmoid, TrainData
-from finscore.compression.nn import MLP, fit, predict
+from finscore.compression.nn import MLP, Ensemble, fit, predict
 
 DAY_MS = 86_400_000
 
@@ -103,9 +103,12 @@ class FraudFamily:
     input_name = "features"
     output_name = "score"
 
-    def __init__(self, teacher_hidden: tuple[int, ...] = (256, 256, 128), dropout: float = 0.2) -> None:
+    def __init__(
+        self, teacher_hidden: tuple[int, ...] = (256, 256, 128), dropout: float = 0.2, members: int = 1
+    ) -> None:
         self.teacher_hidden = list(teacher_hidden)
         self.dropout = dropout
+        self.members = members
 
     # -- data -------------------------------------------------------------------------------
     def load_data(
@@ -134,6 +137,9 @@ class FraudFamily:
         return MLP(len(FRAUD_FEATURE_NAMES), hidden, 1, data.x_train.mean(0), data.x_train.std(0), dropout)
 
     def teacher(self, data: TrainData) -> nn.Module:
+        """An MLP, or an :class:`Ensemble` of ``members`` MLPs (a stronger teacher to distil)."""
+        if self.members > 1:
+            return Ensemble([self._mlp(data, self.teacher_hidden, self.dropout) for _ in range(self.members)])
         return self._mlp(data, self.teacher_hidden, self.dropout)
 
     def student(self, data: TrainData, width: int) -> nn.Module:
@@ -154,6 +160,10 @@ class FraudFamily:
     ) -> nn.Module:
         """BCE on hard labels, or (with ``soft`` teacher logits) the distillation loss
         α·T²·BCE(s/T, σ(t/T)) + (1 − α)·BCE(s, y)."""
+        if isinstance(model, Ensemble):  # members learn independently (hard labels, own seeds)
+            for i, member in enumerate(model.members):
+                self.train(member, data, epochs=epochs, seed=seed + 1000 * i, lr=lr)
+            return model.eval()
         t = temperature
 
         def loss(out: torch.Tensor, y: torch.Tensor, soft_t: torch.Tensor | None) -> torch.Tensor:

@@ -164,3 +164,14 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarr
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat(outs).numpy() if outs else np.zeros((0,))
+
+
+class Ensemble(nn.Module):
+    """A teacher made of several independently seeded members; its logit is their mean."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)

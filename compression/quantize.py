@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -41,9 +42,20 @@ def _preprocess(src: Path, dst: Path) -> Path:
         return src
 
 
+class _Quiet:
+    """Silence the quantiser's per-tensor INFO chatter (it logs through the root logger)."""
+
+    def __enter__(self) -> None:
+        self.level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.WARNING)
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().setLevel(self.level)
+
+
 def quantize_dynamic_bytes(model: bytes) -> bytes:
     """Dynamic quantisation: int8 weights, activations quantised on the fly."""
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, _Quiet():
         src, pre, dst = Path(d, "in.onnx"), Path(d, "pre.onnx"), Path(d, "out.onnx")
         src.write_bytes(model)
         quantize_dynamic(str(_preprocess(src, pre)), str(dst), weight_type=QuantType.QInt8)
@@ -52,7 +64,7 @@ def quantize_dynamic_bytes(model: bytes) -> bytes:
 
 def quantize_static_bytes(model: bytes, calibration: np.ndarray, per_channel: bool = False) -> bytes:
     """Static QDQ quantisation (int8 activations and weights), calibrated on ``calibration``."""
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, _Quiet():
         src, pre, dst = Path(d, "in.onnx"), Path(d, "pre.onnx"), Path(d, "out.onnx")
         src.write_bytes(model)
         quantize_static(

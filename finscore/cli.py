@@ -322,5 +322,7 @@ def dump(obj: Any) -> str:
 # Command modules register themselves on `cli` (kept apart so each reads in one sitting).
 from finscore import cli_models, cli_ops  # noqa: E402, F401
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":  # pragma: no cover - `python -m finscore.cli`
+    from finscore.cli import main as _main  # the module the commands registered on
+
+    _main()

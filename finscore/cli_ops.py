@@ -34,7 +34,9 @@ def demo(
 ) -> None:
     """Run the whole system on the embedded broker with a live view (Ctrl-C stops it)."""
     from finscore.demo import Demo, DemoOptions
+    from finscore.logging import configure_logging
 
+    configure_logging("WARNING", ctx.settings.log_format)  # the live view is the narration
     opts = DemoOptions(
         duration=duration,
         tx_rate=tx_rate,

@@ -134,7 +134,7 @@ class Demo:
                     f"no {name} model yet: training a teacher and compressing it "
                     f"(quick plan on simulated data; first run only, a few minutes)"
                 )
-                self._run_cli(["compress", name, "--data", "sim", "--plan", "quick", "--publish"])
+                self._run_cli(["compress", name, "--data", "sim", "--plan", "quick", "--publish", "--promote"])
             champ = reg.champion(name)
             if champ is None:
                 raise FinscoreError(f"no {name} model could be produced")
