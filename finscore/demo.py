@@ -147,7 +147,7 @@ class Demo:
 
     def _run_cli(self, args: list[str]) -> None:
         cmd = [sys.executable, "-m", "finscore.cli", *args]
-        r = subprocess.run(cmd, env=self.env, check=False)
+        r = subprocess.run(cmd, env={**self.env, "FINSCORE_LOG_LEVEL": "WARNING"}, check=False)
         if r.returncode != 0:
             raise FinscoreError(f"`finscore {' '.join(args)}` failed (exit {r.returncode})")
 
@@ -308,6 +308,7 @@ class Demo:
                 {self.s.topic_prefix + T.FRAUD_FLAGS: "fraud_flag",
                  self.s.topic_prefix + T.PRICE_SIGNALS: "price_signal"},
             ).start()  # fmt: skip
+            started = time.monotonic()  # --duration counts streaming time, not setup
             end = started + self.opts.duration if self.opts.duration else None
             with Live(self.render(started), console=self.console, refresh_per_second=2) as live:
                 while end is None or time.monotonic() < end:

@@ -3,40 +3,57 @@
 - **Avro single-object encoding** (``0xC3 0x01`` + 8-byte little-endian CRC-64-AVRO fingerprint
   of the writer schema's Parsing Canonical Form + Avro binary): the default; no server needed.
 - **Confluent wire format** (``0x00`` + 4-byte big-endian schema id + Avro binary): writer
-  schemas are fetched by id from a schema registry (``confluent_kafka.schema_registry``).
-- **JSON** (a text document starting with ``{``): for people typing events into kcat.
-  Field names as in the ``.avsc``; timestamps as ISO-8601 strings or epoch integers (ms for
-  ``timestamp-millis``, µs for ``timestamp-micros``); decimals as strings or numbers; bytes as
-  base64; unions as plain values; defaulted fields may be left out; numeric ids are accepted
-  and turned into strings.
+  schemas are registered and fetched by id through ``confluent_kafka.schema_registry``
+  (imported only when first needed; it needs the ``confluent-kafka[schemaregistry]`` extras).
+- **JSON** (a text document whose first non-space byte is ``{``): for people typing events into
+  kcat; the rules are in :mod:`finscore.schemas.json_form`.
 
-Decoded records are plain dicts: timestamps stay integers (epoch ms or µs, as the schema says),
-decimals are :class:`decimal.Decimal`, enums are strings. Schema evolution: a codec reads with
-its own (reader) schema and resolves any writer schema it knows — its own, the
-``writer_schemas`` it was given, or one fetched from the registry — per the Avro rules (added
-fields with defaults are filled in; removed fields are skipped).
+Decoded records are plain dicts: timestamps stay integers (epoch ms or µs, as the schema says;
+the codec reads with a copy of the schema whose timestamp logical types are stripped, so no
+datetime is ever built), decimals are :class:`decimal.Decimal`, enums are str, bytes are bytes.
+``encode`` also accepts datetimes for timestamps and int/float/str for decimals (quantised to
+the schema's scale, half-even; a value past the precision raises :class:`EncodeError`).
+
+Schema evolution. A codec reads with its own *reader* schema (the bundled ``.avsc``, or
+``reader_schema=``) and resolves the writer's schema into it by the Avro rules: fields the
+reader lacks are skipped, fields the writer lacks get the reader's default.
+
+- Single-object bytes name their writer only by fingerprint, and a fingerprint cannot be turned
+  back into a schema: the codec resolves the versions it knows (its own and any given as
+  ``writer_schemas=[...]`` or :meth:`Codec.register_writer`); an unknown fingerprint is a
+  :class:`DecodeError`. Fit for one team shipping producers and workers together.
+- The Confluent wire format with a schema registry is the way for fleets whose producers evolve
+  independently: the id in every message fetches the writer schema (cached per id).
+- JSON carries no schema: unknown fields are ignored and missing defaulted fields are filled.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import io
+import itertools
 import json
 import struct
 from collections.abc import Iterable
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint as avro_fingerprint
+from fastavro.schema import fingerprint as _crc64_hex
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
 
-from finscore.schemas.exceptions import DecodeError, EncodeError
+from finscore.schemas.exceptions import DecodeError, EncodeError, SchemaError
+from finscore.schemas.json_form import (
+    TIMESTAMP_TYPES,
+    epoch,
+    from_json,
+    to_decimal,
+    to_json_value,
+)
 
 SCHEMA_NAMES = (
     "transaction",
@@ -47,23 +64,33 @@ SCHEMA_NAMES = (
     "model_update",
     "dead_letter",
 )
+ENCODINGS = ("avro", "json", "confluent")
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
-CONFLUENT_MAGIC = 0
-TIMESTAMP_TYPES = ("timestamp-millis", "timestamp-micros")
+CONFLUENT_MAGIC = b"\x00"
+REGISTRY_EXTRA_HINT = "pip install 'confluent-kafka[schemaregistry]' for the Confluent wire format"
+
+
+# -- schemas -------------------------------------------------------------------------------------
+def schema_path(name: str) -> str:
+    """Filesystem path of the bundled ``<name>.avsc`` (for tools that want a file)."""
+    _check_name(name)
+    return str(resources.files("finscore.schemas").joinpath(f"{name}.avsc"))
 
 
 @cache
+def _schema_text(name: str) -> str:
+    _check_name(name)
+    return resources.files("finscore.schemas").joinpath(f"{name}.avsc").read_text()
+
+
 def load_schema(name: str) -> dict:
-    """The parsed JSON of ``schemas/<name>.avsc``."""
+    """The parsed JSON of the bundled ``<name>.avsc`` (a fresh copy; the file is read once)."""
+    return json.loads(_schema_text(name))  # type: ignore[no-any-return]
+
+
+def _check_name(name: str) -> None:
     if name not in SCHEMA_NAMES:
-        raise KeyError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
-    text = resources.files("finscore.schemas").joinpath(f"{name}.avsc").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
-def schema_path(name: str) -> str:
-    """Filesystem path of a bundled ``.avsc`` (for tools that want a file)."""
-    return str(resources.files("finscore.schemas").joinpath(f"{name}.avsc"))
+        raise SchemaError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
 
 
 def strip_timestamps(schema: Any) -> Any:
@@ -77,30 +104,117 @@ def strip_timestamps(schema: Any) -> Any:
     return schema
 
 
-def fingerprint(schema: dict) -> bytes:
-    """CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form, 8 bytes little-endian."""
+def inline_named_types(schema: Any) -> Any:
+    """A copy of ``schema`` where each reuse of a named type by name is a renamed full copy.
+
+    The binary encoding does not depend on type names, and fastavro reads a type written out in
+    place about a third faster than one referenced by name (market_tick's ``asks: Level``).
+    Only for the codec's own schema on its own bytes: resolution across versions matches
+    record names, so it always uses the schemas as written. Recursive schemas come back as is.
+    """
+    defs: dict[str, dict] = {}
+    counter = itertools.count(1)
+
+    class Recursive(Exception):
+        pass
+
+    def walk(s: Any, ns: str, suffix: str, open_names: tuple[str, ...]) -> Any:
+        if isinstance(s, list):
+            return [walk(b, ns, suffix, open_names) for b in s]
+        if isinstance(s, str):
+            full = s if "." in s else f"{ns}.{s}"
+            if full in open_names:
+                raise Recursive
+            if full not in defs:
+                return s
+            target = defs[full]
+            return walk(copy.deepcopy(target), full.rpartition(".")[0], f"_{next(counter)}", open_names)
+        if not isinstance(s, dict):
+            return s
+        kind = s.get("type")
+        if kind in ("record", "enum", "fixed"):
+            name = s["name"]
+            ns2 = name.rpartition(".")[0] if "." in name else s.get("namespace", ns)
+            full = name if "." in name else f"{ns2}.{name}"
+            if not suffix:
+                defs[full] = s
+            out = dict(s, name=name + suffix)
+            if kind == "record":
+                inner = (*open_names, full)
+                out["fields"] = [dict(f, type=walk(f["type"], ns2, suffix, inner)) for f in s["fields"]]
+            return out
+        if kind == "array":
+            return dict(s, items=walk(s["items"], ns, suffix, open_names))
+        if kind == "map":
+            return dict(s, values=walk(s["values"], ns, suffix, open_names))
+        if isinstance(kind, dict | list):
+            return dict(s, type=walk(kind, ns, suffix, open_names))
+        return s
+
+    try:
+        ns0 = schema.get("namespace", "") if isinstance(schema, dict) else ""
+        return walk(schema, ns0, "", ())
+    except Recursive:
+        return schema
+
+
+def fingerprint(schema: str | dict | list) -> bytes:
+    """CRC-64-AVRO (Rabin) fingerprint of a schema's Parsing Canonical Form, 8 bytes LE.
+
+    ``schema`` is a bundled schema's name or a parsed schema (dict, list or primitive name).
+    Logical types are not part of the
+    canonical form (``{"type": "long", "logicalType": ...}`` becomes ``"long"``, as in the
+    Java reference implementation).
+    """
+    if isinstance(schema, str) and schema in SCHEMA_NAMES:
+        return _named_fingerprint(schema)
     canonical = to_parsing_canonical_form(copy.deepcopy(schema))
-    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))  # already little-endian
+    return bytes.fromhex(_crc64_hex(canonical, "CRC-64-AVRO"))  # fastavro gives LE hex
+
+
+@cache
+def _named_fingerprint(name: str) -> bytes:
+    return fingerprint(load_schema(name))
 
 
 @cache
 def parsed_schema(name: str) -> dict:
-    """The fastavro-parsed schema (timestamps as plain longs) for ``name``."""
+    """The fastavro-parsed bundled schema ``name`` (timestamps as plain longs); shared, read-only."""
     return fastavro.parse_schema(strip_timestamps(load_schema(name)))  # type: ignore[no-any-return]
 
 
-def _decimal_fields(schema: dict) -> dict[str, int]:
-    """Top-level decimal fields and their scales."""
-    out = {}
+@cache
+def _fast_schema(name: str) -> dict:
+    return fastavro.parse_schema(inline_named_types(strip_timestamps(load_schema(name))))  # type: ignore[no-any-return]
+
+
+def _parse(schema: dict) -> dict:
+    return fastavro.parse_schema(strip_timestamps(schema))  # type: ignore[no-any-return]
+
+
+def _top_level(schema: dict) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """Top-level decimal fields (name -> (scale, precision)) and timestamp fields (-> logical)."""
+    decimals, stamps = {}, {}
     for f in schema["fields"]:
         t = f["type"]
         if isinstance(t, dict) and t.get("logicalType") == "decimal":
-            out[f["name"]] = int(t.get("scale", 0))
-    return out
+            decimals[f["name"]] = (int(t.get("scale", 0)), int(t["precision"]))
+        elif isinstance(t, dict) and t.get("logicalType") in TIMESTAMP_TYPES:
+            stamps[f["name"]] = t["logicalType"]
+    return decimals, stamps
 
 
+# -- the codec -----------------------------------------------------------------------------------
 class Codec:
-    """Encodes and decodes records of one schema in the three encodings (see module doc)."""
+    """Encodes and decodes the records of one schema in the three encodings (see module doc).
+
+    ``registry`` is a ``confluent_kafka.schema_registry.SchemaRegistryClient`` (or anything with
+    its ``register_schema``/``get_schema``), or a registry URL from which one is built on first
+    use; needed only for the Confluent wire format. ``subject`` defaults to ``<schema>-value``.
+    ``writer_schemas`` are other versions of the schema whose single-object bytes this codec
+    can read; ``reader_schema`` replaces the bundled schema as the one records are read into
+    and written with (a local newer or older version).
+    """
 
     def __init__(
         self,
@@ -109,26 +223,47 @@ class Codec:
         registry: Any | None = None,
         subject: str | None = None,
         writer_schemas: Iterable[dict] = (),
+        reader_schema: dict | None = None,
     ) -> None:
         self.schema_name = schema_name
-        self.schema = load_schema(schema_name)
-        self.parsed = parsed_schema(schema_name)
+        if reader_schema is None:
+            self.schema = load_schema(schema_name)
+            self.parsed = parsed_schema(schema_name)
+            self._fast = _fast_schema(schema_name)
+        else:
+            self.schema = copy.deepcopy(reader_schema)
+            self.parsed = _parse(self.schema)
+            self._fast = fastavro.parse_schema(inline_named_types(strip_timestamps(self.schema)))
         self.fingerprint = fingerprint(self.schema)
-        self._header = SINGLE_OBJECT_MAGIC + self.fingerprint
-        self._decimals = _decimal_fields(self.schema)
-        self._writers: dict[bytes, dict] = {self.fingerprint: self.parsed}
+        self.header = SINGLE_OBJECT_MAGIC + self.fingerprint
+        self._decimals, self._stamps = _top_level(self.schema)
+        # fingerprint -> parsed writer schema; None marks "our own schema" (fast path, no resolution)
+        self._writers: dict[bytes, dict | None] = {self.fingerprint: None}
         for w in writer_schemas:
-            self.add_writer_schema(w)
-        self.registry = registry
+            self.register_writer(w)
+        self._registry = registry
         self.subject = subject or f"{schema_name}-value"
-        self._registry_writers: dict[int, dict] = {}
-        self._registry_id: int | None = None
+        self._by_id: dict[int, dict | None] = {}
+        self._schema_id: int | None = None
 
-    def add_writer_schema(self, schema: dict) -> None:
-        """Teach the codec another version of the schema, so it can read what that version wrote."""
-        self._writers[fingerprint(schema)] = fastavro.parse_schema(strip_timestamps(schema))
+    def register_writer(self, schema: dict) -> bytes:
+        """Teach the codec another version of its schema; returns that version's fingerprint."""
+        fp = fingerprint(schema)
+        if fp != self.fingerprint:
+            try:
+                self._writers[fp] = _parse(schema)
+            except Exception as exc:  # noqa: BLE001 - fastavro schema errors vary
+                raise SchemaError(f"invalid writer schema for {self.schema_name}: {exc}") from None
+        return fp
 
-    # -- decoding -------------------------------------------------------------------------------
+    add_writer_schema = register_writer
+
+    @property
+    def known_fingerprints(self) -> list[bytes]:
+        """Fingerprints of every writer version this codec reads in single-object encoding."""
+        return list(self._writers)
+
+    # -- decoding ------------------------------------------------------------------------------
     def decode(
         self,
         data: bytes,
@@ -137,73 +272,109 @@ class Codec:
         partition: int | None = None,
         offset: int | None = None,
     ) -> dict:
-        """Decode one message, detecting its encoding; raises :class:`DecodeError`."""
+        """Decode one message, detecting its encoding; raises :class:`DecodeError` (located at
+        ``topic[partition]@offset`` when given)."""
         try:
-            if data[:2] == SINGLE_OBJECT_MAGIC:
-                return self._decode_single_object(data)
-            if data[:1] == b"\x00" and len(data) >= 5:
-                return self._decode_confluent(data)
-            stripped = data.lstrip()
-            if stripped[:1] == b"{":
-                return self._decode_json(stripped)
-            raise DecodeError("not Avro single-object, Confluent wire format or JSON")
+            if data[:10] == self.header:  # the hot path: our own schema, single-object
+                return self._read(data, 10, None, "avro")
+            return self._decode_other(data)
         except DecodeError as exc:
-            if topic is None:
+            if topic is None and partition is None and offset is None:
                 raise
             raise exc.at(topic, partition, offset) from None
+        except Exception as exc:  # noqa: BLE001 - a bug or an odd input must still be a DecodeError
+            raise DecodeError(
+                f"unexpected {type(exc).__name__}: {exc}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            ) from exc
 
-    def _read(self, payload: bytes, writer: dict, encoding: str) -> dict:
-        buf = io.BytesIO(payload)
+    def decode_many(self, messages: Iterable[bytes]) -> list[dict]:
+        """Decode a batch (raises at the first bad one; use :meth:`decode` to locate errors)."""
+        header, read, fast = self.header, fastavro.schemaless_reader, self._fast
+        out = []
+        for data in messages:
+            if data[:10] == header:
+                buf = io.BytesIO(data)
+                buf.seek(10)
+                try:
+                    rec = read(buf, fast, None)
+                except Exception:  # noqa: BLE001 - let decode() say what is wrong
+                    rec = self.decode(data)
+                if buf.tell() != len(data):
+                    rec = self.decode(data)
+                out.append(rec)
+            else:
+                out.append(self.decode(data))
+        return out
+
+    def _decode_other(self, data: bytes) -> dict:
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < 10:
+                raise DecodeError("truncated single-object header", encoding="avro")
+            fp = bytes(data[2:10])
+            if fp not in self._writers:
+                raise DecodeError(
+                    f"unknown writer schema fingerprint {fp.hex()} for {self.schema_name}",
+                    encoding="avro",
+                    hint="the producer uses a schema version this codec was not given "
+                    "(writer_schemas=); producers that evolve on their own should use the "
+                    "Confluent wire format with a schema registry",
+                )
+            return self._read(data, 10, self._writers[fp], "avro")
+        if data[:1] == CONFLUENT_MAGIC:
+            if len(data) < 5:
+                raise DecodeError("truncated Confluent wire-format header", encoding="confluent")
+            schema_id = struct.unpack_from(">I", data, 1)[0]
+            return self._read(data, 5, self._writer_by_id(schema_id), "confluent")
+        stripped = data.lstrip()
+        if stripped[:1] == b"{":
+            return self._decode_json(stripped)
+        raise DecodeError(
+            f"not Avro single-object, Confluent wire format or JSON (starts {bytes(data[:4])!r})"
+        )
+
+    def _read(self, data: bytes, start: int, writer: dict | None, encoding: str) -> dict:
+        buf = io.BytesIO(data)
+        buf.seek(start)
         try:
-            if writer is self.parsed:
-                rec = fastavro.schemaless_reader(buf, writer, None)
+            if writer is None:
+                rec = fastavro.schemaless_reader(buf, self._fast, None)
             else:
                 rec = fastavro.schemaless_reader(buf, writer, self.parsed)
-        except (EOFError, IndexError, ValueError, TypeError, StopIteration) as exc:
-            raise DecodeError(f"corrupt Avro body ({type(exc).__name__}: {exc})", encoding=encoding)
         except Exception as exc:  # noqa: BLE001 - fastavro raises assorted types on garbage
-            raise DecodeError(f"corrupt Avro body ({type(exc).__name__})", encoding=encoding)
-        if buf.tell() != len(payload):
             raise DecodeError(
-                f"{len(payload) - buf.tell()} trailing bytes after the record", encoding=encoding
+                f"corrupt or truncated Avro body ({type(exc).__name__}: {exc})", encoding=encoding
+            ) from None
+        if buf.tell() != len(data):
+            raise DecodeError(
+                f"{len(data) - buf.tell()} trailing bytes after the record", encoding=encoding
             )
         return rec  # type: ignore[no-any-return]
 
-    def _decode_single_object(self, data: bytes) -> dict:
-        if len(data) < 10:
-            raise DecodeError("truncated single-object header", encoding="avro-single-object")
-        fp = data[2:10]
-        writer = self._writers.get(fp)
-        if writer is None:
+    def _writer_by_id(self, schema_id: int) -> dict | None:
+        if schema_id in self._by_id:
+            return self._by_id[schema_id]
+        if self._registry is None:
             raise DecodeError(
-                f"unknown writer schema fingerprint {fp.hex()} for {self.schema_name}",
-                encoding="avro-single-object",
-                hint="the producer uses a schema version this worker does not know; "
-                "use the Confluent wire format with a schema registry for independent evolution",
+                f"Confluent wire format (schema id {schema_id}) but no schema registry",
+                encoding="confluent",
+                hint="give the codec a registry (e.g. FINSCORE_SCHEMA_REGISTRY_URL)",
             )
-        return self._read(data[10:], writer, "avro-single-object")
-
-    def _decode_confluent(self, data: bytes) -> dict:
-        schema_id = struct.unpack(">I", data[1:5])[0]
-        writer = self._registry_writers.get(schema_id)
-        if writer is None:
-            if self.registry is None:
-                raise DecodeError(
-                    f"Confluent wire format (schema id {schema_id}) but no schema registry",
-                    encoding="confluent",
-                    hint="set FINSCORE_SCHEMA_REGISTRY_URL",
-                )
-            try:
-                text = self.registry.get_schema(schema_id).schema_str
-            except Exception as exc:  # noqa: BLE001 - registry client errors vary
-                raise DecodeError(
-                    f"schema id {schema_id} not found in the registry: {exc}", encoding="confluent"
-                ) from None
-            writer = fastavro.parse_schema(strip_timestamps(json.loads(text)))
-            if fingerprint(json.loads(text)) == self.fingerprint:
-                writer = self.parsed
-            self._registry_writers[schema_id] = writer
-        return self._read(data[5:], writer, "confluent")
+        try:
+            text = self._client().get_schema(schema_id).schema_str
+            writer = json.loads(text)
+        except SchemaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - registry client errors vary
+            raise DecodeError(
+                f"schema id {schema_id} not available from the registry ({exc})",
+                encoding="confluent",
+            ) from None
+        parsed = None if fingerprint(writer) == self.fingerprint else _parse(writer)
+        self._by_id[schema_id] = parsed
+        return parsed
 
     def _decode_json(self, data: bytes) -> dict:
         try:
@@ -212,247 +383,111 @@ class Codec:
             raise DecodeError(f"invalid JSON ({exc})", encoding="json") from None
         if not isinstance(doc, dict):
             raise DecodeError("JSON value is not an object", encoding="json")
-        rec = _from_json(doc, self.schema, self.schema["name"])
+        rec = from_json(doc, self.schema, self.schema["name"])
         try:
             validate(rec, self.parsed, raise_errors=True)
         except Exception as exc:  # noqa: BLE001 - fastavro ValidationError
             raise DecodeError(f"schema-invalid JSON: {exc}", encoding="json") from None
-        return rec
+        return rec  # type: ignore[no-any-return]
 
-    # -- encoding -------------------------------------------------------------------------------
+    # -- encoding ------------------------------------------------------------------------------
     def encode(self, record: dict, encoding: str = "avro") -> bytes:
         """Encode ``record`` as ``avro`` (single-object), ``confluent`` or ``json``."""
-        if encoding == "json":
-            return json.dumps(to_jsonable(record, self.schema_name), separators=(",", ":")).encode()
         rec = self._prepare(record)
+        if encoding == "json":
+            try:
+                validate(rec, self.parsed, raise_errors=True)
+            except Exception as exc:  # noqa: BLE001 - fastavro ValidationError
+                raise EncodeError(f"{self.schema_name} record does not fit its schema: {exc}")
+            doc = to_json_value(rec, self.schema)
+            return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        if encoding == "avro":
+            return self.header + self._binary(rec)
+        if encoding == "confluent":
+            return CONFLUENT_MAGIC + struct.pack(">I", self.schema_id()) + self._binary(rec)
+        raise EncodeError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+
+    def encode_many(self, records: Iterable[dict], encoding: str = "avro") -> list[bytes]:
+        """Encode a batch (one ``BytesIO`` reused for the single-object encoding)."""
+        if encoding != "avro":
+            return [self.encode(r, encoding) for r in records]
+        buf, write, fast, header = io.BytesIO(), fastavro.schemaless_writer, self._fast, self.header
+        out = []
+        for record in records:
+            buf.seek(0)
+            buf.truncate()
+            buf.write(header)
+            try:
+                write(buf, fast, self._prepare(record))
+            except EncodeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - fastavro raises assorted types
+                raise EncodeError(f"{self.schema_name} record does not fit its schema: {exc}")
+            out.append(buf.getvalue())
+        return out
+
+    def _binary(self, rec: dict) -> bytes:
         buf = io.BytesIO()
         try:
-            fastavro.schemaless_writer(buf, self.parsed, rec)
+            fastavro.schemaless_writer(buf, self._fast, rec)
         except Exception as exc:  # noqa: BLE001 - fastavro raises assorted types
             raise EncodeError(f"{self.schema_name} record does not fit its schema: {exc}") from None
-        if encoding == "avro":
-            return self._header + buf.getvalue()
-        if encoding == "confluent":
-            return b"\x00" + struct.pack(">I", self._schema_id()) + buf.getvalue()
-        raise EncodeError(f"unknown encoding {encoding!r}: use avro, confluent or json")
+        return buf.getvalue()
 
-    def _schema_id(self) -> int:
-        if self._registry_id is None:
-            if self.registry is None:
+    def schema_id(self) -> int:
+        """The registry id of this codec's schema under ``subject`` (registered once, cached)."""
+        if self._schema_id is None:
+            if self._registry is None:
                 raise EncodeError(
                     "the Confluent wire format needs a schema registry",
-                    hint="set FINSCORE_SCHEMA_REGISTRY_URL",
+                    hint="give the codec a registry (e.g. FINSCORE_SCHEMA_REGISTRY_URL)",
                 )
             from confluent_kafka.schema_registry import Schema
 
-            self._registry_id = int(
-                self.registry.register_schema(self.subject, Schema(json.dumps(self.schema), "AVRO"))
-            )
-        return self._registry_id
+            try:
+                sid = self._client().register_schema(
+                    self.subject, Schema(json.dumps(self.schema), "AVRO")
+                )
+            except SchemaError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - registry client errors vary
+                raise EncodeError(f"cannot register {self.subject} in the registry: {exc}") from None
+            self._schema_id = int(sid)
+            self._by_id[self._schema_id] = None
+        return self._schema_id
+
+    def _client(self) -> Any:
+        if isinstance(self._registry, str):
+            try:
+                from confluent_kafka.schema_registry import SchemaRegistryClient
+            except ImportError as exc:
+                raise SchemaError(
+                    f"the schema registry client cannot be imported ({exc})",
+                    hint=REGISTRY_EXTRA_HINT,
+                ) from None
+            self._registry = SchemaRegistryClient({"url": self._registry})
+        return self._registry
 
     def _prepare(self, record: dict) -> dict:
-        """Timestamps given as datetimes become integers; decimals are quantised to scale."""
+        """Datetimes become epoch integers; decimals are quantised (top-level fields)."""
         rec = record
-        for name, scale in self._decimals.items():
+        for name, (scale, precision) in self._decimals.items():
             v = rec.get(name)
-            if v is not None and not (isinstance(v, Decimal) and v.as_tuple().exponent == -scale):
-                if rec is record:
-                    rec = dict(record)
-                rec[name] = _to_decimal(v, scale, name)
-        for f in self.schema["fields"]:
-            v = rec.get(f["name"])
+            if v is None or (isinstance(v, Decimal) and v.as_tuple().exponent == -scale):
+                continue
+            if rec is record:
+                rec = dict(record)
+            rec[name] = to_decimal(v, scale, precision, name)
+        for name, logical in self._stamps.items():
+            v = rec.get(name)
             if isinstance(v, datetime):
                 if rec is record:
                     rec = dict(record)
-                rec[f["name"]] = _epoch(v, _logical(f["type"]))
+                rec[name] = epoch(v, logical)
         return rec
 
 
-# -- JSON <-> Python ---------------------------------------------------------------------------
-def _logical(t: Any) -> str | None:
-    return t.get("logicalType") if isinstance(t, dict) else None
-
-
-def _epoch(v: datetime, logical: str | None) -> int:
-    if v.tzinfo is None:
-        v = v.replace(tzinfo=UTC)
-    scale = 1_000_000 if logical == "timestamp-micros" else 1000
-    return int(round(v.timestamp() * scale))
-
-
-def _to_decimal(v: Any, scale: int, name: str) -> Decimal:
-    try:
-        d = Decimal(str(v)) if not isinstance(v, Decimal) else v
-    except InvalidOperation:
-        raise EncodeError(f"field {name}: {v!r} is not a decimal number") from None
-    if not d.is_finite():
-        return d  # rejected by validation of the caller (e.g. NaN amount): keep it visible
-    return d.quantize(Decimal(1).scaleb(-scale))
-
-
-class _Named:
-    """Named types seen while walking a schema (records, enums referenced by name later)."""
-
-    def __init__(self) -> None:
-        self.types: dict[str, Any] = {}
-
-
-def _from_json(value: Any, schema: Any, path: str, named: _Named | None = None) -> Any:
-    """Convert a JSON value into the Python value fastavro expects for ``schema``."""
-    named = named or _Named()
-    if isinstance(schema, str):
-        if schema in named.types:
-            return _from_json(value, named.types[schema], path, named)
-        return _primitive_from_json(value, schema, None, path)
-    if isinstance(schema, list):  # union: null or the first branch that converts
-        if value is None and "null" in schema:
-            return None
-        errors = []
-        for branch in schema:
-            if branch == "null":
-                continue
-            try:
-                return _from_json(value, branch, path, named)
-            except DecodeError as exc:
-                errors.append(exc.reason)
-        raise DecodeError(f"{path}: {value!r} fits no branch of the union", encoding="json")
-    t = schema["type"]
-    if t == "record":
-        named.types[schema["name"]] = schema
-        if not isinstance(value, dict):
-            raise DecodeError(f"{path}: expected an object", encoding="json")
-        out = {}
-        for f in schema["fields"]:
-            name = f["name"]
-            if name in value:
-                out[name] = _from_json(value[name], f["type"], f"{path}.{name}", named)
-            elif "default" in f:
-                out[name] = copy.deepcopy(f["default"])
-            else:
-                raise DecodeError(f"missing required field {path}.{name}", encoding="json")
-        return out
-    if t == "enum":
-        named.types[schema["name"]] = schema
-        if value not in schema["symbols"]:
-            raise DecodeError(
-                f"{path}: {value!r} is not one of {schema['symbols']}", encoding="json"
-            )
-        return value
-    if t == "array":
-        if not isinstance(value, list):
-            raise DecodeError(f"{path}: expected an array", encoding="json")
-        return [_from_json(v, schema["items"], f"{path}[{i}]", named) for i, v in enumerate(value)]
-    if t == "map":
-        if not isinstance(value, dict):
-            raise DecodeError(f"{path}: expected an object", encoding="json")
-        return {k: _from_json(v, schema["values"], f"{path}.{k}", named) for k, v in value.items()}
-    return _primitive_from_json(value, t, schema, path)
-
-
-def _primitive_from_json(value: Any, t: str, schema: dict | None, path: str) -> Any:
-    logical = schema.get("logicalType") if schema else None
-    if logical in TIMESTAMP_TYPES:
-        if isinstance(value, bool):
-            raise DecodeError(f"{path}: expected a timestamp", encoding="json")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return _epoch(datetime.fromisoformat(value.replace("Z", "+00:00")), logical)
-            except ValueError:
-                raise DecodeError(f"{path}: {value!r} is not an ISO-8601 timestamp", encoding="json") from None
-        raise DecodeError(f"{path}: expected a timestamp", encoding="json")
-    if logical == "decimal":
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise DecodeError(f"{path}: expected a decimal string or number", encoding="json")
-        try:
-            d = Decimal(str(value))
-        except InvalidOperation:
-            raise DecodeError(f"{path}: {value!r} is not a decimal number", encoding="json") from None
-        if not d.is_finite():
-            raise DecodeError(f"{path} is {value} (not a finite decimal)", encoding="json")
-        scale = int(schema.get("scale", 0)) if schema else 0
-        precision = int(schema.get("precision", 38)) if schema else 38
-        q = d.quantize(Decimal(1).scaleb(-scale))
-        if len(q.as_tuple().digits) > precision:
-            raise DecodeError(f"{path}: {value!r} exceeds decimal precision {precision}", encoding="json")
-        return q
-    if t == "string":
-        if isinstance(value, bool) or value is None:
-            raise DecodeError(f"{path}: expected a string", encoding="json")
-        if isinstance(value, int | float):
-            return str(value)  # ids typed as numbers in a console: accepted
-        if not isinstance(value, str):
-            raise DecodeError(f"{path}: expected a string", encoding="json")
-        return value
-    if t == "bytes":
-        if not isinstance(value, str):
-            raise DecodeError(f"{path}: expected base64 text", encoding="json")
-        try:
-            return base64.b64decode(value, validate=True)
-        except ValueError:
-            raise DecodeError(f"{path}: invalid base64", encoding="json") from None
-    if t == "boolean":
-        if not isinstance(value, bool):
-            raise DecodeError(f"{path}: expected true or false", encoding="json")
-        return value
-    if t in ("int", "long"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DecodeError(f"{path}: expected an integer", encoding="json")
-        return value
-    if t in ("float", "double"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise DecodeError(f"{path}: expected a number", encoding="json")
-        return float(value)
-    if t == "null":
-        if value is not None:
-            raise DecodeError(f"{path}: expected null", encoding="json")
-        return None
-    raise DecodeError(f"{path}: unsupported type {t}", encoding="json")
-
-
-def _iso(v: int, logical: str) -> str:
-    scale = 1_000_000 if logical == "timestamp-micros" else 1000
-    dt = datetime.fromtimestamp(v / scale, tz=UTC)
-    spec = "microseconds" if logical == "timestamp-micros" else "milliseconds"
-    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def _to_json(value: Any, schema: Any, named: dict[str, Any]) -> Any:
-    if isinstance(schema, str):
-        if schema in named:
-            return _to_json(value, named[schema], named)
-        if schema == "bytes":
-            return base64.b64encode(value).decode() if value is not None else None
-        return value
-    if isinstance(schema, list):
-        if value is None:
-            return None
-        for branch in schema:
-            if branch != "null":
-                return _to_json(value, branch, named)
-        return value
-    t = schema["type"]
-    if t == "record":
-        named[schema["name"]] = schema
-        return {f["name"]: _to_json(value.get(f["name"]), f["type"], named) for f in schema["fields"]}
-    if t == "enum":
-        named[schema["name"]] = schema
-        return value
-    if t == "array":
-        return [_to_json(v, schema["items"], named) for v in value or []]
-    logical = schema.get("logicalType")
-    if logical in TIMESTAMP_TYPES:
-        if isinstance(value, datetime):
-            value = _epoch(value, logical)
-        return _iso(value, logical)
-    if logical == "decimal":
-        return str(value)
-    if t == "bytes":
-        return base64.b64encode(value).decode() if value is not None else None
-    return value
-
-
 def to_jsonable(record: dict, schema_name: str) -> dict:
-    """``record`` as JSON-ready values: ISO-8601 timestamps, decimal strings, base64 bytes."""
-    return _to_json(record, load_schema(schema_name), {})  # type: ignore[no-any-return]
+    """``record`` as JSON-ready values for printing: ISO-8601 ``Z`` timestamps, decimal strings,
+    base64 bytes (the JSON encoding's output rules)."""
+    return to_json_value(record, load_schema(schema_name))

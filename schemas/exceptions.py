@@ -36,8 +36,11 @@ class DecodeError(SchemaError):
         self.partition = partition
         self.offset = offset
         where = ""
-        if topic is not None:
-            where = f" at {topic}[{partition}]@{offset}"
+        if (topic, partition, offset) != (None, None, None):
+            t = topic if topic is not None else "?"
+            p = partition if partition is not None else "?"
+            o = offset if offset is not None else "?"
+            where = f" at {t}[{p}]@{o}"
         enc = f" ({encoding})" if encoding else ""
         super().__init__(f"cannot decode record{where}{enc}: {reason}", hint=hint)
 
