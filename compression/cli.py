@@ -6,9 +6,9 @@ Mounted lazily by ``finscore.cli`` so that worker commands never import torch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
-
 from finscore.compression.family import Family, TrainData
 from finscore.compression.plan import Gate, Plan, RunResult, to_artifact
 from finscore.compression.steps import (
@@ -20,6 +20,8 @@ from finscore.compression.steps import (
     QuantizeStatic,
     WeightShare,
 )
+
+from finscore.registry import Artifact
 
 
 def fraud_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
@@ -50,13 +52,28 @@ def market_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
     return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed)
 
 
-def load(family: str, data: str, data_dir: Path | None, seed: int, quick: bool) -> tuple[Family, TrainData]:
+def load(
+    family: str,
+    data: str,
+    data_dir: Path | None,
+    seed: int,
+    quick: bool,
+    sim_size: tuple[int, int] | None = None,
+) -> tuple[Family, TrainData]:
+    """The family and its data; ``sim_size`` = (customers, days) overrides the fraud
+    simulator's size (tiny runs in tests and demos)."""
     if family == "fraud":
         from finscore.compression.fraud import FraudFamily
 
-        fam = FraudFamily(teacher_hidden=(128, 64) if quick else (256, 256, 128), members=1 if quick else 3)
+        fam = FraudFamily(
+            teacher_hidden=(128, 64) if quick else (256, 256, 128), members=1 if quick else 3
+        )
         kw = {"n_customers": 1500, "days": 60} if quick else {"n_customers": 3000, "days": 75}
-        return fam, fam.load_data(data, data_dir=data_dir, seed=seed, **(kw if data == "sim" else {}))
+        if sim_size is not None:
+            kw = {"n_customers": sim_size[0], "days": sim_size[1]}
+        return fam, fam.load_data(
+            data, data_dir=data_dir, seed=seed, **(kw if data == "sim" else {})
+        )
     from finscore.compression.market import MarketFamily
 
     mfam = MarketFamily(window=50 if quick else 100)
@@ -64,13 +81,14 @@ def load(family: str, data: str, data_dir: Path | None, seed: int, quick: bool) 
 
 
 def print_table(result: RunResult) -> None:
+    from finscore.compression.report import rows
     from rich.console import Console
     from rich.table import Table
 
-    from finscore.compression.report import rows
-
     table_rows = rows(result)
-    t = Table(title=f"{result.family}: candidates (gate: {result.gate.metric} ± {result.gate.tolerance})")
+    t = Table(
+        title=f"{result.family}: candidates (gate: {result.gate.metric} ± {result.gate.tolerance})"
+    )
     console = Console(width=max(Console().width, 170))
     for col in table_rows[0]:
         t.add_column(col, justify="right")
@@ -94,41 +112,59 @@ def run_compression(
     signing_key: str | None = None,
     promote: bool = False,
     echo: bool = True,
-) -> tuple[RunResult, object | None]:
-    """Run a plan end to end; returns the result and the published artifact (if any)."""
-    import torch
+    sim_size: tuple[int, int] | None = None,
+) -> tuple[RunResult, Artifact | None]:
+    """Run a plan end to end; returns the result and the published artifact (if any).
 
+    Prints the candidate table (``echo``), writes the report to ``report_dir`` (also when the
+    gate fails) and publishes the deployed candidate to ``registry_dir`` (signed with
+    ``signing_key``, promoted with ``promote``). Raises
+    :class:`~finscore.compression.exceptions.GateFailed` when no candidate passes the gate;
+    nothing is published then.
+    """
+    import torch
+    from finscore.compression.exceptions import GateFailed
     from finscore.compression.report import write_report
+
     from finscore.registry import Registry
 
     torch.set_num_threads(1)
     quick = plan == "quick"
-    fam, td = load(family, data, data_dir, seed, quick)
+    fam, td = load(family, data, data_dir, seed, quick, sim_size)
     default_epochs = (10, 8) if quick else (12, 10)
     make = fraud_plan if family == "fraud" else market_plan
     p = make(plan, epochs or default_epochs[0], teacher_epochs or default_epochs[1], seed)
     tol = tolerance if tolerance is not None else (0.05 if quick else 0.01)
-    result = p.run(fam, td, Gate(fam.metric, tol))
+    title = f"{family} compression ({data}, plan {plan})"
+    try:
+        result = p.run(fam, td, Gate(fam.metric, tol))
+    except GateFailed as exc:
+        if isinstance(exc.result, RunResult):
+            if echo:
+                print_table(exc.result)
+            if report_dir is not None:
+                path = write_report(exc.result, report_dir, title + ": GATE FAILED")
+                if echo:
+                    click.echo(f"report: {path}")
+        raise
     if echo:
         print_table(result)
     if report_dir is not None:
-        path = write_report(result, report_dir, f"{family} compression ({data}, plan {plan})")
+        path = write_report(result, report_dir, title)
         if echo:
             click.echo(f"report: {path}")
     artifact = None
     if registry_dir is not None and result.deployed is not None:
         reg = Registry(registry_dir)
-        artifact = reg.publish(to_artifact(result, result.deployed, fam, td))
-        if signing_key:
-            artifact = artifact.sign(signing_key)
-            reg.save_signature(artifact)
+        artifact = reg.publish(to_artifact(result, result.deployed, fam, td), signing_key)
         if promote:
             reg.promote(family, artifact.manifest.version)
         if echo:
             m = artifact.manifest
             click.echo(
-                f"registered {family} v{m.version} ({result.deployed.name}, {m.size_bytes:,} bytes, "
-                f"{fam.metric} {m.metrics[fam.metric]:.4f}) in {registry_dir}"
+                f"registered {family} v{m.version} ({result.deployed.name}, {m.size_bytes:,} "
+                f"bytes, {fam.metric} {m.metrics[fam.metric]:.4f}"
+                f"{', signed' if artifact.signature else ''}) in {registry_dir}"
                 + (" and promoted" if promote else "")
             )
     return result, artifact
@@ -142,40 +178,53 @@ def compress() -> None:
 def _common(f):  # noqa: ANN001, ANN202
     options = [
         click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="Real data folder (default FINSCORE_DATA_DIR)."),  # fmt: skip
-        click.option("--plan", "plan_name", type=click.Choice(["quick", "default"]), default="quick", show_default=True),
+                     help="Real data folder (default FINSCORE_DATA_DIR)."),
+        click.option("--plan", "plan_name", type=click.Choice(["quick", "default"]),
+                     default="quick", show_default=True),
         click.option("--epochs", type=int, default=None, help="Student / fine-tune epochs."),
         click.option("--teacher-epochs", type=int, default=None),
-        click.option("--tolerance", type=float, default=None, help="Allowed metric drop vs the teacher."),
+        click.option("--tolerance", type=float, default=None,
+                     help="Allowed metric drop vs the teacher (quick 0.05, default 0.01)."),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--registry", "registry_dir", type=click.Path(path_type=Path), default=None,
+                     help="Registry folder (default FINSCORE_REGISTRY_DIR, var/registry)."),
         click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
-                     help="Report folder (default reports/<family>)."),  # fmt: skip
-        click.option("--publish/--no-publish", default=True, show_default=True, help="Register the deployed student."),
+                     help="Report folder (default reports/<family>)."),
+        click.option("--publish/--no-publish", default=True, show_default=True,
+                     help="Register the deployed student."),
         click.option("--promote", is_flag=True, help="Also make it the registry champion."),
-    ]
+    ]  # fmt: skip
     for opt in reversed(options):
         f = opt(f)
     return f
 
 
-def _run(family: str, data: str, data_dir, plan_name, epochs, teacher_epochs, tolerance, seed,  # noqa: ANN001
-         report_dir, publish, promote) -> None:  # noqa: ANN001
+def _run(family: str, data: str, **kw: Any) -> None:
+    from finscore.compression.exceptions import GateFailed
+
     from finscore.settings import Settings
 
     s = Settings()
-    run_compression(
-        family, data=data, data_dir=data_dir or s.data_dir, plan=plan_name, epochs=epochs,
-        teacher_epochs=teacher_epochs, tolerance=tolerance, seed=seed,
-        registry_dir=s.registry_dir if publish else None,
-        report_dir=report_dir or Path("reports") / family,
-        signing_key=s.signing_key.get_secret_value() if s.signing_key else None, promote=promote,
-    )  # fmt: skip
+    try:
+        run_compression(
+            family, data=data, data_dir=kw["data_dir"] or s.data_dir, plan=kw["plan_name"],
+            epochs=kw["epochs"], teacher_epochs=kw["teacher_epochs"], tolerance=kw["tolerance"],
+            seed=kw["seed"],
+            registry_dir=(kw["registry_dir"] or s.registry_dir) if kw["publish"] else None,
+            report_dir=kw["report_dir"] or Path("reports") / family,
+            signing_key=s.signing_key.get_secret_value() if s.signing_key else None,
+            promote=kw["promote"], sim_size=kw.get("sim_size"),
+        )  # fmt: skip
+    except GateFailed as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @compress.command()
 @click.option("--data", type=click.Choice(["sim", "handbook"]), default="sim", show_default=True)
+@click.option("--sim-size", type=(int, int), default=None, metavar="CUSTOMERS DAYS",
+              help="Simulator size for --data sim (quick: 1500 60, default: 3000 75).")  # fmt: skip
 @_common
-def fraud(data: str, **kw) -> None:  # noqa: ANN003
+def fraud(data: str, **kw: Any) -> None:
     """Fraud family (tabular MLP; gate: average precision)."""
     _run("fraud", data, **kw)
 
@@ -183,6 +232,6 @@ def fraud(data: str, **kw) -> None:  # noqa: ANN003
 @compress.command()
 @click.option("--data", type=click.Choice(["sim", "lobster"]), default="sim", show_default=True)
 @_common
-def market(data: str, **kw) -> None:  # noqa: ANN003
+def market(data: str, **kw: Any) -> None:
     """Market family (DeepLOB-style teacher; gate: macro-F1)."""
     _run("market", data, **kw)

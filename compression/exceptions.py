@@ -13,6 +13,7 @@ class GateFailed(CompressionError):
     """A candidate lost more accuracy than the plan tolerates; nothing was registered."""
 
     def __init__(self, metric: str, reference: float, candidate: float, tolerance: float) -> None:
+        self.result: object | None = None  # the plan's RunResult, set by Plan.run
         self.metric, self.reference, self.candidate, self.tolerance = (
             metric,
             reference,

@@ -10,9 +10,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
-
 from finscore.compression.exceptions import ExportError, ParityError
+from torch import nn
 
 OPSET = 17
 
@@ -59,7 +58,9 @@ def session(model: bytes, threads: int = 1) -> ort.InferenceSession:
 def run_onnx(model: bytes, x: np.ndarray, batch: int = 8192) -> np.ndarray:
     s = session(model)
     name = s.get_inputs()[0].name
-    outs = [s.run(None, {name: x[i : i + batch].astype(np.float32)})[0] for i in range(0, len(x), batch)]
+    outs = [
+        s.run(None, {name: x[i : i + batch].astype(np.float32)})[0] for i in range(0, len(x), batch)
+    ]
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
@@ -75,7 +76,9 @@ def check_parity(torch_model: nn.Module, onnx_bytes: bytes, x: np.ndarray, atol:
     return err
 
 
-def measure_latency(model: bytes, example_row: np.ndarray, *, repeats: int = 300, big: int = 1024) -> dict:
+def measure_latency(
+    model: bytes, example_row: np.ndarray, *, repeats: int = 300, big: int = 1024
+) -> dict:
     """Batch-1 p50/p99 (ms) and batch-``big`` throughput (rows/s), 1 intra-op thread."""
     s = session(model, threads=1)
     name = s.get_inputs()[0].name

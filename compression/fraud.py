@@ -8,19 +8,20 @@ before the training week is the validation set for thresholds and early choices)
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from finscore.compression.family import Sigmoid, TrainData
+from finscore.compression.nn import MLP, Ensemble, fit, predict
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatureConfig, featurize_frame
 from finscore.features.metrics import average_precision, card_precision_at_k, roc_auc
-from finscore.compression.family import Sigmoid, TrainData
-from finscore.compression.nn import MLP, Ensemble, fit, predict
 
 DAY_MS = 86_400_000
 
@@ -38,7 +39,9 @@ class FraudSplits:
     test: tuple[str, str] = ("2018-08-08", "2018-08-15")
 
 
-def known_compromised_filter(frame, train: np.ndarray, test_start: int, days: int, delay_days: int) -> np.ndarray:  # noqa: ANN001
+def known_compromised_filter(
+    frame, train: np.ndarray, test_start: int, days: int, delay_days: int
+) -> np.ndarray:  # noqa: ANN001
     """The handbook's test filter: drop test-day transactions of cards already known as
     compromised — frauds in the training set, plus frauds up to the day before each test day
     minus the delay (``get_train_test_set`` in the handbook)."""
@@ -53,13 +56,39 @@ def known_compromised_filter(frame, train: np.ndarray, test_start: int, days: in
     return keep
 
 
+def cached_features(frame, cfg: FraudFeatureConfig | None = None) -> np.ndarray:  # noqa: ANN001
+    """:func:`featurize_frame`, cached in ``~/.cache/finscore`` keyed by the frame's bytes, the
+    config and the feature names (featurising the handbook's 1.75M rows takes minutes)."""
+    from finscore.sim.data import cache_dir
+
+    cfg = cfg or FraudFeatureConfig()
+    h = hashlib.sha256(repr((cfg, FRAUD_FEATURE_NAMES)).encode())
+    for col in (frame.transaction_id, frame.event_time, frame.customer_id, frame.terminal_id,
+                frame.amount, frame.is_fraud):  # fmt: skip
+        h.update(np.ascontiguousarray(col).tobytes())
+    path = cache_dir() / f"fraud-features-{h.hexdigest()[:20]}.npy"
+    if path.exists():
+        return np.load(path)
+    x = featurize_frame(frame, cfg)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, x)
+    tmp.replace(path)
+    return x
+
+
 def split_frame(
-    frame, splits: FraudSplits, cfg: FraudFeatureConfig = FraudFeatureConfig(),  # noqa: ANN001
-    exclude_known_compromised: bool = True,
+    frame, splits: FraudSplits, cfg: FraudFeatureConfig | None = None,  # noqa: ANN001
+    exclude_known_compromised: bool = True, cache: bool = False,
 ) -> TrainData:  # fmt: skip
     """Featurise the whole history (warm windows), then cut the three weeks (the handbook's
     protocol: the test week drops cards already known as compromised)."""
-    x = featurize_frame(frame, cfg)
+    cfg = cfg or FraudFeatureConfig()
+    first = min(_ms(getattr(splits, n)[0]) for n in ("train", "val", "test"))
+    last = max(_ms(getattr(splits, n)[1]) for n in ("train", "val", "test"))
+    # Only the rows that feed some split's windows: every feature looks back at most
+    # ``cfg.horizon_ms`` (delay + longest window); a day of slack for day-aligned label replay.
+    frame = frame.select(frame.between(first - cfg.horizon_ms - DAY_MS, last))
+    x = cached_features(frame, cfg) if cache else featurize_frame(frame, cfg)
     y = frame.is_fraud.astype(np.float32)
     out = {}
     for name in ("train", "val", "test"):
@@ -69,7 +98,9 @@ def split_frame(
     if exclude_known_compromised:
         days = (_ms(splits.test[1]) - _ms(splits.test[0])) // DAY_MS
         delay_days = cfg.label_delay_ms // DAY_MS
-        out["test"] = known_compromised_filter(frame, out["train"], _ms(splits.test[0]), days, delay_days)
+        out["test"] = known_compromised_filter(
+            frame, out["train"], _ms(splits.test[0]), days, delay_days
+        )
     test = out["test"]
     return TrainData(
         x[out["train"]], y[out["train"]], x[out["val"]], y[out["val"]], x[test], y[test],
@@ -104,7 +135,10 @@ class FraudFamily:
     output_name = "score"
 
     def __init__(
-        self, teacher_hidden: tuple[int, ...] = (256, 256, 128), dropout: float = 0.2, members: int = 1
+        self,
+        teacher_hidden: tuple[int, ...] = (256, 256, 128),
+        dropout: float = 0.2,
+        members: int = 1,
     ) -> None:
         self.teacher_hidden = list(teacher_hidden)
         self.dropout = dropout
@@ -125,7 +159,9 @@ class FraudFamily:
             from finscore.sim.handbook import handbook_path, load_handbook_frame
 
             path = (data_dir / "fraud_handbook_sim" / "transactions.csv.xz") if data_dir else None
-            return split_frame(load_handbook_frame(path or handbook_path()), FraudSplits())
+            return split_frame(
+                load_handbook_frame(path or handbook_path()), FraudSplits(), cache=True
+            )
         from finscore.sim.transactions import TxSimConfig, simulate_frame
 
         cfg = TxSimConfig(n_customers=n_customers, n_terminals=2 * n_customers, days=days,
@@ -134,16 +170,24 @@ class FraudFamily:
 
     # -- models -----------------------------------------------------------------------------
     def _mlp(self, data: TrainData, hidden: list[int], dropout: float) -> MLP:
-        return MLP(len(FRAUD_FEATURE_NAMES), hidden, 1, data.x_train.mean(0), data.x_train.std(0), dropout)
+        return MLP(
+            len(FRAUD_FEATURE_NAMES), hidden, 1, data.x_train.mean(0), data.x_train.std(0), dropout
+        )
 
     def teacher(self, data: TrainData) -> nn.Module:
         """An MLP, or an :class:`Ensemble` of ``members`` MLPs (a stronger teacher to distil)."""
         if self.members > 1:
-            return Ensemble([self._mlp(data, self.teacher_hidden, self.dropout) for _ in range(self.members)])
+            return Ensemble(
+                [self._mlp(data, self.teacher_hidden, self.dropout) for _ in range(self.members)]
+            )
         return self._mlp(data, self.teacher_hidden, self.dropout)
 
-    def student(self, data: TrainData, width: int) -> nn.Module:
-        return self._mlp(data, [width, max(4, width // 2)], 0.0)
+    def student(self, data: TrainData, width: int | tuple[int, ...] | list[int]) -> nn.Module:
+        """An MLP student: a width → hidden layers (width, width // 2); a sequence → exactly
+        those hidden widths (depth search)."""
+        if isinstance(width, int):
+            return self._mlp(data, [width, max(4, width // 2)], 0.0)
+        return self._mlp(data, [int(w) for w in width], 0.0)
 
     def train(
         self,
@@ -171,7 +215,10 @@ class FraudFamily:
             if soft_t is None or alpha == 0:
                 return hard
             target = torch.sigmoid(soft_t / t)
-            return alpha * t * t * F.binary_cross_entropy_with_logits(out / t, target) + (1 - alpha) * hard
+            return (
+                alpha * t * t * F.binary_cross_entropy_with_logits(out / t, target)
+                + (1 - alpha) * hard
+            )
 
         return fit(model, data.x_train, data.y_train, loss=loss, epochs=epochs, lr=lr, seed=seed,
                    targets=soft, batch_size=max(64, min(512, len(data.x_train) // 100)),

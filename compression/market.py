@@ -14,19 +14,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from finscore.compression.family import Softmax, TrainData
+from finscore.compression.nn import MLP, Standardize, fit, predict
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from finscore.compression.family import Softmax, TrainData
-from finscore.compression.nn import MLP, Standardize, fit, predict
-from finscore.features.market import N_FEATURES, direction_labels, make_windows, rows_from_book_array
+from finscore.features.market import (
+    N_FEATURES,
+    direction_labels,
+    make_windows,
+    rows_from_book_array,
+)
 from finscore.features.metrics import accuracy, macro_f1
 
 
 class DeepLOB(nn.Module):
     """Conv blocks over (price, size) pairs and levels → inception → LSTM → linear."""
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, filters: int = 16, lstm: int = 32) -> None:
+    def __init__(
+        self, mean: np.ndarray, std: np.ndarray, filters: int = 16, lstm: int = 32
+    ) -> None:
         super().__init__()
         self.scale = Standardize(mean, std)
         f = filters
@@ -79,7 +86,9 @@ class MarketFamily:
         self.alpha = 0.0
 
     # -- data -------------------------------------------------------------------------------
-    def _rows_and_mid(self, source: str, data_dir: Path | None, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rows_and_mid(
+        self, source: str, data_dir: Path | None, seed: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         if source == "lobster":
             from finscore.sim.lobster import load_lobster
 
@@ -108,7 +117,11 @@ class MarketFamily:
         c = np.r_[0.0, np.cumsum(train_mid)]
         k = self.horizon
         idx = np.arange(k - 1, len(train_mid) - k)
-        change = np.abs((c[idx + 1 + k] - c[idx + 1]) - (c[idx + 1] - c[idx + 1 - k])) / k / train_mid[idx]
+        change = (
+            np.abs((c[idx + 1 + k] - c[idx + 1]) - (c[idx + 1] - c[idx + 1 - k]))
+            / k
+            / train_mid[idx]
+        )
         self.alpha = float(np.quantile(change, 1 / 3)) if len(change) else 0.0
         del raw
         stride = 4 if quick else 2
@@ -149,7 +162,9 @@ class MarketFamily:
             hard = F.cross_entropy(out, y.long())
             if soft_t is None or alpha == 0:
                 return hard
-            kl = F.kl_div(F.log_softmax(out / t, -1), F.softmax(soft_t / t, -1), reduction="batchmean")
+            kl = F.kl_div(
+                F.log_softmax(out / t, -1), F.softmax(soft_t / t, -1), reduction="batchmean"
+            )
             return alpha * t * t * kl + (1 - alpha) * hard
 
         return fit(model, data.x_train, data.y_train, loss=loss, epochs=epochs, lr=lr, seed=seed,

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from finscore.compression.exceptions import GateFailed
 from finscore.compression.export import check_parity, export_onnx, measure_latency, run_onnx
 from finscore.compression.family import Family, TrainData
 from finscore.compression.nn import count_params, seed_everything
 from finscore.compression.steps import CompressionStep, StepContext
+from torch import nn
+
 from finscore.registry import Artifact, Manifest
 
 FP32_ATOL = 1e-4
@@ -31,7 +31,9 @@ QUANT_ATOL = 0.05  # int8 candidates: outputs within 0.05 of their fp32 source (
 
 @dataclass(frozen=True)
 class Gate:
-    """A candidate passes when ``metric >= reference − tolerance``."""
+    """A candidate passes when ``metric >= reference − tolerance`` (the reference is the
+    teacher's metric on the test split, or a given one such as the live champion's); ONNX-stage
+    (int8) candidates must also stay within :data:`QUANT_ATOL` of their fp32 source."""
 
     metric: str
     tolerance: float
@@ -54,6 +56,8 @@ class Candidate:
     torch_model: nn.Module | None = None
     val_outputs: np.ndarray | None = None
     passes_gate: bool = False
+    parent_sha256: str | None = None  # the candidate it was made from (None: the teacher)
+    verdict: str = ""  # why it passed or failed the gate (one line)
 
     @property
     def size_bytes(self) -> int:
@@ -106,30 +110,54 @@ class Plan:
         torch.set_num_threads(max(1, torch.get_num_threads()))
         seed_everything(self.seed)
         if teacher is None:
-            teacher = family.train(family.teacher(data), data, epochs=self.teacher_epochs, seed=self.seed)
+            teacher = family.train(
+                family.teacher(data), data, epochs=self.teacher_epochs, seed=self.seed
+            )
         ctx = StepContext(family, data, teacher, seed=self.seed, epochs=self.epochs)
-        cands = [self._measure("teacher", teacher, family, data, [{"step": "teacher", "params": {}}])]
+        cands = [
+            self._measure("teacher", teacher, family, data, [{"step": "teacher", "params": {}}])
+        ]
         model, dense, applied = teacher, teacher, []
+        parent, dense_parent, dense_applied = cands[0].sha256, cands[0].sha256, []
         for step in self.steps:
             if step.stage == "onnx":
-                src = self._measure("src", dense, family, data, applied, measure=False)
+                # branches from the last dense model: its steps, not the weight-shared ones
+                src = self._measure("src", dense, family, data, dense_applied, measure=False)
                 q = step.apply(src.onnx, ctx)
-                cands.append(self._measure_onnx(step.name, q, src, family, data, applied + [step.describe()]))
+                cand = self._measure_onnx(
+                    step.name, q, src, family, data, dense_applied + [step.describe()]
+                )
+                cand.parent_sha256 = dense_parent
+                cands.append(cand)
                 continue
             model = step.apply(model, ctx)
             applied = applied + [step.describe()]
+            cand = self._measure(step.name, model, family, data, applied)
+            cand.parent_sha256, parent = parent, cand.sha256
             if not getattr(model, "weight_shared", False):
-                dense = model
-            cands.append(self._measure(step.name, model, family, data, applied))
+                dense, dense_parent, dense_applied = model, cand.sha256, applied
+            cands.append(cand)
         reference = cands[0].metrics[gate.metric] if reference_metric is None else reference_metric
+        cands[0].verdict = "reference" if reference_metric is None else "teacher"
         for c in cands[1:]:
-            c.passes_gate = gate.passes(reference, c.metrics[gate.metric])
+            value = c.metrics[gate.metric]
+            c.passes_gate = gate.passes(reference, value) and c.parity_error <= QUANT_ATOL
+            if c.parity_error > QUANT_ATOL:
+                c.verdict = f"parity error {c.parity_error:.3g} > {QUANT_ATOL}"
+            else:
+                c.verdict = f"{gate.metric} {value:.4f} vs {reference:.4f} - {gate.tolerance}"
         passing = [c for c in cands[1:] if c.passes_gate]
-        deployed = min(passing, key=lambda c: (c.size_bytes, c.latency["p50_ms"])) if passing else None
+        deployed = (
+            min(passing, key=lambda c: (c.size_bytes, c.latency["p50_ms"])) if passing else None
+        )
         result = RunResult(family.name, gate, cands, deployed, data.fingerprint, ctx.log)
         if deployed is None:
-            best = max(cands[1:], key=lambda c: c.metrics[gate.metric]) if len(cands) > 1 else cands[0]
-            raise GateFailed(gate.metric, reference, best.metrics[gate.metric], gate.tolerance)
+            best = (
+                max(cands[1:], key=lambda c: c.metrics[gate.metric]) if len(cands) > 1 else cands[0]
+            )
+            failed = GateFailed(gate.metric, reference, best.metrics[gate.metric], gate.tolerance)
+            failed.result = result  # what was measured, for the report
+            raise failed
         return result
 
     def _measure(
@@ -150,7 +178,13 @@ class Plan:
         )  # fmt: skip
 
     def _measure_onnx(
-        self, name: str, q: bytes, src: Candidate, family: Family, data: TrainData, steps: list[dict]
+        self,
+        name: str,
+        q: bytes,
+        src: Candidate,
+        family: Family,
+        data: TrainData,
+        steps: list[dict],
     ) -> Candidate:
         outputs = run_onnx(q, data.x_test)
         want = run_onnx(src.onnx, data.x_test[:256])
@@ -178,7 +212,7 @@ def to_artifact(result: RunResult, cand: Candidate, family: Family, data: TrainD
         input_shape=[None, *data.x_test.shape[1:]],
         feature_names=family.feature_names() if hasattr(family, "feature_names") else [],
         params=params,
-        parent_sha256=result.teacher.sha256 if cand is not result.teacher else None,
+        parent_sha256=cand.parent_sha256,
         teacher_sha256=result.teacher.sha256,
         steps=cand.steps,
         data_fingerprint=result.data_fingerprint,
@@ -188,6 +222,8 @@ def to_artifact(result: RunResult, cand: Candidate, family: Family, data: TrainD
         reference_inputs=np.asarray(ref_in, dtype=np.float32).tolist(),
         reference_outputs=np.asarray(ref_out, dtype=np.float32).tolist(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        threshold=family.threshold(cand.val_outputs, data) if cand.val_outputs is not None else None,
+        threshold=family.threshold(cand.val_outputs, data)
+        if cand.val_outputs is not None
+        else None,
     )
     return Artifact(manifest, cand.onnx)

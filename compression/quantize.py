@@ -62,7 +62,9 @@ def quantize_dynamic_bytes(model: bytes) -> bytes:
         return dst.read_bytes()
 
 
-def quantize_static_bytes(model: bytes, calibration: np.ndarray, per_channel: bool = False) -> bytes:
+def quantize_static_bytes(
+    model: bytes, calibration: np.ndarray, per_channel: bool = False
+) -> bytes:
     """Static QDQ quantisation (int8 activations and weights), calibrated on ``calibration``."""
     with tempfile.TemporaryDirectory() as d, _Quiet():
         src, pre, dst = Path(d, "in.onnx"), Path(d, "pre.onnx"), Path(d, "out.onnx")

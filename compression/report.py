@@ -19,7 +19,9 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     front = []
     for i, (x, y) in enumerate(points):
         dominated = any(
-            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+            (x2 <= x and y2 >= y) and (x2 < x or y2 > y)
+            for j, (x2, y2) in enumerate(points)
+            if j != i
         )
         if not dominated:
             front.append(i)
@@ -53,22 +55,32 @@ def svg_plot(cands: list[Candidate], metric: str, x_of, x_label: str, title: str
     ]
     for k in range(int(math.floor(x0)), int(math.ceil(x1)) + 1):
         if x0 <= k <= x1:
-            parts.append(f'<text x="{px(k):.1f}" y="{h - m + 15}" text-anchor="middle">1e{k}</text>')
+            parts.append(
+                f'<text x="{px(k):.1f}" y="{h - m + 15}" text-anchor="middle">1e{k}</text>'
+            )
     for t in range(5):
         v = y0 + (y1 - y0) * t / 4
         parts.append(f'<text x="{m - 5}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
     if len(front) > 1:
         path = " ".join(f"{px(lx[i]):.1f},{py(ys[i]):.1f}" for i in front)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="#d62728" stroke-dasharray="4 3"/>')
+        parts.append(
+            f'<polyline points="{path}" fill="none" stroke="#d62728" stroke-dasharray="4 3"/>'
+        )
     for i, c in enumerate(cands):
         if math.isnan(ys[i]):
             continue
         color = "#1f77b4" if c.name != "teacher" else "#2ca02c"
         parts.append(f'<circle cx="{px(lx[i]):.1f}" cy="{py(ys[i]):.1f}" r="5" fill="{color}"/>')
         if i in front:
-            parts.append(f'<circle cx="{px(lx[i]):.1f}" cy="{py(ys[i]):.1f}" r="9" fill="none" stroke="#d62728"/>')
-        parts.append(f'<text x="{px(lx[i]) + 8:.1f}" y="{py(ys[i]) - 8:.1f}">{escape(c.name)}</text>')
-    parts.append(f'<text x="{w - m}" y="{m - 10}" text-anchor="end" fill="#d62728">ringed: Pareto front</text>')
+            parts.append(
+                f'<circle cx="{px(lx[i]):.1f}" cy="{py(ys[i]):.1f}" r="9" fill="none" stroke="#d62728"/>'
+            )
+        parts.append(
+            f'<text x="{px(lx[i]) + 8:.1f}" y="{py(ys[i]) - 8:.1f}">{escape(c.name)}</text>'
+        )
+    parts.append(
+        f'<text x="{w - m}" y="{m - 10}" text-anchor="end" fill="#d62728">ringed: Pareto front</text>'
+    )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -97,11 +109,22 @@ def write_report(result: RunResult, directory: Path, title: str, notes: str = ""
     directory.mkdir(parents=True, exist_ok=True)
     metric = result.gate.metric
     (directory / "size.svg").write_text(
-        svg_plot(result.candidates, metric, lambda c: c.size_bytes, "bytes on disk", f"{title}: {metric} vs size")
+        svg_plot(
+            result.candidates,
+            metric,
+            lambda c: c.size_bytes,
+            "bytes on disk",
+            f"{title}: {metric} vs size",
+        )
     )
     (directory / "latency.svg").write_text(
-        svg_plot(result.candidates, metric, lambda c: c.latency.get("p50_ms", 1e-3),
-                 "batch-1 p50 latency (ms)", f"{title}: {metric} vs latency")  # fmt: skip
+        svg_plot(
+            result.candidates,
+            metric,
+            lambda c: c.latency.get("p50_ms", 1e-3),
+            "batch-1 p50 latency (ms)",
+            f"{title}: {metric} vs latency",
+        )  # fmt: skip
     )
     table = rows(result)
     cols = list(table[0])

@@ -9,17 +9,17 @@ Runtime's quantiser cannot quantise).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils import prune
-
 from finscore.compression.exceptions import CompressionError
 from finscore.compression.family import Family, TrainData
-from finscore.compression.nn import MLP, SharedLinear
+from finscore.compression.nn import MLP, SharedLinear, count_params
+from torch import nn
+from torch.nn.utils import prune
 
 
 @dataclass
@@ -54,7 +54,20 @@ class CompressionStep:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        return {"step": self.name, "params": self.params}
+        """``{"step": name, "params": {...}}`` with JSON-safe values (what manifests record)."""
+        return {"step": self.name, "params": {k: _json_safe(v) for k, v in self.params.items()}}
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, nn.Module):
+        return type(value).__name__
+    return getattr(value, "__name__", type(value).__name__)
 
 
 def _fine_tune(model: nn.Module, ctx: StepContext, epochs: int, after_step=None) -> nn.Module:  # noqa: ANN001
@@ -66,39 +79,89 @@ def _fine_tune(model: nn.Module, ctx: StepContext, epochs: int, after_step=None)
     )  # fmt: skip
 
 
+StudentSpec = int | tuple | list | Callable[[TrainData], nn.Module] | nn.Module
+
+
+def make_student(spec: StudentSpec, ctx: StepContext) -> nn.Module:
+    """A fresh student: ``family.student(data, spec)`` for a width (int) or a shape (sequence of
+    hidden widths, where the family supports it), ``spec(data)`` for a factory, a deep copy for
+    a module."""
+    if isinstance(spec, nn.Module):
+        return copy.deepcopy(spec)
+    if callable(spec):
+        return spec(ctx.data)
+    return ctx.family.student(ctx.data, spec)  # type: ignore[arg-type]
+
+
 class Distill(CompressionStep):
-    """Knowledge distillation into ``family.student(width)``: temperature-scaled soft targets
-    of the teacher (weight ``alpha``, scaled by T²) plus hard labels (weight 1 − alpha)."""
+    """Knowledge distillation of the incoming model (the teacher) into a new student.
+
+    The family's ``train`` with ``soft`` = the incoming model's logits minimises
+    ``alpha · T² · soft loss + (1 − alpha) · hard-label loss``: the soft loss is the KL of the
+    temperature-``T`` softmaxes (market) or the BCE against σ(teacher logit / T) (binary fraud
+    head). ``student`` is a width, a shape (hidden widths), a factory ``data -> nn.Module`` or a
+    module (see :func:`make_student`).
+    """
 
     name = "distill"
 
-    def __init__(self, width: int = 32, temperature: float = 4.0, alpha: float = 0.7, epochs: int | None = None) -> None:
-        self.width, self.temperature, self.alpha, self.epochs = width, temperature, alpha, epochs
+    def __init__(
+        self,
+        student: StudentSpec = 32,
+        temperature: float = 4.0,
+        alpha: float = 0.7,
+        epochs: int | None = None,
+    ) -> None:
+        self.student, self.temperature, self.alpha, self.epochs = (
+            student,
+            temperature,
+            alpha,
+            epochs,
+        )
+
+    @property
+    def width(self) -> StudentSpec:
+        """The student spec (kept under its old name)."""
+        return self.student
 
     def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
-        student = ctx.family.student(ctx.data, self.width)
+        soft = ctx.soft() if model is ctx.teacher else ctx.family.logits(model, ctx.data.x_train)
         return ctx.family.train(
-            student, ctx.data, epochs=self.epochs or ctx.epochs, seed=ctx.seed, soft=ctx.soft(),
-            temperature=self.temperature, alpha=self.alpha,
+            make_student(self.student, ctx), ctx.data, epochs=self.epochs or ctx.epochs,
+            seed=ctx.seed, soft=soft, temperature=self.temperature, alpha=self.alpha,
         )  # fmt: skip
 
 
 class ArchitectureSearch(CompressionStep):
-    """Distil every candidate width; keep the best validation metric within the budgets."""
+    """Distil every candidate shape; keep the best *validation* metric within the budgets.
+
+    ``widths`` are candidate shapes: widths (ints) and/or hidden-layer tuples (a depth search),
+    anything :func:`make_student` takes. A candidate fits when its exported ONNX is at most
+    ``budget_bytes`` and its batch-1 p50 latency (ONNX Runtime, 1 thread) at most
+    ``budget_latency_ms`` (None = no limit). Every candidate is logged in ``ctx.log``; the pick
+    is recorded as ``chosen_width`` in the step's params (and so in the manifest). Raises
+    :class:`CompressionError` when none fits.
+    """
 
     name = "architecture_search"
 
     def __init__(
         self,
-        widths: tuple[int, ...] = (8, 16, 32, 64),
+        widths: tuple[StudentSpec, ...] = (8, 16, 32, 64),
         budget_bytes: int | None = None,
         budget_latency_ms: float | None = None,
         temperature: float = 4.0,
         alpha: float = 0.7,
         epochs: int | None = None,
     ) -> None:
-        self.widths, self.budget_bytes, self.budget_latency_ms = widths, budget_bytes, budget_latency_ms
+        self.widths = widths
+        self.budget_bytes, self.budget_latency_ms = budget_bytes, budget_latency_ms
         self.temperature, self.alpha, self.epochs = temperature, alpha, epochs
+        self.chosen_width: StudentSpec | None = None
+
+    @property
+    def candidates(self) -> tuple[StudentSpec, ...]:
+        return self.widths
 
     def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
         from finscore.compression.export import export_onnx, measure_latency
@@ -106,37 +169,55 @@ class ArchitectureSearch(CompressionStep):
         fam, best, best_score = ctx.family, None, -np.inf
         for w in self.widths:
             student = Distill(w, self.temperature, self.alpha, self.epochs).apply(model, ctx)
-            onnx_bytes = export_onnx(fam.head(student), ctx.data.x_val, fam.input_name, fam.output_name)
+            onnx_bytes = export_onnx(
+                fam.head(student), ctx.data.x_val, fam.input_name, fam.output_name
+            )
             lat = measure_latency(onnx_bytes, ctx.data.x_val[0], repeats=100)
             probs = _head_outputs(fam, student, ctx.data.x_val)
             score = fam.evaluate(probs, ctx.data, split="val")[fam.metric]
             fits = (self.budget_bytes is None or len(onnx_bytes) <= self.budget_bytes) and (
                 self.budget_latency_ms is None or lat["p50_ms"] <= self.budget_latency_ms
             )
-            ctx.log.append({"width": w, "bytes": len(onnx_bytes), "val_metric": score, "fits": fits,
-                            "latency": lat})  # fmt: skip
+            ctx.log.append({"width": _json_safe(w), "bytes": len(onnx_bytes), "val_metric": score,
+                            "fits": fits, "latency": lat, "params": count_params(student)})  # fmt: skip
             if fits and score > best_score:
                 best, best_score, self.chosen_width = student, score, w
         if best is None:
-            raise CompressionError("no student shape fits the size/latency budget")
+            raise CompressionError(
+                "no student shape fits the size/latency budget",
+                hint="raise budget_bytes / budget_latency_ms or add smaller shapes",
+            )
         return best
 
 
 @torch.no_grad()
 def _head_outputs(fam: Family, model: nn.Module, x: np.ndarray) -> np.ndarray:
     head = fam.head(model).eval()
-    return torch.cat([head(torch.as_tensor(x[i : i + 8192])) for i in range(0, len(x), 8192)]).numpy()
+    return torch.cat(
+        [head(torch.as_tensor(x[i : i + 8192])) for i in range(0, len(x), 8192)]
+    ).numpy()
 
 
 def _mlp_only(model: nn.Module, step: str) -> MLP:
     if not isinstance(model, MLP):
-        raise CompressionError(f"{step} supports MLP students (got {type(model).__name__})")
+        raise CompressionError(
+            f"{step} supports MLP students (got {type(model).__name__})",
+            hint="distil into an MLP student first (market students are WindowMLPs); "
+            "prune conv/LSTM networks with prune_unstructured",
+        )
     return model
 
 
 class PruneStructured(CompressionStep):
-    """Remove whole hidden neurons (lowest in·out weight norms) and rebuild smaller layers,
-    so the network physically shrinks; then fine-tune with the teacher's soft targets."""
+    """Remove whole hidden neurons and rebuild smaller ``nn.Linear`` layers, so the network
+    physically shrinks (fewer parameters, a smaller ONNX file, less compute); then fine-tune
+    with the teacher's soft targets.
+
+    A hidden neuron's importance is ``‖its input weights‖₂ · ‖its output weights‖₂`` (its row
+    in this layer, its column in the next); in every hidden layer the ``amount`` share with the
+    lowest importance goes (at least 2 neurons stay). Limits: :class:`MLP` students (and
+    subclasses such as the market's ``WindowMLP``) only; conv/LSTM networks raise
+    :class:`CompressionError` — prune those with :class:`PruneUnstructured`."""
 
     name = "prune_structured"
 
@@ -177,7 +258,11 @@ class PruneUnstructured(CompressionStep):
 
     def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
         m = copy.deepcopy(model)
-        params = [(mod, "weight") for mod in m.modules() if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)]
+        params = [
+            (mod, "weight")
+            for mod in m.modules()
+            if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)
+        ]
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=self.amount)
         m = _fine_tune(m, ctx, self.fine_tune_epochs)
         for mod, name in params:
@@ -199,13 +284,22 @@ def kmeans_1d(values: np.ndarray, k: int, iters: int = 25) -> tuple[np.ndarray, 
 
 
 class WeightShare(CompressionStep):
-    """Cluster each Linear layer's non-zero weights into ``clusters − 1`` shared values (+ an
-    exact zero), fine-tune the codebook, and store weights as uint8 indices + a float codebook
-    (1 byte per weight in the artifact instead of 4)."""
+    """Deep Compression weight sharing: cluster each Linear layer's non-zero weights into
+    ``clusters − 1`` shared values (+ an exact zero) with linear-initialised 1-D k-means,
+    fine-tune the codebook (each centroid's gradient is the sum of its weights' gradients —
+    autograd through ``codebook[index]``), and store weights as uint8 indices + a float
+    codebook: the ONNX graph keeps ``Gather(codebook, index)`` unfolded, so the artifact holds
+    1 byte per weight instead of 4 (ONNX Runtime folds the Gather once, at load)."""
 
     name = "weight_share"
 
-    def __init__(self, clusters: int = 16, fine_tune_epochs: int = 2) -> None:
+    def __init__(
+        self, clusters: int = 16, fine_tune_epochs: int = 2, *, bits: int | None = None
+    ) -> None:
+        """``clusters`` shared values per layer (centroid 0 is an exact, pinned zero), or
+        ``bits`` (``clusters = 2**bits``, at most 8: indices are stored as uint8)."""
+        if bits is not None:
+            clusters = 2**bits
         if not 2 <= clusters <= 256:
             raise ValueError("clusters must be in 2..256 (uint8 indices)")
         self.clusters, self.fine_tune_epochs = clusters, fine_tune_epochs

@@ -189,7 +189,9 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
             else:
                 proc.join(60)
             results.append(Result(name, got, seconds))
-            print(f"{name}: {got:,} in {seconds:.2f} s{'' if ok else ' (timed out)'}", file=sys.stderr)
+            print(
+                f"{name}: {got:,} in {seconds:.2f} s{'' if ok else ' (timed out)'}", file=sys.stderr
+            )
 
         far = time.time() + 600
         p = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + T.TRANSACTIONS,
@@ -197,7 +199,9 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
         p.start()
         timed("passthrough", pre["pass"] + "passthrough-out", n, p)
         p.terminate()
-        w = ctx.Process(target=_worker, args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far))
+        w = ctx.Process(
+            target=_worker, args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far)
+        )
         w.start()
         timed("finscore", pre["fs"] + T.FRAUD_FLAGS, n, w)
         w.terminate()
@@ -212,11 +216,16 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
         stop_at = time.time() + seconds + 30
         lp = ctx.Process(target=_passthrough, args=(client, f"{pre['lat']}gp", pre["lat"] + T.TRANSACTIONS,
                                                     pre["lat"] + "passthrough-out", stop_at))  # fmt: skip
-        lw = ctx.Process(target=_worker, args=(client, pre["lat"], str(s.registry_dir), f"{pre['lat']}gw", stop_at))
+        lw = ctx.Process(
+            target=_worker,
+            args=(client, pre["lat"], str(s.registry_dir), f"{pre['lat']}gw", stop_at),
+        )
         lp.start()
         lw.start()
         time.sleep(12)  # both groups joined
-        sent = produce(client, _transactions(pre["lat"], int(rate * seconds), seed=11), rate=rate).sent
+        sent = produce(
+            client, _transactions(pre["lat"], int(rate * seconds), seed=11), rate=rate
+        ).sent
         obs.wait_for(pre["lat"] + T.FRAUD_FLAGS, sent, 30)
         obs.wait_for(pre["lat"] + "passthrough-out", sent, 30)
         for name, topic in (("latency-passthrough", pre["lat"] + "passthrough-out"),
@@ -238,8 +247,10 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
         "results": [asdict(r) | {"rate": r.rate} for r in results],
         "finscore_vs_passthrough": by["finscore"].rate / by["passthrough"].rate,
         "finscore_vs_faust": by["finscore"].rate / max(by["faust-naive"].rate, 1e-9),
-        "added_p99_ms": by["latency-finscore"].latency_p99_ms - by["latency-passthrough"].latency_p99_ms,
-        "added_p50_ms": by["latency-finscore"].latency_p50_ms - by["latency-passthrough"].latency_p50_ms,
+        "added_p99_ms": by["latency-finscore"].latency_p99_ms
+        - by["latency-passthrough"].latency_p99_ms,
+        "added_p50_ms": by["latency-finscore"].latency_p50_ms
+        - by["latency-passthrough"].latency_p50_ms,
     }
     return summary
 
@@ -247,16 +258,22 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
 @click.command()
 @click.option("--events", type=int, default=200_000, show_default=True, help="Throughput run size.")
 @click.option("--faust-events", type=int, default=20_000, show_default=True)
-@click.option("--rate", type=float, default=5000.0, show_default=True, help="Offered load (latency).")
+@click.option(
+    "--rate", type=float, default=5000.0, show_default=True, help="Offered load (latency)."
+)
 @click.option("--seconds", type=float, default=20.0, show_default=True, help="Latency run length.")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)
-def bench(events: int, faust_events: int, rate: float, seconds: float, json_out: Path | None) -> None:
+def bench(
+    events: int, faust_events: int, rate: float, seconds: float, json_out: Path | None
+) -> None:
     """Throughput and latency: passthrough vs naive Faust vs the finscore fraud worker."""
     from rich.console import Console
     from rich.table import Table
 
     summary = run_bench(Settings(), events, faust_events, rate, seconds)
-    t = Table(title=f"finscore bench · {summary['machine']} · {summary['broker']} · {summary['model']}")
+    t = Table(
+        title=f"finscore bench · {summary['machine']} · {summary['broker']} · {summary['model']}"
+    )
     for col in ("pipeline", "events", "seconds", "events/s", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
     for r in summary["results"]:

@@ -7,6 +7,7 @@ one sentence plus a hint; tracebacks only with ``FINSCORE_LOG_LEVEL=DEBUG``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -63,7 +64,9 @@ class LazyGroup(click.Group):
                     if missing in ("torch", "onnx")
                     else f"({exc})"
                 )
-                raise click.ClickException(f"`finscore {name}` is unavailable here: {hint}") from exc
+                raise click.ClickException(
+                    f"`finscore {name}` is unavailable here: {hint}"
+                ) from exc
         return super().get_command(ctx, name)
 
 
@@ -114,7 +117,9 @@ def topics(ctx: Ctx, create: bool) -> None:
     specs = catalog(s.partitions, s.topic_prefix)
     if create:
         created = ensure_topics(ctx.client, specs, s.replication_factor)
-        click.echo(f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else ""))
+        click.echo(
+            f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else "")
+        )
     names = [t for t in check_reachable(ctx.client) if not t.startswith("__")]
     declared = {sp.name: sp for sp in specs}
     table = Table(title=f"topics on {s.bootstrap}")
@@ -147,7 +152,9 @@ def topics(ctx: Ctx, create: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--source", type=click.Choice(["sim", "lobster"]), default="sim", show_default=True,
               help="ticks only: simulator or a LOBSTER replay from FINSCORE_DATA_DIR.")  # fmt: skip
-@click.option("--drift-day", type=int, default=None, help="transactions: new fraud pattern from day N.")
+@click.option(
+    "--drift-day", type=int, default=None, help="transactions: new fraud pattern from day N."
+)
 @pass_ctx
 def produce(
     ctx: Ctx,
@@ -203,7 +210,12 @@ def produce(
 @click.option("--schema", default=None, help="Schema name (default: from the topic catalog).")
 @pass_ctx
 def tail(
-    ctx: Ctx, topic: str, from_beginning: bool, count: int | None, no_follow: bool, schema: str | None
+    ctx: Ctx,
+    topic: str,
+    from_beginning: bool,
+    count: int | None,
+    no_follow: bool,
+    schema: str | None,
 ) -> None:
     """Print a topic's records as pretty JSON (any of the three encodings), like tail -f."""
     from finscore.tailing import follow
@@ -234,6 +246,8 @@ def tail(
 @click.option("--metrics-port", type=int, default=None, help="/metrics + /health port (0 = any).")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
 @click.option("--threshold", type=float, default=None, help="Fraud decision threshold override.")
+@click.option("--explain", type=int, default=0, show_default=True,
+              help="Fraud: add the top-K unusual features to each flag (costs throughput).")  # fmt: skip
 @click.option("--group", default=None, help="Consumer group (default finscore-<stream>).")
 @click.option("--instance-id", default=None, help="Stable id (transactional.id in EOS mode).")
 @pass_ctx
@@ -244,6 +258,7 @@ def worker(
     metrics_port: int | None,
     batch_size: int,
     threshold: float | None,
+    explain: int,
     group: str | None,
     instance_id: str | None,
 ) -> None:
@@ -252,7 +267,11 @@ def worker(
     from finscore.streams.worker import Worker
 
     check_reachable(ctx.client)
-    cfg = worker_config(ctx.settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id)
+    cfg = worker_config(
+        ctx.settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id
+    )
+    if explain:
+        cfg = dataclasses.replace(cfg, explain=explain)
     w = Worker(cfg)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     signal.signal(signal.SIGINT, lambda *_: w.stop())

@@ -52,9 +52,19 @@ def list_models(ctx: Ctx, name: str | None) -> None:
         champ = reg.champion(n)
         cv = champ.manifest.version if champ else None
         for m in reg.list(n):
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in m.metrics.items() if isinstance(v, float | int))
+            metrics = ", ".join(
+                f"{k}={v:.4g}" for k, v in m.metrics.items() if isinstance(v, float | int)
+            )
             steps = "→".join(s.get("step", "?") for s in m.steps)
-            table.add_row(n, m.version, "★" if m.version == cv else "", f"{m.size_bytes:,}", metrics, steps, m.created_at[:19])
+            table.add_row(
+                n,
+                m.version,
+                "★" if m.version == cv else "",
+                f"{m.size_bytes:,}",
+                metrics,
+                steps,
+                m.created_at[:19],
+            )
     Console().print(table)
 
 
@@ -68,7 +78,9 @@ def promote(ctx: Ctx, name: str, version: str | None) -> None:
     if version is None:
         versions = reg.list(name)
         if not versions:
-            raise FinscoreError(f"no {name} model in the registry", hint=f"run `finscore compress {name}`")
+            raise FinscoreError(
+                f"no {name} model in the registry", hint=f"run `finscore compress {name}`"
+            )
         version = versions[-1].version
     reg.promote(name, version)
     _announce(ctx, _signed(ctx, reg.get(name, version)), "PROMOTE")
@@ -137,7 +149,13 @@ def recompress(ctx: Ctx, name: str) -> None:
 
     check_reachable(ctx.client)
     p = Producer(ctx.client)
-    p.produce(ctx.settings.topic_prefix + SIDECAR_COMMANDS, json.dumps({"command": "recompress", "model": name}).encode(), name.encode())
+    p.produce(
+        ctx.settings.topic_prefix + SIDECAR_COMMANDS,
+        json.dumps({"command": "recompress", "model": name}).encode(),
+        name.encode(),
+    )
     if p.flush(10):
         raise FinscoreError("the command was not delivered", hint="is the topic catalog created?")
-    click.echo(f"asked the sidecar to recompress {name}; watch its log or `finscore models list {name}`")
+    click.echo(
+        f"asked the sidecar to recompress {name}; watch its log or `finscore models list {name}`"
+    )

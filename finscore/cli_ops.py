@@ -12,14 +12,20 @@ from finscore.cli import Ctx, cli, pass_ctx
 
 
 @cli.command()
-@click.option("--duration", type=float, default=None, help="Stop after S seconds (default: Ctrl-C).")
+@click.option(
+    "--duration", type=float, default=None, help="Stop after S seconds (default: Ctrl-C)."
+)
 @click.option("--tx-rate", type=float, default=2000.0, show_default=True, help="Transactions/s.")
 @click.option("--tick-rate", type=float, default=500.0, show_default=True, help="Ticks/s.")
 @click.option("--fraud-workers", type=int, default=2, show_default=True)
 @click.option("--exactly-once", is_flag=True, help="Run the workers with Kafka transactions.")
-@click.option("--dashboard-port", type=int, default=8050, show_default=True, help="0 = no dashboard.")
+@click.option(
+    "--dashboard-port", type=int, default=8050, show_default=True, help="0 = no dashboard."
+)
 @click.option("--no-sidecar", is_flag=True, help="Do not start the sidecar.")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True
+)
 @pass_ctx
 def demo(
     ctx: Ctx,
@@ -82,7 +88,10 @@ def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
         parts = offsets(ctx.client, [spec.name], group)
         lag = sum(p.lag or 0 for p in parts) if group else None
         t.add_row(
-            spec.name, f"{sum(p.messages for p in parts):,}", group or "", "" if lag is None else f"{lag:,}"
+            spec.name,
+            f"{sum(p.messages for p in parts):,}",
+            group or "",
+            "" if lag is None else f"{lag:,}",
         )
     console.print(t)
     if workers:

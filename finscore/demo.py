@@ -79,7 +79,9 @@ def ensure_keys(settings: Settings, workdir: Path) -> dict[str, str]:
 class Demo:
     """Runs the demo; :meth:`run` returns when the duration ends or on Ctrl-C."""
 
-    def __init__(self, settings: Settings, opts: DemoOptions, console: Console | None = None) -> None:
+    def __init__(
+        self, settings: Settings, opts: DemoOptions, console: Console | None = None
+    ) -> None:
         self.s = settings
         self.opts = opts
         self.console = console or Console()
@@ -115,7 +117,9 @@ class Demo:
         from finscore.streams.admin import ensure_topics
 
         created = ensure_topics(
-            self.client(), T.catalog(self.s.partitions, self.s.topic_prefix), self.s.replication_factor
+            self.client(),
+            T.catalog(self.s.partitions, self.s.topic_prefix),
+            self.s.replication_factor,
         )
         self.say(f"topics ready ({len(created)} created, {self.s.partitions} partitions each)")
 
@@ -134,7 +138,9 @@ class Demo:
                     f"no {name} model yet: training a teacher and compressing it "
                     f"(quick plan on simulated data; first run only, a few minutes)"
                 )
-                self._run_cli(["compress", name, "--data", "sim", "--plan", "quick", "--publish", "--promote"])
+                self._run_cli(
+                    ["compress", name, "--data", "sim", "--plan", "quick", "--publish", "--promote"]
+                )
             champ = reg.champion(name)
             if champ is None:
                 raise FinscoreError(f"no {name} model could be produced")
@@ -250,7 +256,9 @@ class Demo:
         t = Table(title="workers", expand=True)
         for col in ("worker", "in/s", "out/s", "e2e p50", "e2e p99", "lag", "dead letters",
                     "model (live/shadow)", "swaps"):  # fmt: skip
-            t.add_column(col, justify="right" if col not in ("worker", "model (live/shadow)") else "left")
+            t.add_column(
+                col, justify="right" if col not in ("worker", "model (live/shadow)") else "left"
+            )
         for p in self.state.procs:
             s = self.state.last.get(p.name)
             alive = p.popen.poll() is None
@@ -336,9 +344,13 @@ class Demo:
                 p.popen.wait(15)
             except subprocess.TimeoutExpired:
                 p.popen.kill()
-        totals = {p.name: self.state.last[p.name] for p in self.state.procs if p.name in self.state.last}
+        totals = {
+            p.name: self.state.last[p.name] for p in self.state.procs if p.name in self.state.last
+        }
         for name, s in totals.items():
-            self.say(f"{name}: {s.events_in:,.0f} in, {s.events_out:,.0f} out, {s.dead_letters:,.0f} dead letters")
+            self.say(
+                f"{name}: {s.events_in:,.0f} in, {s.events_out:,.0f} out, {s.dead_letters:,.0f} dead letters"
+            )
         if self.broker is not None:
             self.broker.stop()
             self.say("embedded broker stopped")

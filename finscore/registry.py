@@ -7,7 +7,18 @@ the sha256 and the canonical manifest JSON). The :class:`Registry` is a director
     <root>/<name>/CHAMPION                                          (current version)
     <root>/<name>/HISTORY                                           (previous champions)
 
-Versions are consecutive integers as strings. Writes are atomic (temp file + rename).
+Versions are consecutive integers as strings. Writes are atomic: a version is written into a
+hidden temp folder and renamed into place (a reader never sees half a version, and two
+publishers racing for one number cannot both take it); pointer files are replaced with
+``os.replace``.
+
+Size: artifacts travel whole on the compacted ``model-updates`` topic. A broker with default
+settings takes messages up to 1 MiB (:data:`KAFKA_DEFAULT_MESSAGE_BYTES`); finscore's producers
+and consumers raise that to 8 MB and the registry refuses anything over
+:data:`MAX_ARTIFACT_BYTES` (4 MiB). Compressed students are a few kilobytes; fp32 teachers a
+few hundred kilobytes.
+
+cryptography and onnxruntime are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +35,17 @@ from typing import Any
 
 from finscore.exceptions import FinscoreError
 
-# Artifacts travel on the model-updates topic; keep them below a safe message size.
 MAX_ARTIFACT_BYTES = 4 * 1024 * 1024
+KAFKA_DEFAULT_MESSAGE_BYTES = 1024 * 1024
 
 
 class ArtifactError(FinscoreError):
-    """An artifact is invalid: hash mismatch, bad or missing signature, failing smoke test."""
+    """An artifact is invalid: hash mismatch, bad or missing signature, failing smoke test.
+
+    ``reason`` is a short machine-readable cause (``hash_mismatch``, ``size_mismatch``,
+    ``unsigned``, ``no_key``, ``bad_signature``, ``load_failed``, ``smoke_test``, ``missing``,
+    ``no_history``, ``too_large``, ``invalid``), used as a metric label by the workers.
+    """
 
     def __init__(self, message: str, *, reason: str = "invalid", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -66,12 +83,14 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        """Parse a manifest; unknown keys (from newer writers) are ignored."""
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def _signed_payload(manifest: Manifest) -> bytes:
+    """What is signed: the sha256 of the bytes, a newline, the canonical manifest JSON."""
     return (manifest.sha256 + "\n" + manifest.to_json()).encode()
 
 
@@ -103,47 +122,67 @@ class Artifact:
         return hashlib.sha256(self.onnx).hexdigest()
 
     def sign(self, signing_key_hex: str) -> Artifact:
-        """A copy signed with an Ed25519 private key (hex)."""
+        """A copy signed with an Ed25519 private key (hex) over sha256 + canonical manifest."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(signing_key_hex))
+        try:
+            key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(signing_key_hex))
+        except ValueError as exc:
+            raise ArtifactError("invalid Ed25519 signing key", reason="invalid") from exc
         return dataclasses.replace(self, signature=key.sign(_signed_payload(self.manifest)))
 
-    def verify(self, verify_key_hex: str | None = None, *, require_signature: bool = False) -> None:
-        """Raise :class:`ArtifactError` unless hash, size and (if required/present) signature hold.
+    def verify(
+        self,
+        verify_key_hex: str | None = None,
+        *,
+        require_signature: bool = False,
+        smoke: bool = True,
+    ) -> None:
+        """Raise :class:`ArtifactError` (with ``reason``) unless the artifact can be trusted.
 
-        The smoke test on reference inputs needs onnxruntime and is done by the loader
-        (``finscore.streams.scoring.Scorer.smoke_test``) or :meth:`smoke_test`.
+        In order: sha256 and size of the bytes match the manifest (``hash_mismatch``,
+        ``size_mismatch``); with ``require_signature`` a signature is present (``unsigned``)
+        and a key was given (``no_key``); a present signature verifies against a given key
+        (``bad_signature``); with ``smoke`` the model loads in onnxruntime (``load_failed``)
+        and reproduces the manifest's reference outputs within 1e-4 (``smoke_test``).
         """
-        if self.sha256 != self.manifest.sha256:
+        m = self.manifest
+        if self.sha256 != m.sha256:
             raise ArtifactError(
-                f"{self.manifest.name} v{self.manifest.version}: sha256 of the bytes does not "
-                "match the manifest (tampered or corrupted)",
+                f"{m.name} v{m.version}: sha256 of the bytes does not match the manifest "
+                "(tampered or corrupted)",
                 reason="hash_mismatch",
             )
-        if len(self.onnx) != self.manifest.size_bytes:
-            raise ArtifactError("size does not match the manifest", reason="size_mismatch")
-        if self.signature is None:
-            if require_signature:
-                raise ArtifactError(
-                    f"{self.manifest.name} v{self.manifest.version} is unsigned",
-                    reason="unsigned",
-                    hint="sign it: set FINSCORE_SIGNING_KEY where it is promoted",
-                )
-            return
-        if verify_key_hex is None:
-            return
+        if len(self.onnx) != m.size_bytes:
+            raise ArtifactError(
+                f"{m.name} v{m.version}: {len(self.onnx)} bytes, manifest says {m.size_bytes}",
+                reason="size_mismatch",
+            )
+        if require_signature and self.signature is None:
+            raise ArtifactError(
+                f"{m.name} v{m.version} is unsigned",
+                reason="unsigned",
+                hint="sign it: set FINSCORE_SIGNING_KEY where it is promoted",
+            )
+        if require_signature and not verify_key_hex:
+            raise ArtifactError("a signature is required but no verify key is set", reason="no_key")
+        if self.signature is not None and verify_key_hex:
+            self._check_signature(verify_key_hex)
+        if smoke:
+            self.smoke_test()
+
+    def _check_signature(self, verify_key_hex: str) -> None:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+        m = self.manifest
         try:
             Ed25519PublicKey.from_public_bytes(bytes.fromhex(verify_key_hex)).verify(
-                self.signature, _signed_payload(self.manifest)
+                self.signature or b"", _signed_payload(m)
             )
         except (InvalidSignature, ValueError) as exc:
             raise ArtifactError(
-                f"{self.manifest.name} v{self.manifest.version}: bad signature",
-                reason="bad_signature",
+                f"{m.name} v{m.version}: bad signature", reason="bad_signature"
             ) from exc
 
     def smoke_test(self, atol: float = 1e-4) -> None:
@@ -156,12 +195,15 @@ class Artifact:
             return
         try:
             s = ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"])
-            got = s.run(None, {s.get_inputs()[0].name: np.asarray(m.reference_inputs, np.float32)})[0]
+            feed = {s.get_inputs()[0].name: np.asarray(m.reference_inputs, np.float32)}
+            got = s.run(None, feed)[0]
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             raise ArtifactError(f"model does not load: {exc}", reason="load_failed") from exc
         want = np.asarray(m.reference_outputs, np.float32)
         if got.shape != want.shape or not np.allclose(got, want, atol=atol):
-            raise ArtifactError("smoke test failed on reference inputs", reason="smoke_test")
+            raise ArtifactError(
+                f"{m.name} v{m.version}: smoke test failed on reference inputs", reason="smoke_test"
+            )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -179,7 +221,12 @@ class Registry:
         self.root = Path(root)
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.root.glob("*") if p.is_dir()) if self.root.exists() else []
+        """Model names with at least one folder in the registry."""
+        if not self.root.exists():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def _versions(self, name: str) -> list[str]:
         d = self.root / name
@@ -187,48 +234,78 @@ class Registry:
             return []
         return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
 
-    def publish(self, artifact: Artifact) -> Artifact:
-        """Write ``artifact`` as the next version of its model; returns it with that version."""
-        if len(artifact.onnx) > MAX_ARTIFACT_BYTES:
+    def publish(self, artifact: Artifact, signing_key_hex: str | None = None) -> Artifact:
+        """Write ``artifact`` as the next version of its model; returns it with that version.
+
+        The manifest gets the version, the sha256 and the size of the bytes. A signature made
+        before publishing cannot cover the version and is dropped: pass ``signing_key_hex`` to
+        sign the versioned manifest (its file is written in the same atomic step) or sign later
+        and call :meth:`save_signature`. Raises :class:`ArtifactError` (``too_large``) over
+        :data:`MAX_ARTIFACT_BYTES`.
+        """
+        size = len(artifact.onnx)
+        if size > MAX_ARTIFACT_BYTES:
             raise ArtifactError(
-                f"artifact of {len(artifact.onnx):,} bytes exceeds {MAX_ARTIFACT_BYTES:,}",
+                f"artifact of {size:,} bytes exceeds {MAX_ARTIFACT_BYTES:,}",
                 reason="too_large",
                 hint="compress it further: it must travel on the model-updates topic",
             )
         name = artifact.manifest.name
-        versions = self._versions(name)
-        version = str(int(versions[-1]) + 1) if versions else "1"
-        manifest = dataclasses.replace(
-            artifact.manifest, version=version, sha256=artifact.sha256, size_bytes=len(artifact.onnx)
-        )
-        out = Artifact(manifest, artifact.onnx, None)
-        d = self.root / name / version
-        _atomic_write(d / "model.onnx", out.onnx)
-        _atomic_write(d / "manifest.json", json.dumps(dataclasses.asdict(manifest), indent=2).encode())
-        return out
+        if not name or "/" in name or name.startswith("."):
+            raise ArtifactError(f"invalid model name {name!r}", reason="invalid")
+        base = self.root / name
+        base.mkdir(parents=True, exist_ok=True)
+        while True:
+            versions = self._versions(name)
+            version = str(int(versions[-1]) + 1) if versions else "1"
+            manifest = dataclasses.replace(
+                artifact.manifest, version=version, sha256=artifact.sha256, size_bytes=size
+            )
+            out = Artifact(manifest, artifact.onnx, None)
+            if signing_key_hex:
+                out = out.sign(signing_key_hex)
+            tmp = Path(tempfile.mkdtemp(dir=base, prefix=".publish-"))
+            (tmp / "model.onnx").write_bytes(out.onnx)
+            (tmp / "manifest.json").write_text(json.dumps(dataclasses.asdict(manifest), indent=2))
+            if out.signature is not None:
+                (tmp / "signature").write_bytes(out.signature)
+            try:
+                os.rename(tmp, base / version)  # fails when another publisher took the number
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not (base / version).exists():
+                    raise
+                continue
+            return out
 
     def save_signature(self, artifact: Artifact) -> None:
         """Store the signature of an already published artifact."""
         if artifact.signature is None:
             return
         m = artifact.manifest
+        self.get(m.name, m.version)  # exists?
         _atomic_write(self.root / m.name / m.version / "signature", artifact.signature)
 
     def list(self, name: str) -> list[Manifest]:
+        """Manifests of every version of ``name``, oldest first."""
         return [
             Manifest.from_json((self.root / name / v / "manifest.json").read_text())
             for v in self._versions(name)
         ]
 
     def get(self, name: str, version: str | None = None) -> Artifact:
-        """Version ``version`` (None = the champion) of ``name``."""
+        """Version ``version`` (None = the champion) of ``name``; not verified."""
         if version is None:
             champ = self.champion(name)
             if champ is None:
-                raise ArtifactError(f"no champion for {name}", reason="missing")
+                raise ArtifactError(
+                    f"no champion for {name}",
+                    reason="missing",
+                    hint="`finscore models promote` makes one",
+                )
             return champ
-        d = self.root / name / version
-        if not (d / "model.onnx").exists():
+        d = self.root / name / str(version)
+        if not str(version).isdigit() or not (d / "model.onnx").exists():
             raise ArtifactError(
                 f"{name} v{version} is not in the registry at {self.root}",
                 reason="missing",
@@ -242,6 +319,7 @@ class Registry:
         )
 
     def champion(self, name: str) -> Artifact | None:
+        """The promoted version of ``name``, or None before any promotion."""
         pointer = self.root / name / "CHAMPION"
         if not pointer.exists():
             return None

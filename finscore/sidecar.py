@@ -157,7 +157,9 @@ class Sidecar:
                     self.monitor.add_label(lab["transaction_id"], lab["is_fraud"])
                 elif topic == p + T.FRAUD_FLAGS:
                     flag = self._flags.decode(m.value())
-                    self.monitor.add_flag(flag["transaction_id"], flag["score"], flag["model_version"])
+                    self.monitor.add_flag(
+                        flag["transaction_id"], flag["score"], flag["model_version"]
+                    )
                     self.live_version = flag["model_version"]
                 elif m.timestamp()[1] >= self._started_ms:  # commands sent while we run
                     commands.append(json.loads(m.value()).get("model", "fraud"))
@@ -170,7 +172,11 @@ class Sidecar:
         cfg, st = self.cfg, self.state
         if st.running or time.time() - st.last_run < cfg.cooldown_s:
             return None
-        if cfg.interval_s and time.time() - st.last_run >= cfg.interval_s and len(self.buffer) >= cfg.min_outcomes:
+        if (
+            cfg.interval_s
+            and time.time() - st.last_run >= cfg.interval_s
+            and len(self.buffer) >= cfg.min_outcomes
+        ):
             return "schedule"
         champion = Registry(cfg.registry_dir).champion("fraud")
         v = champion.manifest.version if champion is not None else self.live_version
@@ -230,7 +236,9 @@ class Sidecar:
         assert cand is not None
         too_big = cand.size_bytes > cfg.max_bytes
         if champion is not None:
-            too_slow = cand.latency["p50_ms"] > 2 * max(champion.manifest.latency.get("p50_ms", 1.0), 0.05)
+            too_slow = cand.latency["p50_ms"] > 2 * max(
+                champion.manifest.latency.get("p50_ms", 1.0), 0.05
+            )
         else:
             too_slow = False
         report = write_report(result, cfg.reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S"),
@@ -258,7 +266,9 @@ class Sidecar:
                 self.state.recompressions.append(self.recompress(reason))
             except Exception as exc:  # noqa: BLE001 - the sidecar must survive a failed run
                 log.exception("sidecar.recompression_failed", error=str(exc))
-                self.state.recompressions.append({"reason": reason, "outcome": "error", "why": str(exc)})
+                self.state.recompressions.append(
+                    {"reason": reason, "outcome": "error", "why": str(exc)}
+                )
             finally:
                 self.state.running = False
                 self.state.last_run = time.time()
@@ -272,7 +282,11 @@ class Sidecar:
         try:
             while not self._stop.is_set():
                 commands = self.poll()
-                reason = f"command: {commands[-1]}" if commands and not self.state.running else self.trigger()
+                reason = (
+                    f"command: {commands[-1]}"
+                    if commands and not self.state.running
+                    else self.trigger()
+                )
                 if reason:
                     log.info("sidecar.recompressing", reason=reason, outcomes=len(self.buffer))
                     self._recompress_async(reason)
@@ -284,12 +298,18 @@ class Sidecar:
 
 
 @click.command()
-@click.option("--interval", type=float, default=0.0, help="Also recompress every S seconds (0 = off).")
+@click.option(
+    "--interval", type=float, default=0.0, help="Also recompress every S seconds (0 = off)."
+)
 @click.option("--min-outcomes", type=int, default=5000, show_default=True)
 @click.option("--ap-drop", type=float, default=0.10, show_default=True, help="Drift trigger.")
-@click.option("--tolerance", type=float, default=0.02, show_default=True, help="Gate vs the champion.")
+@click.option(
+    "--tolerance", type=float, default=0.02, show_default=True, help="Gate vs the champion."
+)
 @click.option("--metrics-port", type=int, default=None, help="Accepted for symmetry with workers.")
-def sidecar(interval: float, min_outcomes: int, ap_drop: float, tolerance: float, metrics_port: int | None) -> None:
+def sidecar(
+    interval: float, min_outcomes: int, ap_drop: float, tolerance: float, metrics_port: int | None
+) -> None:
     """Watch model quality and drift; recompress, gate, sign and hot-swap fraud models."""
     import signal
 

@@ -76,7 +76,10 @@ def follow(
                 else:
                     try:
                         rec = codec.decode(
-                            m.value() or b"", topic=topic, partition=m.partition(), offset=m.offset()
+                            m.value() or b"",
+                            topic=topic,
+                            partition=m.partition(),
+                            offset=m.offset(),
                         )
                         doc = {**meta, "value": to_jsonable(rec, codec.schema_name)}
                     except DecodeError as exc:

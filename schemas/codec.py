@@ -39,13 +39,12 @@ from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint as _crc64_hex
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
-
 from finscore.schemas.exceptions import DecodeError, EncodeError, SchemaError
 from finscore.schemas.json_form import (
     TIMESTAMP_TYPES,
@@ -128,7 +127,9 @@ def inline_named_types(schema: Any) -> Any:
             if full not in defs:
                 return s
             target = defs[full]
-            return walk(copy.deepcopy(target), full.rpartition(".")[0], f"_{next(counter)}", open_names)
+            return walk(
+                copy.deepcopy(target), full.rpartition(".")[0], f"_{next(counter)}", open_names
+            )
         if not isinstance(s, dict):
             return s
         kind = s.get("type")
@@ -141,7 +142,9 @@ def inline_named_types(schema: Any) -> Any:
             out = dict(s, name=name + suffix)
             if kind == "record":
                 inner = (*open_names, full)
-                out["fields"] = [dict(f, type=walk(f["type"], ns2, suffix, inner)) for f in s["fields"]]
+                out["fields"] = [
+                    dict(f, type=walk(f["type"], ns2, suffix, inner)) for f in s["fields"]
+                ]
             return out
         if kind == "array":
             return dict(s, items=walk(s["items"], ns, suffix, open_names))
@@ -180,16 +183,19 @@ def _named_fingerprint(name: str) -> bytes:
 @cache
 def parsed_schema(name: str) -> dict:
     """The fastavro-parsed bundled schema ``name`` (timestamps as plain longs); shared, read-only."""
-    return fastavro.parse_schema(strip_timestamps(load_schema(name)))  # type: ignore[no-any-return]
+    return _parse(load_schema(name))
 
 
 @cache
 def _fast_schema(name: str) -> dict:
-    return fastavro.parse_schema(inline_named_types(strip_timestamps(load_schema(name))))  # type: ignore[no-any-return]
+    return _parse(load_schema(name), inline=True)
 
 
-def _parse(schema: dict) -> dict:
-    return fastavro.parse_schema(strip_timestamps(schema))  # type: ignore[no-any-return]
+def _parse(schema: dict, *, inline: bool = False) -> dict:
+    """fastavro-parse ``schema`` with plain-long timestamps (and inlined named types)."""
+    plain = strip_timestamps(schema)
+    parsed: Any = fastavro.parse_schema(inline_named_types(plain) if inline else plain)
+    return cast(dict, parsed)
 
 
 def _top_level(schema: dict) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
@@ -233,7 +239,7 @@ class Codec:
         else:
             self.schema = copy.deepcopy(reader_schema)
             self.parsed = _parse(self.schema)
-            self._fast = fastavro.parse_schema(inline_named_types(strip_timestamps(self.schema)))
+            self._fast = _parse(self.schema, inline=True)
         self.fingerprint = fingerprint(self.schema)
         self.header = SINGLE_OBJECT_MAGIC + self.fingerprint
         self._decimals, self._stamps = _top_level(self.schema)
@@ -293,13 +299,13 @@ class Codec:
     def decode_many(self, messages: Iterable[bytes]) -> list[dict]:
         """Decode a batch (raises at the first bad one; use :meth:`decode` to locate errors)."""
         header, read, fast = self.header, fastavro.schemaless_reader, self._fast
-        out = []
+        out: list[dict] = []
         for data in messages:
             if data[:10] == header:
                 buf = io.BytesIO(data)
                 buf.seek(10)
                 try:
-                    rec = read(buf, fast, None)
+                    rec: Any = read(buf, fast, None)
                 except Exception:  # noqa: BLE001 - let decode() say what is wrong
                     rec = self.decode(data)
                 if buf.tell() != len(data):
@@ -340,7 +346,7 @@ class Codec:
         buf.seek(start)
         try:
             if writer is None:
-                rec = fastavro.schemaless_reader(buf, self._fast, None)
+                rec: Any = fastavro.schemaless_reader(buf, self._fast, None)
             else:
                 rec = fastavro.schemaless_reader(buf, writer, self.parsed)
         except Exception as exc:  # noqa: BLE001 - fastavro raises assorted types on garbage
@@ -398,7 +404,9 @@ class Codec:
             try:
                 validate(rec, self.parsed, raise_errors=True)
             except Exception as exc:  # noqa: BLE001 - fastavro ValidationError
-                raise EncodeError(f"{self.schema_name} record does not fit its schema: {exc}")
+                raise EncodeError(
+                    f"{self.schema_name} record does not fit its schema: {exc}"
+                ) from None
             doc = to_json_value(rec, self.schema)
             return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         if encoding == "avro":
@@ -422,7 +430,9 @@ class Codec:
             except EncodeError:
                 raise
             except Exception as exc:  # noqa: BLE001 - fastavro raises assorted types
-                raise EncodeError(f"{self.schema_name} record does not fit its schema: {exc}")
+                raise EncodeError(
+                    f"{self.schema_name} record does not fit its schema: {exc}"
+                ) from None
             out.append(buf.getvalue())
         return out
 
@@ -451,7 +461,9 @@ class Codec:
             except SchemaError:
                 raise
             except Exception as exc:  # noqa: BLE001 - registry client errors vary
-                raise EncodeError(f"cannot register {self.subject} in the registry: {exc}") from None
+                raise EncodeError(
+                    f"cannot register {self.subject} in the registry: {exc}"
+                ) from None
             self._schema_id = int(sid)
             self._by_id[self._schema_id] = None
         return self._schema_id

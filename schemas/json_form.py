@@ -191,7 +191,9 @@ def _to_json(value: Any, schema: Any, named: dict[str, Any]) -> Any:
     kind = schema["type"]
     if kind == "record":
         named[schema["name"]] = schema
-        return {f["name"]: _to_json(value.get(f["name"]), f["type"], named) for f in schema["fields"]}
+        return {
+            f["name"]: _to_json(value.get(f["name"]), f["type"], named) for f in schema["fields"]
+        }
     if kind == "enum":
         named[schema["name"]] = schema
         return value

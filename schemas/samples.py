@@ -36,9 +36,15 @@ def sample(name: str, i: int = 0) -> dict:
             "instrument": "SIMA",
             "event_time": t * 1000 + i,
             "sequence": i,
-            "bids": [{"price": round(mid - 0.005 - k * 0.01, 3), "size": 100 + k} for k in range(10)],
-            "asks": [{"price": round(mid + 0.005 + k * 0.01, 3), "size": 90 + k} for k in range(10)],
-            "trades": [{"price": round(mid + 0.005, 3), "size": 5, "side": "BUY"}] if i % 3 == 0 else [],
+            "bids": [
+                {"price": round(mid - 0.005 - k * 0.01, 3), "size": 100 + k} for k in range(10)
+            ],
+            "asks": [
+                {"price": round(mid + 0.005 + k * 0.01, 3), "size": 90 + k} for k in range(10)
+            ],
+            "trades": [{"price": round(mid + 0.005, 3), "size": 5, "side": "BUY"}]
+            if i % 3 == 0
+            else [],
         }
     if name == "fraud_flag":
         return {

@@ -15,8 +15,6 @@ import zlib
 from decimal import Decimal
 
 import numpy as np
-
-from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import shadow
 from finscore.streams.pipeline import (
@@ -29,6 +27,8 @@ from finscore.streams.pipeline import (
 )
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
+
+from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 
 
 def validate_transaction(tx: dict, now: int) -> str | None:
@@ -77,7 +77,9 @@ class FraudPipeline:
         clock: Clock = time.time,
         in_codec: Codec | None = None,
         out_codec: Codec | None = None,
+        explain: int = 0,
     ) -> None:
+        self.explain = explain
         self.features = features
         self.slot = slot
         self.output_topic = output_topic
@@ -110,7 +112,9 @@ class FraudPipeline:
         live = self.slot.live
         if not valid or live is None:
             if valid:  # no model: nothing may be dropped silently
-                result.dead_letters += [DeadLetter(m, "NoModel", "no model loaded") for m, _ in valid]
+                result.dead_letters += [
+                    DeadLetter(m, "NoModel", "no model loaded") for m, _ in valid
+                ]
             return result
         txs = [tx for _, tx in valid]
         x = self.features.transform(txs)
@@ -123,6 +127,7 @@ class FraudPipeline:
         result.scored = len(valid)
         processing = now_ms(self.clock)
         live_t = self.threshold_of(live)
+        top = self._top_features(x, live, self.explain) if self.explain else None
         for i, (m, tx) in enumerate(valid):
             scorer, score, threshold = live, float(scores[i]), live_t
             if challenger is not None and ch_scores is not None:
@@ -143,7 +148,8 @@ class FraudPipeline:
                     )
             flag = self._flag(tx, m, scorer, score, threshold)
             flag["processing_time"] = processing
-            flag["top_features"] = self._top_features(x[i], scorer)
+            if top is not None:
+                flag["top_features"] = top[i]
             value = self.out_codec.encode(flag, self.output_encoding)
             result.outputs.append(
                 OutRecord(self.output_topic, m.key, value, timestamp_ms=m.timestamp_ms)
@@ -171,23 +177,22 @@ class FraudPipeline:
         }
 
     @staticmethod
-    def _top_features(row: np.ndarray, scorer: Scorer, k: int = 3) -> list[dict]:
-        """The k features furthest from the training mean, in standard deviations.
+    def _top_features(x: np.ndarray, scorer: Scorer, k: int) -> list[list[dict]]:
+        """Per row, the k features furthest from the training mean, in standard deviations.
 
-        Uses ``feature_mean``/``feature_std`` from the manifest's params when present; a cheap,
-        model-agnostic explanation ("what is unusual about this transaction").
+        Uses ``feature_mean``/``feature_std`` from the manifest's params (a cheap, model-agnostic
+        "what is unusual about this transaction"); empty lists when the manifest has none.
         """
         params = scorer.manifest.params or {}
         mean, std = params.get("feature_mean"), params.get("feature_std")
         if not mean or not std:
-            return []
-        z = (row - np.asarray(mean, dtype=np.float32)) / np.maximum(
-            np.asarray(std, dtype=np.float32), 1e-6
-        )
-        top = np.argsort(-np.abs(z))[:k]
+            return [[] for _ in range(len(x))]
+        z = (x - np.asarray(mean, dtype=np.float32)) / np.maximum(np.asarray(std, np.float32), 1e-6)
+        order = np.argsort(-np.abs(z), axis=1)[:, :k]
         names = scorer.manifest.feature_names or list(FRAUD_FEATURE_NAMES)
         return [
-            {"feature": names[j], "value": float(row[j]), "contribution": float(z[j])} for j in top
+            [{"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])} for j in row]
+            for r, row in enumerate(order.tolist())
         ]
 
     def _changelog(self, valid: list[tuple[Message, dict]]) -> list[OutRecord]:

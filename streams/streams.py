@@ -8,14 +8,9 @@ global whatever partitions a worker owns).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
-from finscore.features.market import MarketWindows
-from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.topics import TopicSpec
 from finscore.streams.admin import ensure_topics, partitions_of
@@ -24,7 +19,12 @@ from finscore.streams.market import MarketPipeline
 from finscore.streams.pipeline import DeadLetter, Pipeline
 from finscore.streams.scoring import ModelSlot
 from finscore.streams.state import read_changelog
-from finscore.streams.transport import Message, TopicPartition as TP
+from finscore.streams.transport import Message
+from finscore.streams.transport import TopicPartition as TP
+
+from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
+from finscore.features.market import MarketWindows
+from finscore.logging import get_logger
 
 if TYPE_CHECKING:
     from finscore.streams.worker import WorkerConfig
@@ -50,10 +50,6 @@ def _ensure_changelog(cfg: WorkerConfig, input_topic: str, store: str) -> str:
     parts = len(partitions_of(cfg.client, input_topic))
     ensure_topics(cfg.client, [TopicSpec(name, parts, "state", "key", dict(T.COMPACT))])
     return name
-
-
-def _decode_snapshot(value: bytes) -> object:
-    return json.loads(value) if value[:1] in (b"{", b"[") else value
 
 
 class FraudStream:
@@ -82,6 +78,7 @@ class FraudStream:
             threshold=self.cfg.threshold,
             output_encoding="json" if self.output_topic in self.cfg.json_topics else "avro",
             changelog_topic=self.changelog_topic,
+            explain=self.cfg.explain,
         )
         conf = {
             **self.cfg.client,
@@ -151,7 +148,7 @@ class FraudStream:
             self.cfg.client, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
         )
         for key, value in state.items():
-            self.features.restore_customer(key.decode(), _decode_snapshot(value))
+            self.features.restore_customer(key.decode(), value)
 
     def on_revoke(self, tps: list[TP]) -> None:
         self._owned.difference_update(p for t, p in tps if t == self.input_topic)

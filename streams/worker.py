@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finscore.logging import get_logger
-from finscore.registry import ArtifactError, Registry
 from finscore.schemas import topics as T
 from finscore.streams.announcements import Announcement, ModelWatcher
 from finscore.streams.exceptions import ModelUnavailable
@@ -29,6 +27,9 @@ from finscore.streams.pipeline import BatchResult, DeadLetterEncoder, now_ms
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.streams import FraudStream, MarketStream, Stream
 from finscore.streams.transport import OutRecord
+
+from finscore.logging import get_logger
+from finscore.registry import ArtifactError, Registry
 
 log = get_logger(__name__)
 
@@ -49,6 +50,7 @@ class WorkerConfig:
     registry_dir: Path | None = None
     json_topics: frozenset[str] = frozenset()
     threshold: float | None = None
+    explain: int = 0  # fraud: top-k unusual features per flag (0 = off, fastest)
     metrics_port: int | None = 0  # None = no HTTP server
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     transactional_id: str | None = None

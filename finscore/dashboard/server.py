@@ -30,7 +30,12 @@ class Dashboard:
                 elif self.path.startswith("/report/"):
                     parts = self.path.split("/")[2:]
                     f = (reports_dir / parts[0] / parts[-1]) if len(parts) == 2 else None
-                    if f is not None and f.suffix == ".svg" and f.resolve().is_relative_to(reports_dir.resolve()) and f.exists():
+                    if (
+                        f is not None
+                        and f.suffix == ".svg"
+                        and f.resolve().is_relative_to(reports_dir.resolve())
+                        and f.exists()
+                    ):
                         self._send(200, "image/svg+xml", f.read_bytes())
                     else:
                         self._send(404, "text/plain", b"no report yet")
@@ -53,7 +58,9 @@ class Dashboard:
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.url = f"http://{host}:{self.port}/"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="dashboard")
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, daemon=True, name="dashboard"
+        )
 
     def start(self) -> Dashboard:
         self.state.start()
@@ -66,7 +73,9 @@ class Dashboard:
         self.state.stop()
 
 
-def start_dashboard(settings: Settings, port: int = 8050, worker_urls: list[str] | None = None) -> Dashboard:
+def start_dashboard(
+    settings: Settings, port: int = 8050, worker_urls: list[str] | None = None
+) -> Dashboard:
     """Start the dashboard for the cluster in ``settings`` (used by the CLI and the demo)."""
     state = DashboardState(settings.kafka_config(), settings.topic_prefix, worker_urls)
     return Dashboard(state, port).start()

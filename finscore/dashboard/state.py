@@ -26,16 +26,29 @@ WINDOW_S = 10.0
 class DashboardState:
     """Thread-safe rolling view of the system; :meth:`snapshot` is what ``/api/state`` returns."""
 
-    def __init__(self, client: Mapping[str, str | int], prefix: str = "", worker_urls: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        client: Mapping[str, str | int],
+        prefix: str = "",
+        worker_urls: list[str] | None = None,
+    ) -> None:
         self.client = dict(client)
         self.prefix = prefix
         self.worker_urls = list(worker_urls or [])
         self.flags_topic, self.signals_topic = prefix + T.FRAUD_FLAGS, prefix + T.PRICE_SIGNALS
         self.dlq_topics = [prefix + T.dlq(t) for t in T.INPUTS]
-        self._codecs = {self.flags_topic: Codec("fraud_flag"), self.signals_topic: Codec("price_signal")}
+        self._codecs = {
+            self.flags_topic: Codec("fraud_flag"),
+            self.signals_topic: Codec("price_signal"),
+        }
         self._lock = threading.Lock()
-        self._arrivals: dict[str, deque[float]] = {t: deque() for t in [self.flags_topic, self.signals_topic, *self.dlq_topics]}
-        self._latency: dict[str, deque[float]] = {self.flags_topic: deque(maxlen=5000), self.signals_topic: deque(maxlen=5000)}
+        self._arrivals: dict[str, deque[float]] = {
+            t: deque() for t in [self.flags_topic, self.signals_topic, *self.dlq_topics]
+        }
+        self._latency: dict[str, deque[float]] = {
+            self.flags_topic: deque(maxlen=5000),
+            self.signals_topic: deque(maxlen=5000),
+        }
         self.totals: Counter[str] = Counter()
         self.scores = np.zeros(20, dtype=np.int64)
         self.recent_flags: deque[dict] = deque(maxlen=15)
@@ -93,12 +106,30 @@ class DashboardState:
         stream = "fraud" if topic == self.flags_topic else "market"
         version = rec["model_version"]
         if self.versions.get(stream) != version:
-            self.swaps.append({"stream": stream, "from": self.versions.get(stream), "to": version, "at": time.time()})
+            self.swaps.append(
+                {
+                    "stream": stream,
+                    "from": self.versions.get(stream),
+                    "to": version,
+                    "at": time.time(),
+                }
+            )
             self.versions[stream] = version
         if stream == "fraud":
             self.scores[min(int(rec["score"] * 20), 19)] += 1
             if rec["flagged"]:
-                self.recent_flags.appendleft({k: rec[k] for k in ("transaction_id", "customer_id", "terminal_id", "score", "model_version")})
+                self.recent_flags.appendleft(
+                    {
+                        k: rec[k]
+                        for k in (
+                            "transaction_id",
+                            "customer_id",
+                            "terminal_id",
+                            "score",
+                            "model_version",
+                        )
+                    }
+                )
         else:
             self.signal_mix[rec["signal"]] += 1
 
@@ -115,6 +146,7 @@ class DashboardState:
 
     def snapshot(self) -> dict:
         with self._lock:
+
             def pct(topic: str, q: float) -> float | None:
                 lat = self._latency[topic]
                 return round(float(np.percentile(np.asarray(lat), q)) * 1000, 1) if lat else None

@@ -13,6 +13,7 @@ Classes: down = 0, flat = 1, up = 2.
 from __future__ import annotations
 
 import struct
+
 import numpy as np
 
 LEVELS = 10

@@ -31,7 +31,9 @@ class LobsterDay:
     levels: int
 
 
-def lobster_files(symbol: str = "GOOG", levels: int = 10, root: Path | None = None) -> tuple[Path, Path]:
+def lobster_files(
+    symbol: str = "GOOG", levels: int = 10, root: Path | None = None
+) -> tuple[Path, Path]:
     base = (root or data_dir()) / SAMPLE
     stem = f"{symbol}_2012-06-21_34200000_57600000"
     return (
@@ -68,12 +70,22 @@ def replay_ticks(day: LobsterDay, instrument: str, date: str = "2012-06-21") -> 
     lv = day.levels
     for i in range(len(day.time_s)):
         row = day.book[i]
-        asks = [{"price": float(row[4 * k]), "size": int(row[4 * k + 1])} for k in range(lv) if row[4 * k + 1] > 0]
-        bids = [{"price": float(row[4 * k + 2]), "size": int(row[4 * k + 3])} for k in range(lv) if row[4 * k + 3] > 0]
+        asks = [
+            {"price": float(row[4 * k]), "size": int(row[4 * k + 1])}
+            for k in range(lv)
+            if row[4 * k + 1] > 0
+        ]
+        bids = [
+            {"price": float(row[4 * k + 2]), "size": int(row[4 * k + 3])}
+            for k in range(lv)
+            if row[4 * k + 3] > 0
+        ]
         trades = []
         if day.msg_type[i] in (4, 5):
             side = "SELL" if day.msg_direction[i] > 0 else "BUY"
-            trades.append({"price": float(day.msg_price[i]), "size": int(day.msg_size[i]), "side": side})
+            trades.append(
+                {"price": float(day.msg_price[i]), "size": int(day.msg_size[i]), "side": side}
+            )
         yield {
             "instrument": instrument,
             "event_time": midnight_us + int(round(day.time_s[i] * 1_000_000)),

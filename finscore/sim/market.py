@@ -53,7 +53,9 @@ class BookArrays:
         return out
 
 
-def simulate_book(n: int, cfg: MarketSimConfig = MarketSimConfig(), seed: int | None = None) -> BookArrays:
+def simulate_book(
+    n: int, cfg: MarketSimConfig = MarketSimConfig(), seed: int | None = None
+) -> BookArrays:
     """``n`` consecutive snapshots of one instrument."""
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
     lv = cfg.levels
@@ -70,9 +72,13 @@ def simulate_book(n: int, cfg: MarketSimConfig = MarketSimConfig(), seed: int | 
     bid_ticks = int(round(cfg.start_price / cfg.tick_size)) + np.cumsum(step)
     spread = 1 + (rng.random(n) < 0.3).astype(np.int64)
     base = rng.gamma(4.0, 50.0, size=(n, lv))
-    bid_s = np.maximum(1, base * (1 + np.r_[zc[:, None]] * np.linspace(1, 0.1, lv))).astype(np.int64)
+    bid_s = np.maximum(1, base * (1 + np.r_[zc[:, None]] * np.linspace(1, 0.1, lv))).astype(
+        np.int64
+    )
     base2 = rng.gamma(4.0, 50.0, size=(n, lv))
-    ask_s = np.maximum(1, base2 * (1 - np.r_[zc[:, None]] * np.linspace(1, 0.1, lv))).astype(np.int64)
+    ask_s = np.maximum(1, base2 * (1 - np.r_[zc[:, None]] * np.linspace(1, 0.1, lv))).astype(
+        np.int64
+    )
     offs = np.arange(lv)
     bid_p = (bid_ticks[:, None] - offs) * cfg.tick_size
     ask_p = (bid_ticks[:, None] + spread[:, None] + offs) * cfg.tick_size
@@ -96,8 +102,12 @@ def book_record(b: BookArrays, i: int, instrument: str, sequence: int) -> dict:
         "instrument": instrument,
         "event_time": int(b.time_us[i]),
         "sequence": sequence,
-        "bids": [{"price": float(p), "size": int(s)} for p, s in zip(b.bid_p[i], b.bid_s[i], strict=True)],
-        "asks": [{"price": float(p), "size": int(s)} for p, s in zip(b.ask_p[i], b.ask_s[i], strict=True)],
+        "bids": [
+            {"price": float(p), "size": int(s)} for p, s in zip(b.bid_p[i], b.bid_s[i], strict=True)
+        ],
+        "asks": [
+            {"price": float(p), "size": int(s)} for p, s in zip(b.ask_p[i], b.ask_s[i], strict=True)
+        ],
         "trades": trades,
     }
 

@@ -65,9 +65,11 @@ def _available_terminals(cust_xy: np.ndarray, term_xy: np.ndarray, r: float):  #
     for x, y in cust_xy:
         cx, cy = int(np.floor(x / r)), int(np.floor(y / r))
         cands = [buckets.get((cx + dx, cy + dy)) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
-        c = np.concatenate([b for b in cands if b is not None]) if any(
-            b is not None for b in cands
-        ) else np.zeros(0, dtype=np.int64)
+        c = (
+            np.concatenate([b for b in cands if b is not None])
+            if any(b is not None for b in cands)
+            else np.zeros(0, dtype=np.int64)
+        )
         c = np.sort(c[np.hypot(term_xy[c, 0] - x, term_xy[c, 1] - y) < r])
         flat.append(c)
         offsets.append(offsets[-1] + len(c))
@@ -154,7 +156,9 @@ def _add_card_testing(rng, cfg: TxSimConfig, day, cust, secs, amount, term):  # 
     assert cfg.drift_day is not None
     extra_day, extra_cust, extra_secs, extra_amt, extra_term = [], [], [], [], []
     for d in range(cfg.drift_day, cfg.days):
-        victims = rng.choice(cfg.n_customers, size=cfg.card_testing_customers_per_day, replace=False)
+        victims = rng.choice(
+            cfg.n_customers, size=cfg.card_testing_customers_per_day, replace=False
+        )
         for c in victims:
             start = rng.uniform(0, 5 * 3600)
             extra_day += [d] * 5

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from finscore.dashboard.server import Dashboard
-from finscore.dashboard.state import DashboardState
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample
+
+from finscore.dashboard.server import Dashboard
+from finscore.dashboard.state import DashboardState
 from tests.streams.kit import make_topics
 
 pytestmark = pytest.mark.broker
@@ -40,7 +40,13 @@ def test_dashboard_shows_live_numbers_in_a_real_browser(client, prefix) -> None:
             f = sample("fraud_flag", i) | {"score": (i % 97) / 97, "flagged": i % 7 == 0,
                                              "model_version": "1" if i < 300 else "2"}  # fmt: skip
             p.produce(prefix + T.FRAUD_FLAGS, flag.encode(f), b"k")
-            p.produce(prefix + T.PRICE_SIGNALS, signal.encode(sample("price_signal", i) | {"signal": ["DOWN", "FLAT", "UP"][i % 3]}), b"k")
+            p.produce(
+                prefix + T.PRICE_SIGNALS,
+                signal.encode(
+                    sample("price_signal", i) | {"signal": ["DOWN", "FLAT", "UP"][i % 3]}
+                ),
+                b"k",
+            )
             i += 1
             p.poll(0)
             time.sleep(0.005)
@@ -51,17 +57,26 @@ def test_dashboard_shows_live_numbers_in_a_real_browser(client, prefix) -> None:
         time.sleep(1.0)  # the dashboard's consumer is assigned at the end of the topics
         feeder.start()
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"]
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(dash.url)
-            page.wait_for_function("document.getElementById('tot-flags').textContent.includes('total')", timeout=20000)
+            page.wait_for_function(
+                "document.getElementById('tot-flags').textContent.includes('total')", timeout=20000
+            )
             first = page.inner_text("#tot-flags")
             time.sleep(2.5)
-            page.wait_for_function(f"document.getElementById('tot-flags').textContent !== {first!r}", timeout=10000)
+            page.wait_for_function(
+                f"document.getElementById('tot-flags').textContent !== {first!r}", timeout=10000
+            )
             second = page.inner_text("#tot-flags")
             assert int(first.split()[0].replace(",", "")) < int(second.split()[0].replace(",", ""))
             assert float(page.inner_text("#rate-flags").replace(",", "")) > 0
-            page.wait_for_function("document.getElementById('versions').textContent.includes('fraud v2')", timeout=15000)
+            page.wait_for_function(
+                "document.getElementById('versions').textContent.includes('fraud v2')",
+                timeout=15000,
+            )
             assert page.locator("#flags tr").count() > 1  # recent flagged transactions listed
             SHOTS.mkdir(exist_ok=True)
             shot = SHOTS / "dashboard.png"

@@ -51,7 +51,9 @@ def test_schemas_and_shared_features_import_neither_side() -> None:
         bad = {
             m
             for m in imports_of(folder)
-            if m.startswith(("finscore.streams", "finscore.compression", "torch", "confluent_kafka"))
+            if m.startswith(
+                ("finscore.streams", "finscore.compression", "torch", "confluent_kafka")
+            )
             and m != "confluent_kafka.schema_registry"  # the codec's registry client (lazy)
         }
         assert not bad, (folder, bad)
@@ -64,6 +66,6 @@ def test_no_top_level_package_shadows_the_standard_library() -> None:
 
     for mod in (finscore.compression, finscore.schemas, finscore.streams):
         assert mod.__name__.startswith("finscore.")
-    top = (ROOT / "finscore.egg-info" / "top_level.txt")
+    top = ROOT / "finscore.egg-info" / "top_level.txt"
     if top.exists():
         assert top.read_text().split() == ["finscore"]

@@ -73,7 +73,8 @@ def _resolve(args: list[str]) -> click.Context:
 
 
 @pytest.mark.parametrize(
-    "service", [n for n, s in COMPOSE["services"].items() if str(s.get("image", "")).startswith("finscore")]
+    "service",
+    [n for n, s in COMPOSE["services"].items() if str(s.get("image", "")).startswith("finscore")],
 )
 def test_every_service_command_exists_in_the_cli(service: str) -> None:
     command = COMPOSE["services"][service]["command"]
@@ -105,14 +106,22 @@ def lint_dockerfile(text: str) -> list[str]:
     if not users or users[-1] in ("root", "0"):
         problems.append("final stage runs as root")
     for ln in (ln for st in stages for ln in st):
-        if "apt-get install" in ln and ("--no-install-recommends" not in ln or "rm -rf /var/lib/apt/lists" not in ln):
+        if "apt-get install" in ln and (
+            "--no-install-recommends" not in ln or "rm -rf /var/lib/apt/lists" not in ln
+        ):
             problems.append("apt-get install without --no-install-recommends and list cleanup")
-        if ln.upper().startswith("ENV ") and re.search(r"(PASSWORD|SECRET|SIGNING_KEY|TOKEN)=\S+", ln):
+        if ln.upper().startswith("ENV ") and re.search(
+            r"(PASSWORD|SECRET|SIGNING_KEY|TOKEN)=\S+", ln
+        ):
             problems.append(f"secret baked into the image: {ln}")
         if ln.upper().startswith("ADD ") and "http" in ln:
             problems.append("ADD from a URL")
     for st in stages:
-        copies = [i for i, ln in enumerate(st) if ln.upper().startswith("COPY ") and "pyproject.toml" in ln]
+        copies = [
+            i
+            for i, ln in enumerate(st)
+            if ln.upper().startswith("COPY ") and "pyproject.toml" in ln
+        ]
         installs = [i for i, ln in enumerate(st) if "pip install" in ln or "pip wheel" in ln]
         if installs and copies and min(copies) > min(installs):
             problems.append("pip install before the project metadata is copied")
@@ -141,10 +150,20 @@ def test_worker_image_dependencies_exclude_torch() -> None:
 
 def test_prometheus_scrapes_every_worker_and_grafana_uses_real_metrics() -> None:
     prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
-    names = {n for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
+    names = {
+        n
+        for job in prom["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for n in sd["names"]
+    }
     assert names == {n for n in COMPOSE["services"] if n.endswith("-worker")}
     dash = json.loads((DOCKER / "grafana" / "dashboards" / "finscore.json").read_text())
-    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"finscore_[a-z0-9_]+", t["expr"])}
+    used = {
+        m
+        for p in dash["panels"]
+        for t in p["targets"]
+        for m in re.findall(r"finscore_[a-z0-9_]+", t["expr"])
+    }
     known = set(METRICS)
     known |= {m + suffix for m in METRICS for suffix in ("_total", "_bucket", "_sum", "_count")}
     assert used and used <= known, used - known

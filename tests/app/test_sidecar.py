@@ -9,13 +9,13 @@ import time
 
 import pytest
 import torch
-
 from finscore.compression.cli import fraud_plan
 from finscore.compression.fraud import FraudFamily, sim_splits, split_frame
 from finscore.compression.plan import Gate, to_artifact
+from finscore.schemas import topics as T
+
 from finscore.producing import produce
 from finscore.registry import Registry
-from finscore.schemas import topics as T
 from finscore.sidecar import Sidecar, SidecarConfig
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
 from tests.streams.kit import make_topics, publish, running, worker_config
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.broker
 torch.set_num_threads(1)
 
 
-def test_drift_triggers_a_recompression_that_passes_the_gate_and_is_swapped_in(client, prefix, tmp_path) -> None:
+def test_drift_triggers_a_recompression_that_passes_the_gate_and_is_swapped_in(
+    client, prefix, tmp_path
+) -> None:
     cfg = TxSimConfig(n_customers=500, n_terminals=1000, days=56, drift_day=40, seed=3)
     frame = simulate_frame(cfg)
     # v1: trained before the drift (days 0–39), like a model that has been live for a while.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finscore.compression.checks import artifact_checks, step_checks
 from finscore.compression.steps import (
     ArchitectureSearch,
@@ -31,7 +30,9 @@ CHECKS = ["loads_in_onnxruntime", "matches_its_source", "is_seeded_deterministic
 
 def _source(step, ctx):  # noqa: ANN001, ANN202
     """Steps that prune or share start from a small dense student, like in a plan."""
-    if isinstance(step, PruneStructured | PruneUnstructured | WeightShare | QuantizeDynamic | QuantizeStatic):
+    if isinstance(
+        step, PruneStructured | PruneUnstructured | WeightShare | QuantizeDynamic | QuantizeStatic
+    ):
         return Distill(16, epochs=1).apply(ctx.teacher, ctx)
     return ctx.teacher
 
@@ -69,13 +70,14 @@ def test_structured_pruning_physically_shrinks_the_network(fraud_ctx) -> None:  
 
 def test_weight_sharing_stores_one_byte_per_weight(fraud_ctx) -> None:  # noqa: ANN001
     import onnx
-
     from finscore.compression.export import export_onnx
 
     student = Distill(64, epochs=1).apply(fraud_ctx.teacher, fraud_ctx)
     shared = WeightShare(16, 0).apply(student, fraud_ctx)
     fam = fraud_ctx.family
-    proto = onnx.load_from_string(export_onnx(fam.head(shared), fraud_ctx.data.x_test, "features", "score"))
+    proto = onnx.load_from_string(
+        export_onnx(fam.head(shared), fraud_ctx.data.x_test, "features", "score")
+    )
     kinds = {init.data_type for init in proto.graph.initializer if len(init.dims) == 2}
     assert kinds == {onnx.TensorProto.UINT8}  # every weight matrix is uint8 indices
     for lin in shared.linears():
@@ -85,15 +87,23 @@ def test_weight_sharing_stores_one_byte_per_weight(fraud_ctx) -> None:  # noqa: 
 @pytest.fixture(scope="module")
 def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
     from finscore.compression.plan import Gate, Plan, to_artifact
+
     from finscore.registry import Registry
 
     reg = Registry(tmp_path_factory.mktemp("registry"))
     out = []
     for ctx, steps in ((fraud_ctx, [Distill(8, epochs=1), QuantizeDynamic()]),
                        (market_ctx, [Distill(8, epochs=1)])):  # fmt: skip
-        result = Plan(steps, epochs=1, seed=0).run(ctx.family, ctx.data, Gate(ctx.family.metric, 1.0), teacher=ctx.teacher)
+        result = Plan(steps, epochs=1, seed=0).run(
+            ctx.family, ctx.data, Gate(ctx.family.metric, 1.0), teacher=ctx.teacher
+        )
         for cand in result.candidates:
-            out.append((f"{ctx.family.name}-{cand.name}", reg.publish(to_artifact(result, cand, ctx.family, ctx.data))))
+            out.append(
+                (
+                    f"{ctx.family.name}-{cand.name}",
+                    reg.publish(to_artifact(result, cand, ctx.family, ctx.data)),
+                )
+            )
     return out
 
 

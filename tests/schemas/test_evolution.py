@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finscore.schemas import Codec, DecodeError, load_schema, sample
 
 
@@ -11,8 +10,12 @@ def transaction_v2() -> dict:
     """transaction + a defaulted ``channel`` field (a compatible newer version)."""
     schema = load_schema("transaction")
     schema["fields"].append(
-        {"name": "channel", "type": {"type": "enum", "name": "Channel", "symbols": ["POS", "WEB"]},
-         "default": "POS", "doc": "Where the card was used."}
+        {
+            "name": "channel",
+            "type": {"type": "enum", "name": "Channel", "symbols": ["POS", "WEB"]},
+            "default": "POS",
+            "doc": "Where the card was used.",
+        }
     )
     return schema
 
@@ -26,7 +29,9 @@ def test_newer_writer_read_by_older_reader_single_object() -> None:
 
 def test_older_writer_read_by_newer_reader_single_object() -> None:
     data = Codec("transaction").encode(sample("transaction", 5))
-    new = Codec("transaction", reader_schema=transaction_v2(), writer_schemas=[load_schema("transaction")])
+    new = Codec(
+        "transaction", reader_schema=transaction_v2(), writer_schemas=[load_schema("transaction")]
+    )
     assert new.decode(data) == dict(sample("transaction", 5), channel="POS")  # default filled
 
 
@@ -82,4 +87,6 @@ def test_incompatible_writer_is_a_decode_error() -> None:
     rec = {k: v for k, v in sample("transaction").items() if k != "terminal_id"}
     data = Codec("transaction", reader_schema=schema).encode(rec)
     with pytest.raises(DecodeError, match="transactions"):
-        Codec("transaction", writer_schemas=[schema]).decode(data, topic="transactions", partition=1, offset=2)
+        Codec("transaction", writer_schemas=[schema]).decode(
+            data, topic="transactions", partition=1, offset=2
+        )

@@ -6,14 +6,17 @@ import json
 
 import avro.schema
 import pytest
-
 from finscore.schemas import SCHEMA_NAMES, Codec, load_schema
 from finscore.schemas.codec import fingerprint
 
 
 @pytest.mark.parametrize(
     ("schema", "java_long"),  # values from the Avro spec's test suite (Java's parsingFingerprint64)
-    [('"null"', 7195948357588979594), ('"int"', 8247732601305521295), ('"string"', -8142146995180207161)],
+    [
+        ('"null"', 7195948357588979594),
+        ('"int"', 8247732601305521295),
+        ('"string"', -8142146995180207161),
+    ],
 )
 def test_spec_vectors(schema: str, java_long: int) -> None:
     want = (java_long & (2**64 - 1)).to_bytes(8, "little")

@@ -7,7 +7,6 @@ import json
 from decimal import Decimal
 
 import pytest
-
 from finscore.schemas import Codec, sample, to_jsonable
 
 TX = {"transaction_id": "tx-1", "customer_id": "c1", "terminal_id": "t1", "amount": "12.5"}
@@ -51,13 +50,17 @@ def test_human_friendly_input() -> None:
         "amount": Decimal("7.10"),
         "currency": "EUR",  # default filled
     }
-    assert Codec("transaction").decode(_tx(event_time=0, amount="3.14159"))["amount"] == Decimal("3.14")
+    assert Codec("transaction").decode(_tx(event_time=0, amount="3.14159"))["amount"] == Decimal(
+        "3.14"
+    )
 
 
 def test_unions_bytes_and_defaults() -> None:
     codec = Codec("model_update")
     doc = json.loads(codec.encode(sample("model_update"), "json"))
-    assert doc["artifact"] == base64.b64encode(b"\x08\x01onnx").decode() and doc["signature"] is None
+    assert (
+        doc["artifact"] == base64.b64encode(b"\x08\x01onnx").decode() and doc["signature"] is None
+    )
     doc["signature"] = base64.b64encode(b"sig").decode()
     del doc["canary_share"]
     rec = codec.decode(json.dumps(doc).encode())

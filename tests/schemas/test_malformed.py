@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finscore.schemas import Codec, DecodeError, EncodeError, sample
 
 WHERE = {"topic": "transactions", "partition": 3, "offset": 1234}
@@ -64,7 +63,9 @@ def test_confluent_without_registry() -> None:
 
 def test_confluent_unknown_id(registry_client) -> None:
     with pytest.raises(DecodeError, match="schema id 999") as err:
-        Codec("transaction", registry=registry_client()).decode(b"\x00\x00\x00\x03\xe7" + GOOD[10:], **WHERE)
+        Codec("transaction", registry=registry_client()).decode(
+            b"\x00\x00\x00\x03\xe7" + GOOD[10:], **WHERE
+        )
     assert err.value.offset == 1234
 
 
@@ -74,20 +75,41 @@ def test_confluent_unknown_id(registry_client) -> None:
         (b'{"transaction_id": "x",', "invalid JSON"),
         (b"{not json}", "invalid JSON"),
         (b'{"transaction_id": "x"}', "missing required field Transaction.event_time"),
-        (b'{"transaction_id":"x","event_time":"yesterday","customer_id":"c","terminal_id":"t",'
-         b'"amount":"1"}', "Transaction.event_time"),
-        (b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
-         b'"amount":"ten"}', "Transaction.amount"),
-        (b'{"transaction_id":"x","event_time":1,"customer_id":null,"terminal_id":"t",'
-         b'"amount":"1"}', "Transaction.customer_id"),
-        (b'{"transaction_id":"x","event_time":1.5,"customer_id":"c","terminal_id":"t",'
-         b'"amount":"1"}', "Transaction.event_time"),
-        (b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
-         b'"amount":"-99999999999.99"}', "exceeds decimal precision 12"),
-        (b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
-         b'"amount":"1e1000000"}', "Transaction.amount"),
-        (b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
-         b'"amount":"NaN"}', "Transaction.amount"),
+        (
+            b'{"transaction_id":"x","event_time":"yesterday","customer_id":"c","terminal_id":"t",'
+            b'"amount":"1"}',
+            "Transaction.event_time",
+        ),
+        (
+            b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
+            b'"amount":"ten"}',
+            "Transaction.amount",
+        ),
+        (
+            b'{"transaction_id":"x","event_time":1,"customer_id":null,"terminal_id":"t",'
+            b'"amount":"1"}',
+            "Transaction.customer_id",
+        ),
+        (
+            b'{"transaction_id":"x","event_time":1.5,"customer_id":"c","terminal_id":"t",'
+            b'"amount":"1"}',
+            "Transaction.event_time",
+        ),
+        (
+            b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
+            b'"amount":"-99999999999.99"}',
+            "exceeds decimal precision 12",
+        ),
+        (
+            b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
+            b'"amount":"1e1000000"}',
+            "Transaction.amount",
+        ),
+        (
+            b'{"transaction_id":"x","event_time":1,"customer_id":"c","terminal_id":"t",'
+            b'"amount":"NaN"}',
+            "Transaction.amount",
+        ),
     ],
 )
 def test_bad_json(text: bytes, says: str) -> None:
@@ -97,8 +119,10 @@ def test_bad_json(text: bytes, says: str) -> None:
 
 def test_schema_invalid_json() -> None:
     """Values that convert but break the schema (an int out of range) fail validation."""
-    bad = Codec("fraud_flag").encode(sample("fraud_flag"), "json").replace(
-        b'"source_partition":0', b'"source_partition":99999999999'
+    bad = (
+        Codec("fraud_flag")
+        .encode(sample("fraud_flag"), "json")
+        .replace(b'"source_partition":0', b'"source_partition":99999999999')
     )
     assert b"99999999999" in bad
     error = _decode_error(bad, "fraud_flag")
@@ -106,9 +130,15 @@ def test_schema_invalid_json() -> None:
 
 
 def test_unknown_enum_symbol_in_json() -> None:
-    text = Codec("price_signal").encode(sample("price_signal"), "json").replace(b'"FLAT"', b'"SIDEWAYS"')
+    text = (
+        Codec("price_signal")
+        .encode(sample("price_signal"), "json")
+        .replace(b'"FLAT"', b'"SIDEWAYS"')
+    )
     assert "PriceSignal.signal" in _decode_error(text, "price_signal").reason
-    tick = Codec("market_tick").encode(sample("market_tick", 0), "json").replace(b'"BUY"', b'"HOLD"')
+    tick = (
+        Codec("market_tick").encode(sample("market_tick", 0), "json").replace(b'"BUY"', b'"HOLD"')
+    )
     assert "MarketTick.trades[0].side" in _decode_error(tick, "market_tick").reason
 
 

@@ -11,7 +11,6 @@ import avro.io
 import avro.schema
 import fastavro
 import pytest
-
 from finscore.schemas import SCHEMA_NAMES, Codec, load_schema, sample
 from finscore.schemas.codec import fingerprint, schema_path
 from finscore.schemas.json_form import epoch
@@ -40,7 +39,9 @@ def test_round_trip_confluent(name: str, registry_client, registry_server) -> No
 def test_confluent_registry_given_as_url(registry_client, registry_server) -> None:
     codec = Codec("transaction", registry=registry_server.url)
     data = codec.encode(sample("transaction", 1), "confluent")
-    assert Codec("transaction", registry=registry_server.url).decode(data) == sample("transaction", 1)
+    assert Codec("transaction", registry=registry_server.url).decode(data) == sample(
+        "transaction", 1
+    )
 
 
 def test_decoded_values_follow_the_conventions() -> None:
@@ -80,8 +81,9 @@ def test_avro_reference_library_reads_our_bytes(name: str) -> None:
     data = Codec(name).encode(record)
     decoded = avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(data[10:])))
     if name == "transaction":
-        assert Decimal(int.from_bytes(decoded.pop("amount"), "big", signed=True)).scaleb(-2) == (
-            record["amount"]
+        assert (
+            Decimal(int.from_bytes(decoded.pop("amount"), "big", signed=True)).scaleb(-2)
+            == (record["amount"])
         )
         record = {k: v for k, v in record.items() if k != "amount"}
     assert decoded == record
@@ -90,7 +92,9 @@ def test_avro_reference_library_reads_our_bytes(name: str) -> None:
 def _without_logical_types(schema):
     def strip(s):
         if isinstance(s, dict):
-            return {k: strip(v) for k, v in s.items() if k not in ("logicalType", "precision", "scale")}
+            return {
+                k: strip(v) for k, v in s.items() if k not in ("logicalType", "precision", "scale")
+            }
         if isinstance(s, list):
             return [strip(v) for v in s]
         return s
@@ -102,14 +106,23 @@ def test_encode_accepts_datetimes_and_loose_decimals() -> None:
     codec = Codec("transaction")
     base = sample("transaction")
     when = datetime(2025, 1, 1, 0, 0, 1, 250_000, tzinfo=UTC)
-    for amount, want in [(12, "12.00"), (12.5, "12.50"), ("7.125", "7.12"), (Decimal("3.1"), "3.10")]:
+    for amount, want in [
+        (12, "12.00"),
+        (12.5, "12.50"),
+        ("7.125", "7.12"),
+        (Decimal("3.1"), "3.10"),
+    ]:
         rec = codec.decode(codec.encode(dict(base, event_time=when, amount=amount)))
         assert rec["event_time"] == 1_735_689_601_250
         assert rec["amount"] == Decimal(want) and str(rec["amount"]) == want
     naive = datetime(2025, 1, 1, 0, 0, 1, 250_000)  # naive = UTC
-    assert codec.decode(codec.encode(dict(base, event_time=naive)))["event_time"] == 1_735_689_601_250
+    assert (
+        codec.decode(codec.encode(dict(base, event_time=naive)))["event_time"] == 1_735_689_601_250
+    )
     tick = Codec("market_tick")
-    rec = tick.decode(tick.encode(dict(sample("market_tick"), event_time=when.replace(microsecond=7))))
+    rec = tick.decode(
+        tick.encode(dict(sample("market_tick"), event_time=when.replace(microsecond=7)))
+    )
     assert rec["event_time"] == 1_735_689_601_000_007
 
 

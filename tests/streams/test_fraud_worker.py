@@ -6,11 +6,11 @@ import json
 import time
 
 import pytest
-
-from finscore.producing import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample
+
+from finscore.producing import produce, transaction_events
 from tests.models import artifact
 from tests.streams.kit import (
     consume_all,
@@ -35,7 +35,9 @@ def test_every_transaction_gets_exactly_one_flag_naming_its_model(client, prefix
         for r in decode_all(consume_all(client, prefix + T.TRANSACTIONS, n_tx), "transaction")
     ]
     with running(worker_config(client, prefix)) as w:
-        flags = decode_all(consume_all(client, prefix + T.FRAUD_FLAGS, n_tx, settle=1.0), "fraud_flag")
+        flags = decode_all(
+            consume_all(client, prefix + T.FRAUD_FLAGS, n_tx, settle=1.0), "fraud_flag"
+        )
         assert w.metrics.events_in._value.get() == n_tx
     ids = [f["transaction_id"] for f in flags]
     assert sorted(ids) == sorted(sent_ids)  # nothing missing, nothing twice
@@ -66,8 +68,12 @@ def test_bad_records_go_to_the_dead_letter_topic_and_scoring_continues(client, p
     produce_records(client, prefix + T.TRANSACTIONS, items)
     with running(worker_config(client, prefix)) as w:
         flags = consume_all(client, prefix + T.FRAUD_FLAGS, len(good), settle=1.0)
-        dead = decode_all(consume_all(client, prefix + T.dlq(T.TRANSACTIONS), len(bad)), "dead_letter")
-        counted = sum(s.value for s in w.metrics._dead.collect()[0].samples if s.name.endswith("_total"))
+        dead = decode_all(
+            consume_all(client, prefix + T.dlq(T.TRANSACTIONS), len(bad)), "dead_letter"
+        )
+        counted = sum(
+            s.value for s in w.metrics._dead.collect()[0].samples if s.name.endswith("_total")
+        )
     assert len(flags) == len(good)
     assert len(dead) == len(bad) and counted == len(bad)
     assert sorted(d["value"] for d in dead) == sorted(bad)  # original bytes kept

@@ -9,10 +9,10 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
+from finscore.schemas import topics as T
 
 from finscore.producing import produce, transaction_events
 from finscore.registry import generate_keypair
-from finscore.schemas import topics as T
 from tests.models import artifact
 from tests.streams.kit import (
     consume_all,
@@ -87,11 +87,19 @@ def test_tampered_and_unsigned_artifacts_are_refused_while_scoring_continues(
         publish(client, prefix, tampered)
         publish(client, prefix, unsigned)
         produce(client, iter(txs))
-        flags = decode_all(consume_all(client, prefix + T.FRAUD_FLAGS, len(txs), settle=1), "fraud_flag")
+        flags = decode_all(
+            consume_all(client, prefix + T.FRAUD_FLAGS, len(txs), settle=1), "fraud_flag"
+        )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and sum(
-            s.value for s in w.metrics._rejections.collect()[0].samples if s.name.endswith("_total")
-        ) < 2:
+        while (
+            time.monotonic() < deadline
+            and sum(
+                s.value
+                for s in w.metrics._rejections.collect()[0].samples
+                if s.name.endswith("_total")
+            )
+            < 2
+        ):
             time.sleep(0.1)
         rejections = sum(
             s.value for s in w.metrics._rejections.collect()[0].samples if s.name.endswith("_total")

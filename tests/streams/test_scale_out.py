@@ -7,9 +7,9 @@ import time
 from collections import Counter
 
 import pytest
+from finscore.schemas import topics as T
 
 from finscore.producing import produce, transaction_events
-from finscore.schemas import topics as T
 from tests.models import artifact
 from tests.streams.kit import consume_all, decode_all, make_topics, publish, running, worker_config
 
@@ -21,9 +21,10 @@ def test_two_workers_share_the_load_and_score_each_transaction_once(client, pref
     publish(client, prefix, artifact("fraud"))
     events = list(itertools.islice(transaction_events(prefix, seed=9), 6000))
     txs = [e for e in events if e[0] == prefix + T.TRANSACTIONS]
-    with running(worker_config(client, prefix, instance_id="a")) as a, running(
-        worker_config(client, prefix, instance_id="b")
-    ) as b:
+    with (
+        running(worker_config(client, prefix, instance_id="a")) as a,
+        running(worker_config(client, prefix, instance_id="b")) as b,
+    ):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the group settles: 2 partitions each
             pa, pb = a.transport.assignment(), b.transport.assignment()
