@@ -139,10 +139,12 @@ class FraudFamily:
         teacher_hidden: tuple[int, ...] = (256, 256, 128),
         dropout: float = 0.2,
         members: int = 1,
+        schedule: str = "cosine",
     ) -> None:
         self.teacher_hidden = list(teacher_hidden)
         self.dropout = dropout
         self.members = members
+        self.schedule = schedule
 
     # -- data -------------------------------------------------------------------------------
     def load_data(
@@ -222,7 +224,7 @@ class FraudFamily:
 
         return fit(model, data.x_train, data.y_train, loss=loss, epochs=epochs, lr=lr, seed=seed,
                    targets=soft, batch_size=max(64, min(512, len(data.x_train) // 100)),
-                   after_step=after_step)  # fmt: skip
+                   after_step=after_step, schedule=self.schedule)  # fmt: skip
 
     def logits(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
         return predict(model, x)

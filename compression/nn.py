@@ -7,6 +7,7 @@ structured pruning can rebuild it smaller and weight sharing can swap its layers
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -49,7 +50,11 @@ class SharedLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return (self.codebook * self.pin)[self.index.long()]
+        # Training: the pin keeps centroid 0 at exactly 0 (its gradient is 0). In eval/export
+        # the codebook is used as it is (entry 0 never moved), so the graph is just
+        # Cast + Gather of the uint8 index.
+        codebook = self.codebook * self.pin if self.training else self.codebook
+        return codebook[self.index.long()]
 
     @property
     def out_features(self) -> int:
@@ -129,8 +134,13 @@ def fit(
     targets: np.ndarray | None = None,
     weight_decay: float = 0.0,
     after_step: Callable[[], None] | None = None,
+    schedule: str = "constant",
 ) -> nn.Module:
-    """Minibatch Adam. ``loss(logits, y, targets)`` (``targets``: e.g. teacher soft labels)."""
+    """Minibatch Adam. ``loss(logits, y, targets)`` (``targets``: e.g. teacher soft labels).
+
+    ``schedule``: ``"constant"`` learning rate, or ``"cosine"`` (decays to 0 over all steps;
+    on the handbook data it makes single models less sensitive to where training stops).
+    """
     seed_everything(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y)
@@ -139,10 +149,15 @@ def fit(
         [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
     )
     g = torch.Generator().manual_seed(seed)
+    total, step = max(1, epochs * ((len(xt) + batch_size - 1) // batch_size)), 0
     model.train()
     for _ in range(epochs):
         perm = torch.randperm(len(xt), generator=g)
         for i in range(0, len(xt), batch_size):
+            if schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            step += 1
             idx = perm[i : i + batch_size]
             opt.zero_grad()
             out = model(xt[idx])

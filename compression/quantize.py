@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from finscore.compression.export import compact_onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -59,13 +60,25 @@ def quantize_dynamic_bytes(model: bytes) -> bytes:
         src, pre, dst = Path(d, "in.onnx"), Path(d, "pre.onnx"), Path(d, "out.onnx")
         src.write_bytes(model)
         quantize_dynamic(str(_preprocess(src, pre)), str(dst), weight_type=QuantType.QInt8)
-        return dst.read_bytes()
+        return compact_onnx(dst.read_bytes())
+
+
+def _static_ops() -> list[str]:
+    """Every op ONNX Runtime can quantise except the output heads: a QDQ pair after the final
+    Sigmoid/Softmax would round probabilities to 1/255 steps (and break "rows sum to 1")."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - {"Sigmoid", "Softmax"})
+
+
+_STATIC_OPS = _static_ops()
 
 
 def quantize_static_bytes(
     model: bytes, calibration: np.ndarray, per_channel: bool = False
 ) -> bytes:
-    """Static QDQ quantisation (int8 activations and weights), calibrated on ``calibration``."""
+    """Static QDQ quantisation (int8 activations and weights), calibrated on ``calibration``
+    (rows fed in batches of 64); the output head stays float."""
     with tempfile.TemporaryDirectory() as d, _Quiet():
         src, pre, dst = Path(d, "in.onnx"), Path(d, "pre.onnx"), Path(d, "out.onnx")
         src.write_bytes(model)
@@ -77,5 +90,6 @@ def quantize_static_bytes(
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            op_types_to_quantize=_STATIC_OPS,
         )
-        return dst.read_bytes()
+        return compact_onnx(dst.read_bytes())

@@ -326,7 +326,12 @@ class WeightShare(CompressionStep):
             layers.append(SharedLinear(torch.as_tensor(codebook), index, mod.bias.data))
         mlp.body = nn.Sequential(*layers)
         mlp.weight_shared = True  # type: ignore[assignment]
-        return _fine_tune(mlp, ctx, self.fine_tune_epochs)
+        mlp = _fine_tune(mlp, ctx, self.fine_tune_epochs)
+        with torch.no_grad():  # the zero centroid stays exactly zero (pruned weights stay pruned)
+            for mod in mlp.body:
+                if isinstance(mod, SharedLinear):
+                    mod.codebook[0] = 0.0
+        return mlp.eval()
 
 
 class QuantizeDynamic(CompressionStep):

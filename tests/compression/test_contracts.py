@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from finscore.compression.checks import artifact_checks, step_checks
+from finscore.compression.checks import QUANTIZED_ATOL, check_artifact, check_step
 from finscore.compression.steps import (
     ArchitectureSearch,
     Distill,
@@ -16,38 +17,88 @@ from finscore.compression.steps import (
 
 FRAUD_STEPS = [
     Distill(8, epochs=1),
-    ArchitectureSearch((4, 8), epochs=1),
+    Distill((8, 8, 4), epochs=1),  # a shape (depth) instead of a width
+    ArchitectureSearch((4, 8, (8, 4, 4)), epochs=1),
     PruneStructured(0.5, 1),
     PruneUnstructured(0.5, 1),
     WeightShare(8, 1),
+    WeightShare(bits=4, fine_tune_epochs=0),
     QuantizeDynamic(),
     QuantizeStatic(256),
+    QuantizeStatic(256, per_channel=True),
 ]
-MARKET_STEPS = [Distill(8, epochs=1), PruneUnstructured(0.5, 0), QuantizeDynamic()]
+MARKET_STEPS = [
+    Distill(8, epochs=1),
+    PruneStructured(0.5, 0),
+    PruneUnstructured(0.5, 0),
+    WeightShare(8, 0),
+    QuantizeDynamic(),
+    QuantizeStatic(64),
+]
 CHECKS = ["loads_in_onnxruntime", "matches_its_source", "is_seeded_deterministic",
-          "has_a_dynamic_batch_axis"]  # fmt: skip
+          "has_a_dynamic_batch_axis", "obeys_the_output_contract"]  # fmt: skip
+ARTIFACT_CHECKS = ["manifest_hash_matches_bytes", "size_is_recorded",
+                   "loads_and_reproduces_reference_outputs", "obeys_the_output_contract",
+                   "matches_its_source", "fits_on_the_model_updates_topic"]  # fmt: skip
+
+
+def _ids(step) -> str:  # noqa: ANN001
+    return f"{step.name}-{'-'.join(str(v) for v in step.describe()['params'].values())}"
+
+
+_students: dict[str, object] = {}
 
 
 def _source(step, ctx):  # noqa: ANN001, ANN202
     """Steps that prune or share start from a small dense student, like in a plan."""
-    if isinstance(
-        step, PruneStructured | PruneUnstructured | WeightShare | QuantizeDynamic | QuantizeStatic
-    ):
-        return Distill(16, epochs=1).apply(ctx.teacher, ctx)
-    return ctx.teacher
+    if isinstance(step, Distill | ArchitectureSearch):
+        return ctx.teacher
+    key = ctx.family.name
+    if key not in _students:
+        _students[key] = Distill(16, epochs=1).apply(ctx.teacher, ctx)
+    return _students[key]
 
 
-@pytest.mark.parametrize("check", CHECKS)
-@pytest.mark.parametrize("step", FRAUD_STEPS, ids=lambda s: s.name)
-def test_fraud_step_contract(step, check, fraud_ctx) -> None:  # noqa: ANN001
-    checks = dict(step_checks(step, _source(step, fraud_ctx), fraud_ctx))
-    checks[check]()
+def test_check_names_are_stable(fraud_ctx) -> None:  # noqa: ANN001
+    names = [n for n, _ in check_step(Distill(4, epochs=1), fraud_ctx.teacher, fraud_ctx)]
+    assert names == CHECKS
 
 
-@pytest.mark.parametrize("step", MARKET_STEPS, ids=lambda s: s.name)
-def test_market_step_contract(step, market_ctx) -> None:  # noqa: ANN001
-    for _, check in step_checks(step, _source(step, market_ctx), market_ctx):
+@pytest.mark.parametrize("step", FRAUD_STEPS, ids=_ids)
+def test_fraud_step_contract(step, fraud_ctx) -> None:  # noqa: ANN001
+    for _, check in check_step(step, _source(step, fraud_ctx), fraud_ctx):
         check()
+
+
+@pytest.mark.parametrize("step", MARKET_STEPS, ids=_ids)
+def test_market_step_contract(step, market_ctx) -> None:  # noqa: ANN001
+    for _, check in check_step(step, _source(step, market_ctx), market_ctx):
+        check()
+
+
+def test_a_broken_step_fails_its_checks(fraud_ctx) -> None:  # noqa: ANN001
+    """The checks can fail: a step whose output ignores its input breaks parity/contract."""
+    from finscore.compression.steps import CompressionStep
+
+    class Scramble(CompressionStep):
+        name = "scramble"
+        stage = "onnx"
+
+        def apply(self, model: bytes, ctx) -> bytes:  # noqa: ANN001
+            import onnx
+            from finscore.compression.quantize import quantize_dynamic_bytes
+            from onnx import numpy_helper
+
+            proto = onnx.load_from_string(quantize_dynamic_bytes(model))
+            for init in proto.graph.initializer:  # flip every float bias
+                arr = numpy_helper.to_array(init)
+                if arr.dtype == np.float32 and arr.ndim == 1 and arr.size > 1:
+                    init.CopyFrom(numpy_helper.from_array(-arr * 50, init.name))
+            return proto.SerializeToString()
+
+    checks = dict(check_step(Scramble(), _source(QuantizeDynamic(), fraud_ctx), fraud_ctx))
+    with pytest.raises(AssertionError):
+        checks["matches_its_source"]()
 
 
 def test_market_teacher_exports_with_parity(market_ctx) -> None:  # noqa: ANN001
@@ -68,6 +119,13 @@ def test_structured_pruning_physically_shrinks_the_network(fraud_ctx) -> None:  
     assert count_params(pruned) < 0.6 * count_params(student)
 
 
+def test_structured_pruning_refuses_what_it_cannot_shrink(market_ctx) -> None:  # noqa: ANN001
+    from finscore.compression.exceptions import CompressionError
+
+    with pytest.raises(CompressionError):
+        PruneStructured(0.5, 0).apply(market_ctx.teacher, market_ctx)  # DeepLOB: conv + LSTM
+
+
 def test_weight_sharing_stores_one_byte_per_weight(fraud_ctx) -> None:  # noqa: ANN001
     import onnx
     from finscore.compression.export import export_onnx
@@ -75,41 +133,67 @@ def test_weight_sharing_stores_one_byte_per_weight(fraud_ctx) -> None:  # noqa: 
     student = Distill(64, epochs=1).apply(fraud_ctx.teacher, fraud_ctx)
     shared = WeightShare(16, 0).apply(student, fraud_ctx)
     fam = fraud_ctx.family
-    proto = onnx.load_from_string(
-        export_onnx(fam.head(shared), fraud_ctx.data.x_test, "features", "score")
-    )
+    dense = export_onnx(fam.head(student), fraud_ctx.data.x_test, "features", "score")
+    packed = export_onnx(fam.head(shared), fraud_ctx.data.x_test, "features", "score")
+    proto = onnx.load_from_string(packed)
     kinds = {init.data_type for init in proto.graph.initializer if len(init.dims) == 2}
     assert kinds == {onnx.TensorProto.UINT8}  # every weight matrix is uint8 indices
     for lin in shared.linears():
         assert len(set(lin.weight.detach().numpy().ravel().tolist())) <= 16
+    assert len(packed) < 0.4 * len(dense)
 
 
 @pytest.fixture(scope="module")
 def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
-    from finscore.compression.plan import Gate, Plan, to_artifact
+    """Every artifact kind (fp32 teacher/student, pruned, weight-shared, dynamic and static
+    int8) of both families, published, with the source it must match."""
+    from finscore.compression.plan import QUANT_ATOL, Gate, Plan, to_artifact
 
     from finscore.registry import Registry
 
     reg = Registry(tmp_path_factory.mktemp("registry"))
     out = []
-    for ctx, steps in ((fraud_ctx, [Distill(8, epochs=1), QuantizeDynamic()]),
-                       (market_ctx, [Distill(8, epochs=1)])):  # fmt: skip
+    kinds = [
+        (fraud_ctx, [Distill(8, epochs=1), PruneStructured(0.5, 0), WeightShare(8, 0),
+                     QuantizeDynamic(), QuantizeStatic(256)]),
+        (market_ctx, [Distill(8, epochs=1), QuantizeDynamic()]),
+    ]  # fmt: skip
+    for ctx, steps in kinds:
         result = Plan(steps, epochs=1, seed=0).run(
             ctx.family, ctx.data, Gate(ctx.family.metric, 1.0), teacher=ctx.teacher
         )
+        by_sha = {c.sha256: c for c in result.candidates}
         for cand in result.candidates:
-            out.append(
-                (
-                    f"{ctx.family.name}-{cand.name}",
-                    reg.publish(to_artifact(result, cand, ctx.family, ctx.data)),
-                )
-            )
+            art = reg.publish(to_artifact(result, cand, ctx.family, ctx.data))
+            if cand.torch_model is not None:
+                source, atol = ctx.family.head(cand.torch_model).eval(), 1e-4
+            else:  # int8: against the fp32 ONNX it was quantised from
+                source, atol = by_sha[cand.parent_sha256].onnx, QUANT_ATOL
+            out.append((f"{ctx.family.name}-{cand.name}", art, source, ctx.data.x_test[:64], atol))
     return out
 
 
-@pytest.mark.parametrize("check", ["manifest_hash_matches_bytes", "size_is_recorded",
-                                   "loads_and_reproduces_reference_outputs", "fits_on_the_model_updates_topic"])  # fmt: skip
+@pytest.mark.parametrize("check", ARTIFACT_CHECKS)
 def test_every_exported_artifact_passes_the_artifact_contract(artifacts, check) -> None:  # noqa: ANN001
-    assert len(artifacts) == 5
-    for _, art in artifacts:
-        dict(artifact_checks(art))[check]()
+    assert [a[0] for a in artifacts] == [
+        "fraud-teacher", "fraud-distill", "fraud-prune_structured", "fraud-weight_share",
+        "fraud-quantize_dynamic", "fraud-quantize_static",
+        "market-teacher", "market-distill", "market-quantize_dynamic",
+    ]  # fmt: skip
+    for name, art, source, x, atol in artifacts:
+        checks = dict(check_artifact(art, source, x, atol))
+        assert list(checks) == ARTIFACT_CHECKS
+        try:
+            checks[check]()
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {check}: {exc}") from exc
+
+
+def test_artifact_checks_catch_tampering(artifacts) -> None:  # noqa: ANN001
+    import dataclasses
+
+    _, art, *_ = artifacts[1]
+    bad = dataclasses.replace(art, onnx=art.onnx[:-1] + bytes([art.onnx[-1] ^ 1]))
+    with pytest.raises((AssertionError, Exception)):
+        dict(check_artifact(bad))["manifest_hash_matches_bytes"]()
+    assert QUANTIZED_ATOL == 0.05
