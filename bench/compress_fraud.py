@@ -67,8 +67,8 @@ def _cuda_latency(onnx_bytes: bytes, row) -> dict | None:  # noqa: ANN001
               help="Folder holding fraud_handbook_sim/ (default FINSCORE_DATA_DIR).")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench-fraud"))
 @click.option("--plan", "plan_name", type=click.Choice(["default", "quick"]), default="default")
-@click.option("--epochs", type=int, default=12, show_default=True, help="Student epochs.")
-@click.option("--teacher-epochs", type=int, default=10, show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True, help="Student epochs.")
+@click.option("--teacher-epochs", type=int, default=12, show_default=True)
 @click.option("--members", type=int, default=3, show_default=True, help="Teacher ensemble size.")
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="AP gate.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -25,18 +25,26 @@ from finscore.registry import Artifact
 
 
 def fraud_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
+    """``quick``: one distilled width-32 student, pruned, shared, int8 (sidecar, demos).
+    ``default``: a width search under 16 kB distilled at a high learning rate (T = 2,
+    alpha = 0.9), then structured and unstructured pruning, weight sharing and both int8
+    quantisations, each fine-tuned by distillation (the benchmark's plan)."""
     if name == "quick":
         steps = [Distill(32), PruneStructured(0.5, 3), WeightShare(16, 2), QuantizeDynamic()]
-    else:
-        steps = [
-            ArchitectureSearch((16, 32, 64), budget_bytes=16_000),
-            PruneStructured(0.5, 4),
-            PruneUnstructured(0.5, 3),
-            WeightShare(16, 2),
-            QuantizeDynamic(),
-            QuantizeStatic(2048),
-        ]
-    return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed)
+        return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed)
+    ft = max(2, epochs // 4)
+    steps = [
+        ArchitectureSearch(
+            (16, 32, 64, (64, 32)), budget_bytes=16_000, temperature=2.0, alpha=0.9, lr=5e-3
+        ),
+        PruneStructured(0.25, ft),
+        PruneUnstructured(0.5, ft),
+        WeightShare(16, ft),
+        QuantizeDynamic(),
+        QuantizeStatic(2048),
+    ]
+    return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed,
+                fine_tune_lr=2e-3, fine_tune_alpha=0.9)  # fmt: skip
 
 
 def market_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
@@ -131,7 +139,7 @@ def run_compression(
     torch.set_num_threads(1)
     quick = plan == "quick"
     fam, td = load(family, data, data_dir, seed, quick, sim_size)
-    default_epochs = (10, 8) if quick else (12, 10)
+    default_epochs = (10, 8) if quick else (30, 12)  # (students, teacher)
     make = fraud_plan if family == "fraud" else market_plan
     p = make(plan, epochs or default_epochs[0], teacher_epochs or default_epochs[1], seed)
     tol = tolerance if tolerance is not None else (0.05 if quick else 0.01)

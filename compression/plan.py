@@ -90,6 +90,8 @@ class Plan:
     teacher_epochs: int = 10
     epochs: int = 5
     seed: int = 0
+    fine_tune_lr: float = 5e-4  # after pruning / weight sharing (distillation from the teacher)
+    fine_tune_alpha: float = 0.5
 
     def describe(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.steps]
@@ -113,7 +115,10 @@ class Plan:
             teacher = family.train(
                 family.teacher(data), data, epochs=self.teacher_epochs, seed=self.seed
             )
-        ctx = StepContext(family, data, teacher, seed=self.seed, epochs=self.epochs)
+        ctx = StepContext(
+            family, data, teacher, seed=self.seed, epochs=self.epochs,
+            fine_tune_lr=self.fine_tune_lr, fine_tune_alpha=self.fine_tune_alpha,
+        )  # fmt: skip
         cands = [
             self._measure("teacher", teacher, family, data, [{"step": "teacher", "params": {}}])
         ]

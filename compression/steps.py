@@ -32,6 +32,8 @@ class StepContext:
     seed: int = 0
     epochs: int = 5
     teacher_soft: np.ndarray | None = None
+    fine_tune_lr: float = 5e-4
+    fine_tune_alpha: float = 0.5
     log: list[dict] = field(default_factory=list)  # side candidates (architecture search)
 
     def soft(self) -> np.ndarray:
@@ -71,11 +73,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def _fine_tune(model: nn.Module, ctx: StepContext, epochs: int, after_step=None) -> nn.Module:  # noqa: ANN001
+    """Recover after pruning/sharing: distillation from the teacher (T = 2, alpha =
+    ``ctx.fine_tune_alpha``) at ``ctx.fine_tune_lr``."""
     if epochs <= 0:
         return model
     return ctx.family.train(
         model, ctx.data, epochs=epochs, seed=ctx.seed + 17, soft=ctx.soft(), temperature=2.0,
-        alpha=0.5, lr=5e-4, after_step=after_step,
+        alpha=ctx.fine_tune_alpha, lr=ctx.fine_tune_lr, after_step=after_step,
     )  # fmt: skip
 
 
@@ -111,13 +115,10 @@ class Distill(CompressionStep):
         temperature: float = 4.0,
         alpha: float = 0.7,
         epochs: int | None = None,
+        lr: float = 1e-3,
     ) -> None:
-        self.student, self.temperature, self.alpha, self.epochs = (
-            student,
-            temperature,
-            alpha,
-            epochs,
-        )
+        self.student, self.temperature, self.alpha = student, temperature, alpha
+        self.epochs, self.lr = epochs, lr
 
     @property
     def width(self) -> StudentSpec:
@@ -128,7 +129,7 @@ class Distill(CompressionStep):
         soft = ctx.soft() if model is ctx.teacher else ctx.family.logits(model, ctx.data.x_train)
         return ctx.family.train(
             make_student(self.student, ctx), ctx.data, epochs=self.epochs or ctx.epochs,
-            seed=ctx.seed, soft=soft, temperature=self.temperature, alpha=self.alpha,
+            seed=ctx.seed, soft=soft, temperature=self.temperature, alpha=self.alpha, lr=self.lr,
         )  # fmt: skip
 
 
@@ -153,8 +154,9 @@ class ArchitectureSearch(CompressionStep):
         temperature: float = 4.0,
         alpha: float = 0.7,
         epochs: int | None = None,
+        lr: float = 1e-3,
     ) -> None:
-        self.widths = widths
+        self.widths, self.lr = widths, lr
         self.budget_bytes, self.budget_latency_ms = budget_bytes, budget_latency_ms
         self.temperature, self.alpha, self.epochs = temperature, alpha, epochs
         self.chosen_width: StudentSpec | None = None
@@ -168,7 +170,9 @@ class ArchitectureSearch(CompressionStep):
 
         fam, best, best_score = ctx.family, None, -np.inf
         for w in self.widths:
-            student = Distill(w, self.temperature, self.alpha, self.epochs).apply(model, ctx)
+            student = Distill(w, self.temperature, self.alpha, self.epochs, self.lr).apply(
+                model, ctx
+            )
             onnx_bytes = export_onnx(
                 fam.head(student), ctx.data.x_val, fam.input_name, fam.output_name
             )
@@ -213,9 +217,10 @@ class PruneStructured(CompressionStep):
     physically shrinks (fewer parameters, a smaller ONNX file, less compute); then fine-tune
     with the teacher's soft targets.
 
-    A hidden neuron's importance is ``‖its input weights‖₂ · ‖its output weights‖₂`` (its row
-    in this layer, its column in the next); in every hidden layer the ``amount`` share with the
-    lowest importance goes (at least 2 neurons stay). Limits: :class:`MLP` students (and
+    A hidden neuron's importance is its mean |activation| on training rows times the L2 norm of
+    its outgoing weights (its column in the next layer): what it contributes downstream, so
+    dead neurons go first whatever their weights. In every hidden layer the ``amount`` share
+    with the lowest importance goes (at least 2 neurons stay). Limits: :class:`MLP` students (and
     subclasses such as the market's ``WindowMLP``) only; conv/LSTM networks raise
     :class:`CompressionError` — prune those with :class:`PruneUnstructured`."""
 
@@ -225,15 +230,16 @@ class PruneStructured(CompressionStep):
         self.amount, self.fine_tune_epochs = amount, fine_tune_epochs
 
     def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
-        mlp = copy.deepcopy(_mlp_only(model, self.name))
+        mlp = copy.deepcopy(_mlp_only(model, self.name)).eval()
         linears = [m for m in mlp.body if isinstance(m, nn.Linear)]
+        activity = _hidden_activity(mlp, ctx)
         keep_in = torch.arange(linears[0].in_features)
         new_layers = []
         for i, lin in enumerate(linears):
             w, b = lin.weight.data[:, keep_in], lin.bias.data
             if i < len(linears) - 1:
                 nxt = linears[i + 1].weight.data
-                importance = w.norm(dim=1) * nxt.norm(dim=0)
+                importance = activity[i] * nxt.norm(dim=0)
                 n_keep = max(2, int(round(len(importance) * (1 - self.amount))))
                 keep_out = torch.sort(torch.topk(importance, n_keep).indices).values
             else:
@@ -245,6 +251,23 @@ class PruneStructured(CompressionStep):
         it = iter(new_layers)
         mlp.body = nn.Sequential(*[next(it) if isinstance(m, nn.Linear) else m for m in mlp.body])
         return _fine_tune(mlp, ctx, self.fine_tune_epochs)
+
+
+@torch.no_grad()
+def _hidden_activity(mlp: MLP, ctx: StepContext, rows: int = 2048) -> list[torch.Tensor]:
+    """Mean |activation| of every hidden neuron (after its ReLU) on training rows."""
+    acts: list[torch.Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: acts.append(out.abs().mean(0)))
+        for m in mlp.body
+        if isinstance(m, nn.ReLU)
+    ]
+    try:
+        mlp(torch.as_tensor(ctx.data.calibration(rows, ctx.seed), dtype=torch.float32))
+    finally:
+        for h in hooks:
+            h.remove()
+    return acts
 
 
 class PruneUnstructured(CompressionStep):

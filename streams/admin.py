@@ -63,7 +63,9 @@ def ensure_topics(
 
 def partitions_of(client: ClientConf, topic: str, timeout: float = 5.0) -> list[int]:
     """Partition ids of ``topic``; raises TopicMissing when it does not exist."""
-    md = admin(client).list_topics(topic=topic, timeout=timeout)
+    # Full listing, never a per-topic metadata request: brokers with auto-creation enabled
+    # (Tansu, many Kafka setups) would create the topic just because we asked about it.
+    md = admin(client).list_topics(timeout=timeout)
     t = md.topics.get(topic)
     if t is None or t.error is not None or not t.partitions:
         raise TopicMissing(
