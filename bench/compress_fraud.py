@@ -145,7 +145,7 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, s
         + ref
         + f"\n\nLatency: ONNX Runtime {env['onnxruntime']} CPU, 1 intra-op thread "
         f"({env['processor'] or env['machine']}); run took {elapsed:.0f} s.\n\n"
-        "Reproduce: `.venv/bin/python bench/compress_fraud.py --data-dir /work/shared/data`\n"
+        f"Reproduce: `.venv/bin/python bench/compress_fraud.py {' '.join(sys.argv[1:])}`\n"
     )
     path = write_report(result, out, "fraud compression benchmark (handbook data)", notes)
     out.mkdir(parents=True, exist_ok=True)
