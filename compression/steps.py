@@ -155,8 +155,10 @@ class ArchitectureSearch(CompressionStep):
         alpha: float = 0.7,
         epochs: int | None = None,
         lr: float = 1e-3,
+        *,
+        candidates: tuple[StudentSpec, ...] | None = None,
     ) -> None:
-        self.widths, self.lr = widths, lr
+        self.widths, self.lr = tuple(candidates) if candidates is not None else widths, lr
         self.budget_bytes, self.budget_latency_ms = budget_bytes, budget_latency_ms
         self.temperature, self.alpha, self.epochs = temperature, alpha, epochs
         self.chosen_width: StudentSpec | None = None

@@ -135,6 +135,7 @@ def simulate_frame(cfg: TxSimConfig = TxSimConfig()) -> TransactionFrame:
             rows = by_cust[lo:hi]
             rows = rows[(day[rows] >= d) & (day[rows] < d + 14)]
             rows = rows[rng.random(len(rows)) < 1 / 3]
+            rows = rows[~testing[rows]]  # card-testing rows keep their small amounts
             amount[rows] = np.round(amount[rows] * 5, 2)
             fraud[rows], scenario[rows] = 1, 3
     fraud[testing], scenario[testing] = 1, 4
