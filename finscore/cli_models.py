@@ -159,3 +159,34 @@ def recompress(ctx: Ctx, name: str) -> None:
     click.echo(
         f"asked the sidecar to recompress {name}; watch its log or `finscore models list {name}`"
     )
+
+
+@models.command()
+@click.argument("name", type=click.Choice(["fraud"]))
+@pass_ctx
+def compare(ctx: Ctx, name: str) -> None:
+    """Live vs shadow challenger on the same transactions: agreement, scores, AP on labels."""
+    from finscore.compare import compare as run_compare
+    from finscore.streams.admin import check_reachable
+
+    check_reachable(ctx.client)
+    try:
+        c = run_compare(ctx.client, ctx.settings.topic_prefix)
+    except ValueError as exc:
+        raise FinscoreError(str(exc)) from exc
+    t = Table(title=f"{name}: live v{c.live_version} vs challenger v{c.challenger_version}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("transactions scored by both", f"{c.compared:,}"),
+        ("of which labelled so far", f"{c.labelled:,}"),
+        ("same decision", f"{c.decision_agreement:.2%}"),
+        ("score correlation", f"{c.score_correlation:.3f}"),
+        ("mean |score difference|", f"{c.mean_abs_score_diff:.4f}"),
+        ("flagged: live / challenger", f"{c.live_flagged:,} / {c.challenger_flagged:,}"),
+        ("average precision: live / challenger",
+         "n/a (no labelled frauds yet)" if c.live_ap is None else f"{c.live_ap:.4f} / {c.challenger_ap:.4f}"),
+    ]  # fmt: skip
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)

@@ -143,3 +143,25 @@ def test_shadow_challenger_writes_to_the_shadow_topic_only(client, prefix) -> No
     assert {f["model_version"] for f in live} == {"1"}
     assert {f["model_version"] for f in shadow} == {"2"}
     assert {f["transaction_id"] for f in live} == {f["transaction_id"] for f in shadow}
+
+
+def test_compare_reports_live_versus_shadow_on_the_same_transactions(client, prefix) -> None:
+    from finscore.compare import compare
+
+    make_topics(client, prefix, partitions=1)
+    publish(client, prefix, artifact("fraud", "1"))
+    events = list(itertools.islice(transaction_events(prefix, seed=12), 3000))
+    labels = [e for e in events if e[0] == prefix + T.FRAUD_LABELS]
+    txs = [e for e in events if e[0] == prefix + T.TRANSACTIONS]
+    with running(worker_config(client, prefix)) as w:
+        publish(client, prefix, artifact("fraud", "2", seed=8), action="SHADOW")
+        deadline = time.monotonic() + 10
+        while w.slot.challenger is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        produce(client, iter(txs))
+        consume_all(client, prefix + T.shadow(T.FRAUD_FLAGS), len(txs))
+    produce(client, iter(labels))
+    c = compare(client, prefix)
+    assert (c.live_version, c.challenger_version) == ("1", "2")
+    assert c.compared == len(txs) and c.labelled == len(labels)
+    assert 0 <= c.decision_agreement <= 1 and c.mean_abs_score_diff > 0
