@@ -35,7 +35,7 @@ def fraud_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
     ft = max(2, epochs // 4)
     steps = [
         ArchitectureSearch(
-            (16, 32, 64, (64, 32)), budget_bytes=16_000, temperature=2.0, alpha=0.9, lr=5e-3
+            (16, 32, 64, (32, 32, 16)), budget_bytes=16_000, temperature=2.0, alpha=0.9, lr=5e-3
         ),
         PruneStructured(0.25, ft),
         PruneUnstructured(0.5, ft),

@@ -1,9 +1,17 @@
 """Compression steps: one interface, composable in a :class:`~finscore.compression.plan.Plan`.
 
-A step is ``apply(model, ctx) -> model``. Torch-stage steps return an ``nn.Module`` (the next
-step starts from it); ONNX-stage steps (quantisation) return ONNX bytes and branch from the
-last *dense* torch model (weight-shared layers compute their weights at run time, which ONNX
-Runtime's quantiser cannot quantise).
+A step has a ``name``, ``params`` (recorded in manifests) and ``apply(model, ctx) -> model``;
+``ctx`` (:class:`StepContext`) carries the family, the :class:`TrainData`, the teacher (and its
+cached logits) and the seed. Torch-stage steps return an ``nn.Module`` (the next step starts
+from it); ONNX-stage steps (``stage = "onnx"``: int8 quantisation) take and return ONNX bytes
+and branch from the last *dense* torch model (weight-shared layers compute their weights at
+run time, which ONNX Runtime's quantiser cannot quantise).
+
+Steps: :class:`Distill`, :class:`ArchitectureSearch`, :class:`PruneStructured` (MLPs only),
+:class:`PruneUnstructured`, :class:`WeightShare` (MLPs only), :class:`QuantizeDynamic`,
+:class:`QuantizeStatic`. Tolerances: torch-stage outputs match their ONNX export within 1e-4;
+int8 outputs stay within 0.05 of their fp32 source (``plan.QUANT_ATOL``) — probabilities move
+by int8 rounding, so int8 candidates are judged by the gate's metric, not by bit parity.
 """
 
 from __future__ import annotations

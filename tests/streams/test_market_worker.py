@@ -30,7 +30,7 @@ def test_signals_start_when_the_window_is_full_and_account_one_to_one(client, pr
     publish(client, prefix, artifact("market", "3", window=WINDOW))
     ticks = list(itertools.islice(tick_events(prefix, seed=2), 400))
     per_instrument = {}
-    for _, key, _, rec in ticks:
+    for _, key, _, _rec in ticks:
         per_instrument[key] = per_instrument.get(key, 0) + 1
     expected = sum(max(0, n - WINDOW + 1) for n in per_instrument.values())
     crossed = dict(ticks[0][3])
