@@ -75,6 +75,7 @@ def _cuda_latency(onnx_bytes: bytes, row) -> dict | None:  # noqa: ANN001
 def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, seed) -> None:  # noqa: ANN001
     """Run the fraud benchmark and write ``report.md``, plots and ``bench.json`` to ``--out``."""
     import torch
+
     from finscore.compression.cli import fraud_plan
     from finscore.compression.exceptions import GateFailed
     from finscore.compression.fraud import FraudFamily

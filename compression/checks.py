@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from finscore.compression.export import check_parity, export_onnx, run_onnx
 from finscore.compression.steps import CompressionStep, StepContext
-
 from finscore.registry import KAFKA_DEFAULT_MESSAGE_BYTES, Artifact
 
 Check = tuple[str, Callable[[], None]]

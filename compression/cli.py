@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from finscore.compression.family import Family, TrainData
 from finscore.compression.plan import Gate, Plan, RunResult, to_artifact
 from finscore.compression.steps import (
@@ -20,7 +21,6 @@ from finscore.compression.steps import (
     QuantizeStatic,
     WeightShare,
 )
-
 from finscore.registry import Artifact
 
 
@@ -89,9 +89,10 @@ def load(
 
 
 def print_table(result: RunResult) -> None:
-    from finscore.compression.report import rows
     from rich.console import Console
     from rich.table import Table
+
+    from finscore.compression.report import rows
 
     table_rows = rows(result)
     t = Table(
@@ -131,9 +132,9 @@ def run_compression(
     nothing is published then.
     """
     import torch
+
     from finscore.compression.exceptions import GateFailed
     from finscore.compression.report import write_report
-
     from finscore.registry import Registry
 
     torch.set_num_threads(1)
@@ -209,7 +210,6 @@ def _common(f):  # noqa: ANN001, ANN202
 
 def _run(family: str, data: str, **kw: Any) -> None:
     from finscore.compression.exceptions import GateFailed
-
     from finscore.settings import Settings
 
     s = Settings()

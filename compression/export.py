@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from finscore.compression.exceptions import ExportError, ParityError
 from torch import nn
+
+from finscore.compression.exceptions import ExportError, ParityError
 
 OPSET = 17
 

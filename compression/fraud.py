@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from finscore.compression.family import Sigmoid, TrainData
-from finscore.compression.nn import MLP, Ensemble, fit, predict
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from finscore.compression.family import Sigmoid, TrainData
+from finscore.compression.nn import MLP, Ensemble, fit, predict
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatureConfig, featurize_frame
 from finscore.features.metrics import average_precision, card_precision_at_k, roc_auc
 

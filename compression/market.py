@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from finscore.compression.family import Softmax, TrainData
-from finscore.compression.nn import MLP, Standardize, fit, predict
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from finscore.compression.family import Softmax, TrainData
+from finscore.compression.nn import MLP, Standardize, fit, predict
 from finscore.features.market import (
     N_FEATURES,
     direction_labels,

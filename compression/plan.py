@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from finscore.compression.exceptions import GateFailed
 from finscore.compression.export import check_parity, export_onnx, measure_latency, run_onnx
 from finscore.compression.family import Family, TrainData
 from finscore.compression.nn import count_params, seed_everything
 from finscore.compression.steps import CompressionStep, StepContext
-from torch import nn
-
 from finscore.registry import Artifact, Manifest
 
 FP32_ATOL = 1e-4

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from finscore.compression.export import compact_onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -17,6 +16,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from finscore.compression.export import compact_onnx
 
 
 class _Rows(CalibrationDataReader):

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils import prune
+
 from finscore.compression.exceptions import CompressionError
 from finscore.compression.family import Family, TrainData
 from finscore.compression.nn import MLP, SharedLinear, count_params
-from torch import nn
-from torch.nn.utils import prune
 
 
 @dataclass

@@ -45,6 +45,7 @@ import fastavro
 from fastavro.schema import fingerprint as _crc64_hex
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
+
 from finscore.schemas.exceptions import DecodeError, EncodeError, SchemaError
 from finscore.schemas.json_form import (
     TIMESTAMP_TYPES,

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from finscore.schemas.topics import TopicSpec
-from finscore.streams.exceptions import TopicMissing, TransportError
 
 from finscore.logging import get_logger
+from finscore.schemas.topics import TopicSpec
+from finscore.streams.exceptions import TopicMissing, TransportError
 
 log = get_logger(__name__)
 

@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from finscore.schemas.codec import Codec
-from finscore.schemas.exceptions import DecodeError
-from finscore.streams.scoring import Challenger, Scorer
 
 from finscore.logging import get_logger
 from finscore.registry import Artifact, ArtifactError, Manifest
+from finscore.schemas.codec import Codec
+from finscore.schemas.exceptions import DecodeError
+from finscore.streams.scoring import Challenger, Scorer
 
 log = get_logger(__name__)
 

@@ -15,10 +15,10 @@ import os
 import faust
 import numpy as np
 import onnxruntime as ort
-from finscore.schemas.codec import Codec
-from finscore.schemas.topics import FRAUD_FLAGS, TRANSACTIONS
 
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
+from finscore.schemas.codec import Codec
+from finscore.schemas.topics import FRAUD_FLAGS, TRANSACTIONS
 
 PREFIX = os.environ.get("FINSCORE_BENCH_PREFIX", "")
 BOOTSTRAP = os.environ.get("FINSCORE_BOOTSTRAP_SERVERS", "127.0.0.1:9092")

@@ -15,6 +15,8 @@ import zlib
 from decimal import Decimal
 
 import numpy as np
+
+from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import shadow
 from finscore.streams.pipeline import (
@@ -27,8 +29,6 @@ from finscore.streams.pipeline import (
 )
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
-
-from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 
 
 def validate_transaction(tx: dict, now: int) -> str | None:
@@ -191,7 +191,10 @@ class FraudPipeline:
         order = np.argsort(-np.abs(z), axis=1)[:, :k]
         names = scorer.manifest.feature_names or list(FRAUD_FEATURE_NAMES)
         return [
-            [{"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])} for j in row]
+            [
+                {"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])}
+                for j in row
+            ]
             for r, row in enumerate(order.tolist())
         ]
 

@@ -26,11 +26,11 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+
+from finscore.logging import get_logger
 from finscore.streams.exceptions import TransportError
 from finscore.streams.transport import AssignCallback, Message, OutRecord
 from finscore.streams.transport import TopicPartition as TP
-
-from finscore.logging import get_logger
 
 log = get_logger(__name__)
 

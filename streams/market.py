@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+from finscore.features.market import MarketWindows
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import shadow
 from finscore.streams.pipeline import (
@@ -21,8 +23,6 @@ from finscore.streams.pipeline import (
 )
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
-
-from finscore.features.market import MarketWindows
 
 SIGNALS = ("DOWN", "FLAT", "UP")
 

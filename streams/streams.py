@@ -11,6 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
+from finscore.features.market import MarketWindows
+from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.topics import TopicSpec
 from finscore.streams.admin import ensure_topics, partitions_of
@@ -21,10 +25,6 @@ from finscore.streams.scoring import ModelSlot
 from finscore.streams.state import read_changelog
 from finscore.streams.transport import Message
 from finscore.streams.transport import TopicPartition as TP
-
-from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
-from finscore.features.market import MarketWindows
-from finscore.logging import get_logger
 
 if TYPE_CHECKING:
     from finscore.streams.worker import WorkerConfig

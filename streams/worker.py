@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finscore.logging import get_logger
+from finscore.registry import ArtifactError, Registry
 from finscore.schemas import topics as T
 from finscore.streams.announcements import Announcement, ModelWatcher
 from finscore.streams.exceptions import ModelUnavailable
@@ -27,9 +29,6 @@ from finscore.streams.pipeline import BatchResult, DeadLetterEncoder, now_ms
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.streams import FraudStream, MarketStream, Stream
 from finscore.streams.transport import OutRecord
-
-from finscore.logging import get_logger
-from finscore.registry import ArtifactError, Registry
 
 log = get_logger(__name__)
 

@@ -11,10 +11,10 @@ import sys
 
 import fastavro
 import pytest
+
 from finscore.schemas import topics as T
 from finscore.schemas.codec import load_schema
 from finscore.streams.admin import ensure_topics
-
 from tests.streams.kit import ROOT, consume_all
 
 pytestmark = pytest.mark.broker

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from finscore.schemas import topics as T
-from finscore.schemas.codec import Codec
-from finscore.schemas.samples import sample
 
 from finscore.dashboard.server import Dashboard
 from finscore.dashboard.state import DashboardState
+from finscore.schemas import topics as T
+from finscore.schemas.codec import Codec
+from finscore.schemas.samples import sample
 from tests.streams.kit import make_topics
 
 pytestmark = pytest.mark.broker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from finscore.compression.fraud import FraudFamily
 from finscore.compression.market import MarketFamily
 from finscore.compression.steps import StepContext

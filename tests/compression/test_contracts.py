@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from finscore.compression.checks import QUANTIZED_ATOL, check_artifact, check_step
 from finscore.compression.steps import (
     ArchitectureSearch,
@@ -86,8 +87,9 @@ def test_a_broken_step_fails_its_checks(fraud_ctx) -> None:  # noqa: ANN001
 
         def apply(self, model: bytes, ctx) -> bytes:  # noqa: ANN001
             import onnx
-            from finscore.compression.quantize import quantize_dynamic_bytes
             from onnx import numpy_helper
+
+            from finscore.compression.quantize import quantize_dynamic_bytes
 
             proto = onnx.load_from_string(quantize_dynamic_bytes(model))
             for init in proto.graph.initializer:  # flip every float bias
@@ -128,6 +130,7 @@ def test_structured_pruning_refuses_what_it_cannot_shrink(market_ctx) -> None:  
 
 def test_weight_sharing_stores_one_byte_per_weight(fraud_ctx) -> None:  # noqa: ANN001
     import onnx
+
     from finscore.compression.export import export_onnx
 
     student = Distill(64, epochs=1).apply(fraud_ctx.teacher, fraud_ctx)
@@ -148,7 +151,6 @@ def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
     """Every artifact kind (fp32 teacher/student, pruned, weight-shared, dynamic and static
     int8) of both families, published, with the source it must match."""
     from finscore.compression.plan import QUANT_ATOL, Gate, Plan, to_artifact
-
     from finscore.registry import Registry
 
     reg = Registry(tmp_path_factory.mktemp("registry"))

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+
 from finscore.compression.checks import check_artifact
 from finscore.compression.cli import compress
 from finscore.compression.exceptions import GateFailed
@@ -22,7 +23,6 @@ from finscore.compression.steps import (
     QuantizeStatic,
     WeightShare,
 )
-
 from finscore.registry import Registry, generate_keypair
 
 STEPS = ["distill", "prune_structured", "prune_unstructured", "weight_share",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from finscore.schemas import Codec, DecodeError, load_schema, sample
 
 

@@ -6,6 +6,7 @@ import json
 
 import avro.schema
 import pytest
+
 from finscore.schemas import SCHEMA_NAMES, Codec, load_schema
 from finscore.schemas.codec import fingerprint
 

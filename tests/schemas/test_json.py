@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
+
 from finscore.schemas import Codec, sample, to_jsonable
 
 TX = {"transaction_id": "tx-1", "customer_id": "c1", "terminal_id": "t1", "amount": "12.5"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from finscore.schemas import Codec, DecodeError, EncodeError, sample
 
 WHERE = {"topic": "transactions", "partition": 3, "offset": 1234}

@@ -11,6 +11,7 @@ import avro.io
 import avro.schema
 import fastavro
 import pytest
+
 from finscore.schemas import SCHEMA_NAMES, Codec, load_schema, sample
 from finscore.schemas.codec import fingerprint, schema_path
 from finscore.schemas.json_form import epoch

@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
-from finscore.schemas.codec import Codec
 
 from finscore.features.market import direction_labels
+from finscore.schemas.codec import Codec
 from finscore.sim.data import data_dir
 from finscore.sim.market import MarketSimConfig, MarketSimulator, simulate_book
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.admin import ensure_topics

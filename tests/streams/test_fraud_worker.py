@@ -6,11 +6,11 @@ import json
 import time
 
 import pytest
+
+from finscore.producing import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample
-
-from finscore.producing import produce, transaction_events
 from tests.models import artifact
 from tests.streams.kit import (
     consume_all,

@@ -9,10 +9,10 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-from finscore.schemas import topics as T
 
 from finscore.producing import produce, transaction_events
 from finscore.registry import generate_keypair
+from finscore.schemas import topics as T
 from tests.models import artifact
 from tests.streams.kit import (
     consume_all,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from finscore.schemas import topics as T
-from finscore.schemas.codec import Codec
 
 from finscore.producing import produce, tick_events
+from finscore.schemas import topics as T
+from finscore.schemas.codec import Codec
 from tests.models import artifact
 from tests.streams.kit import (
     consume_all,

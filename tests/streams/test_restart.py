@@ -19,11 +19,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from finscore.schemas import topics as T
-from finscore.streams.scoring import Scorer
 
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.producing import produce, transaction_events
+from finscore.schemas import topics as T
+from finscore.streams.scoring import Scorer
 from tests.models import artifact
 from tests.streams.kit import ROOT, consume_all, decode_all, make_topics, publish
 
