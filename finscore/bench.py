@@ -14,6 +14,7 @@ its arrival at the observer minus the input's timestamp (outputs carry the input
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -61,6 +62,16 @@ def _transactions(prefix: str, n: int, seed: int = 7):
             yield ev
             if sent >= n:
                 return
+
+
+def _ticks(prefix: str, n: int, seed: int = 7):
+    from finscore.producing import tick_events
+
+    yield from itertools.islice(tick_events(prefix, seed=seed), n)
+
+
+def _events(stream: str, prefix: str, n: int, seed: int = 7):
+    return _transactions(prefix, n, seed) if stream == "fraud" else _ticks(prefix, n, seed)
 
 
 def _retarget(events, topic: str):
@@ -136,18 +147,22 @@ def _passthrough(client: dict, group: str, src: str, dst: str, stop_at: float) -
         t.close()
 
 
-def _worker(client: dict, prefix: str, registry: str, group: str, stop_at: float) -> None:
+def _worker(
+    client: dict, prefix: str, registry: str, group: str, stop_at: float, stream: str = "fraud"
+) -> None:
     from finscore.logging import configure_logging
     from finscore.streams.worker import Worker, WorkerConfig
 
     configure_logging("WARNING", "json")
-    w = Worker(WorkerConfig("fraud", client, topic_prefix=prefix, group_id=group,
+    w = Worker(WorkerConfig(stream, client, topic_prefix=prefix, group_id=group,
                             registry_dir=Path(registry), metrics_port=None))  # fmt: skip
     threading.Timer(max(0.0, stop_at - time.time()), w.stop).start()
     w.run()
 
 
-def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) -> dict:
+def run_bench(
+    s: Settings, n: int, faust_n: int, rate: float, seconds: float, stream: str = "fraud"
+) -> dict:
     from finscore.broker import EmbeddedBroker, free_port
     from finscore.registry import Registry
     from finscore.streams.admin import ensure_topics
@@ -158,9 +173,18 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
         client: dict = {"bootstrap.servers": broker.bootstrap}
     else:
         client = s.kafka_config()
-    champ = Registry(s.registry_dir).champion("fraud")
+    champ = Registry(s.registry_dir).champion(stream)
     if champ is None:
-        raise FinscoreError("no fraud model in the registry", hint="run `finscore compress fraud`")
+        raise FinscoreError(
+            f"no {stream} model in the registry", hint=f"run `finscore compress {stream}`"
+        )
+    src_t, out_t = (
+        (T.TRANSACTIONS, T.FRAUD_FLAGS) if stream == "fraud" else (T.MARKET_TICKS, T.PRICE_SIGNALS)
+    )
+    # Market outputs start once an instrument's window is full (2 simulated instruments).
+    lost = 0 if stream == "fraud" else 2 * (int(champ.manifest.params.get("window", 100)) - 1)
+    if stream != "fraud":
+        faust_n = 0  # the naive Faust peer exists for the fraud stream
     results: list[Result] = []
     try:
         parts = s.partitions
@@ -171,12 +195,13 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
             specs += T.catalog(parts, p)
             specs.append(TopicSpec(p + "passthrough-out", parts, "transaction", "customer_id"))
         ensure_topics(client, specs)
-        print(f"preloading {n:,} transactions (x2) and {faust_n:,} for faust …", file=sys.stderr)
+        print(f"preloading {n:,} {stream} events (x2) and {faust_n:,} for faust …", file=sys.stderr)
         for key, count in (("pass", n), ("fs", n), ("faust", faust_n)):
-            produce(client, _transactions(pre[key], count))
-        obs = Observer(client, [pre["pass"] + "passthrough-out", pre["fs"] + T.FRAUD_FLAGS,
-                                pre["faust"] + T.FRAUD_FLAGS, pre["lat"] + "passthrough-out",
-                                pre["lat"] + T.FRAUD_FLAGS]).start()  # fmt: skip
+            if count:
+                produce(client, _events(stream, pre[key], count))
+        obs = Observer(client, [pre["pass"] + "passthrough-out", pre["fs"] + out_t,
+                                pre["faust"] + out_t, pre["lat"] + "passthrough-out",
+                                pre["lat"] + out_t]).start()  # fmt: skip
         ctx = mp.get_context("spawn")
 
         def timed(name: str, topic: str, count: int, proc: mp.Process | subprocess.Popen) -> None:
@@ -194,42 +219,44 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
             )
 
         far = time.time() + 600
-        p = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + T.TRANSACTIONS,
+        p = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + src_t,
                                                    pre["pass"] + "passthrough-out", far))  # fmt: skip
         p.start()
         timed("passthrough", pre["pass"] + "passthrough-out", n, p)
         p.terminate()
         w = ctx.Process(
-            target=_worker, args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far)
+            target=_worker,
+            args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far, stream),
         )
         w.start()
-        timed("finscore", pre["fs"] + T.FRAUD_FLAGS, n, w)
+        timed("finscore", pre["fs"] + out_t, n - lost, w)
         w.terminate()
         with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as f:
             f.write(champ.onnx)
         env = {**os.environ, "FINSCORE_BENCH_PREFIX": pre["faust"], "FINSCORE_BENCH_MODEL": f.name,
                "FINSCORE_BOOTSTRAP_SERVERS": client["bootstrap.servers"]}  # fmt: skip
-        fp = subprocess.Popen([sys.executable, "-m", "finscore.streams.faust_naive", "worker", "-l", "error"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        timed("faust-naive", pre["faust"] + T.FRAUD_FLAGS, faust_n, fp)
+        if faust_n:
+            fp = subprocess.Popen([sys.executable, "-m", "finscore.streams.faust_naive", "worker", "-l", "error"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            timed("faust-naive", pre["faust"] + out_t, faust_n, fp)
         # Latency: both pipelines read the same offered stream at the same time.
         stop_at = time.time() + seconds + 30
-        lp = ctx.Process(target=_passthrough, args=(client, f"{pre['lat']}gp", pre["lat"] + T.TRANSACTIONS,
+        lp = ctx.Process(target=_passthrough, args=(client, f"{pre['lat']}gp", pre["lat"] + src_t,
                                                     pre["lat"] + "passthrough-out", stop_at))  # fmt: skip
         lw = ctx.Process(
             target=_worker,
-            args=(client, pre["lat"], str(s.registry_dir), f"{pre['lat']}gw", stop_at),
+            args=(client, pre["lat"], str(s.registry_dir), f"{pre['lat']}gw", stop_at, stream),
         )
         lp.start()
         lw.start()
         time.sleep(12)  # both groups joined
         sent = produce(
-            client, _transactions(pre["lat"], int(rate * seconds), seed=11), rate=rate
+            client, _events(stream, pre["lat"], int(rate * seconds), seed=11), rate=rate
         ).sent
-        obs.wait_for(pre["lat"] + T.FRAUD_FLAGS, sent, 30)
+        obs.wait_for(pre["lat"] + out_t, sent - lost, 30)
         obs.wait_for(pre["lat"] + "passthrough-out", sent, 30)
         for name, topic in (("latency-passthrough", pre["lat"] + "passthrough-out"),
-                            ("latency-finscore", pre["lat"] + T.FRAUD_FLAGS)):  # fmt: skip
+                            ("latency-finscore", pre["lat"] + out_t)):  # fmt: skip
             lat = np.asarray(obs.latencies[topic][len(obs.latencies[topic]) // 10 :]) * 1000
             results.append(Result(name, len(lat), seconds, float(np.percentile(lat, 50)),
                                   float(np.percentile(lat, 99))))  # fmt: skip
@@ -243,10 +270,12 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
     summary = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "broker": "embedded Tansu" if s.embedded else s.bootstrap,
-        "model": f"fraud v{champ.manifest.version} ({champ.manifest.size_bytes:,} bytes)",
+        "model": f"{stream} v{champ.manifest.version} ({champ.manifest.size_bytes:,} bytes)",
         "results": [asdict(r) | {"rate": r.rate} for r in results],
         "finscore_vs_passthrough": by["finscore"].rate / by["passthrough"].rate,
-        "finscore_vs_faust": by["finscore"].rate / max(by["faust-naive"].rate, 1e-9),
+        "finscore_vs_faust": by["finscore"].rate / by["faust-naive"].rate
+        if "faust-naive" in by
+        else None,
         "added_p99_ms": by["latency-finscore"].latency_p99_ms
         - by["latency-passthrough"].latency_p99_ms,
         "added_p50_ms": by["latency-finscore"].latency_p50_ms
@@ -263,14 +292,17 @@ def run_bench(s: Settings, n: int, faust_n: int, rate: float, seconds: float) ->
 )
 @click.option("--seconds", type=float, default=20.0, show_default=True, help="Latency run length.")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--stream", type=click.Choice(["fraud", "market"]), default="fraud", show_default=True
+)
 def bench(
-    events: int, faust_events: int, rate: float, seconds: float, json_out: Path | None
+    events: int, faust_events: int, rate: float, seconds: float, json_out: Path | None, stream: str
 ) -> None:
     """Throughput and latency: passthrough vs naive Faust vs the finscore fraud worker."""
     from rich.console import Console
     from rich.table import Table
 
-    summary = run_bench(Settings(), events, faust_events, rate, seconds)
+    summary = run_bench(Settings(), events, faust_events, rate, seconds, stream)
     t = Table(
         title=f"finscore bench · {summary['machine']} · {summary['broker']} · {summary['model']}"
     )
@@ -284,8 +316,12 @@ def bench(
     c.print(t)
     c.print(
         f"finscore / passthrough = {summary['finscore_vs_passthrough']:.2f}, "
-        f"finscore / faust-naive = {summary['finscore_vs_faust']:.1f}x, "
-        f"added latency p50 {summary['added_p50_ms']:+.1f} ms, p99 {summary['added_p99_ms']:+.1f} ms"
+        + (
+            f"finscore / faust-naive = {summary['finscore_vs_faust']:.1f}x, "
+            if summary["finscore_vs_faust"] is not None
+            else ""
+        )
+        + f"added latency p50 {summary['added_p50_ms']:+.1f} ms, p99 {summary['added_p99_ms']:+.1f} ms"
     )
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2))
