@@ -221,19 +221,31 @@ class Sidecar:
         champ_ap = None
         if champion is not None:
             champ_ap = fam.evaluate(run_onnx(champion.onnx, data.x_test), data)["ap"]
-        plan = fraud_plan("quick", cfg.epochs, cfg.epochs + 2, seed=int(t0) % 1000)
+        plan = fraud_plan("quick", cfg.epochs, cfg.epochs + 2, seed=len(self.state.recompressions))
         record: dict[str, Any] = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds"),
                                   "rows": len(frame), "champion_ap": champ_ap}  # fmt: skip
         from finscore.compression.exceptions import GateFailed
 
+        # Gate 1: the smallest candidate within `tolerance` of a teacher trained on the new regime
+        # (the same run, same hold-out). If no compressed candidate gets that close, the best one.
         try:
-            result = plan.run(fam, data, Gate("ap", cfg.tolerance), reference_metric=champ_ap)
+            result = plan.run(fam, data, Gate("ap", cfg.tolerance))
+            cand = result.deployed
         except GateFailed as exc:
-            record.update(outcome="rejected", why=str(exc), seconds=round(time.time() - t0, 1))
+            result = exc.result  # type: ignore[assignment]
+            if result is None or len(result.candidates) < 2:
+                record.update(outcome="rejected", why=str(exc), seconds=round(time.time() - t0, 1))
+                log.warning("sidecar.candidate_rejected", **record)
+                return record
+            cand = max(result.candidates[1:], key=lambda c: c.metrics["ap"])
+        assert cand is not None
+        # Gate 2: never worse than the live champion on the same hold-out transactions.
+        if champ_ap is not None and cand.metrics["ap"] < champ_ap - cfg.tolerance:
+            record.update(outcome="rejected", candidate_ap=cand.metrics["ap"],
+                          why="candidate is worse than the champion on the recent hold-out",
+                          seconds=round(time.time() - t0, 1))  # fmt: skip
             log.warning("sidecar.candidate_rejected", **record)
             return record
-        cand = result.deployed
-        assert cand is not None
         too_big = cand.size_bytes > cfg.max_bytes
         if champion is not None:
             too_slow = cand.latency["p50_ms"] > 2 * max(
@@ -254,6 +266,7 @@ class Sidecar:
         reg.promote("fraud", art.manifest.version)
         announce(cfg.client, cfg.topic_prefix + T.MODEL_UPDATES, art, "PROMOTE")
         record.update(outcome="promoted", version=art.manifest.version, candidate_ap=cand.metrics["ap"],
+                      new_regime_teacher_ap=result.teacher.metrics["ap"],
                       bytes=cand.size_bytes, report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip
         log.info("sidecar.promoted", **record)
         return record
