@@ -27,6 +27,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -204,7 +205,7 @@ def run_bench(
                                 pre["lat"] + out_t]).start()  # fmt: skip
         ctx = mp.get_context("spawn")
 
-        def timed(name: str, topic: str, count: int, proc: mp.Process | subprocess.Popen) -> None:
+        def timed(name: str, topic: str, count: int, proc: Any) -> None:
             ok = obs.wait_for(topic, count, timeout=300)
             got = obs.count[topic]
             seconds = obs.last[topic] - obs.first[topic]
@@ -219,11 +220,11 @@ def run_bench(
             )
 
         far = time.time() + 600
-        p = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + src_t,
-                                                   pre["pass"] + "passthrough-out", far))  # fmt: skip
-        p.start()
-        timed("passthrough", pre["pass"] + "passthrough-out", n, p)
-        p.terminate()
+        pt = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + src_t,
+                                                    pre["pass"] + "passthrough-out", far))  # fmt: skip
+        pt.start()
+        timed("passthrough", pre["pass"] + "passthrough-out", n, pt)
+        pt.terminate()
         w = ctx.Process(
             target=_worker,
             args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far, stream),
@@ -267,6 +268,9 @@ def run_bench(
         if broker is not None:
             broker.stop()
     by = {r.name: r for r in results}
+    lat_fs, lat_pt = by["latency-finscore"], by["latency-passthrough"]
+    assert lat_fs.latency_p99_ms is not None and lat_pt.latency_p99_ms is not None
+    assert lat_fs.latency_p50_ms is not None and lat_pt.latency_p50_ms is not None
     summary = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "broker": "embedded Tansu" if s.embedded else s.bootstrap,
@@ -276,10 +280,8 @@ def run_bench(
         "finscore_vs_faust": by["finscore"].rate / by["faust-naive"].rate
         if "faust-naive" in by
         else None,
-        "added_p99_ms": by["latency-finscore"].latency_p99_ms
-        - by["latency-passthrough"].latency_p99_ms,
-        "added_p50_ms": by["latency-finscore"].latency_p50_ms
-        - by["latency-passthrough"].latency_p50_ms,
+        "added_p99_ms": lat_fs.latency_p99_ms - lat_pt.latency_p99_ms,
+        "added_p50_ms": lat_fs.latency_p50_ms - lat_pt.latency_p50_ms,
     }
     return summary
 

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -90,7 +91,7 @@ class Demo:
         self.stop = threading.Event()
         self.env = dict(os.environ)
         self.threads: list[threading.Thread] = []
-        self.dashboard = None
+        self.dashboard: Any = None
         self.tail: OutputTail | None = None
 
     def say(self, msg: str) -> None:

@@ -23,6 +23,7 @@ cryptography and onnxruntime are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import json
@@ -325,7 +326,7 @@ class Registry:
             return None
         return self.get(name, pointer.read_text().strip())
 
-    def _history(self, name: str) -> list[str]:
+    def _history(self, name: str) -> builtins.list[str]:
         h = self.root / name / "HISTORY"
         return h.read_text().split() if h.exists() else []
 

@@ -32,6 +32,8 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+from operator import mul
 
 import numpy as np
 
@@ -138,6 +140,11 @@ class _Outcomes:
         """(count, frauds) over tx_time in (t − delay − span, t − delay], labels known at t."""
         times = self.tx_times
         hi = bisect_right(times, t - delay)
+        los = [bisect_right(times, t - delay - span, 0, hi) for span in spans]
+        lo_min = min(los)
+        if lo_min == hi or max(self.label_times[lo_min:hi]) <= t:  # every label known (usual)
+            fr = self.frauds
+            return [(hi - lo, sum(fr[lo:hi])) for lo in los]
         out = []
         for span in spans:
             lo = bisect_right(times, t - delay - span, 0, hi)
@@ -157,7 +164,7 @@ class _Outcomes:
             del self.tx_times[:k], self.label_times[:k], self.frauds[:k], self.idlist[:k]
 
 
-def _amount(v: object) -> float:
+def _amount(v: Any) -> float:
     return float(v) if not isinstance(v, float) else v
 
 
@@ -209,7 +216,9 @@ class FraudFeatures:
                 if span == long_span:
                     mean_long = mean
                     if n > 1:
-                        std_long = math.sqrt(max(sum(a * a for a in window) / n - mean * mean, 0.0))
+                        std_long = math.sqrt(
+                            max(sum(map(mul, window, window)) / n - mean * mean, 0.0)
+                        )
             term = self._terminals.get(tx["terminal_id"])
             if term is None:
                 row += [0.0] * (2 * len(spans))
