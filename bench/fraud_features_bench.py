@@ -68,7 +68,9 @@ def main(
 
     def warm_state() -> FraudFeatures:
         ff = FraudFeatures(FraudFeatureConfig(label_delay_ms=delay))
-        ff.apply_labels(label_record(frame, int(i), delay) for i in np.flatnonzero(lab_time < split_ms))
+        ff.apply_labels(
+            label_record(frame, int(i), delay) for i in np.flatnonzero(lab_time < split_ms)
+        )
         ff.transform(_records(frame, warm_idx))
         return ff
 

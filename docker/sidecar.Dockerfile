@@ -9,7 +9,9 @@ COPY streams ./streams
 COPY schemas ./schemas
 COPY compression ./compression
 RUN python -m pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[compress]" \
-    && useradd --create-home --uid 10001 finscore
+    && useradd --create-home --uid 10001 finscore \
+    && mkdir -p /models /home/finscore/reports \
+    && chown finscore:finscore /models /home/finscore/reports
 USER finscore
 WORKDIR /home/finscore
 ENTRYPOINT ["finscore"]

@@ -12,10 +12,12 @@ RUN python -m pip wheel --wheel-dir /wheels .
 
 FROM python:3.11.10-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
-    FINSCORE_LOG_FORMAT=json FINSCORE_METRICS_PORT=9100
+    FINSCORE_LOG_FORMAT=json FINSCORE_METRICS_PORT=9100 FINSCORE_METRICS_HOST=0.0.0.0
 COPY --from=build /wheels /wheels
 RUN python -m pip install /wheels/finscore-*.whl --find-links /wheels && rm -rf /wheels \
-    && useradd --create-home --uid 10001 finscore
+    && useradd --create-home --uid 10001 finscore \
+    && mkdir -p /models /home/finscore/reports \
+    && chown finscore:finscore /models /home/finscore/reports
 USER finscore
 WORKDIR /home/finscore
 EXPOSE 9100

@@ -308,6 +308,7 @@ def worker_config(
         json_topics=s.json_topic_set(),
         threshold=threshold,
         metrics_port=metrics_port if metrics_port is not None else s.metrics_port,
+        metrics_host=s.metrics_host,
         **extra,
     )
 

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     metrics_port: int = Field(0, description="Port of /metrics and /health; 0 = pick a free one.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address /metrics and /health listen on (0.0.0.0 in containers)."
+    )
 
     @property
     def embedded(self) -> bool:

@@ -143,7 +143,8 @@ class MetricsServer:
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
-        self.url = f"http://{host}:{self.port}"
+        shown = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - display only
+        self.url = f"http://{shown}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def start(self) -> MetricsServer:

@@ -51,6 +51,7 @@ class WorkerConfig:
     threshold: float | None = None
     explain: int = 0  # fraud: top-k unusual features per flag (0 = off, fastest)
     metrics_port: int | None = 0  # None = no HTTP server
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from elsewhere (containers)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     transactional_id: str | None = None
 
@@ -172,7 +173,9 @@ class Worker:
     def start_metrics(self) -> str | None:
         if self.cfg.metrics_port is None:
             return None
-        self.server = MetricsServer(self.metrics, self.health, self.cfg.metrics_port).start()
+        self.server = MetricsServer(
+            self.metrics, self.health, self.cfg.metrics_port, self.cfg.metrics_host
+        ).start()
         log.info("worker.metrics", url=self.server.url)
         return self.server.url
 

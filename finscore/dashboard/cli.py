@@ -9,8 +9,20 @@ import click
 
 @click.command()
 @click.option("--port", type=int, default=8050, show_default=True)
-@click.option("--worker", "workers", multiple=True, help="Worker metrics URL (repeatable).")
-def dashboard(port: int, workers: tuple[str, ...]) -> None:
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 inside a container).",
+)
+@click.option(
+    "--worker",
+    "workers",
+    multiple=True,
+    help="Worker base URL, e.g. http://127.0.0.1:9100 (repeatable; a host name resolving to "
+    "several addresses is scraped once per address).",
+)
+def dashboard(port: int, host: str, workers: tuple[str, ...]) -> None:
     """Live dashboard: rates, latency, lag, dead letters, models, flags, signals, reports."""
     from finscore.dashboard.server import start_dashboard
     from finscore.settings import Settings
@@ -18,7 +30,7 @@ def dashboard(port: int, workers: tuple[str, ...]) -> None:
 
     s = Settings()
     check_reachable(s.kafka_config())
-    d = start_dashboard(s, port, list(workers))
+    d = start_dashboard(s, port, list(workers), host=host)
     click.echo(f"dashboard at {d.url} (Ctrl-C stops it)")
     try:
         threading.Event().wait()

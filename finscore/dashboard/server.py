@@ -57,7 +57,8 @@ class Dashboard:
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
-        self.url = f"http://{host}:{self.port}/"
+        shown = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104
+        self.url = f"http://{shown}:{self.port}/"
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, daemon=True, name="dashboard"
         )
@@ -74,8 +75,12 @@ class Dashboard:
 
 
 def start_dashboard(
-    settings: Settings, port: int = 8050, worker_urls: list[str] | None = None
+    settings: Settings,
+    port: int = 8050,
+    worker_urls: list[str] | None = None,
+    *,
+    host: str = "127.0.0.1",
 ) -> Dashboard:
     """Start the dashboard for the cluster in ``settings`` (used by the CLI and the demo)."""
     state = DashboardState(settings.kafka_config(), settings.topic_prefix, worker_urls)
-    return Dashboard(state, port).start()
+    return Dashboard(state, port, host=host).start()

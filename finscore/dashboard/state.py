@@ -1,26 +1,108 @@
 """What the dashboard shows, computed from the output topics and the workers' metrics.
 
 A background thread follows ``fraud-flags``, ``price-signals`` and the dead-letter topics from
-their end. Outputs carry their input's timestamp, so *arrival time − record timestamp* is the
-true end-to-end latency of each event. Worker ``/metrics`` are scraped for lag and input rates.
+their end (topics or partitions that appear later are followed from their beginning, so a
+dashboard started before ``finscore topics --create`` still shows everything). Outputs carry
+their input's timestamp, so *arrival time − record timestamp* is the true end-to-end latency of
+each event. Worker ``/metrics`` are scraped for lag and input rates; a worker URL whose host name
+resolves to several addresses (a scaled compose service) is scraped once per address.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
-from finscore.observe import scrape
+from finscore.observe import WorkerSample, histogram_quantile, scrape
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 
 WINDOW_S = 10.0
+REFRESH_S = 2.0  # how often the consumer looks for new topics/partitions
+
+
+def resolve_ipv4(host: str, port: int | None) -> list[str]:
+    """The distinct IPv4 addresses ``host`` resolves to, sorted; [] when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def expand_worker_urls(
+    urls: list[str], resolve: Callable[[str, int | None], list[str]] = resolve_ipv4
+) -> list[str]:
+    """One URL per worker: a URL whose host name resolves to several addresses (Docker's DNS for
+    a scaled service) becomes one URL per address; anything else is kept as given."""
+    out: list[str] = []
+    for url in urls:
+        parts = urlsplit(url)
+        host = parts.hostname
+        if host is None or _is_ip(host):
+            out.append(url)
+            continue
+        addrs = resolve(host, parts.port)
+        if len(addrs) <= 1:
+            out.append(url)
+            continue
+        for addr in addrs:
+            netloc = f"{addr}:{parts.port}" if parts.port else addr
+            out.append(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+    return out
+
+
+def worker_row(url: str, now: WorkerSample | None, before: WorkerSample | None) -> dict:
+    """One worker as the page shows it. Rates and latency percentiles cover the interval since
+    ``before`` (the previous scrape of the same URL); without one, or after a counter reset (a
+    restarted worker), rates are None and percentiles cover the worker's lifetime."""
+    if now is None:
+        return {"url": url, "up": False, "stream": None, "events_in": 0, "in_per_s": None,
+                "out_per_s": None, "p50_ms": None, "p99_ms": None, "lag": 0, "dead_letters": 0,
+                "models": []}  # fmt: skip
+    dt = now.at - before.at if before is not None else 0.0
+    fresh = before is not None and dt > 0 and now.events_in >= before.events_in
+    buckets = now.e2e_buckets
+    if fresh and before is not None:
+        old = dict(before.e2e_buckets)
+        delta = [(le, count - old.get(le, 0.0)) for le, count in buckets]
+        if delta and delta[-1][1] > 0:
+            buckets = delta
+
+    def ms(q: float) -> float | None:
+        v = histogram_quantile(buckets, q)
+        return None if v is None else round(v * 1000, 1)
+
+    return {
+        "url": url,
+        "up": True,
+        "stream": now.models[0][0] if now.models else None,
+        "events_in": now.events_in,
+        "in_per_s": (now.events_in - before.events_in) / dt if fresh and before else None,
+        "out_per_s": (now.events_out - before.events_out) / dt if fresh and before else None,
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "lag": now.lag,
+        "dead_letters": now.dead_letters,
+        "models": [f"{n} v{v} ({r})" for n, v, r in now.models],
+    }
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class DashboardState:
@@ -56,6 +138,7 @@ class DashboardState:
         self.versions: dict[str, str] = {}
         self.swaps: list[dict] = []
         self.workers: list[dict] = []
+        self._first_assignment = True  # the first topic listing starts from the end
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._consume, daemon=True, name="dash-consume"),
                          threading.Thread(target=self._scrape, daemon=True, name="dash-scrape")]  # fmt: skip
@@ -70,14 +153,40 @@ class DashboardState:
         for t in self._threads:
             t.join(5)
 
+    def _follow_new_partitions(self, c: Consumer, assigned: set[tuple[str, int]]) -> None:
+        """Assign partitions of the followed topics not yet assigned: from the end on the first
+        call (the dashboard shows what happens from now on), from the beginning afterwards (a
+        topic or partition created later holds only records written since it appeared)."""
+        try:
+            md = c.list_topics(timeout=5)
+        except KafkaException:
+            return  # broker not reachable yet: try again at the next refresh
+        offset = OFFSET_END if self._first_assignment else OFFSET_BEGINNING
+        new = [
+            TopicPartition(t, p, offset)
+            for t in self._arrivals
+            if t in md.topics and md.topics[t].error is None
+            for p in md.topics[t].partitions
+            if (t, p) not in assigned
+        ]
+        if new:
+            c.incremental_assign(new)
+            assigned.update((tp.topic, tp.partition) for tp in new)
+        self._first_assignment = False
+
     def _consume(self) -> None:
         c = Consumer({**self.client, "group.id": "finscore-dashboard", "enable.auto.commit": False,
                       "isolation.level": "read_committed", "fetch.wait.max.ms": 50})  # fmt: skip
-        md = c.list_topics(timeout=10)
-        c.assign([TopicPartition(t, p, OFFSET_END) for t in self._arrivals if t in md.topics
-                  for p in md.topics[t].partitions])  # fmt: skip
+        assigned: set[tuple[str, int]] = set()
+        next_refresh = 0.0
         try:
             while not self._stop.is_set():
+                if time.monotonic() >= next_refresh:
+                    self._follow_new_partitions(c, assigned)
+                    next_refresh = time.monotonic() + REFRESH_S
+                if not assigned:
+                    self._stop.wait(0.2)
+                    continue
                 msgs = c.consume(5000, 0.2)
                 now = time.time()
                 with self._lock:
@@ -134,13 +243,14 @@ class DashboardState:
             self.signal_mix[rec["signal"]] += 1
 
     def _scrape(self) -> None:
+        previous: dict[str, WorkerSample] = {}
         while not self._stop.wait(1.0):
             rows = []
-            for url in self.worker_urls:
+            for url in expand_worker_urls(self.worker_urls):
                 s = scrape(url)
-                rows.append({"url": url, "up": s is not None, "events_in": s.events_in if s else 0,
-                             "lag": s.lag if s else 0, "dead_letters": s.dead_letters if s else 0,
-                             "models": [f"{n} v{v} ({r})" for n, v, r in s.models] if s else []})  # fmt: skip
+                rows.append(worker_row(url, s, previous.get(url)))
+                if s is not None:
+                    previous[url] = s
             with self._lock:
                 self.workers = rows
 

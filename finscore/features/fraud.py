@@ -32,8 +32,8 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from operator import mul
+from typing import Any
 
 import numpy as np
 

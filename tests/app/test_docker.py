@@ -4,18 +4,21 @@ linter, the worker image's dependency set, Prometheus and Grafana against our me
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import tomllib
 from pathlib import Path
 
 import click
+import jsonschema
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())  # resolves YAML merge keys
+SPEC = json.loads((ROOT / "tests" / "fixtures" / "compose-spec.json").read_text())
 METRICS = re.findall(r'"(finscore_[a-z0-9_]+)"', (ROOT / "streams" / "metrics.py").read_text())
 
 
@@ -26,8 +29,21 @@ def validate_compose(doc: dict) -> None:
     PyCompose.from_json(json.dumps(doc)).validate()
 
 
+def spec_errors(doc: dict) -> list[str]:
+    """Violations of the Compose Specification's own JSON schema (vendored, see fixtures/)."""
+    validator = jsonschema.Draft7Validator(SPEC)
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
 def test_compose_file_follows_the_compose_specification() -> None:
     validate_compose(COMPOSE)
+    assert spec_errors(COMPOSE) == []
+
+
+def test_the_vendored_schema_is_the_compose_specification() -> None:
+    jsonschema.Draft7Validator.check_schema(SPEC)
+    assert SPEC["title"] == "Compose Specification"
+    assert {"services", "volumes", "name"} <= set(SPEC["properties"])
 
 
 @pytest.mark.parametrize(
@@ -46,6 +62,22 @@ def test_the_validator_rejects_broken_compose_files(mutate) -> None:  # noqa: AN
         validate_compose(broken)
 
 
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["services"]["kafka1"].update(imagee="typo"),
+        lambda d: d["services"]["grafana"].update(depends_on=5),
+        lambda d: d["services"]["topics"]["depends_on"]["kafka1"].update(condition="ready"),
+        lambda d: d.update(service={}),
+    ],
+    ids=["unknown-key", "bad-depends-on", "bad-condition", "unknown-top-level"],
+)
+def test_the_spec_schema_rejects_broken_compose_files(mutate) -> None:  # noqa: ANN001
+    broken = json.loads(json.dumps(COMPOSE))
+    mutate(broken)
+    assert spec_errors(broken)
+
+
 def test_the_deployment_has_what_the_issue_asks_for() -> None:
     s = COMPOSE["services"]
     kafka = [n for n, svc in s.items() if svc.get("image", "").startswith("apache/kafka")]
@@ -55,7 +87,39 @@ def test_the_deployment_has_what_the_issue_asks_for() -> None:
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
         assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].count("@") == 3
     assert "schema-registry" in s and s["fraud-worker"]["deploy"]["replicas"] >= 2
-    assert {"market-worker", "sidecar", "prometheus", "grafana"} <= set(s)
+    assert {"market-worker", "sidecar", "prometheus", "grafana", "dashboard"} <= set(s)
+
+
+def test_the_kafka_nodes_would_start_and_keep_their_data() -> None:
+    s = COMPOSE["services"]
+    kafka = sorted(n for n, svc in s.items() if svc.get("image", "").startswith("apache/kafka"))
+    host_ports = set()
+    for n in kafka:
+        env = s[n]["environment"]
+        # `kafka-storage format` accepts only a base64url-encoded 16-byte UUID as cluster id.
+        cluster_id = env["CLUSTER_ID"]
+        assert len(base64.urlsafe_b64decode(cluster_id + "=" * (-len(cluster_id) % 4))) == 16
+        # Env-var config replaces the image defaults: log.dirs must point into the volume.
+        mount = next(v.split(":")[1] for v in s[n]["volumes"] if v.startswith(n + ":"))
+        assert env["KAFKA_LOG_DIRS"] == mount
+        listeners = dict(x.split("://") for x in env["KAFKA_LISTENERS"].split(","))
+        advertised = dict(x.split("://") for x in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        protocols = dict(
+            x.split(":") for x in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+        )
+        assert set(listeners) <= set(protocols) and set(advertised) <= set(listeners)
+        assert advertised["INTERNAL"] == f"{n}:9092"  # what the other services bootstrap from
+        host_port = advertised["EXTERNAL"].rsplit(":", 1)[1]  # clients on the host
+        container_port = listeners["EXTERNAL"].rsplit(":", 1)[1]
+        assert f"{host_port}:{container_port}" in s[n]["ports"]
+        host_ports.add(host_port)
+        assert "healthcheck" in s[n]
+    assert len(host_ports) == 3
+    for dependent in ("topics", "schema-registry"):
+        deps = s[dependent]["depends_on"]
+        assert {deps[n]["condition"] for n in kafka} == {"service_healthy"}
+    bootstrap = COMPOSE["x-finscore-env"]["FINSCORE_BOOTSTRAP_SERVERS"].split(",")
+    assert sorted(bootstrap) == [f"{n}:9092" for n in kafka]
 
 
 def _resolve(args: list[str]) -> click.Context:
@@ -167,3 +231,84 @@ def test_prometheus_scrapes_every_worker_and_grafana_uses_real_metrics() -> None
     known = set(METRICS)
     known |= {m + suffix for m in METRICS for suffix in ("_total", "_bucket", "_sum", "_count")}
     assert used and used <= known, used - known
+
+
+def _finscore_env_names() -> dict[str, str]:
+    """Every FINSCORE_* variable set by compose.yaml or a Dockerfile ENV, with its value."""
+    found: dict[str, str] = {}
+    for svc in COMPOSE["services"].values():
+        env = svc.get("environment", {})
+        found.update({k: str(v) for k, v in env.items() if k.startswith("FINSCORE_")})
+    for name in ("worker.Dockerfile", "sidecar.Dockerfile"):
+        text = re.sub(r"\\\n", " ", (DOCKER / name).read_text())
+        for line in text.splitlines():
+            if line.strip().upper().startswith("ENV "):
+                found.update(re.findall(r"(FINSCORE_[A-Z0-9_]+)=(\S+)", line))
+    return found
+
+
+def test_every_finscore_variable_in_the_deployment_is_a_real_setting() -> None:
+    from finscore.settings import Settings
+
+    fields = set(Settings.model_fields)
+    names = _finscore_env_names()
+    unknown = {n for n in names if n.removeprefix("FINSCORE_").lower() not in fields}
+    assert names and not unknown, unknown
+
+
+def test_worker_metrics_listen_where_prometheus_can_reach_them() -> None:
+    """In a container, 127.0.0.1 is unreachable from Prometheus: the image and compose set
+    FINSCORE_METRICS_HOST=0.0.0.0, and it reaches the worker's metrics server."""
+    import urllib.request
+
+    from finscore.cli import worker_config
+    from finscore.settings import Settings
+    from finscore.streams.metrics import MetricsServer, WorkerMetrics
+
+    assert _finscore_env_names()["FINSCORE_METRICS_HOST"] == "0.0.0.0"
+    assert "FINSCORE_METRICS_HOST=0.0.0.0" in (DOCKER / "worker.Dockerfile").read_text()
+    cfg = worker_config(Settings(metrics_host="0.0.0.0"), "fraud")
+    assert cfg.metrics_host == "0.0.0.0"
+    server = MetricsServer(WorkerMetrics("fraud"), lambda: {"status": "ok"}, 0, cfg.metrics_host)
+    server.start()
+    try:
+        assert server.httpd.server_address[0] == "0.0.0.0"
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:  # noqa: S310
+            assert b"finscore_events_in_total" in r.read()
+    finally:
+        server.stop()
+
+
+def test_the_deployment_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each finscore container sees (unset ${VAR:-} interpolates to empty) loads cleanly,
+    and an empty signing/verify key means "no key", not an empty one."""
+    from finscore.settings import Settings
+
+    for name, svc in COMPOSE["services"].items():
+        if not str(svc.get("image", "")).startswith("finscore"):
+            continue
+        for key, value in svc.get("environment", {}).items():
+            monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
+        s = Settings()
+        assert s.bootstrap == "kafka1:9092,kafka2:9092,kafka3:9092", name
+        assert not s.signing_key and not s.verify_key, name
+
+
+IMAGES = {"finscore-worker": "worker.Dockerfile", "finscore-sidecar": "sidecar.Dockerfile"}
+
+
+def test_writable_volumes_are_owned_by_the_image_user() -> None:
+    """A fresh named volume takes the owner of its mount point in the image: every volume a
+    finscore container writes must be created and chowned to the non-root user there."""
+    for name, svc in COMPOSE["services"].items():
+        image = str(svc.get("image", ""))
+        if image not in IMAGES:
+            continue
+        text = re.sub(r"\\\n", " ", (DOCKER / IMAGES[image]).read_text())
+        chowned = {p for m in re.findall(r"chown \S+ ([^&\n]+)", text) for p in m.split()}
+        made = {p for m in re.findall(r"mkdir -p ([^&\n]+)", text) for p in m.split()}
+        for mount in svc.get("volumes", []):
+            source, target, *mode = mount.split(":")
+            if source in COMPOSE["volumes"] and "ro" not in mode:
+                assert target in made and target in chowned, f"{name}: {target}"
+    assert IMAGES[COMPOSE["services"]["sidecar"]["image"]] == "sidecar.Dockerfile"

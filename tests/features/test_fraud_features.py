@@ -130,3 +130,108 @@ def test_a_label_not_yet_known_does_not_leak() -> None:
         row2[COL["TERMINAL_ID_NB_TX_1DAY_WINDOW"]] == 1
         and row2[COL["TERMINAL_ID_RISK_1DAY_WINDOW"]] == 1.0
     )
+
+
+def _tx(i: str, t: int, amount: float, customer: str = "c", terminal: str = "t") -> dict:
+    return {"transaction_id": i, "event_time": t, "customer_id": customer,
+            "terminal_id": terminal, "amount": amount}  # fmt: skip
+
+
+def _label(i: str, t: int, fraud: bool, label_time: int, terminal: str = "t") -> dict:
+    return {"transaction_id": i, "customer_id": "other", "terminal_id": terminal, "tx_time": t,
+            "label_time": label_time, "is_fraud": fraud}  # fmt: skip
+
+
+def test_hand_computed_time_flags_and_customer_windows() -> None:
+    # 2018-04-07 was a Saturday; 2018-04-09 a Monday. Hours are UTC; night is hour <= 6.
+    sat = 1523059200000  # 2018-04-07T00:00Z
+    h = 3_600_000
+    f = FraudFeatures()
+    rows = f.transform([
+        _tx("a", sat + 6 * h + 59 * 60_000, 10.0),   # Sat 06:59: weekend, night
+        _tx("b", sat + 20 * h, 30.0),                # Sat 20:00: weekend, day
+        _tx("c", sat + 2 * DAY_MS + 7 * h, 50.0),    # Mon 07:00: weekday, day
+        _tx("d", sat + 9 * DAY_MS + 7 * h, 90.0),    # 7 days after "c": "c" is out of 7 days
+    ])  # fmt: skip
+    col = lambda name: rows[:, COL[name]].tolist()  # noqa: E731
+    assert col("TX_DURING_WEEKEND") == [1, 1, 0, 0]
+    assert col("TX_DURING_NIGHT") == [1, 0, 0, 0]
+    assert col("TX_AMOUNT") == [10, 30, 50, 90]
+    assert col("CUSTOMER_ID_NB_TX_1DAY_WINDOW") == [1, 2, 1, 1]
+    assert col("CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW") == [10, 20, 50, 90]
+    assert col("CUSTOMER_ID_NB_TX_7DAY_WINDOW") == [1, 2, 3, 1]  # window is (t - 7d, t]
+    assert col("CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW") == pytest.approx([10, 20, 30, 90])
+    assert col("CUSTOMER_ID_NB_TX_30DAY_WINDOW") == [1, 2, 3, 4]
+    assert col("CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW") == pytest.approx([10, 20, 30, 45])
+    assert col("CUSTOMER_AMOUNT_RATIO_30DAY") == pytest.approx([1, 1.5, 50 / 30, 2])
+    # z-score against the population std of the 30-day amounts (10, 30, 50, 90): std = 29.58
+    assert rows[3, COL["CUSTOMER_AMOUNT_ZSCORE_30DAY"]] == pytest.approx(
+        45 / np.std([10, 30, 50, 90])
+    )
+    assert rows[0, COL["CUSTOMER_AMOUNT_ZSCORE_30DAY"]] == 0  # one amount: no spread
+
+
+def test_hand_computed_terminal_risk_with_known_and_unknown_labels() -> None:
+    """Windows (t − 7d − w, t − 7d]; a label counts only once its label time has passed."""
+    now = 40 * DAY_MS
+    end = now - 7 * DAY_MS
+    f = FraudFeatures()
+    f.apply_labels([
+        _label("1", end - 1000, True, end),                  # 1-day window, known
+        _label("2", end - 2 * DAY_MS, False, end),           # 7-day window, known
+        _label("3", end - 3 * DAY_MS, True, now + 1),        # 7-day window, NOT known yet
+        _label("4", end - 10 * DAY_MS, True, end),           # 30-day window, known
+        _label("5", end - 20 * DAY_MS, False, end),          # 30-day window, known
+        _label("6", end - 31 * DAY_MS, True, end),           # outside every window
+        _label("7", end + 1, True, end),                     # too recent: after t − delay
+        _label("8", end - 5 * DAY_MS, False, end, "other"),  # another terminal
+    ])  # fmt: skip
+    row = f.transform([_tx("x", now, 5.0)])[0]
+    got = [
+        row[COL[f"TERMINAL_ID_{k}_{w}DAY_WINDOW"]] for w in (1, 7, 30) for k in ("NB_TX", "RISK")
+    ]
+    assert got == pytest.approx([1, 1.0, 2, 0.5, 4, 0.5])
+    f.apply_labels([_label("3", end - 3 * DAY_MS, True, now + 1)])  # replay: still once
+    later = f.transform([_tx("y", now + 1, 5.0)])[0]  # label 3 known now; windows moved by 1 ms
+    got = [
+        later[COL[f"TERMINAL_ID_{k}_{w}DAY_WINDOW"]] for w in (1, 7, 30) for k in ("NB_TX", "RISK")
+    ]
+    assert got == pytest.approx([2, 1.0, 4, 3 / 4, 6, 4 / 6])  # "7" (end + 1) entered too
+
+
+def test_card_history_features_count_the_customers_own_delayed_frauds() -> None:
+    f = FraudFeatures()
+    f.apply_labels([
+        {"transaction_id": "1", "customer_id": "c", "terminal_id": "t1", "tx_time": 0,
+         "label_time": 7 * DAY_MS, "is_fraud": True},
+        {"transaction_id": "2", "customer_id": "c", "terminal_id": "t2", "tx_time": DAY_MS,
+         "label_time": 8 * DAY_MS, "is_fraud": False},
+    ])  # fmt: skip
+    row = f.transform([_tx("x", 9 * DAY_MS, 5.0, terminal="t3")])[0]
+    assert row[COL["CUSTOMER_ID_NB_FRAUD_30DAY_WINDOW"]] == 1
+    assert row[COL["CUSTOMER_ID_RISK_30DAY_WINDOW"]] == 0.5
+
+
+def test_evict_bounds_memory_without_changing_features(frame, offline) -> None:  # noqa: ANN001
+    """Evicting daily (as featurize_frame and the worker do) keeps only the horizon."""
+    f = FraudFeatures()
+    delay = 7 * DAY_MS
+    rows: dict[str, np.ndarray] = {}
+    day_end = int(frame.event_time[0]) // DAY_MS * DAY_MS + DAY_MS
+    for kind, rec in merged_events(frame, delay):
+        t = rec["label_time"] if kind == "label" else rec["event_time"]
+        if t >= day_end:
+            f.evict(day_end)
+            day_end += DAY_MS
+        if kind == "label":
+            f.apply_labels([rec])
+        else:
+            rows[rec["transaction_id"]] = f.transform([rec])[0]
+    got = np.stack([rows[str(i)] for i in frame.transaction_id])
+    np.testing.assert_array_equal(got, offline)
+    oldest = min(min(s.times) for s in f._customers.values())
+    assert oldest >= f.latest_ms - 32 * DAY_MS
+    oldest_label = min(min(o.tx_times) for o in f._terminals.values())
+    assert oldest_label >= f.latest_ms - 39 * DAY_MS
+    held = sum(len(s.times) for s in f._customers.values())
+    assert held < len(frame) / 50 * 32  # ~31 of 50 days of transactions, not the whole history

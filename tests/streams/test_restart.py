@@ -121,8 +121,14 @@ def test_sigkill_and_restart(client, prefix, tmp_path, eos: bool) -> None:  # no
     counts = Counter(f["transaction_id"] for f in flags)
     ref = reference_scores(client, prefix, n_tx, n_labels, art)
     assert set(counts) == set(ref), f"missing {len(set(ref) - set(counts))} flags"
-    if eos:
-        assert max(counts.values()) == 1, "a transaction was scored twice in exactly-once mode"
+    # Accounting by input record (partition, offset): every input has an output ...
+    inputs = {
+        (m.partition(), m.offset()) for m in consume_all(client, prefix + T.TRANSACTIONS, n_tx)
+    }
+    per_input = Counter((f["source_partition"], f["source_offset"]) for f in flags)
+    assert set(per_input) == inputs
+    if eos:  # ... and exactly one in exactly-once mode
+        assert max(per_input.values()) == 1, "an input record was scored twice in exactly-once mode"
     got = np.array([f["score"] for f in flags])
     want = np.array([ref[f["transaction_id"]] for f in flags])
     assert np.allclose(got, want, atol=1e-6), "restored features differ from an uninterrupted run"
