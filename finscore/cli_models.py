@@ -136,7 +136,7 @@ def keygen() -> None:
 
 
 @models.command()
-@click.argument("name", type=click.Choice(["fraud"]))
+@click.argument("name", type=click.Choice(["fraud", "market"]))
 @pass_ctx
 def recompress(ctx: Ctx, name: str) -> None:
     """Ask the running sidecar to recompress NAME now (it gates and announces the result)."""

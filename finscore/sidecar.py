@@ -37,6 +37,7 @@ from finscore.registry import Registry
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
+from finscore.sidecar_market import MarketCare
 from finscore.sim.frame import TransactionFrame
 
 log = get_logger("sidecar")
@@ -60,6 +61,10 @@ class SidecarConfig:
     epochs: int = 20  # small recent windows need many epochs (4 left students 0.2 AP short)
     cooldown_s: float = 60.0
     reports_dir: Path = Path("reports/sidecar")
+    markets: bool = True  # also watch and recompress the market model
+    market_min_outcomes: int = 2000
+    market_f1_drop: float = 0.10
+    market_epochs: int = 4
 
 
 class OutcomeBuffer:
@@ -123,6 +128,8 @@ class Sidecar:
         self.state = SidecarState()
         self._stop = threading.Event()
         self._labels, self._flags = Codec("fraud_label"), Codec("fraud_flag")
+        self._ticks, self._signals = Codec("market_tick"), Codec("price_signal")
+        self.market = MarketCare(cfg)
         self._thread: threading.Thread | None = None
         self.live_version: str | None = None
         p = cfg.topic_prefix
@@ -130,7 +137,10 @@ class Sidecar:
                                   "fetch.wait.max.ms": 50})  # fmt: skip
         md = self.consumer.list_topics(timeout=10)
         tps = []
-        for t in (p + T.FRAUD_LABELS, p + T.FRAUD_FLAGS):
+        followed = [p + T.FRAUD_LABELS, p + T.FRAUD_FLAGS]
+        if cfg.markets:
+            followed += [p + T.MARKET_TICKS, p + T.PRICE_SIGNALS]
+        for t in followed:
             tps += [TopicPartition(t, q, OFFSET_BEGINNING) for q in md.topics[t].partitions]
         cmd = p + T.SIDECAR_COMMANDS
         if cmd in md.topics:
@@ -146,6 +156,8 @@ class Sidecar:
         """Consume what is there; returns pending commands (model names to recompress)."""
         commands = []
         p = self.cfg.topic_prefix
+        ticks: list[dict] = []
+        signals: list[dict] = []
         for m in self.consumer.consume(20000, timeout):
             if m.error() is not None or m.value() is None:
                 continue
@@ -161,11 +173,20 @@ class Sidecar:
                         flag["transaction_id"], flag["score"], flag["model_version"]
                     )
                     self.live_version = flag["model_version"]
+                elif topic == p + T.MARKET_TICKS:
+                    ticks.append(self._ticks.decode(m.value()))
+                elif topic == p + T.PRICE_SIGNALS:
+                    signals.append(self._signals.decode(m.value()))
                 elif m.timestamp()[1] >= self._started_ms:  # commands sent while we run
                     commands.append(json.loads(m.value()).get("model", "fraud"))
             except (DecodeError, ValueError, KeyError) as exc:
                 log.warning("sidecar.bad_record", topic=topic, offset=m.offset(), error=str(exc))
+        self.market.add_ticks(ticks)
+        self.market.add_signals(signals)
         return commands
+
+    def _may_run(self) -> bool:
+        return not self.state.running and time.time() - self.state.last_run >= self.cfg.cooldown_s
 
     def trigger(self) -> str | None:
         """The reason to recompress now, or None."""
@@ -281,12 +302,16 @@ class Sidecar:
         log.info("sidecar.promoted", **record)
         return record
 
-    def _recompress_async(self, reason: str) -> None:
+    def _recompress_async(self, reason: str, model: str = "fraud") -> None:
         self.state.running = True
 
         def run() -> None:
             try:
-                self.state.recompressions.append(self.recompress(reason))
+                if model == "market":
+                    done = self.market.recompress(reason, seed=len(self.state.recompressions))
+                else:
+                    done = self.recompress(reason)
+                self.state.recompressions.append(done)
             except Exception as exc:  # noqa: BLE001 - the sidecar must survive a failed run
                 log.exception("sidecar.recompression_failed", error=str(exc))
                 self.state.recompressions.append(
@@ -305,14 +330,21 @@ class Sidecar:
         try:
             while not self._stop.is_set():
                 commands = self.poll()
-                reason = (
-                    f"command: {commands[-1]}"
-                    if commands and not self.state.running
-                    else self.trigger()
-                )
+                model, reason = "fraud", None
+                if commands and not self.state.running:
+                    model, reason = commands[-1], f"command: {commands[-1]}"
+                else:
+                    reason = self.trigger()
+                    if reason is None and self.cfg.markets and self._may_run():
+                        model, reason = (
+                            "market",
+                            self.market.trigger(
+                                self.cfg.market_min_outcomes, self.cfg.market_f1_drop
+                            ),
+                        )
                 if reason:
-                    log.info("sidecar.recompressing", reason=reason, outcomes=len(self.buffer))
-                    self._recompress_async(reason)
+                    log.info("sidecar.recompressing", model=model, reason=reason)
+                    self._recompress_async(reason, model)
         finally:
             if self._thread is not None:
                 self._thread.join(600)
