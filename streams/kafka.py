@@ -47,6 +47,9 @@ class KafkaOptions:
     transactional_id: str | None = None
     auto_offset_reset: str = "earliest"
     producer_overrides: Mapping[str, str | int] = field(default_factory=dict)
+    # Exactly-once recovery guard: (output topic, its schema) whose committed records name their
+    # source offsets; on assignment the consumer starts after the last input already scored.
+    resume_from: tuple[str, str] | None = None
     consumer_overrides: Mapping[str, str | int] = field(default_factory=dict)
 
 
@@ -148,6 +151,32 @@ class KafkaTransport:
         log.info("transport.assigned", partitions=tps)
         if self._on_assign and tps:
             self._on_assign(tps)
+        if self.options.exactly_once and self.options.resume_from and partitions:
+            self._guard_resume(consumer, partitions)
+
+    def _guard_resume(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        from finscore.streams.state import resume_offsets
+
+        out_topic, schema = self.options.resume_from  # type: ignore[misc]
+        by_topic: dict[str, list[int]] = {}
+        for p in partitions:
+            by_topic.setdefault(p.topic, []).append(p.partition)
+        moved = False
+        committed = {
+            (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 10)
+        }
+        for topic, parts in by_topic.items():
+            seen = resume_offsets(self.options.client, out_topic, schema, topic, parts)
+            for p in partitions:
+                nxt = seen.get(p.partition) if p.topic == topic else None
+                if nxt is not None and nxt > committed.get((p.topic, p.partition), -1):
+                    log.warning("transport.resume_after_committed_outputs", topic=topic,
+                                partition=p.partition, committed=committed.get((p.topic, p.partition)),
+                                resume=nxt)  # fmt: skip
+                    p.offset = nxt
+                    moved = True
+        if moved:
+            consumer.assign(partitions)
 
     def _revoked_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]

@@ -35,6 +35,7 @@ log = get_logger(__name__)
 class Stream(Protocol):
     input_topic: str
     output_topic: str
+    output_schema: str
     pipeline: Pipeline
 
     def start(self) -> None: ...
@@ -60,6 +61,7 @@ class FraudStream:
         self.slot = slot
         self.input_topic = cfg.topic(T.TRANSACTIONS)
         self.output_topic = cfg.topic(T.FRAUD_FLAGS)
+        self.output_schema = "fraud_flag"
         self.labels_topic = cfg.topic(T.FRAUD_LABELS)
         self.features = FraudFeatures(FraudFeatureConfig())
         self.labels = LabelsPipeline(self.features)
@@ -167,6 +169,7 @@ class MarketStream:
         self.slot = slot
         self.input_topic = cfg.topic(T.MARKET_TICKS)
         self.output_topic = cfg.topic(T.PRICE_SIGNALS)
+        self.output_schema = "price_signal"
         self.changelog_topic = ""
         self.windows: MarketWindows
         self.pipeline: MarketPipeline

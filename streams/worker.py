@@ -199,6 +199,7 @@ class Worker:
                     exactly_once=cfg.exactly_once,
                     session_timeout_ms=cfg.session_timeout_ms,
                     transactional_id=cfg.transactional_id,
+                    resume_from=(self.stream.output_topic, self.stream.output_schema),
                 ),
                 on_assign=self.stream.on_assign,
                 on_revoke=self.stream.on_revoke,
