@@ -205,7 +205,13 @@ def to_artifact(result: RunResult, cand: Candidate, family: Family, data: TrainD
     """An unversioned registry artifact for a candidate, with reference inputs for smoke tests."""
     ref_in = family.example(data, 4) if hasattr(family, "example") else data.x_test[:4]
     ref_out = run_onnx(cand.onnx, ref_in)
-    params = family.params(data)
+    params = dict(family.params(data))
+    # The training-time distributions the sidecar's population-stability checks compare against.
+    qs = np.linspace(0, 1, 11)
+    if cand.val_outputs is not None and np.asarray(cand.val_outputs).ndim == 1:
+        params["score_quantiles"] = np.quantile(cand.val_outputs, qs).round(6).tolist()
+    if data.x_train.ndim == 2:
+        params["feature_quantiles"] = np.quantile(data.x_train, qs, axis=0).T.round(6).tolist()
     manifest = Manifest(
         name=family.name,
         version="",

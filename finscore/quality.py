@@ -86,6 +86,10 @@ class QualityMonitor:
     def _outcome(self, version: str, score: float, label: int) -> None:
         self._outcomes.setdefault(version, deque(maxlen=self.window)).append((score, label))
 
+    def recent_scores(self, version: str) -> np.ndarray:
+        """The last ``window`` scores of ``version``."""
+        return np.asarray(self._recent_scores.get(version, ()), dtype=np.float64)
+
     def report(self, version: str) -> QualityReport:
         pairs = self._outcomes.get(version, deque())
         scores = np.fromiter((s for s, _ in pairs), dtype=np.float64, count=len(pairs))
@@ -96,3 +100,21 @@ class QualityMonitor:
         recent = np.asarray(self._recent_scores.get(version, ()))
         drift = psi(ref, recent) if ref is not None else 0.0
         return QualityReport(version, len(pairs), frauds, ap, drift)
+
+
+def psi_against_quantiles(quantiles: list[float], actual: np.ndarray) -> float:
+    """PSI of ``actual`` against a reference given by its deciles (equal mass between them)."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    if len(q) < 3 or len(actual) < 10:
+        return 0.0
+    edges, counts = np.unique(q, return_counts=True)
+    if len(edges) < 2:
+        return 0.0
+    # Expected mass per bin between consecutive distinct edges (merged where deciles coincide).
+    mass = np.diff(np.searchsorted(q, edges, side="right")) / (len(q) - 1)
+    inner = np.r_[-np.inf, edges[1:-1], np.inf]
+    a = np.histogram(actual, inner)[0] / len(actual)
+    e = np.clip(mass, 1e-4, None)
+    a = np.clip(a, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))

@@ -32,7 +32,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from finscore.logging import get_logger
-from finscore.quality import QualityMonitor
+from finscore.quality import QualityMonitor, psi_against_quantiles
 from finscore.registry import Registry
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
@@ -85,6 +85,10 @@ class OutcomeBuffer:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def recent_amounts(self, n: int) -> np.ndarray:
+        """Amounts of the last ``n`` labelled transactions received."""
+        return np.asarray([r[4] for r in self._rows[-n:]], dtype=np.float64)
 
     def frame(self) -> TransactionFrame:
         """The last ``history_days`` of labelled transactions, time-ordered, ids as ints."""
@@ -212,6 +216,17 @@ class Sidecar:
             return f"drift: rolling AP of v{v} fell from {best:.3f} to {q.average_precision:.3f}"
         if q.score_psi > cfg.psi_threshold:
             return f"drift: score PSI of v{v} is {q.score_psi:.2f}"
+        params = champion.manifest.params if champion is not None else {}
+        recent = self.monitor.recent_scores(v)
+        if params.get("score_quantiles") and len(recent) >= cfg.min_outcomes:
+            drift = psi_against_quantiles(params["score_quantiles"], recent)
+            if drift > cfg.psi_threshold:
+                return f"drift: score PSI of v{v} against its training data is {drift:.2f}"
+        amounts = self.buffer.recent_amounts(cfg.min_outcomes)
+        if params.get("feature_quantiles") and len(amounts) >= cfg.min_outcomes:
+            drift = psi_against_quantiles(params["feature_quantiles"][0], amounts)  # TX_AMOUNT
+            if drift > cfg.psi_threshold:
+                return f"drift: amount PSI against the training data is {drift:.2f}"
         return None
 
     # -- recompression ----------------------------------------------------------------------------

@@ -171,6 +171,13 @@ class MarketCare:
             record.update(outcome="rejected", why="worse than the champion on the recent windows")
             log.warning("sidecar.candidate_rejected", **record)
             return record
+        champ_p50 = champion.manifest.latency.get("p50_ms", 1.0) if champion else None
+        if cand.size_bytes > cfg.max_bytes or (
+            champ_p50 is not None and cand.latency["p50_ms"] > 2 * max(champ_p50, 0.05)
+        ):
+            record.update(outcome="rejected", why="size or latency over budget")
+            log.warning("sidecar.candidate_rejected", **record)
+            return record
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         report = write_report(
             result, cfg.reports_dir / f"market-{stamp}", f"sidecar market ({reason})"

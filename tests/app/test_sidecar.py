@@ -37,6 +37,9 @@ def test_drift_triggers_a_recompression_that_passes_the_gate_and_is_swapped_in(
     reg = Registry(tmp_path / "registry")
     v1 = reg.publish(to_artifact(result, result.deployed, fam, data))
     reg.promote("fraud", v1.manifest.version)
+    # Training distributions travel with the model, for the sidecar's population-stability checks.
+    assert len(v1.manifest.params["score_quantiles"]) == 11
+    assert len(v1.manifest.params["feature_quantiles"]) == len(v1.manifest.feature_names)
     make_topics(client, prefix, partitions=2)
     publish(client, prefix, v1)
 
