@@ -162,7 +162,7 @@ class Sidecar:
         p = self.cfg.topic_prefix
         ticks: list[dict] = []
         signals: list[dict] = []
-        for m in self.consumer.consume(20000, timeout):
+        for m in self.consumer.consume(5000, timeout):  # small polls: triggers see the trend
             if m.error() is not None or m.value() is None:
                 continue
             topic = m.topic()

@@ -71,6 +71,8 @@ def read_changelog(
                     state.pop(key, None)
                 else:
                     state[key] = m.value()
+        if read_committed:  # wait until no transaction is pending on these partitions
+            _settle(c, topic, list(ends), deadline + 10, lambda m: _keep(state, m))
         if len(done) < len(ends):
             log.warning("state.restore_incomplete", topic=topic, partitions=sorted(ends))
     finally:
@@ -83,6 +85,34 @@ def read_changelog(
         seconds=round(time.monotonic() - t0, 3),
     )
     return state
+
+
+def _keep(state: dict[bytes, bytes], m: object) -> None:
+    key = m.key()  # type: ignore[attr-defined]
+    if key is None:
+        return
+    if m.value() is None:  # type: ignore[attr-defined]
+        state.pop(key, None)
+    else:
+        state[key] = m.value()  # type: ignore[attr-defined]
+
+
+def _settle(c: Consumer, topic: str, partitions: list[int], deadline: float, handle) -> None:  # noqa: ANN001
+    """Keep reading until the read_committed position reaches the high watermark on every
+    partition, i.e. no transaction is pending (a just-committed one is fully visible)."""
+    while time.monotonic() < deadline:
+        positions = {
+            tp.partition: tp.offset
+            for tp in c.position([TopicPartition(topic, p) for p in partitions])
+        }
+        behind = [p for p in partitions
+                  if positions.get(p, -1) < c.get_watermark_offsets(TopicPartition(topic, p), 5)[1]]  # fmt: skip
+        if not behind:
+            return
+        for m in c.consume(10000, 0.1):
+            if m.error() is None:
+                handle(m)
+    log.warning("state.transactions_pending", topic=topic, partitions=partitions)
 
 
 def resume_offsets(
@@ -136,9 +166,22 @@ def resume_offsets(
                     rec = codec.decode(m.value())
                 except Exception:  # noqa: BLE001 - not ours to judge here
                     continue
-                if rec.get("source_topic") == source_topic and rec["source_partition"] in wanted:
-                    p = rec["source_partition"]
-                    out[p] = max(out.get(p, 0), int(rec["source_offset"]) + 1)
+                _note(out, rec, source_topic, wanted)
+        _settle(c, output_topic, [tp.partition for tp in assign], deadline + 10,
+                lambda m: _note(out, _decode_or_none(codec, m), source_topic, wanted))  # fmt: skip
     finally:
         c.close()
     return out
+
+
+def _decode_or_none(codec: object, m: object) -> dict | None:
+    try:
+        return codec.decode(m.value())  # type: ignore[attr-defined, no-any-return]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _note(out: dict[int, int], rec: dict | None, source_topic: str, wanted: set[int]) -> None:
+    if rec and rec.get("source_topic") == source_topic and rec["source_partition"] in wanted:
+        p = rec["source_partition"]
+        out[p] = max(out.get(p, 0), int(rec["source_offset"]) + 1)
