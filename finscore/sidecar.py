@@ -32,6 +32,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from finscore.logging import get_logger
+from finscore.promotion import gated_candidate, over_budget, publish_and_announce
 from finscore.quality import QualityMonitor, psi_against_quantiles
 from finscore.registry import Registry
 from finscore.schemas import topics as T
@@ -234,7 +235,7 @@ class Sidecar:
         """Train, compress and gate a candidate against the champion; publish if it passes."""
         from finscore.compression.export import run_onnx
         from finscore.compression.fraud import FraudFamily, FraudSplits, split_frame
-        from finscore.compression.plan import Gate, Plan, to_artifact
+        from finscore.compression.plan import Plan
         from finscore.compression.report import write_report
         from finscore.compression.steps import (
             Distill,
@@ -242,7 +243,6 @@ class Sidecar:
             QuantizeDynamic,
             WeightShare,
         )
-        from finscore.streams.announcements import announce
 
         cfg = self.cfg
         t0 = time.time()
@@ -275,15 +275,11 @@ class Sidecar:
         # Gate 1: the smallest candidate within `tolerance` of a teacher trained on the new regime
         # (the same run, same hold-out). If no compressed candidate gets that close, the best one.
         try:
-            result = plan.run(fam, data, Gate("ap", cfg.tolerance))
-            cand = result.deployed
+            result, cand = gated_candidate(plan, fam, data, "ap", cfg.tolerance)
         except GateFailed as exc:
-            result = exc.result  # type: ignore[assignment]
-            if result is None or len(result.candidates) < 2:
-                record.update(outcome="rejected", why=str(exc), seconds=round(time.time() - t0, 1))
-                log.warning("sidecar.candidate_rejected", **record)
-                return record
-            cand = max(result.candidates[1:], key=lambda c: c.metrics["ap"])
+            record.update(outcome="rejected", why=str(exc), seconds=round(time.time() - t0, 1))
+            log.warning("sidecar.candidate_rejected", **record)
+            return record
         assert cand is not None
         # Gate 2: never worse than the live champion on the same hold-out transactions.
         if champ_ap is not None and cand.metrics["ap"] < champ_ap - cfg.tolerance:
@@ -292,25 +288,13 @@ class Sidecar:
                           seconds=round(time.time() - t0, 1))  # fmt: skip
             log.warning("sidecar.candidate_rejected", **record)
             return record
-        too_big = cand.size_bytes > cfg.max_bytes
-        if champion is not None:
-            too_slow = cand.latency["p50_ms"] > 2 * max(
-                champion.manifest.latency.get("p50_ms", 1.0), 0.05
-            )
-        else:
-            too_slow = False
         report = write_report(result, cfg.reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S"),
                               f"sidecar recompression ({reason})")  # fmt: skip
-        if too_big or too_slow:
+        if over_budget(cand, champion, cfg.max_bytes):
             record.update(outcome="rejected", why="size or latency over budget", report=str(report))
             log.warning("sidecar.candidate_rejected", **record)
             return record
-        art = reg.publish(to_artifact(result, cand, fam, data))
-        if cfg.signing_key:
-            art = art.sign(cfg.signing_key)
-            reg.save_signature(art)
-        reg.promote("fraud", art.manifest.version)
-        announce(cfg.client, cfg.topic_prefix + T.MODEL_UPDATES, art, "PROMOTE")
+        art = publish_and_announce(cfg, reg, result, cand, fam, data)
         record.update(outcome="promoted", version=art.manifest.version, candidate_ap=cand.metrics["ap"],
                       new_regime_teacher_ap=result.teacher.metrics["ap"],
                       bytes=cand.size_bytes, report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip

@@ -26,6 +26,7 @@ from finscore.features.market import (
 )
 from finscore.features.metrics import macro_f1
 from finscore.logging import get_logger
+from finscore.promotion import gated_candidate, over_budget, publish_and_announce
 from finscore.registry import Registry
 
 log = get_logger("sidecar.market")
@@ -117,11 +118,9 @@ class MarketCare:
         from finscore.compression.export import run_onnx
         from finscore.compression.family import TrainData
         from finscore.compression.market import MarketFamily
-        from finscore.compression.plan import Gate, Plan, to_artifact
+        from finscore.compression.plan import Plan
         from finscore.compression.report import write_report
         from finscore.compression.steps import Distill, PruneUnstructured, QuantizeDynamic
-        from finscore.schemas import topics as T
-        from finscore.streams.announcements import announce
 
         cfg, t0 = self.cfg, time.time()
         reg = Registry(cfg.registry_dir)
@@ -156,14 +155,10 @@ class MarketCare:
         record: dict[str, Any] = {"model": "market", "reason": reason, "windows": len(xtr),
                                   "champion_macro_f1": champ_f1}  # fmt: skip
         try:
-            result = plan.run(fam, data, Gate("macro_f1", cfg.tolerance))
-            cand = result.deployed
+            result, cand = gated_candidate(plan, fam, data, "macro_f1", cfg.tolerance)
         except GateFailed as exc:
-            result = exc.result  # type: ignore[assignment]
-            if result is None or len(result.candidates) < 2:
-                record.update(outcome="rejected", why=str(exc))
-                return record
-            cand = max(result.candidates[1:], key=lambda c: c.metrics["macro_f1"])
+            record.update(outcome="rejected", why=str(exc))
+            return record
         assert cand is not None
         record.update(candidate_macro_f1=cand.metrics["macro_f1"],
                       new_regime_teacher_macro_f1=result.teacher.metrics["macro_f1"])  # fmt: skip
@@ -171,10 +166,7 @@ class MarketCare:
             record.update(outcome="rejected", why="worse than the champion on the recent windows")
             log.warning("sidecar.candidate_rejected", **record)
             return record
-        champ_p50 = champion.manifest.latency.get("p50_ms", 1.0) if champion else None
-        if cand.size_bytes > cfg.max_bytes or (
-            champ_p50 is not None and cand.latency["p50_ms"] > 2 * max(champ_p50, 0.05)
-        ):
+        if over_budget(cand, champion, cfg.max_bytes):
             record.update(outcome="rejected", why="size or latency over budget")
             log.warning("sidecar.candidate_rejected", **record)
             return record
@@ -182,12 +174,7 @@ class MarketCare:
         report = write_report(
             result, cfg.reports_dir / f"market-{stamp}", f"sidecar market ({reason})"
         )
-        art = reg.publish(to_artifact(result, cand, fam, data))
-        if cfg.signing_key:
-            art = art.sign(cfg.signing_key)
-            reg.save_signature(art)
-        reg.promote("market", art.manifest.version)
-        announce(cfg.client, cfg.topic_prefix + T.MODEL_UPDATES, art, "PROMOTE")
+        art = publish_and_announce(cfg, reg, result, cand, fam, data)
         record.update(outcome="promoted", version=art.manifest.version, bytes=cand.size_bytes,
                       report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip
         log.info("sidecar.promoted", **record)
