@@ -26,6 +26,7 @@ from finscore.streams.pipeline import (
     DeadLetter,
     decode_batch,
     now_ms,
+    split_valid,
 )
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
@@ -102,13 +103,8 @@ class FraudPipeline:
         result = BatchResult()
         now = now_ms(self.clock)
         decoded, result.dead_letters = decode_batch(self.in_codec, messages)
-        valid: list[tuple[Message, dict]] = []
-        for m, tx in decoded:
-            reason = validate_transaction(tx, now)
-            if reason is None:
-                valid.append((m, tx))
-            else:
-                result.dead_letters.append(DeadLetter(m, "ImpossibleValue", reason))
+        valid, impossible = split_valid(decoded, lambda r: validate_transaction(r, now))
+        result.dead_letters += impossible
         live = self.slot.live
         if not valid or live is None:
             if valid:  # no model: nothing may be dropped silently

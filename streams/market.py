@@ -20,6 +20,7 @@ from finscore.streams.pipeline import (
     DeadLetter,
     decode_batch,
     now_ms,
+    split_valid,
 )
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
@@ -74,13 +75,8 @@ class MarketPipeline:
         result = BatchResult()
         now_us = now_ms(self.clock) * 1000
         decoded, result.dead_letters = decode_batch(self.in_codec, messages)
-        valid: list[tuple[Message, dict]] = []
-        for m, tick in decoded:
-            reason = validate_tick(tick, now_us)
-            if reason is None:
-                valid.append((m, tick))
-            else:
-                result.dead_letters.append(DeadLetter(m, "ImpossibleValue", reason))
+        valid, impossible = split_valid(decoded, lambda r: validate_tick(r, now_us))
+        result.dead_letters += impossible
         if not valid:
             return result
         ticks = [t for _, t in valid]

@@ -95,6 +95,21 @@ def decode_batch(
     return good, bad
 
 
+def split_valid(
+    decoded: list[tuple[Message, dict]], check: Callable[[dict], str | None]
+) -> tuple[list[tuple[Message, dict]], list[DeadLetter]]:
+    """Records ``check`` accepts (it returns None), and dead letters for the impossible ones."""
+    valid: list[tuple[Message, dict]] = []
+    dead: list[DeadLetter] = []
+    for m, rec in decoded:
+        reason = check(rec)
+        if reason is None:
+            valid.append((m, rec))
+        else:
+            dead.append(DeadLetter(m, "ImpossibleValue", reason))
+    return valid, dead
+
+
 def now_ms(clock: Clock = time.time) -> int:
     """The clock's current time in epoch milliseconds."""
     return int(clock() * 1000)
