@@ -1,14 +1,15 @@
 """The fraud pipeline (pure): transactions → shared features → model → fraud flags.
 
-Per batch: decode, validate (impossible values become dead letters), featurise with
-:class:`finscore.features.fraud.FraudFeatures` (the same code training uses), score with the
-live model (and a challenger, if one is set), encode flags keyed like their input, and emit
-changelog records for the customers whose state changed.
+Per batch, on columns rather than per-record dicts: decode (see
+:mod:`finscore.streams.fraud_columns`), validate (impossible values become dead letters),
+featurise with :meth:`finscore.features.fraud.FraudFeatures.transform_columns` (the same code
+training uses), score with the live model (and a challenger, if one is set), encode flags keyed
+like their input. Customers whose state changed are remembered until the worker asks for
+their changelog records (:meth:`FraudPipeline.flush_state`), which it does before it commits.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import zlib
@@ -19,6 +20,7 @@ import numpy as np
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import shadow
+from finscore.streams.fraud_columns import FlagEncoder, TxColumns, decode_transactions
 from finscore.streams.pipeline import (
     MAX_FUTURE_SKEW_MS,
     BatchResult,
@@ -26,7 +28,6 @@ from finscore.streams.pipeline import (
     DeadLetter,
     decode_batch,
     now_ms,
-    split_valid,
 )
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
@@ -56,13 +57,6 @@ def in_canary(key: bytes | None, share: float) -> bool:
     return (zlib.crc32(key or b"") % 10_000) < share * 10_000
 
 
-def encode_snapshot(snap: object) -> bytes:
-    """Changelog value of one key's state (bytes pass through; other values become JSON)."""
-    if isinstance(snap, bytes):
-        return snap
-    return json.dumps(snap, separators=(",", ":")).encode()
-
-
 class FraudPipeline:
     """Scores a batch of transaction messages; see the module docstring."""
 
@@ -85,11 +79,15 @@ class FraudPipeline:
         self.slot = slot
         self.output_topic = output_topic
         self.threshold_override = threshold
-        self.output_encoding = output_encoding
         self.changelog_topic = changelog_topic
         self.clock = clock
         self.in_codec = in_codec or Codec("transaction")
-        self.out_codec = out_codec or Codec("fraud_flag")
+        self.flags = FlagEncoder(out_codec or Codec("fraud_flag"), output_encoding)
+        self._dirty: dict[str, int] = {}  # customer -> input partition, since the last flush
+
+    @property
+    def output_encoding(self) -> str:
+        return self.flags.encoding
 
     def threshold_of(self, scorer: Scorer) -> float:
         """The decision threshold: the override, else the manifest's, else 0.5."""
@@ -101,76 +99,96 @@ class FraudPipeline:
     def process(self, messages: list[Message]) -> BatchResult:
         """Decode → validate → featurise → score → encode one batch."""
         result = BatchResult()
-        now = now_ms(self.clock)
-        decoded, result.dead_letters = decode_batch(self.in_codec, messages)
-        valid, impossible = split_valid(decoded, lambda r: validate_transaction(r, now))
+        cols, result.dead_letters = decode_transactions(self.in_codec, messages)
+        cols, impossible = self._validate(cols, now_ms(self.clock))
         result.dead_letters += impossible
         live = self.slot.live
-        if not valid or live is None:
-            if valid:  # no model: nothing may be dropped silently
+        if not len(cols) or live is None:
+            if len(cols):  # no model: nothing may be dropped silently
                 result.dead_letters += [
-                    DeadLetter(m, "NoModel", "no model loaded") for m, _ in valid
+                    DeadLetter(m, "NoModel", "no model loaded") for m in cols.messages
                 ]
             return result
-        txs = [tx for _, tx in valid]
-        x = self.features.transform(txs)
+        x = self.features.transform_columns(
+            cols.transaction_id, cols.event_time, cols.customer_id, cols.terminal_id, cols.cents
+        )
+        self._dirty.update(zip(cols.customer_id, [m.partition for m in cols.messages], strict=True))
         t0 = time.perf_counter()
         scores = live.score_batch(x)
         challenger = self.slot.challenger
         ch_scores = challenger.scorer.score_batch(x) if challenger else None
         result.inference_seconds = time.perf_counter() - t0
         result.model_version = live.version
-        result.scored = len(valid)
+        result.scored = len(cols)
         processing = now_ms(self.clock)
-        live_t = self.threshold_of(live)
         top = self._top_features(x, live, self.explain) if self.explain else None
-        for i, (m, tx) in enumerate(valid):
-            scorer, score, threshold = live, float(scores[i]), live_t
-            if challenger is not None and ch_scores is not None:
-                if challenger.mode == "canary" and in_canary(m.key, challenger.share):
-                    scorer, score = challenger.scorer, float(ch_scores[i])
-                    threshold = self.threshold_of(challenger.scorer)
-                elif challenger.mode == "shadow":
-                    ch = challenger.scorer
-                    flag = self._flag(tx, m, ch, float(ch_scores[i]), self.threshold_of(ch))
-                    flag["processing_time"] = processing
-                    result.outputs.append(
-                        OutRecord(
-                            shadow(self.output_topic),
-                            m.key,
-                            self.out_codec.encode(flag, self.output_encoding),
-                            timestamp_ms=m.timestamp_ms,
-                        )
-                    )
-            flag = self._flag(tx, m, scorer, score, threshold)
-            flag["processing_time"] = processing
-            if top is not None:
-                flag["top_features"] = top[i]
-            value = self.out_codec.encode(flag, self.output_encoding)
-            result.outputs.append(
-                OutRecord(self.output_topic, m.key, value, timestamp_ms=m.timestamp_ms)
+        if challenger is not None and ch_scores is not None and challenger.mode == "shadow":
+            ch = challenger.scorer
+            values = self.flags.encode(cols, ch_scores, ch, self.threshold_of(ch), processing)
+            result.outputs += self._records(shadow(self.output_topic), cols.messages, values)
+        if challenger is not None and ch_scores is not None and challenger.mode == "canary":
+            ch = challenger.scorer
+            canary = np.fromiter(
+                (in_canary(m.key, challenger.share) for m in cols.messages), bool, len(cols)
             )
-        if self.changelog_topic:
-            result.state = self._changelog(valid)
+            values = self.flags.encode(cols, scores, live, self.threshold_of(live), processing, top)
+            if canary.any():
+                rows = np.flatnonzero(canary)
+                sub = cols.take(rows)
+                sub_top = [top[i] for i in rows] if top is not None else None
+                ch_values = self.flags.encode(
+                    sub, ch_scores[rows], ch, self.threshold_of(ch), processing, sub_top
+                )
+                for i, v in zip(rows.tolist(), ch_values, strict=True):
+                    values[i] = v
+        else:
+            values = self.flags.encode(cols, scores, live, self.threshold_of(live), processing, top)
+        result.outputs += self._records(self.output_topic, cols.messages, values)
         return result
 
-    def _flag(self, tx: dict, m: Message, scorer: Scorer, score: float, threshold: float) -> dict:
-        return {
-            "transaction_id": tx["transaction_id"],
-            "customer_id": tx["customer_id"],
-            "terminal_id": tx["terminal_id"],
-            "score": score,
-            "flagged": score >= threshold,
-            "threshold": threshold,
-            "model_name": scorer.name,
-            "model_version": scorer.version,
-            "event_time": tx["event_time"],
-            "processing_time": 0,
-            "source_topic": m.topic,
-            "source_partition": m.partition,
-            "source_offset": m.offset,
-            "top_features": [],
-        }
+    @staticmethod
+    def _records(topic: str, messages: list[Message], values: list[bytes]) -> list[OutRecord]:
+        return [
+            OutRecord(topic, m.key, v, None, m.timestamp_ms)
+            for m, v in zip(messages, values, strict=True)
+        ]
+
+    def _validate(self, cols: TxColumns, now: int) -> tuple[TxColumns, list[DeadLetter]]:
+        """Split off impossible transactions (same rules and reasons as validate_transaction)."""
+        bad = (
+            (cols.cents < 0)
+            | (cols.event_time > now + MAX_FUTURE_SKEW_MS)
+            | ~self.features.accepts_times(cols.event_time)
+            | (np.fromiter(map(len, cols.customer_id), np.int64, len(cols)) == 0)
+            | (np.fromiter(map(len, cols.terminal_id), np.int64, len(cols)) == 0)
+        )
+        if not bad.any():
+            return cols, []
+        dead = []
+        for i in np.flatnonzero(bad).tolist():
+            reason = validate_transaction(cols.record(i), now) or (
+                f"event_time {int(cols.event_time[i])} is out of the feature state's range"
+            )
+            dead.append(DeadLetter(cols.messages[i], "ImpossibleValue", reason))
+        return cols.take(np.flatnonzero(~bad)), dead
+
+    def flush_state(self) -> list[OutRecord]:
+        """Changelog records (latest state) of every customer changed since the last flush."""
+        if not self.changelog_topic or not self._dirty:
+            self._dirty.clear()
+            return []
+        dirty, self._dirty = self._dirty, {}
+        snaps = self.features.snapshot_customers(dirty)
+        topic = self.changelog_topic
+        return [
+            OutRecord(topic, cid.encode(), snap, p)
+            for (cid, p), snap in zip(dirty.items(), snaps, strict=True)
+        ]
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop pending changelog updates of revoked partitions (never overwrite the state a
+        new owner writes; it rebuilds ours by replaying the uncommitted input)."""
+        self._dirty = {c: p for c, p in self._dirty.items() if p not in partitions}
 
     @staticmethod
     def _top_features(x: np.ndarray, scorer: Scorer, k: int) -> list[list[dict]]:
@@ -192,21 +210,6 @@ class FraudPipeline:
                 for j in row
             ]
             for r, row in enumerate(order.tolist())
-        ]
-
-    def _changelog(self, valid: list[tuple[Message, dict]]) -> list[OutRecord]:
-        latest: dict[str, int] = {}
-        for m, tx in valid:
-            latest[tx["customer_id"]] = m.partition
-        assert self.changelog_topic is not None
-        return [
-            OutRecord(
-                self.changelog_topic,
-                cid.encode(),
-                encode_snapshot(self.features.snapshot_customer(cid)),
-                partition=p,
-            )
-            for cid, p in latest.items()
         ]
 
 

@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.features.market import MarketWindows
+from finscore.features.timestore import SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.topics import TopicSpec
@@ -149,11 +150,19 @@ class FraudStream:
         state = read_changelog(
             self.cfg.client, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
         )
+        snapshots = {}
         for key, value in state.items():
-            self.features.restore_customer(key.decode(), value)
+            if value[:4] == SNAPSHOT_MAGIC:
+                snapshots[key.decode()] = value
+            else:  # e.g. written by an older version: rebuilt from the stream instead
+                log.warning("state.snapshot_skipped", key=key.decode(errors="replace"))
+        self.features.restore_customers(snapshots)
 
     def on_revoke(self, tps: list[TP]) -> None:
-        self._owned.difference_update(p for t, p in tps if t == self.input_topic)
+        parts = {p for t, p in tps if t == self.input_topic}
+        self._owned.difference_update(parts)
+        if hasattr(self, "pipeline"):  # their new owner replays what was not committed
+            self.pipeline.forget_partitions(parts)
 
     def close(self) -> None:
         if self._labels_consumer is not None:

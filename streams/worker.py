@@ -2,8 +2,12 @@
 
 One iteration: pick up model announcements (swap only here, between batches), let the stream
 read its side inputs (fraud: delayed labels), poll a batch, run the pure pipeline, produce
-outputs + dead letters + changelog records, commit. Bad records never stop the loop; a failing
-transport does (the supervisor restarts the process and at-least-once replays the batch).
+outputs + dead letters. Every ``commit_interval`` seconds (every batch in exactly-once mode) the
+pipeline's changed state goes to its changelog and the batches since the last commit are
+committed with it, as Kafka Streams does: offsets are never committed ahead of the state that
+covers them, and after a crash the uncommitted tail is replayed onto the restored state (updates
+are idempotent). Bad records never stop the loop; a failing transport does (the supervisor
+restarts the process and at-least-once replays the batch).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from finscore.streams.metrics import MetricsServer, WorkerMetrics
 from finscore.streams.pipeline import BatchResult, DeadLetterEncoder, now_ms
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.streams import FraudStream, MarketStream, Stream
-from finscore.streams.transport import OutRecord
+from finscore.streams.transport import Message, OutRecord
 
 log = get_logger(__name__)
 
@@ -54,6 +58,7 @@ class WorkerConfig:
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from elsewhere (containers)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     transactional_id: str | None = None
+    commit_interval: float = 1.0  # seconds between state flushes + commits (at-least-once)
 
     @property
     def group(self) -> str:
@@ -94,6 +99,8 @@ class Worker:
             on_rejected=self._on_rejected,
         )
         self.transport: KafkaTransport | None = None
+        self._uncommitted: list[Message] = []
+        self._last_commit = time.monotonic()
 
     # -- models ---------------------------------------------------------------------------------
     def _on_loaded(self, a: Announcement, scorer: Scorer | None) -> None:
@@ -213,11 +220,14 @@ class Worker:
                 self.stream.before_batch()
                 batch = self.transport.poll_batch(cfg.batch_size, cfg.poll_timeout)
                 if not batch:
+                    if self._uncommitted and self._commit_due():
+                        self._commit()
                     continue
                 self._handle(batch)
                 if time.monotonic() - last_lag > 2:
                     last_lag = time.monotonic()
                     self._report_lag()
+            self._commit()
         finally:
             self._status = "stopping"
             if self.transport is not None:
@@ -237,8 +247,13 @@ class Worker:
             records.append(self.dlq.encode(dead, now))
             self.metrics.dead_letter(dead.error_type)
         records += result.state
+        self._uncommitted += batch
+        due = self.cfg.exactly_once or self._commit_due()
+        if due:
+            records += self._flush_state()
         self.transport.produce_batch(records)
-        self.transport.commit(batch)
+        if due:
+            self._commit(produced=True)
         self.batches += 1
         m = self.metrics
         m.events_in.inc(len(batch))
@@ -253,6 +268,28 @@ class Worker:
         for msg in random.sample(batch, min(len(batch), 50)):
             if msg.timestamp_ms > 0:
                 m.e2e_latency.observe(max(0.0, done - msg.timestamp_ms / 1000))
+
+    def _flush_state(self) -> list[OutRecord]:
+        flush = getattr(self.stream.pipeline, "flush_state", None)
+        return flush() if flush is not None else []
+
+    def _commit_due(self) -> bool:
+        return time.monotonic() - self._last_commit >= self.cfg.commit_interval
+
+    def _commit(self, produced: bool = False) -> None:
+        """Produce the pending state (unless already done) and commit every batch since the
+        last commit; the transport commits the offsets once all of it is acknowledged."""
+        assert self.transport is not None
+        if self.cfg.exactly_once and not self._uncommitted:
+            return  # outside a transaction nothing may be produced; each batch committed itself
+        if not produced:
+            state = self._flush_state()
+            if state:
+                self.transport.produce_batch(state)
+        if self._uncommitted:
+            self.transport.commit(self._uncommitted)
+            self._uncommitted = []
+        self._last_commit = time.monotonic()
 
     def _report_lag(self) -> None:
         assert self.transport is not None

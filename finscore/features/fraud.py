@@ -20,22 +20,26 @@ Features (the handbook's, plus three extras marked *):
   the terminal windows.
 
 Labels are global (every worker reads them all); customer windows are keyed like the
-``transactions`` topic. Updates are idempotent per ``transaction_id`` (at-least-once replays
-never count a transaction twice). Memory is bounded by :meth:`evict`.
+``transactions`` topic. Updates are idempotent (an at-least-once replay of a transaction or a
+label, same id, time and key, never counts twice). Memory is bounded by :meth:`evict`.
+
+State is columnar (:class:`finscore.features.timestore.TimeStore`): a whole batch is one set
+of array operations, amounts are summed as integer cents (exact, so features do not depend on
+batch sizes, evictions or restores), and the worker's columnar path
+(:meth:`FraudFeatures.transform_columns`) never builds a dict per transaction.
 """
 
 from __future__ import annotations
 
-import math
-import struct
-from array import array
-from bisect import bisect_right
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from operator import mul
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import numpy as np
+
+from finscore.features.timestore import TimeStore
 
 DAY_MS = 86_400_000
 
@@ -61,6 +65,8 @@ FRAUD_FEATURE_NAMES: tuple[str, ...] = (
     "CUSTOMER_ID_NB_FRAUD_30DAY_WINDOW",
 )
 HANDBOOK_FEATURES = FRAUD_FEATURE_NAMES[:15]
+N_FEATURES = len(FRAUD_FEATURE_NAMES)
+_NIGHT_MS = 7 * 3_600_000  # the handbook's night: hour <= 6
 
 
 @dataclass(frozen=True)
@@ -76,234 +82,234 @@ class FraudFeatureConfig:
         return self.label_delay_ms + max(self.windows_days) * DAY_MS
 
 
-class _Spending:
-    """One customer's recent transactions: parallel lists sorted by time (ids for idempotence)."""
-
-    __slots__ = ("times", "amounts", "idlist", "ids")
-
-    def __init__(self) -> None:
-        self.times: list[int] = []
-        self.amounts: list[float] = []
-        self.idlist: list[str] = []
-        self.ids: set[str] = set()
-
-    def add(self, t: int, amount: float, tx_id: str) -> None:
-        if tx_id in self.ids:
-            return
-        self.ids.add(tx_id)
-        if not self.times or t >= self.times[-1]:
-            self.times.append(t)
-            self.amounts.append(amount)
-            self.idlist.append(tx_id)
-        else:  # out of order: keep sorted
-            i = bisect_right(self.times, t)
-            self.times.insert(i, t)
-            self.amounts.insert(i, amount)
-            self.idlist.insert(i, tx_id)
-
-    def evict(self, before: int) -> None:
-        k = bisect_right(self.times, before)
-        if k:
-            self.ids.difference_update(self.idlist[:k])
-            del self.times[:k], self.amounts[:k], self.idlist[:k]
+def tags_of(ids: Sequence[str]) -> np.ndarray:
+    """Idempotence tags: CRC-32 of each id's UTF-8 bytes."""
+    return np.fromiter(map(zlib.crc32, map(str.encode, ids)), dtype=np.int64, count=len(ids))
 
 
-class _Outcomes:
-    """Labelled outcomes of one terminal (or card): sorted by transaction time."""
-
-    __slots__ = ("tx_times", "label_times", "frauds", "idlist", "ids")
-
-    def __init__(self) -> None:
-        self.tx_times: list[int] = []
-        self.label_times: list[int] = []
-        self.frauds: list[int] = []
-        self.idlist: list[str] = []
-        self.ids: set[str] = set()
-
-    def add(self, tx_time: int, label_time: int, fraud: int, tx_id: str) -> None:
-        if tx_id in self.ids:
-            return
-        self.ids.add(tx_id)
-        if not self.tx_times or tx_time >= self.tx_times[-1]:
-            self.tx_times.append(tx_time)
-            self.label_times.append(label_time)
-            self.frauds.append(fraud)
-            self.idlist.append(tx_id)
-        else:
-            i = bisect_right(self.tx_times, tx_time)
-            self.tx_times.insert(i, tx_time)
-            self.label_times.insert(i, label_time)
-            self.frauds.insert(i, fraud)
-            self.idlist.insert(i, tx_id)
-
-    def windows(self, t: int, delay: int, spans: Sequence[int]) -> list[tuple[int, int]]:
-        """(count, frauds) over tx_time in (t − delay − span, t − delay], labels known at t."""
-        times = self.tx_times
-        hi = bisect_right(times, t - delay)
-        los = [bisect_right(times, t - delay - span, 0, hi) for span in spans]
-        lo_min = min(los)
-        if lo_min == hi or max(self.label_times[lo_min:hi]) <= t:  # every label known (usual)
-            fr = self.frauds
-            return [(hi - lo, sum(fr[lo:hi])) for lo in los]
-        out = []
-        for span in spans:
-            lo = bisect_right(times, t - delay - span, 0, hi)
-            n = f = 0
-            lt, fr = self.label_times, self.frauds
-            for i in range(lo, hi):
-                if lt[i] <= t:
-                    n += 1
-                    f += fr[i]
-            out.append((n, f))
-        return out
-
-    def evict(self, before: int) -> None:
-        k = bisect_right(self.tx_times, before)
-        if k:
-            self.ids.difference_update(self.idlist[:k])
-            del self.tx_times[:k], self.label_times[:k], self.frauds[:k], self.idlist[:k]
+def to_cents(v: Any) -> int:
+    """An amount (Decimal, float, int or str) in integer cents, half-even."""
+    if isinstance(v, Decimal):
+        return int((v * 100).to_integral_value(ROUND_HALF_EVEN))
+    if isinstance(v, str):
+        return to_cents(Decimal(v))
+    return round(float(v) * 100)
 
 
-def _amount(v: Any) -> float:
-    return float(v) if not isinstance(v, float) else v
+def _chunks(idx: np.ndarray, t: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive row ranges in which each key's times strictly increase.
+
+    Inside such a range, inserting all rows first and then querying (t − w, t] gives each row
+    exactly what one-at-a-time processing gives it (later rows of its key are later in time).
+    """
+    n = len(idx)
+    if n > 1:
+        order = np.lexsort((np.arange(n), idx))
+        i_s, t_s = idx[order], t[order]
+        if ((i_s[1:] == i_s[:-1]) & (t_s[1:] <= t_s[:-1])).any():
+            bounds: list[int] = [0]
+            last: dict[int, int] = {}
+            for r, (k, tt) in enumerate(zip(idx.tolist(), t.tolist(), strict=True)):
+                prev = last.get(k)
+                if prev is not None and tt <= prev:
+                    bounds.append(r)
+                    last = {}
+                last[k] = tt
+            bounds.append(n)
+            return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return [(0, n)]
 
 
 class FraudFeatures:
-    """Online fraud-feature state: customer windows, terminal and card outcome windows."""
+    """Online fraud-feature state: customer spending windows, terminal and card outcomes."""
 
     def __init__(self, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> None:
         self.cfg = cfg
         self.spans = [w * DAY_MS for w in cfg.windows_days]
-        self._customers: dict[str, _Spending] = {}
-        self._terminals: dict[str, _Outcomes] = {}
-        self._cards: dict[str, _Outcomes] = {}
+        self._spend = TimeStore(("cents", "sq"))
+        self._terminals = TimeStore(("fraud", "late", "label_time"))
+        self._cards = TimeStore(("fraud", "late", "label_time"))
         self.latest_ms = 0
 
-    # -- transactions -----------------------------------------------------------------------
+    # -- transactions -------------------------------------------------------------------------
     def transform(self, txs: Iterable[dict]) -> np.ndarray:
         """Features of each transaction, in order; each is added to its customer's state first.
 
         Records need ``transaction_id``, ``event_time`` (ms), ``customer_id``, ``terminal_id``
         and ``amount``. Returns float32 ``[N, len(FRAUD_FEATURE_NAMES)]``.
         """
-        rows: list[list[float]] = []
-        delay = self.cfg.label_delay_ms
-        spans = self.spans
-        long_span = spans[-1]
-        for tx in txs:
-            t = int(tx["event_time"])
-            amount = _amount(tx["amount"])
-            cid = tx["customer_id"]
-            spend = self._customers.get(cid)
-            if spend is None:
-                spend = self._customers[cid] = _Spending()
-            spend.add(t, amount, tx["transaction_id"])
-            if t > self.latest_ms:
-                self.latest_ms = t
-            times, amounts = spend.times, spend.amounts
-            hi = bisect_right(times, t)
-            row = [amount, 0.0, 0.0]
-            day, ms_of_day = divmod(t, DAY_MS)
-            row[1] = 1.0 if (day + 3) % 7 >= 5 else 0.0  # 1970-01-01 was a Thursday
-            row[2] = 1.0 if ms_of_day < 7 * 3_600_000 else 0.0  # handbook: hour <= 6
-            mean_long = std_long = 0.0
-            for span in spans:
-                lo = bisect_right(times, t - span, 0, hi)
-                n = hi - lo
-                window = amounts[lo:hi]
-                mean = sum(window) / n if n else 0.0
-                row += [float(n), mean]
-                if span == long_span:
-                    mean_long = mean
-                    if n > 1:
-                        std_long = math.sqrt(
-                            max(sum(map(mul, window, window)) / n - mean * mean, 0.0)
-                        )
-            term = self._terminals.get(tx["terminal_id"])
-            if term is None:
-                row += [0.0] * (2 * len(spans))
-            else:
-                for n, f in term.windows(t, delay, spans):
-                    row += [float(n), f / n if n else 0.0]
-            row.append(amount / mean_long if mean_long > 0 else 1.0)
-            row.append((amount - mean_long) / std_long if std_long > 1e-9 else 0.0)
-            card = self._cards.get(cid)
-            if card is None:
-                row += [0.0, 0.0]
-            else:
-                n, f = card.windows(t, delay, [long_span])[0]
-                row += [f / n if n else 0.0, float(f)]
-            rows.append(row)
-        if not rows:
-            return np.zeros((0, len(FRAUD_FEATURE_NAMES)), dtype=np.float32)
-        return np.asarray(rows, dtype=np.float32)
+        txs = list(txs)
+        return self.transform_columns(
+            [tx["transaction_id"] for tx in txs],
+            np.fromiter((int(tx["event_time"]) for tx in txs), np.int64, len(txs)),
+            [tx["customer_id"] for tx in txs],
+            [tx["terminal_id"] for tx in txs],
+            np.fromiter((to_cents(tx["amount"]) for tx in txs), np.int64, len(txs)),
+        )
 
-    # -- labels -----------------------------------------------------------------------------
+    def accepts_times(self, event_time: np.ndarray) -> np.ndarray:
+        """Which event times the customer state can hold (see the time store's limits)."""
+        return self._spend.accepts(event_time)
+
+    def transform_columns(
+        self,
+        transaction_id: Sequence[str],
+        event_time: np.ndarray,
+        customer_id: Sequence[str],
+        terminal_id: Sequence[str],
+        amount_cents: np.ndarray,
+    ) -> np.ndarray:
+        """:meth:`transform` on columns (what the worker's columnar decoder gives)."""
+        n = len(transaction_id)
+        out = np.zeros((n, N_FEATURES), dtype=np.float32)
+        if n == 0:
+            return out
+        t = np.asarray(event_time, dtype=np.int64)
+        cents = np.asarray(amount_cents, dtype=np.int64)
+        cidx = self._spend.index_of(customer_id, create=True)
+        tags = tags_of(transaction_id)
+        sq = cents * cents
+        for a, b in _chunks(cidx, t):
+            self._spend.insert(cidx[a:b], t[a:b], tags[a:b], {"cents": cents[a:b], "sq": sq[a:b]})
+            self._customer_windows(out[a:b], cidx[a:b], t[a:b], cents[a:b])
+        self.latest_ms = max(self.latest_ms, int(t.max()))
+        out[:, 0] = cents / 100
+        day, ms_of_day = np.divmod(t, DAY_MS)
+        out[:, 1] = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+        out[:, 2] = ms_of_day < _NIGHT_MS
+        spans = self.spans
+        n_tx, frauds = self._outcomes(self._terminals, terminal_id, t, spans)
+        for k in range(len(spans)):
+            out[:, 9 + 2 * k] = n_tx[k]
+            out[:, 10 + 2 * k] = np.divide(frauds[k], n_tx[k], out=np.zeros(n), where=n_tx[k] > 0)
+        n_c, f_c = self._outcomes(self._cards, customer_id, t, spans[-1:])
+        out[:, 17] = np.divide(f_c[0], n_c[0], out=np.zeros(n), where=n_c[0] > 0)
+        out[:, 18] = f_c[0]
+        return out
+
+    def _customer_windows(
+        self, out: np.ndarray, idx: np.ndarray, t: np.ndarray, cents: np.ndarray
+    ) -> None:
+        store = self._spend
+        p1, p2 = store.prefix("cents"), store.prefix("sq")
+        los, hi = store.windows(idx, [t - span for span in self.spans], t)
+        for k, lo in enumerate(los):
+            n = (hi - lo).astype(np.float64)
+            s1 = (p1[hi] - p1[lo]).astype(np.float64)
+            mean_c = np.divide(s1, n, out=np.zeros(len(n)), where=n > 0)
+            out[:, 3 + 2 * k] = n
+            out[:, 4 + 2 * k] = mean_c / 100
+        # The longest window also gives the amount's ratio to and z-score against the habit.
+        s2 = (p2[hi] - p2[lo]).astype(np.float64)
+        var_c = np.maximum(np.divide(s2 * n - s1 * s1, n * n, out=np.zeros(len(n)), where=n > 1), 0)
+        std_c = np.sqrt(var_c)
+        out[:, 15] = np.divide(cents, mean_c, out=np.ones(len(n)), where=mean_c > 0)
+        out[:, 16] = np.divide(cents - mean_c, std_c, out=np.zeros(len(n)), where=std_c > 1e-7)
+
+    def _outcomes(
+        self, store: TimeStore, keys: Sequence[str], t: np.ndarray, spans: Sequence[int]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(count, frauds) per span over tx_time in (t − delay − span, t − delay], counting
+        only labels known at t (label_time <= t)."""
+        idx = store.index_of(keys, create=False)
+        end = t - self.cfg.label_delay_ms
+        fraud, late = store.prefix("fraud"), store.prefix("late")
+        counts, frauds = [], []
+        los, hi = store.windows(idx, [end - span for span in spans], end)
+        for lo in los:
+            n, f = hi - lo, fraud[hi] - fraud[lo]
+            for r in np.flatnonzero(late[hi] > late[lo]):  # labels that may not be known yet
+                unknown = store.values["label_time"][lo[r] : hi[r]] > t[r]
+                n[r] -= int(unknown.sum())
+                f[r] -= int(store.values["fraud"][lo[r] : hi[r]][unknown].sum())
+            counts.append(n.astype(np.float64))
+            frauds.append(f.astype(np.float64))
+        return counts, frauds
+
+    # -- labels -------------------------------------------------------------------------------
     def apply_labels(self, labels: Iterable[dict]) -> None:
         """Add delayed outcomes (``fraud_label`` records) to terminal and card state."""
-        for lab in labels:
-            tx_time = int(lab["tx_time"])
-            label_time = int(lab["label_time"])
-            fraud = 1 if lab["is_fraud"] else 0
-            tid, cid, xid = lab["terminal_id"], lab["customer_id"], lab["transaction_id"]
-            term = self._terminals.get(tid)
-            if term is None:
-                term = self._terminals[tid] = _Outcomes()
-            term.add(tx_time, label_time, fraud, xid)
-            card = self._cards.get(cid)
-            if card is None:
-                card = self._cards[cid] = _Outcomes()
-            card.add(tx_time, label_time, fraud, xid)
+        labels = list(labels)
+        n = len(labels)
+        self.apply_label_columns(
+            [lab["transaction_id"] for lab in labels],
+            [lab["customer_id"] for lab in labels],
+            [lab["terminal_id"] for lab in labels],
+            np.fromiter((int(lab["tx_time"]) for lab in labels), np.int64, n),
+            np.fromiter((int(lab["label_time"]) for lab in labels), np.int64, n),
+            np.fromiter((bool(lab["is_fraud"]) for lab in labels), bool, n),
+        )
 
-    # -- memory and changelog ----------------------------------------------------------------
+    def apply_label_columns(
+        self,
+        transaction_id: Sequence[str],
+        customer_id: Sequence[str],
+        terminal_id: Sequence[str],
+        tx_time: np.ndarray,
+        label_time: np.ndarray,
+        is_fraud: np.ndarray,
+    ) -> None:
+        """:meth:`apply_labels` on columns."""
+        if not len(transaction_id):
+            return
+        tx_time = np.asarray(tx_time, dtype=np.int64)
+        label_time = np.asarray(label_time, dtype=np.int64)
+        values = {
+            "fraud": np.asarray(is_fraud, dtype=np.int64),
+            "late": (label_time - tx_time > self.cfg.label_delay_ms).astype(np.int64),
+            "label_time": label_time,
+        }
+        tags = tags_of(transaction_id)
+        for store, keys in ((self._terminals, terminal_id), (self._cards, customer_id)):
+            store.insert(store.index_of(keys, create=True), tx_time, tags, values)
+
+    # -- memory and changelog -----------------------------------------------------------------
     def evict(self, now_ms: int | None = None) -> None:
         """Forget what no feature can see any more (older than delay + longest window)."""
         now = self.latest_ms if now_ms is None else now_ms
-        keep_customers = now - self.spans[-1] - DAY_MS
-        for cid, s in list(self._customers.items()):
-            s.evict(keep_customers)
-            if not s.times:
-                del self._customers[cid]
+        self._spend.evict(now - self.spans[-1] - DAY_MS)
         keep_outcomes = now - self.cfg.horizon_ms - DAY_MS
-        for store in (self._terminals, self._cards):
-            for key, o in list(store.items()):
-                o.evict(keep_outcomes)
-                if not o.tx_times:
-                    del store[key]
+        self._terminals.evict(keep_outcomes)
+        self._cards.evict(keep_outcomes)
+
+    def snapshot_customers(self, customer_ids: Iterable[str]) -> list[bytes]:
+        """Each customer's window state as compact bytes (for a compacted changelog)."""
+        return self._spend.snapshot(customer_ids)
 
     def snapshot_customer(self, customer_id: str) -> bytes:
-        """The customer's window state as compact bytes (for a compacted changelog):
-        count, int64 times, float64 amounts, then the ids joined by 0x1f."""
-        s = self._customers.get(customer_id)
-        if s is None:
-            return struct.pack("<I", 0)
-        n = len(s.times)
-        return (
-            struct.pack("<I", n)
-            + array("q", s.times).tobytes()
-            + array("d", s.amounts).tobytes()
-            + "\x1f".join(s.idlist).encode()
-        )
+        """One customer's window state (see :meth:`snapshot_customers`)."""
+        return self._spend.snapshot([customer_id])[0]
+
+    def restore_customers(self, snapshots: dict[str, bytes]) -> None:
+        """Replace the window state of each customer with its snapshot (one bulk write)."""
+        self._spend.restore(snapshots)
+        if len(self._spend):
+            self.latest_ms = max(self.latest_ms, int(self._spend.times.max()))
 
     def restore_customer(self, customer_id: str, snap: bytes) -> None:
-        """Replace the customer's window state with a snapshot from :meth:`snapshot_customer`."""
-        (n,) = struct.unpack_from("<I", snap)
-        times, amounts = array("q"), array("d")
-        times.frombytes(snap[4 : 4 + 8 * n])
-        amounts.frombytes(snap[4 + 8 * n : 4 + 16 * n])
-        s = _Spending()
-        s.times, s.amounts = times.tolist(), amounts.tolist()
-        s.idlist = snap[4 + 16 * n :].decode().split("\x1f") if n else []
-        s.ids = set(s.idlist)
-        self._customers[customer_id] = s
-        if s.times and s.times[-1] > self.latest_ms:
-            self.latest_ms = s.times[-1]
+        """Replace one customer's window state with a snapshot from :meth:`snapshot_customer`."""
+        self.restore_customers({customer_id: snap})
 
     def customers(self) -> list[str]:
-        return list(self._customers)
+        """Customers that have state."""
+        return self._spend.key_names()
 
     def terminals(self) -> list[str]:
-        return list(self._terminals)
+        """Terminals that have labelled outcomes."""
+        return self._terminals.key_names()
+
+    def held(self) -> dict[str, int]:
+        """How many entries each store holds (for memory metrics and tests)."""
+        return {"customers": len(self._spend), "terminals": len(self._terminals),
+                "cards": len(self._cards)}  # fmt: skip
+
+    def oldest(self) -> dict[str, int | None]:
+        """The oldest time each store holds (None when empty)."""
+        return {
+            name: int(s.times.min()) if len(s) else None
+            for name, s in (("customers", self._spend), ("terminals", self._terminals),
+                            ("cards", self._cards))
+        }  # fmt: skip
 
 
 def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np.ndarray:  # noqa: ANN001
@@ -314,35 +320,29 @@ def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np
     passed, the result equals what a worker computes on the live stream.
     """
     n = len(frame)
-    out = np.zeros((n, len(FRAUD_FEATURE_NAMES)), dtype=np.float32)
+    out = np.zeros((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return out
     ff = FraudFeatures(cfg)
-    tid = frame.transaction_id.astype(str)
-    cust = frame.customer_id.astype(str)
-    term = frame.terminal_id.astype(str)
-    t = frame.event_time
-    amount = frame.amount.astype(float)
-    fraud = frame.is_fraud
+    tid = frame.transaction_id.astype(str).tolist()
+    cust = frame.customer_id.astype(str).tolist()
+    term = frame.terminal_id.astype(str).tolist()
+    t = np.asarray(frame.event_time, dtype=np.int64)
+    cents = np.round(np.asarray(frame.amount, dtype=np.float64) * 100).astype(np.int64)
+    fraud = np.asarray(frame.is_fraud, dtype=bool)
     label_t = t + cfg.label_delay_ms
     day_edges = np.arange(t[0] - t[0] % DAY_MS, t[-1] + DAY_MS + 1, DAY_MS)
     j = 0
     for start, end in zip(day_edges[:-1], day_edges[1:], strict=False):
-        lo, hi = np.searchsorted(t, [start, end])
+        lo, hi = (int(v) for v in np.searchsorted(t, [start, end]))
         jj = int(np.searchsorted(label_t, end))
         if jj > j:
-            ff.apply_labels(
-                {"tx_time": int(t[k]), "label_time": int(label_t[k]), "is_fraud": bool(fraud[k]),
-                 "terminal_id": term[k], "customer_id": cust[k], "transaction_id": tid[k]}
-                for k in range(j, jj)
-            )  # fmt: skip
+            ff.apply_label_columns(tid[j:jj], cust[j:jj], term[j:jj], t[j:jj], label_t[j:jj],
+                                   fraud[j:jj])  # fmt: skip
             j = jj
         if hi > lo:
-            out[lo:hi] = ff.transform(
-                {"event_time": int(t[k]), "amount": float(amount[k]), "customer_id": cust[k],
-                 "terminal_id": term[k], "transaction_id": tid[k]}
-                for k in range(lo, hi)
-            )  # fmt: skip
+            out[lo:hi] = ff.transform_columns(tid[lo:hi], t[lo:hi], cust[lo:hi], term[lo:hi],
+                                              cents[lo:hi])  # fmt: skip
         ff.evict(int(end))
     return out
 
@@ -350,7 +350,10 @@ def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np
 __all__ = [
     "FRAUD_FEATURE_NAMES",
     "HANDBOOK_FEATURES",
+    "N_FEATURES",
     "FraudFeatureConfig",
     "FraudFeatures",
     "featurize_frame",
+    "tags_of",
+    "to_cents",
 ]

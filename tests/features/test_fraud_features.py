@@ -229,9 +229,9 @@ def test_evict_bounds_memory_without_changing_features(frame, offline) -> None: 
             rows[rec["transaction_id"]] = f.transform([rec])[0]
     got = np.stack([rows[str(i)] for i in frame.transaction_id])
     np.testing.assert_array_equal(got, offline)
-    oldest = min(min(s.times) for s in f._customers.values())
-    assert oldest >= f.latest_ms - 32 * DAY_MS
-    oldest_label = min(min(o.tx_times) for o in f._terminals.values())
-    assert oldest_label >= f.latest_ms - 39 * DAY_MS
-    held = sum(len(s.times) for s in f._customers.values())
+    oldest = f.oldest()
+    assert oldest["customers"] >= f.latest_ms - 32 * DAY_MS
+    assert oldest["terminals"] >= f.latest_ms - 39 * DAY_MS
+    assert oldest["cards"] >= f.latest_ms - 39 * DAY_MS
+    held = f.held()["customers"]
     assert held < len(frame) / 50 * 32  # ~31 of 50 days of transactions, not the whole history

@@ -1,0 +1,9 @@
+"""Errors of the shared feature code."""
+
+from finscore.exceptions import FinscoreError
+
+
+class FeatureStateError(FinscoreError, ValueError):
+    """Feature state cannot hold or read a value (time out of range, unknown snapshot, ...)."""
+
+    hint = "the record is out of what the feature state can represent; it is dead-lettered"
