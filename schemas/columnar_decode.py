@@ -1,0 +1,283 @@
+"""Columnar decoding of a batch of Avro single-object bodies of one schema (see columnar.py).
+
+:func:`decode_bodies` walks the schema's fields once for the whole batch with a
+:class:`~finscore.schemas.columnar_read.Reader`; arrays are read block by block, and inside a
+block item by item (item ``j`` of every row that has more than ``j`` items at once). Rows that
+end anywhere but at their end, or that the reader marked bad, or whose strings are not UTF-8,
+are left out of the columns and reported back so the caller can decode them one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from finscore.schemas.columnar_plan import Field
+from finscore.schemas.columnar_read import Reader
+
+STRINGS = ("string", "bytes")
+# A payload: a value array, or (start, length) arrays for strings and bytes.
+Payload = Any
+
+
+@dataclass
+class ArrayColumn:
+    """An array field of ``n`` rows, flat: row ``i`` has items ``offsets[i]:offsets[i + 1]``.
+
+    ``fields`` maps each item field (``""`` for an array of scalars) to a flat column in the
+    representation of a top-level column (see :class:`~finscore.schemas.columnar.DecodedBatch`);
+    ``nulls`` holds the null masks of nullable item fields.
+    """
+
+    counts: np.ndarray
+    fields: dict[str, Any]
+    nulls: dict[str, np.ndarray] = field(default_factory=dict)
+    offsets: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.offsets = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=self.offsets[1:])
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def row_of_item(self) -> np.ndarray:
+        """The row of every flat item (int64, length ``offsets[-1]``)."""
+        return np.repeat(np.arange(len(self.counts)), self.counts)
+
+    def index_in_row(self) -> np.ndarray:
+        """The position of every flat item inside its row (0 = first)."""
+        return np.arange(int(self.offsets[-1])) - np.repeat(self.offsets[:-1], self.counts)
+
+    def dense(self, name: str, width: int, fill: float = 0) -> np.ndarray:
+        """Item field ``name`` as an ``[n, width]`` array; missing items are ``fill``, items past
+        ``width`` are dropped. Only for numeric item fields."""
+        flat = np.asarray(self.fields[name])
+        out = np.full((len(self.counts), width), fill, dtype=flat.dtype)
+        j = self.index_in_row()
+        keep = j < width
+        out[self.row_of_item()[keep], j[keep]] = flat[keep]
+        return out
+
+
+@dataclass
+class _Parsed:
+    """Per-row payloads of one pass, before rows that failed are dropped."""
+
+    top: dict[str, tuple[Payload, np.ndarray | None]] = field(default_factory=dict)
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    chunks: dict[str, list[tuple[np.ndarray, np.ndarray, dict]]] = field(default_factory=dict)
+
+
+class _BadRows(Exception):
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+
+
+def _value(r: Reader, f: Field, rows: np.ndarray | None) -> Payload:
+    kind = f.kind
+    if kind in ("long", "int"):
+        return r.long(rows)
+    if kind == "double":
+        return r.double(rows)
+    if kind in STRINGS:
+        return r.span(rows)
+    if kind == "boolean":
+        return r.boolean(rows)
+    if kind == "enum":
+        return r.enum(len(f.symbols), rows)
+    if kind == "decimal":
+        return r.decimal(f.precision, rows)
+    if kind == "float":
+        return r.float(rows)
+    raise AssertionError(kind)
+
+
+def _field(r: Reader, f: Field, rows: np.ndarray | None) -> tuple[Payload, np.ndarray | None]:
+    """One value per row of ``rows`` and, for a nullable field, its null mask."""
+    if not f.nullable:
+        return _value(r, f, rows), None
+    branch = r.long(rows)
+    odd = (branch != 0) & (branch != 1)
+    if odd.any():
+        r._mark(rows, odd)
+    null = (branch == f.null_index) | odd
+    sub = np.flatnonzero(~null)
+    m = len(branch)
+    got = _value(r, f, sub if rows is None else rows[sub])
+    if isinstance(got, tuple):
+        st, ln = np.zeros(m, np.int64), np.zeros(m, np.int64)
+        st[sub], ln[sub] = got
+        return (st, ln), null
+    full = np.zeros(m, dtype=got.dtype)
+    full[sub] = got
+    return full, null
+
+
+def _array(r: Reader, f: Field, m: int, out: _Parsed) -> None:
+    counts = np.zeros(m, dtype=np.int64)
+    chunks: list[tuple[np.ndarray, np.ndarray, dict]] = []
+    everyone = np.arange(m)
+    active = np.flatnonzero(~r.bad)
+    while len(active):
+        sel_all = len(active) == m  # read with rows=None: no gathers of positions
+        rows_arg = None if sel_all else active
+        c = r.long(rows_arg)
+        neg = c < 0
+        if neg.any():  # a block with its byte size: skip the size
+            r.long(active[neg])
+            c = np.abs(c)
+        c = np.where(c > r.end[active] - r.pos[active], -1, c)  # every item takes >= 1 byte
+        r._mark(rows_arg, c < 0)
+        c = np.where(r.bad[active], 0, c)
+        live = c > 0
+        if not live.all():
+            active, c = active[live], c[live]
+        if not len(active):
+            break
+        base = counts[active]
+        whole = len(active) == m
+        for j in range(int(c.max())):
+            sel = c > j
+            if sel.all():
+                rows, arg, item = active, (None if whole else active), base + j
+            else:
+                rows = active[sel]
+                arg, item = rows, base[sel] + j
+            got = {sf.name: _field(r, sf, arg) for sf in f.items}
+            chunks.append((everyone if arg is None else rows, item, got))
+        counts[active] += c
+        active = active[~r.bad[active]]
+    out.counts[f.name] = counts
+    out.chunks[f.name] = chunks
+
+
+def parse(r: Reader, fields: tuple[Field, ...], m: int) -> _Parsed:
+    """Read every field of every row (bad rows are marked in ``r.bad``)."""
+    out = _Parsed()
+    for f in fields:
+        if f.kind == "array":
+            _array(r, f, m, out)
+        else:
+            out.top[f.name] = _field(r, f, None)
+    return out
+
+
+def _texts(joined: bytes, st: np.ndarray, ln: np.ndarray, kind: str) -> list:
+    """The strings (or bytes) at the spans; raises _BadRows with the indices that are not UTF-8."""
+    ends = st + ln
+    if kind == "bytes":
+        return [joined[a:b] for a, b in zip(st.tolist(), ends.tolist(), strict=True)]
+    try:
+        return [joined[a:b].decode() for a, b in zip(st.tolist(), ends.tolist(), strict=True)]
+    except UnicodeDecodeError:
+        bad = []
+        for k, (a, b) in enumerate(zip(st.tolist(), ends.tolist(), strict=True)):
+            try:
+                joined[a:b].decode()
+            except UnicodeDecodeError:
+                bad.append(k)
+        raise _BadRows(np.asarray(bad, dtype=np.int64)) from None
+
+
+def _column(joined: bytes, f: Field, payload: Payload, null: np.ndarray | None, keep: Any) -> Any:
+    """The final column of ``payload`` at rows ``keep`` (a mask or an index array)."""
+    if f.kind in STRINGS:
+        st, ln = payload[0][keep], payload[1][keep]
+        col = _texts(joined, st, ln, f.kind)
+        if null is not None:
+            nm = null[keep]
+            if nm.any():
+                col = [None if z else s for s, z in zip(col, nm.tolist(), strict=True)]
+        return col
+    return payload[keep]
+
+
+def finalize(
+    joined: bytes, fields: tuple[Field, ...], parsed: _Parsed, okm: np.ndarray
+) -> tuple[np.ndarray, dict, dict, dict]:
+    """Columns of the rows in ``okm`` (updated in place when some strings are not UTF-8).
+
+    Returns (okm, columns, nulls, spans).
+    """
+    while True:
+        try:
+            return (okm, *_finalize(joined, fields, parsed, okm))
+        except _BadRows as exc:
+            okm[exc.rows] = False
+
+
+def _finalize(joined: bytes, fields: tuple[Field, ...], parsed: _Parsed, okm: np.ndarray) -> tuple:
+    columns: dict[str, Any] = {}
+    nulls: dict[str, np.ndarray] = {}
+    spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    every = bool(okm.all())
+    rows_ok: Any = slice(None) if every else np.flatnonzero(okm)
+    newidx = None if every else np.cumsum(okm) - 1
+    for f in fields:
+        name = f.name
+        if f.kind != "array":
+            payload, null = parsed.top[name]
+            try:
+                columns[name] = _column(joined, f, payload, null, rows_ok)
+            except _BadRows as exc:
+                raise _BadRows(exc.rows if every else rows_ok[exc.rows]) from None
+            if null is not None:
+                nulls[name] = null[rows_ok]
+            if f.kind in STRINGS:
+                spans[name] = (payload[0][rows_ok], payload[1][rows_ok])
+            continue
+        arr = ArrayColumn(parsed.counts[name][rows_ok], {})
+        total = int(arr.offsets[-1])
+        flat_parts: dict[str, list] = {sf.name: [] for sf in f.items}
+        where: list[np.ndarray] = []
+        for rows, itemno, got in parsed.chunks[name]:
+            if every:
+                keep: Any = slice(None)
+                where.append(arr.offsets[rows] + itemno)
+            else:
+                keep = np.flatnonzero(okm[rows])
+                if not len(keep):
+                    continue
+                where.append(arr.offsets[newidx[rows[keep]]] + itemno[keep])  # type: ignore[index]
+            for sf in f.items:
+                payload, null = got[sf.name]
+                try:
+                    col = _column(joined, sf, payload, null, keep)
+                except _BadRows as exc:
+                    raise _BadRows(rows[keep][exc.rows]) from None
+                flat_parts[sf.name].append((col, None if null is None else null[keep]))
+        flat_idx = np.concatenate(where) if where else np.zeros(0, np.int64)
+        for sf in f.items:
+            parts = flat_parts[sf.name]
+            if sf.kind in STRINGS:
+                out: Any = [None] * total
+                for k, v in zip(flat_idx.tolist(), (s for c, _ in parts for s in c), strict=True):
+                    out[k] = v
+            else:
+                dtype = parts[0][0].dtype if parts else _dtype(sf)
+                out = np.zeros(total, dtype=dtype)
+                if parts:
+                    out[flat_idx] = np.concatenate([c for c, _ in parts])
+            arr.fields[sf.name] = out
+            if sf.nullable:
+                nm = np.zeros(total, dtype=bool)
+                if parts:
+                    nm[flat_idx] = np.concatenate([z for _, z in parts])
+                arr.nulls[sf.name] = nm
+        columns[name] = arr
+    return columns, nulls, spans
+
+
+def _dtype(f: Field) -> Any:
+    if f.kind in ("double", "float"):
+        return np.float64
+    if f.kind == "boolean":
+        return np.bool_
+    return np.int64
