@@ -2,8 +2,9 @@
 
 This is what a hand-rolled Faust fraud scorer usually looks like: one agent, one event at a
 time — decode, featurise, ``session.run`` on a single row, ``await topic.send``. It uses the
-same codec, feature code and ONNX model as the finscore worker, so the benchmark compares the
-execution model only. Run: ``python -m finscore.streams.faust_naive worker -l warning`` with
+same codec, features and ONNX model as the finscore worker (its per-event feature code is
+:mod:`finscore.streams.faust_naive_features`, tested equal to the worker's), so the benchmark
+compares the execution model only. Run: ``python -m finscore.streams.faust_naive worker -l warning`` with
 ``FINSCORE_BENCH_PREFIX``, ``FINSCORE_BENCH_MODEL`` (an .onnx path) and
 ``FINSCORE_BOOTSTRAP_SERVERS`` set.
 """
@@ -16,9 +17,10 @@ import faust
 import numpy as np
 import onnxruntime as ort
 
-from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
+from finscore.features.fraud import FraudFeatureConfig
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import FRAUD_FLAGS, TRANSACTIONS
+from finscore.streams.faust_naive_features import PerEventFraudFeatures
 
 PREFIX = os.environ.get("FINSCORE_BENCH_PREFIX", "")
 BOOTSTRAP = os.environ.get("FINSCORE_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -41,7 +43,7 @@ outputs = app.topic(PREFIX + FRAUD_FLAGS, key_type=bytes, value_type=bytes)
 
 _tx = Codec("transaction")
 _flag = Codec("fraud_flag")
-_features = FraudFeatures(FraudFeatureConfig())
+_features = PerEventFraudFeatures(FraudFeatureConfig())
 _session: ort.InferenceSession | None = None
 
 

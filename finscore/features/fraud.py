@@ -190,17 +190,15 @@ class FraudFeatures:
     def _customer_windows(
         self, out: np.ndarray, idx: np.ndarray, t: np.ndarray, cents: np.ndarray
     ) -> None:
-        store = self._spend
-        p1, p2 = store.prefix("cents"), store.prefix("sq")
-        los, hi = store.windows(idx, [t - span for span in self.spans], t)
-        for k, lo in enumerate(los):
-            n = (hi - lo).astype(np.float64)
-            s1 = (p1[hi] - p1[lo]).astype(np.float64)
+        stats = self._spend.window_sums(idx, [t - span for span in self.spans], t, ("cents", "sq"))
+        for k, (count, sums) in enumerate(stats):
+            n = count.astype(np.float64)
+            s1 = sums["cents"].astype(np.float64)
             mean_c = np.divide(s1, n, out=np.zeros(len(n)), where=n > 0)
             out[:, 3 + 2 * k] = n
             out[:, 4 + 2 * k] = mean_c / 100
         # The longest window also gives the amount's ratio to and z-score against the habit.
-        s2 = (p2[hi] - p2[lo]).astype(np.float64)
+        s2 = sums["sq"].astype(np.float64)
         var_c = np.maximum(np.divide(s2 * n - s1 * s1, n * n, out=np.zeros(len(n)), where=n > 1), 0)
         std_c = np.sqrt(var_c)
         out[:, 15] = np.divide(cents, mean_c, out=np.ones(len(n)), where=mean_c > 0)
@@ -213,15 +211,15 @@ class FraudFeatures:
         only labels known at t (label_time <= t)."""
         idx = store.index_of(keys, create=False)
         end = t - self.cfg.label_delay_ms
-        fraud, late = store.prefix("fraud"), store.prefix("late")
         counts, frauds = [], []
-        los, hi = store.windows(idx, [end - span for span in spans], end)
-        for lo in los:
-            n, f = hi - lo, fraud[hi] - fraud[lo]
-            for r in np.flatnonzero(late[hi] > late[lo]):  # labels that may not be known yet
-                unknown = store.values["label_time"][lo[r] : hi[r]] > t[r]
+        stats = store.window_sums(idx, [end - span for span in spans], end, ("fraud", "late"))
+        for span, (n, sums) in zip(spans, stats, strict=True):
+            f = sums["fraud"]
+            for r in np.flatnonzero(sums["late"]).tolist():  # labels that may not be known yet
+                e = store.entries(int(idx[r]), int(end[r] - span), int(end[r]))
+                unknown = e["label_time"] > t[r]
                 n[r] -= int(unknown.sum())
-                f[r] -= int(store.values["fraud"][lo[r] : hi[r]][unknown].sum())
+                f[r] -= int(e["fraud"][unknown].sum())
             counts.append(n.astype(np.float64))
             frauds.append(f.astype(np.float64))
         return counts, frauds
@@ -283,8 +281,9 @@ class FraudFeatures:
     def restore_customers(self, snapshots: dict[str, bytes]) -> None:
         """Replace the window state of each customer with its snapshot (one bulk write)."""
         self._spend.restore(snapshots)
-        if len(self._spend):
-            self.latest_ms = max(self.latest_ms, int(self._spend.times.max()))
+        held = self._spend.time_range()
+        if held is not None:
+            self.latest_ms = max(self.latest_ms, held[1])
 
     def restore_customer(self, customer_id: str, snap: bytes) -> None:
         """Replace one customer's window state with a snapshot from :meth:`snapshot_customer`."""
@@ -305,11 +304,12 @@ class FraudFeatures:
 
     def oldest(self) -> dict[str, int | None]:
         """The oldest time each store holds (None when empty)."""
-        return {
-            name: int(s.times.min()) if len(s) else None
-            for name, s in (("customers", self._spend), ("terminals", self._terminals),
-                            ("cards", self._cards))
-        }  # fmt: skip
+        out: dict[str, int | None] = {}
+        for name, store in (("customers", self._spend), ("terminals", self._terminals),
+                            ("cards", self._cards)):  # fmt: skip
+            held = store.time_range()
+            out[name] = held[0] if held else None
+        return out
 
 
 def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np.ndarray:  # noqa: ANN001

@@ -10,6 +10,10 @@ batch sizes, evictions or restores that led to them.
 ``tag`` (e.g. a CRC-32 of a transaction id) makes inserts idempotent: an entry with the same
 key, time and tag as a stored one is not added again (at-least-once replays count once).
 
+Writes go to a small sorted *delta* run that is merged into the main run once it holds an
+eighth of it (a two-level log-structured merge): a batch of 5,000 or a single event costs an
+insert into a small array, not a copy of the whole state.
+
 Limits, checked: at most ``2**KEY_BITS`` live keys (indices are compacted on eviction) and
 times within ``±2**(TIME_BITS - 1)`` ms (±34 years) of the first time seen.
 """
@@ -29,6 +33,66 @@ KEY_BITS = 62 - TIME_BITS
 TIME_MASK = (1 << TIME_BITS) - 1
 SNAPSHOT_MAGIC = b"FST1"
 _EMPTY = np.zeros(0, dtype=np.int64)
+MIN_DELTA = 4096  # the delta run is merged once it exceeds max(MIN_DELTA, main / 8)
+
+
+class _Run:
+    """One sorted run: composite keys, tags, times and value columns (+ cached prefix sums)."""
+
+    __slots__ = ("keys", "tags", "times", "values", "_prefix")
+
+    def __init__(self, value_names: Sequence[str]) -> None:
+        self.keys = _EMPTY.copy()
+        self.tags = _EMPTY.copy()
+        self.times = _EMPTY.copy()
+        self.values = {n: _EMPTY.copy() for n in value_names}
+        self._prefix: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def insert(self, comp: np.ndarray, tags: np.ndarray, times: np.ndarray, values: dict) -> None:
+        """Add entries (any order; equal keys keep their order, after those already here)."""
+        if not len(comp):
+            return
+        order = np.argsort(comp, kind="stable")
+        pos = np.searchsorted(self.keys, comp[order], "right")
+        self.keys = np.insert(self.keys, pos, comp[order])
+        self.tags = np.insert(self.tags, pos, tags[order])
+        self.times = np.insert(self.times, pos, times[order])
+        for k in self.values:
+            self.values[k] = np.insert(self.values[k], pos, values[k][order])
+        self._prefix.clear()
+
+    def merge_from(self, other: _Run) -> None:
+        self.insert(other.keys, other.tags, other.times, other.values)
+
+    def take(self, keep: np.ndarray) -> None:
+        self.keys, self.tags, self.times = self.keys[keep], self.tags[keep], self.times[keep]
+        self.values = {k: v[keep] for k, v in self.values.items()}
+        self._prefix.clear()
+
+    def rekey(self, keys: np.ndarray) -> None:
+        self.keys = keys
+        self._prefix.clear()
+
+    def has(self, comp: np.ndarray, tags: np.ndarray) -> np.ndarray:
+        """Which (key, tag) pairs are stored here."""
+        lo = np.searchsorted(self.keys, comp, "left")
+        hi = np.searchsorted(self.keys, comp, "right")
+        found = np.zeros(len(comp), dtype=bool)
+        for r in np.flatnonzero(hi > lo).tolist():  # same key and time stored: compare tags
+            found[r] = bool((self.tags[lo[r] : hi[r]] == tags[r]).any())
+        return found
+
+    def prefix(self, name: str) -> np.ndarray:
+        """Prefix sums of a value column (length N + 1, leading 0); cached until a write."""
+        p = self._prefix.get(name)
+        if p is None:
+            p = np.zeros(len(self.keys) + 1, dtype=np.int64)
+            np.cumsum(self.values[name], out=p[1:])
+            self._prefix[name] = p
+        return p
 
 
 class TimeStore:
@@ -39,14 +103,15 @@ class TimeStore:
         self._index: dict[str, int] = {}
         self._names: list[str] = []
         self.base: int | None = None
-        self.keys = _EMPTY.copy()
-        self.tags = _EMPTY.copy()
-        self.times = _EMPTY.copy()
-        self.values = {n: _EMPTY.copy() for n in self.value_names}
-        self._prefix: dict[str, np.ndarray] = {}
+        self._main = _Run(self.value_names)
+        self._delta = _Run(self.value_names)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self._main) + len(self._delta)
+
+    @property
+    def _runs(self) -> tuple[_Run, _Run]:
+        return self._main, self._delta
 
     # -- keys and composite keys --------------------------------------------------------------
     def index_of(self, names: Sequence[str], create: bool) -> np.ndarray:
@@ -98,97 +163,102 @@ class TimeStore:
         comp = self.composite(idx, t)
         tags = np.asarray(tags, dtype=np.int64)
         n = len(comp)
-        fresh = np.ones(n, dtype=bool)
         if n == 0:
-            return fresh
-        lo = np.searchsorted(self.keys, comp, "left")
-        hi = np.searchsorted(self.keys, comp, "right")
-        for r in np.flatnonzero(hi > lo):  # same key and time already stored: compare tags
-            if (self.tags[lo[r] : hi[r]] == tags[r]).any():
-                fresh[r] = False
-        order = np.lexsort((np.arange(n), tags, comp))
-        same = (comp[order][1:] == comp[order][:-1]) & (tags[order][1:] == tags[order][:-1])
-        fresh[order[1:][same]] = False
-        if not fresh.all():
-            comp, tags, t = comp[fresh], tags[fresh], np.asarray(t)[fresh]
-            values = {k: np.asarray(v)[fresh] for k, v in values.items()}
-            hi = hi[fresh]
-        if len(comp):
-            order = np.argsort(comp, kind="stable")
-            pos = hi[order]
-            self.keys = np.insert(self.keys, pos, comp[order])
-            self.tags = np.insert(self.tags, pos, tags[order])
-            self.times = np.insert(self.times, pos, np.asarray(t, dtype=np.int64)[order])
-            for k in self.value_names:
-                self.values[k] = np.insert(
-                    self.values[k], pos, np.asarray(values[k], dtype=np.int64)[order]
-                )
-            self._prefix.clear()
+            return np.ones(0, dtype=bool)
+        fresh = ~(self._main.has(comp, tags) | self._delta.has(comp, tags))
+        if n > 1:
+            order = np.lexsort((np.arange(n), tags, comp))
+            same = (comp[order][1:] == comp[order][:-1]) & (tags[order][1:] == tags[order][:-1])
+            fresh[order[1:][same]] = False
+        keep = None if fresh.all() else fresh
+        cols = {k: np.asarray(values[k], dtype=np.int64) for k in self.value_names}
+        times = np.asarray(t, dtype=np.int64)
+        if keep is not None:
+            comp, tags, times = comp[keep], tags[keep], times[keep]
+            cols = {k: v[keep] for k, v in cols.items()}
+        self._delta.insert(comp, tags, times, cols)
+        if len(self._delta) > max(MIN_DELTA, len(self._main) >> 3):
+            self._merge()
         return fresh
+
+    def _merge(self) -> None:
+        if len(self._delta):
+            self._main.merge_from(self._delta)
+            self._delta = _Run(self.value_names)
 
     def evict(self, before: int) -> None:
         """Drop every entry with a time <= ``before``; compact key indices when many are dead."""
-        if not len(self.keys):
-            return
-        keep = self.times > before
-        if not keep.all():
-            self._take(keep)
-        live = np.unique(self.keys >> TIME_BITS)
+        for run in self._runs:
+            keep = run.times > before
+            if not keep.all():
+                run.take(keep)
+        live = self._live_indices()
         if len(self._names) > 2 * len(live) + 1024:
             self._compact(live)
 
-    def _take(self, keep: np.ndarray) -> None:
-        self.keys, self.tags, self.times = self.keys[keep], self.tags[keep], self.times[keep]
-        self.values = {k: v[keep] for k, v in self.values.items()}
-        self._prefix.clear()
+    def _live_indices(self) -> np.ndarray:
+        return np.unique(np.concatenate([r.keys >> TIME_BITS for r in self._runs]))
 
     def _compact(self, live: np.ndarray) -> None:
         """Renumber live keys 0..n-1 in their old order (so the sort order is unchanged)."""
         remap = np.full(len(self._names), -1, dtype=np.int64)
         remap[live] = np.arange(len(live))
-        self.keys = (remap[self.keys >> TIME_BITS] << TIME_BITS) | (self.keys & TIME_MASK)
+        for run in self._runs:
+            run.rekey((remap[run.keys >> TIME_BITS] << TIME_BITS) | (run.keys & TIME_MASK))
         self._names = [self._names[i] for i in live.tolist()]
         self._index = {name: i for i, name in enumerate(self._names)}
-        self._prefix.clear()
 
     # -- reads --------------------------------------------------------------------------------
-    def prefix(self, name: str) -> np.ndarray:
-        """Prefix sums of a value column (length N + 1, leading 0); cached until a write."""
-        p = self._prefix.get(name)
-        if p is None:
-            p = np.zeros(len(self.keys) + 1, dtype=np.int64)
-            np.cumsum(self.values[name], out=p[1:])
-            self._prefix[name] = p
-        return p
-
-    def window(self, idx: np.ndarray, after: np.ndarray, upto: np.ndarray) -> tuple:
-        """Entry ranges ``[lo, hi)`` of key ``idx`` with ``after < time <= upto`` (empty for
-        ``idx == -1``)."""
-        (lo,), hi = self.windows(idx, [after], upto)
-        return lo, hi
-
-    def windows(
-        self, idx: np.ndarray, afters: Sequence[np.ndarray], upto: np.ndarray
-    ) -> tuple[list[np.ndarray], np.ndarray]:
-        """:meth:`window` for several lower bounds sharing one upper bound: ([lo...], hi)."""
+    def window_sums(
+        self,
+        idx: np.ndarray,
+        afters: Sequence[np.ndarray],
+        upto: np.ndarray,
+        columns: Sequence[str] = (),
+    ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Per lower bound in ``afters``: (count, {column: sum}) over the entries of key ``idx``
+        with ``after < time <= upto`` (zero for ``idx == -1``). Queries share one sort."""
         idx = np.asarray(idx, dtype=np.int64)
         known = idx >= 0
         safe = np.where(known, idx, 0)
         q_hi = self._clip(safe, upto)
+        q_start = safe << TIME_BITS
+        q_los = [self._clip(safe, a) for a in afters]
         order = np.argsort(q_hi)  # sorted queries: numpy's binary search reuses the last bound
-        keys = self.keys
+        out = [(np.zeros(len(idx), np.int64), {c: np.zeros(len(idx), np.int64) for c in columns})
+               for _ in afters]  # fmt: skip
+        for run in self._runs:
+            if not len(run):
+                continue
+            keys = run.keys
 
-        def search(q: np.ndarray, side: str) -> np.ndarray:
-            out = np.empty(len(q), dtype=np.int64)
-            out[order] = np.searchsorted(keys, q[order], side)  # type: ignore[call-overload]
-            return out
+            def search(q: np.ndarray, side: str, keys: np.ndarray = keys) -> np.ndarray:
+                res = np.empty(len(q), dtype=np.int64)
+                res[order] = np.searchsorted(keys, q[order], side)  # type: ignore[call-overload]
+                return res
 
-        start = search(safe << TIME_BITS, "left")
-        hi = np.where(known, search(q_hi, "right"), start)
-        los = [
-            np.minimum(np.maximum(search(self._clip(safe, a), "right"), start), hi) for a in afters
-        ]
-        return los, hi
+            start = search(q_start, "left")
+            hi = np.where(known, search(q_hi, "right"), start)
+            for (count, sums), q_lo in zip(out, q_los, strict=True):
+                lo = np.minimum(np.maximum(search(q_lo, "right"), start), hi)
+                count += hi - lo
+                for c in columns:
+                    p = run.prefix(c)
+                    sums[c] += p[hi] - p[lo]
+        return out
+
+    def entries(self, idx: int, after: int, upto: int) -> dict[str, np.ndarray]:
+        """The value columns of one key's entries with ``after < time <= upto``."""
+        if idx < 0:
+            return {c: _EMPTY for c in self.value_names}
+        one = np.array([idx], dtype=np.int64)
+        parts: list[dict[str, np.ndarray]] = []
+        for run in self._runs:
+            lo = int(np.searchsorted(run.keys, self._clip(one, np.array([after]))[0], "right"))
+            hi = int(np.searchsorted(run.keys, self._clip(one, np.array([upto]))[0], "right"))
+            lo = max(lo, int(np.searchsorted(run.keys, idx << TIME_BITS, "left")))
+            parts.append({c: run.values[c][lo : max(lo, hi)] for c in self.value_names})
+        return {c: np.concatenate([p[c] for p in parts]) for c in self.value_names}
 
     def _clip(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
         base = 0 if self.base is None else self.base
@@ -197,16 +267,25 @@ class TimeStore:
 
     def key_names(self) -> list[str]:
         """Keys that hold at least one entry."""
-        live = np.unique(self.keys >> TIME_BITS)
-        return [self._names[i] for i in live.tolist()]
+        return [self._names[i] for i in self._live_indices().tolist()]
+
+    def time_range(self) -> tuple[int, int] | None:
+        """(oldest, newest) time held, or None when empty."""
+        times = [r.times for r in self._runs if len(r)]
+        if not times:
+            return None
+        return min(int(t.min()) for t in times), max(int(t.max()) for t in times)
 
     # -- changelog ----------------------------------------------------------------------------
     def snapshot(self, names: Iterable[str]) -> list[bytes]:
         """Each key's entries as bytes: magic, count, then int64 rows (time, tag, values...)."""
-        names = list(names)
-        idx = self.index_of(names, create=False)
-        lo, hi = self.window(idx, np.full(len(idx), -(1 << 62)), np.full(len(idx), 1 << 62))
-        packed = np.stack([self.times, self.tags, *self.values.values()], axis=1)
+        self._merge()
+        run = self._main
+        idx = self.index_of(list(names), create=False)
+        safe = np.where(idx >= 0, idx, 0)
+        lo = np.searchsorted(run.keys, safe << TIME_BITS, "left")
+        hi = np.where(idx >= 0, np.searchsorted(run.keys, (safe + 1) << TIME_BITS, "left"), lo)
+        packed = np.stack([run.times, run.tags, *run.values.values()], axis=1)
         return [
             SNAPSHOT_MAGIC + struct.pack("<I", b - a) + packed[a:b].tobytes()
             for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
@@ -219,9 +298,11 @@ class TimeStore:
         width = 2 + len(self.value_names)
         names = list(snapshots)
         old = self.index_of(names, create=False)
-        drop = np.isin(self.keys >> TIME_BITS, old[old >= 0])
-        if drop.any():
-            self._take(~drop)
+        old = old[old >= 0]
+        for run in self._runs:
+            drop = np.isin(run.keys >> TIME_BITS, old)
+            if drop.any():
+                run.take(~drop)
         rows, owners = [], []
         for i, name in enumerate(names):
             snap = snapshots[name]
@@ -237,4 +318,4 @@ class TimeStore:
                     {k: table[:, 2 + j] for j, k in enumerate(self.value_names)})  # fmt: skip
 
 
-__all__ = ["TimeStore", "TIME_BITS", "KEY_BITS"]
+__all__ = ["KEY_BITS", "MIN_DELTA", "SNAPSHOT_MAGIC", "TIME_BITS", "TimeStore"]
