@@ -1,8 +1,11 @@
 """Transactions as columns, and fraud flags encoded from columns.
 
 :func:`decode_transactions` turns a batch of messages into :class:`TxColumns` (one list or
-array per field, in input order) plus dead letters for what cannot be decoded.
-:class:`FlagEncoder` encodes one flag per row.
+array per field, in input order) plus dead letters for what cannot be decoded: the vectorised
+:class:`~finscore.schemas.columnar.ColumnarCodec` takes the common case (our own schema,
+single-object Avro) and the per-record :class:`~finscore.schemas.codec.Codec` the rest (JSON,
+Confluent wire format, other schema versions, and every malformed record, so dead-letter
+reasons are the codec's). :class:`FlagEncoder` encodes one flag per row, columnar for Avro.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from finscore.features.fraud import to_cents
 from finscore.schemas.codec import Codec
+from finscore.schemas.columnar import ColumnarCodec
 from finscore.streams.pipeline import DeadLetter, decode_batch
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
@@ -71,23 +75,56 @@ def columns_from_records(messages: list[Message], records: Sequence[dict]) -> Tx
     )
 
 
+_TX_COLUMNAR = ColumnarCodec("transaction")
+_FLAG_COLUMNAR = ColumnarCodec("fraud_flag")
+
+
 def decode_transactions(
     codec: Codec, messages: list[Message]
 ) -> tuple[TxColumns, list[DeadLetter]]:
     """Decode a batch into columns (input order kept); undecodable messages are dead letters."""
-    decoded, dead = decode_batch(codec, messages)
-    bad_amount = []
-    good_msgs, good_recs = [], []
+    batch = _TX_COLUMNAR.decode([m.value for m in messages])
+    assert batch.scales["amount"] == 2, "the transaction schema's amounts are in cents"
+    ok = batch.ok.tolist()
+    fast = TxColumns(
+        [messages[i] for i in ok],
+        batch["transaction_id"],
+        batch["event_time"],
+        batch["customer_id"],
+        batch["terminal_id"],
+        batch["amount"],
+    )
+    if not batch.rest:
+        return fast, []
+    decoded, dead = decode_batch(codec, [messages[i] for i in batch.rest])
+    good_msgs, good_recs, where = [], [], []
+    position = {id(m): i for i, m in zip(batch.rest, (messages[i] for i in batch.rest), strict=True)}
     for m, rec in decoded:
-        amount = rec["amount"]
         try:
-            to_cents(amount)
+            to_cents(rec["amount"])
         except (ValueError, ArithmeticError, OverflowError):
-            bad_amount.append(DeadLetter(m, "ImpossibleValue", f"amount is {amount}"))
+            dead.append(DeadLetter(m, "ImpossibleValue", f"amount is {rec['amount']}"))
             continue
         good_msgs.append(m)
         good_recs.append(rec)
-    return columns_from_records(good_msgs, good_recs), dead + bad_amount
+        where.append(position[id(m)])
+    if not good_recs:
+        return fast, dead
+    slow = columns_from_records(good_msgs, good_recs)
+    order = np.argsort(np.concatenate([batch.ok, np.asarray(where, dtype=np.int64)]), kind="stable")
+    return concat(fast, slow).take(order), dead
+
+
+def concat(a: TxColumns, b: TxColumns) -> TxColumns:
+    """Rows of ``a`` then rows of ``b``."""
+    return TxColumns(
+        a.messages + b.messages,
+        list(a.transaction_id) + list(b.transaction_id),
+        np.concatenate([a.event_time, b.event_time]),
+        list(a.customer_id) + list(b.customer_id),
+        list(a.terminal_id) + list(b.terminal_id),
+        np.concatenate([a.cents, b.cents]),
+    )
 
 
 class FlagEncoder:
@@ -108,6 +145,28 @@ class FlagEncoder:
     ) -> list[bytes]:
         """One encoded flag per row: score, decision against ``threshold``, the model, times,
         the input's location, and the top features when given."""
+        if self.encoding == "avro":
+            msgs = cols.messages
+            topics = {m.topic for m in msgs}
+            return _FLAG_COLUMNAR.encode(
+                len(cols),
+                {
+                    "transaction_id": cols.transaction_id,
+                    "customer_id": cols.customer_id,
+                    "terminal_id": cols.terminal_id,
+                    "score": np.asarray(scores, dtype=np.float64),
+                    "flagged": np.asarray(scores, dtype=np.float64) >= threshold,
+                    "threshold": float(threshold),
+                    "model_name": scorer.name,
+                    "model_version": scorer.version,
+                    "event_time": cols.event_time,
+                    "processing_time": processing_ms,
+                    "source_topic": topics.pop() if len(topics) == 1 else [m.topic for m in msgs],
+                    "source_partition": np.fromiter((m.partition for m in msgs), np.int64, len(msgs)),
+                    "source_offset": np.fromiter((m.offset for m in msgs), np.int64, len(msgs)),
+                    "top_features": top if top is not None else [],
+                },
+            )
         s = np.asarray(scores, dtype=np.float64).tolist()
         name, version = scorer.name, scorer.version
         encode, enc = self.codec.encode, self.encoding

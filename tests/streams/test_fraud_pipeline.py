@@ -1,0 +1,119 @@
+"""The pure fraud pipeline on columns (no broker): mixed encodings keep their order and their
+features, flags carry the right values, state is flushed per changed customer, and the
+shadow/canary paths name their model."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from finscore.features.fraud import FraudFeatures
+from finscore.producing import transaction_events
+from finscore.schemas.codec import Codec
+from finscore.streams.fraud import FraudPipeline, in_canary
+from finscore.streams.scoring import Challenger, ModelSlot, Scorer
+from finscore.streams.transport import Message
+from tests.models import artifact
+
+TX = Codec("transaction")
+FLAG = Codec("fraud_flag")
+
+
+def _transactions(n: int) -> list[dict]:
+    out = []
+    for _, _, schema, rec in transaction_events("", seed=5, days=30):
+        if schema == "transaction":
+            out.append(rec)
+            if len(out) == n:
+                return out
+    return out
+
+
+def _messages(records: list[dict], encodings: list[str]) -> list[Message]:
+    """Messages keyed and partitioned (3 partitions) by customer, offsets 0, 1, ..."""
+    return [
+        Message("transactions", _part(r), i, r["customer_id"].encode(), TX.encode(r, enc), 1000 + i)
+        for i, (r, enc) in enumerate(zip(records, encodings, strict=True))
+    ]
+
+
+def _part(rec: dict) -> int:
+    return zlib.crc32(rec["customer_id"].encode()) % 3
+
+
+def _pipeline(slot: ModelSlot | None = None) -> FraudPipeline:
+    slot = slot or ModelSlot(Scorer(artifact("fraud", "3")))
+    return FraudPipeline(FraudFeatures(), slot, "fraud-flags", changelog_topic="state",
+                         clock=lambda: 2e9)  # fmt: skip
+
+
+def test_mixed_encodings_keep_input_order_and_give_the_same_flags() -> None:
+    recs = _transactions(600)
+    rng = np.random.default_rng(0)
+    encodings = rng.choice(["avro", "json", "avro", "avro"], size=len(recs)).tolist()
+    msgs = _messages(recs, encodings)
+    msgs.insert(17, Message("transactions", 0, 10_000, b"k", b"\xc3\x01garbage", 1))
+    mixed = _pipeline().process(msgs)
+    plain = _pipeline().process(_messages(recs, ["avro"] * len(recs)))
+    assert [d.message.offset for d in mixed.dead_letters] == [10_000]
+    got = [FLAG.decode(r.value) for r in mixed.outputs]
+    want = [FLAG.decode(r.value) for r in plain.outputs]
+    assert [g["transaction_id"] for g in got] == [r["transaction_id"] for r in recs]
+    for g, w in zip(got, want, strict=True):
+        assert g["score"] == w["score"] and g["source_offset"] == w["source_offset"]
+    assert [r.timestamp_ms for r in plain.outputs] == [1000 + i for i in range(len(recs))]
+
+
+def test_flags_carry_score_decision_model_and_input_location() -> None:
+    recs = _transactions(50)
+    out = _pipeline().process(_messages(recs, ["avro"] * 50))
+    flags = [FLAG.decode(r.value) for r in out.outputs]
+    for i, (f, r, rec) in enumerate(zip(flags, out.outputs, recs, strict=True)):
+        part = _part(rec)
+        assert f["transaction_id"] == rec["transaction_id"] and f["event_time"] == rec["event_time"]
+        assert (f["model_name"], f["model_version"], f["threshold"]) == ("fraud", "3", 0.5)
+        assert f["flagged"] == (f["score"] >= 0.5) and 0 <= f["score"] <= 1
+        assert (f["source_topic"], f["source_partition"], f["source_offset"]) == (
+            "transactions", part, i)  # fmt: skip
+        assert f["processing_time"] == 2_000_000_000_000 and r.key == rec["customer_id"].encode()
+
+
+def test_state_is_flushed_once_per_changed_customer_and_forgotten_on_revoke() -> None:
+    recs = _transactions(400)
+    p = _pipeline()
+    p.process(_messages(recs[:200], ["avro"] * 200))
+    p.process(_messages(recs[200:], ["avro"] * 200))
+    p.forget_partitions({2})
+    state = p.flush_state()
+    msgs = _messages(recs, ["avro"] * 400)
+    expect = {m.key: m.partition for m in msgs if m.partition != 2}
+    assert {r.key: r.partition for r in state} == expect and len(state) == len(expect)
+    restored = FraudFeatures()
+    restored.restore_customers({r.key.decode(): r.value for r in state})
+    assert sorted(restored.customers()) == sorted(k.decode() for k in expect)
+    assert p.flush_state() == []  # nothing changed since
+
+
+def test_shadow_and_canary_outputs_name_the_model_that_scored_them() -> None:
+    recs = _transactions(300)
+    msgs = _messages(recs, ["avro"] * 300)
+    live, ch = Scorer(artifact("fraud", "1")), Scorer(artifact("fraud", "2", seed=9))
+    slot = ModelSlot(live)
+    slot.stage_challenger(Challenger(ch, "shadow"))
+    slot.swap_if_staged()
+    out = _pipeline(slot).process(msgs)
+    shadow = [FLAG.decode(r.value) for r in out.outputs if r.topic == "fraud-flags-shadow"]
+    main = [FLAG.decode(r.value) for r in out.outputs if r.topic == "fraud-flags"]
+    assert len(shadow) == len(main) == 300
+    assert {f["model_version"] for f in shadow} == {"2"} and {f["model_version"] for f in main} == {
+        "1"
+    }
+    slot.stage_challenger(Challenger(ch, "canary", 0.3))
+    slot.swap_if_staged()
+    out = _pipeline(slot).process(msgs)
+    flags = [FLAG.decode(r.value) for r in out.outputs]
+    assert len(flags) == 300
+    for m, f in zip(msgs, flags, strict=True):
+        assert f["model_version"] == ("2" if in_canary(m.key, 0.3) else "1")
+    assert {f["model_version"] for f in flags} == {"1", "2"}
