@@ -19,6 +19,7 @@ import numpy as np
 
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 from finscore.schemas.codec import Codec
+from finscore.schemas.columnar import ColumnarCodec
 from finscore.schemas.topics import shadow
 from finscore.streams.fraud_columns import FlagEncoder, TxColumns, decode_transactions
 from finscore.streams.pipeline import (
@@ -31,6 +32,8 @@ from finscore.streams.pipeline import (
 )
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
+
+_LABEL_COLUMNAR = ColumnarCodec("fraud_label")
 
 
 def validate_transaction(tx: dict, now: int) -> str | None:
@@ -214,7 +217,11 @@ class FraudPipeline:
 
 
 class LabelsPipeline:
-    """Applies delayed fraud labels to the terminal-risk state; bad labels are dead letters."""
+    """Applies delayed fraud labels to the terminal-risk state; bad labels are dead letters.
+
+    Every worker reads every label (terminal risk is global), so this path is columnar too:
+    the vectorised decoder for our own Avro labels, the per-record codec for the rest.
+    """
 
     def __init__(self, features: FraudFeatures, codec: Codec | None = None) -> None:
         self.features = features
@@ -222,9 +229,19 @@ class LabelsPipeline:
 
     def process(self, messages: list[Message]) -> BatchResult:
         result = BatchResult()
-        decoded, result.dead_letters = decode_batch(self.codec, messages)
+        batch = _LABEL_COLUMNAR.decode([m.value for m in messages])
+        if len(batch):
+            self.features.apply_label_columns(
+                batch["transaction_id"],
+                batch["customer_id"],
+                batch["terminal_id"],
+                batch["tx_time"],
+                batch["label_time"],
+                batch["is_fraud"],
+            )
+        decoded, result.dead_letters = decode_batch(self.codec, [messages[i] for i in batch.rest])
         labels = [lab for _, lab in decoded]
         if labels:
             self.features.apply_labels(labels)
-        result.scored = len(labels)
+        result.scored = len(batch) + len(labels)
         return result
