@@ -1,23 +1,76 @@
 """Per-key state that survives restarts: compacted changelog topics.
 
-After every batch a worker produces the new state of each key it touched to
-``<group>-<store>-changelog``, into the same partition number as the input partition the key
-lives in (inputs and changelogs are co-partitioned). When a partition is assigned, the worker
-reads that changelog partition up to its end and restores the latest value of every key: a
-restart costs one read of the (compacted) state, not a replay of the input history.
+Before it commits (every ``commit_interval``; every batch in exactly-once mode) a worker produces
+the new state of each key it touched since its last commit to ``<group>-<store>-changelog``,
+into the same partition number as the input partition the key lives in (inputs and changelogs
+are co-partitioned). When a partition is assigned, the worker reads that changelog partition up
+to its end and restores the latest value of every key: a restart costs one read of the
+(compacted) state plus a replay of the uncommitted tail, not a replay of the input history.
 In exactly-once mode changelog records are part of the batch's transaction.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from finscore.logging import get_logger
 
 log = get_logger(__name__)
+
+
+def read_to_end(
+    client: Mapping[str, str | int],
+    topic: str,
+    starts: Mapping[int, int | None],
+    handle: Callable[[Any], None],
+    *,
+    read_committed: bool = False,
+    purpose: str = "read",
+    timeout: float = 30.0,
+) -> list[int]:
+    """Read ``topic``'s partitions from their start offsets (None = the beginning) to the high
+    watermark they had when called, handing every record to ``handle``; with
+    ``read_committed`` also wait until no transaction is pending on them. Returns the
+    partitions that held records; logs a warning when the deadline cut a read short."""
+    conf = {**client, "group.id": f"finscore-{purpose}-{topic}", "enable.auto.commit": False,
+            "enable.partition.eof": True, "fetch.wait.max.ms": 10}  # fmt: skip
+    if read_committed:
+        conf["isolation.level"] = "read_committed"
+    c = Consumer(conf)
+    try:
+        ends, assign = {}, []
+        for p, start in starts.items():
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), 10)
+            if high > low:
+                ends[p] = high
+                first = OFFSET_BEGINNING if start is None else max(low, start)
+                assign.append(TopicPartition(topic, p, first))
+        if not assign:
+            return []
+        c.assign(assign)
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for m in c.consume(10000, 0.2):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(m.partition())
+                    continue
+                if m.offset() >= ends[m.partition()] - 1:
+                    done.add(m.partition())
+                handle(m)
+        if read_committed:  # a just-committed transaction must be fully visible
+            _settle(c, topic, list(ends), deadline + 10, handle)
+        if len(done) < len(ends):
+            log.warning("state.read_incomplete", topic=topic, partitions=sorted(ends))
+        return sorted(ends)
+    finally:
+        c.close()
 
 
 def read_changelog(
@@ -32,51 +85,10 @@ def read_changelog(
     parts = list(partitions)
     if not parts:
         return {}
-    conf = {
-        **client,
-        "group.id": f"finscore-restore-{topic}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 10,
-    }
-    if read_committed:
-        conf["isolation.level"] = "read_committed"
-    c = Consumer(conf)
     t0 = time.monotonic()
     state: dict[bytes, bytes] = {}
-    try:
-        ends = {}
-        for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), 10)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return {}
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(done) < len(ends) and time.monotonic() < deadline:
-            for m in c.consume(10000, 0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        done.add(m.partition())
-                    continue
-                if m.offset() >= ends[m.partition()] - 1:
-                    done.add(m.partition())
-                key = m.key()
-                if key is None:
-                    continue
-                if m.value() is None:
-                    state.pop(key, None)
-                else:
-                    state[key] = m.value()
-        if read_committed:  # wait until no transaction is pending on these partitions
-            _settle(c, topic, list(ends), deadline + 10, lambda m: _keep(state, m))
-        if len(done) < len(ends):
-            log.warning("state.restore_incomplete", topic=topic, partitions=sorted(ends))
-    finally:
-        c.close()
+    read_to_end(client, topic, dict.fromkeys(parts), lambda m: _keep(state, m),
+                read_committed=read_committed, purpose="restore", timeout=timeout)  # fmt: skip
     log.info(
         "state.restored",
         topic=topic,
@@ -137,40 +149,21 @@ def resume_offsets(
 
     wanted = set(partitions)
     codec = Codec(output_schema)
-    c = Consumer({**client, "group.id": f"finscore-resume-{output_topic}", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "isolation.level": "read_committed",
-                  "fetch.wait.max.ms": 10})  # fmt: skip
     out: dict[int, int] = {}
+    admin = Consumer({**client, "group.id": f"finscore-resume-{output_topic}"})
     try:
-        md = c.list_topics(timeout=10)
+        md = admin.list_topics(timeout=10)
         if output_topic not in md.topics:
             return out
-        assign = []
+        starts = {}
         for p in md.topics[output_topic].partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(output_topic, p), 10)
-            if high > low:
-                assign.append(TopicPartition(output_topic, p, max(low, high - lookback)))
-        if not assign:
-            return out
-        c.assign(assign)
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(done) < len(assign) and time.monotonic() < deadline:
-            for m in c.consume(10000, 0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        done.add(m.partition())
-                    continue
-                try:
-                    rec = codec.decode(m.value())
-                except Exception:  # noqa: BLE001 - not ours to judge here
-                    continue
-                _note(out, rec, source_topic, wanted)
-        _settle(c, output_topic, [tp.partition for tp in assign], deadline + 10,
-                lambda m: _note(out, _decode_or_none(codec, m), source_topic, wanted))  # fmt: skip
+            _, high = admin.get_watermark_offsets(TopicPartition(output_topic, p), 10)
+            starts[p] = high - lookback
     finally:
-        c.close()
+        admin.close()
+    read_to_end(client, output_topic, starts,
+                lambda m: _note(out, _decode_or_none(codec, m), source_topic, wanted),
+                read_committed=True, purpose="resume", timeout=timeout)  # fmt: skip
     return out
 
 

@@ -258,8 +258,7 @@ class Worker:
         m = self.metrics
         m.events_in.inc(len(batch))
         m.batch_size.observe(len(batch))
-        out_topic = self.stream.output_topic
-        m.events_out(out_topic, sum(1 for r in result.outputs if r.topic == out_topic))
+        m.events_out(self.stream.output_topic, result.scored)  # one output per scored input
         if result.dead_letters:
             m.events_out(T.dlq(self.stream.input_topic), len(result.dead_letters))
         if result.scored:

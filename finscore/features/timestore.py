@@ -278,18 +278,31 @@ class TimeStore:
 
     # -- changelog ----------------------------------------------------------------------------
     def snapshot(self, names: Iterable[str]) -> list[bytes]:
-        """Each key's entries as bytes: magic, count, then int64 rows (time, tag, values...)."""
-        self._merge()
-        run = self._main
+        """Each key's entries as bytes: magic, count, then int64 rows (time, tag, values...).
+
+        Gathers only the rows of the asked keys (from both runs), so a flush costs what the
+        changed keys hold, not what the whole store holds."""
         idx = self.index_of(list(names), create=False)
         safe = np.where(idx >= 0, idx, 0)
-        lo = np.searchsorted(run.keys, safe << TIME_BITS, "left")
-        hi = np.where(idx >= 0, np.searchsorted(run.keys, (safe + 1) << TIME_BITS, "left"), lo)
-        packed = np.stack([run.times, run.tags, *run.values.values()], axis=1)
+        parts, counts = [], np.zeros(len(idx), dtype=np.int64)
+        for run in self._runs:
+            lo = np.searchsorted(run.keys, safe << TIME_BITS, "left")
+            hi = np.where(idx >= 0, np.searchsorted(run.keys, (safe + 1) << TIME_BITS, "left"), lo)
+            lens = hi - lo
+            ends = np.cumsum(lens)
+            rows = np.repeat(lo - (ends - lens), lens) + np.arange(int(ends[-1]) if len(ends) else 0)
+            cols = [run.times[rows], run.tags[rows], *(v[rows] for v in run.values.values())]
+            raw = np.stack(cols, axis=1).tobytes()
+            width = 8 * len(cols)
+            parts.append((raw, (ends - lens) * width, ends * width))
+            counts += lens
+        (raw_a, lo_a, hi_a), (raw_b, lo_b, hi_b) = parts
+        head = [SNAPSHOT_MAGIC + struct.pack("<I", n) for n in counts.tolist()]
         return [
-            SNAPSHOT_MAGIC + struct.pack("<I", b - a) + packed[a:b].tobytes()
-            for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
-        ]
+            h + raw_a[a:b] + raw_b[c:d]
+            for h, a, b, c, d in zip(head, lo_a.tolist(), hi_a.tolist(), lo_b.tolist(),
+                                     hi_b.tolist(), strict=True)
+        ]  # fmt: skip
 
     def restore(self, snapshots: dict[str, bytes]) -> None:
         """Replace the entries of each key with those of its snapshot (one bulk write)."""
