@@ -118,22 +118,16 @@ def simulate_frame(cfg: TxSimConfig = TxSimConfig()) -> TransactionFrame:
     big = amount > 220
     fraud[big], scenario[big] = 1, 1
     # Scenario 2: compromised terminals, all their transactions for 28 days.
-    by_term = np.argsort(term, kind="stable")
-    term_sorted = term[by_term]
+    terminals = _KeyDays(term, day)
     for d in range(cfg.days):
         for t in rng.choice(nt, size=cfg.compromised_terminals_per_day, replace=False):
-            lo, hi = np.searchsorted(term_sorted, [t, t + 1])
-            rows = by_term[lo:hi]
-            rows = rows[(day[rows] >= d) & (day[rows] < d + 28)]
+            rows = terminals.rows(t, d, 28)
             fraud[rows], scenario[rows] = 1, 2
     # Scenario 3: compromised cards, a third of their transactions for 14 days, amount x5.
-    by_cust = np.argsort(cust, kind="stable")
-    cust_sorted = cust[by_cust]
+    cards = _KeyDays(cust, day)
     for d in range(cfg.days):
         for c in rng.choice(nc, size=cfg.compromised_customers_per_day, replace=False):
-            lo, hi = np.searchsorted(cust_sorted, [c, c + 1])
-            rows = by_cust[lo:hi]
-            rows = rows[(day[rows] >= d) & (day[rows] < d + 14)]
+            rows = cards.rows(c, d, 14)
             rows = rows[rng.random(len(rows)) < 1 / 3]
             rows = rows[~testing[rows]]  # card-testing rows keep their small amounts
             amount[rows] = np.round(amount[rows] * 5, 2)
@@ -150,6 +144,20 @@ def simulate_frame(cfg: TxSimConfig = TxSimConfig()) -> TransactionFrame:
         is_fraud=fraud,
         scenario=scenario,
     )
+
+
+class _KeyDays:
+    """Rows of one key (terminal or card) within a run of days, found by binary search."""
+
+    def __init__(self, keys: np.ndarray, day: np.ndarray) -> None:
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted = keys[self.order]
+        self.day = day
+
+    def rows(self, key: int, first_day: int, days: int) -> np.ndarray:
+        lo, hi = np.searchsorted(self.sorted, [key, key + 1])
+        rows = self.order[lo:hi]
+        return rows[(self.day[rows] >= first_day) & (self.day[rows] < first_day + days)]
 
 
 def _add_card_testing(rng, cfg: TxSimConfig, day, cust, secs, amount, term):  # noqa: ANN001, ANN202
