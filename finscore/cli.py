@@ -245,6 +245,8 @@ def tail(
 @click.option("--exactly-once", is_flag=True, help="Kafka transactions (read_committed outputs).")
 @click.option("--metrics-port", type=int, default=None, help="/metrics + /health port (0 = any).")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
+@click.option("--commit-interval", type=float, default=1.0, show_default=True,
+              help="Seconds between commits (state changelog + offsets); EOS commits per batch.")  # fmt: skip
 @click.option("--threshold", type=float, default=None, help="Fraud decision threshold override.")
 @click.option("--explain", type=int, default=0, show_default=True,
               help="Fraud: add the top-K unusual features to each flag (costs throughput).")  # fmt: skip
@@ -257,6 +259,7 @@ def worker(
     exactly_once: bool,
     metrics_port: int | None,
     batch_size: int,
+    commit_interval: float,
     threshold: float | None,
     explain: int,
     group: str | None,
@@ -270,8 +273,7 @@ def worker(
     cfg = worker_config(
         ctx.settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id
     )
-    if explain:
-        cfg = dataclasses.replace(cfg, explain=explain)
+    cfg = dataclasses.replace(cfg, explain=explain, commit_interval=commit_interval)
     w = Worker(cfg)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     signal.signal(signal.SIGINT, lambda *_: w.stop())
