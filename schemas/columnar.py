@@ -44,7 +44,7 @@ from finscore.schemas.columnar_decode import ArrayColumn, finalize, parse
 from finscore.schemas.columnar_encode import Unscaled, encode_fields
 from finscore.schemas.columnar_plan import Field, plan
 from finscore.schemas.columnar_read import Reader, join
-from finscore.schemas.columnar_write import Assembler, split
+from finscore.schemas.columnar_write import Assembler
 
 __all__ = ["ArrayColumn", "ColumnarCodec", "DecodedBatch", "Unscaled"]
 
@@ -170,8 +170,10 @@ class ColumnarCodec:
         fit the schema."""
         if n == 0:
             return []
-        flat, bounds = self.encode_flat(n, columns)
-        return split(flat, bounds)
+        asm = Assembler(n)
+        asm.const(self.header)
+        encode_fields(asm, self.fields, n, columns, self.schema_name)
+        return asm.rows()
 
     def encode_flat(self, n: int, columns: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`encode`, as one uint8 buffer and ``n + 1`` row offsets into it."""

@@ -35,6 +35,12 @@ class ArrayColumn:
     fields: dict[str, Any]
     nulls: dict[str, np.ndarray] = field(default_factory=dict)
     offsets: np.ndarray = field(init=False)
+    _cells: dict[int, tuple[np.ndarray, np.ndarray]] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
+    _matrices: dict[str, np.ndarray] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, dtype=np.int64)
@@ -59,10 +65,23 @@ class ArrayColumn:
         """Item field ``name`` as an ``[n, width]`` array; missing items are ``fill``, items past
         ``width`` are dropped. Only for numeric item fields."""
         flat = np.asarray(self.fields[name])
-        out = np.full((len(self.counts), width), fill, dtype=flat.dtype)
-        j = self.index_in_row()
-        keep = j < width
-        out[self.row_of_item()[keep], j[keep]] = flat[keep]
+        n = len(self.counts)
+        mat = self._matrices.get(name)  # [n, max items], kept by the decoder
+        if mat is not None:
+            w = min(width, mat.shape[1])
+            out = np.full((n, width), fill, dtype=mat.dtype)
+            if n and int(self.counts.min()) >= w:
+                out[:, :w] = mat[:, :w]
+            else:
+                out[:, :w] = np.where(np.arange(w) < self.counts[:, None], mat[:, :w], fill)
+            return out
+        out = np.full((n, width), fill, dtype=flat.dtype)
+        if width not in self._cells:  # where each item goes, shared by the fields
+            j = self.index_in_row()
+            keep = np.flatnonzero(j < width)
+            self._cells[width] = (keep, self.row_of_item()[keep] * width + j[keep])
+        keep, cells = self._cells[width]
+        out.reshape(-1)[cells] = flat[keep]
         return out
 
 
@@ -210,6 +229,8 @@ def finalize(
         try:
             return (okm, *_finalize(joined, fields, parsed, okm))
         except _BadRows as exc:
+            if not okm[exc.rows].all():
+                raise AssertionError("columnar decode: a bad row was reported twice") from None
             okm[exc.rows] = False
 
 
@@ -234,45 +255,80 @@ def _finalize(joined: bytes, fields: tuple[Field, ...], parsed: _Parsed, okm: np
                 spans[name] = (payload[0][rows_ok], payload[1][rows_ok])
             continue
         arr = ArrayColumn(parsed.counts[name][rows_ok], {})
-        total = int(arr.offsets[-1])
-        flat_parts: dict[str, list] = {sf.name: [] for sf in f.items}
-        where: list[np.ndarray] = []
-        for rows, itemno, got in parsed.chunks[name]:
-            if every:
-                keep: Any = slice(None)
-                where.append(arr.offsets[rows] + itemno)
-            else:
-                keep = np.flatnonzero(okm[rows])
-                if not len(keep):
-                    continue
-                where.append(arr.offsets[newidx[rows[keep]]] + itemno[keep])  # type: ignore[index]
-            for sf in f.items:
-                payload, null = got[sf.name]
-                try:
-                    col = _column(joined, sf, payload, null, keep)
-                except _BadRows as exc:
-                    raise _BadRows(rows[keep][exc.rows]) from None
-                flat_parts[sf.name].append((col, None if null is None else null[keep]))
-        flat_idx = np.concatenate(where) if where else np.zeros(0, np.int64)
-        for sf in f.items:
-            parts = flat_parts[sf.name]
-            if sf.kind in STRINGS:
-                out: Any = [None] * total
-                for k, v in zip(flat_idx.tolist(), (s for c, _ in parts for s in c), strict=True):
-                    out[k] = v
-            else:
-                dtype = parts[0][0].dtype if parts else _dtype(sf)
-                out = np.zeros(total, dtype=dtype)
-                if parts:
-                    out[flat_idx] = np.concatenate([c for c, _ in parts])
-            arr.fields[sf.name] = out
-            if sf.nullable:
-                nm = np.zeros(total, dtype=bool)
-                if parts:
-                    nm[flat_idx] = np.concatenate([z for _, z in parts])
-                arr.nulls[sf.name] = nm
+        _items(joined, f, parsed.chunks[name], arr, okm, every, newidx)
         columns[name] = arr
     return columns, nulls, spans
+
+
+def _items(
+    joined: bytes,
+    f: Field,
+    chunks: list[tuple[np.ndarray, np.ndarray, dict]],
+    arr: ArrayColumn,
+    okm: np.ndarray,
+    every: bool,
+    newidx: np.ndarray | None,
+) -> None:
+    """Fill ``arr.fields`` (flat item columns) from the chunks of the rows in ``okm``.
+
+    Numeric item fields go through an ``[n, max items]`` matrix (item ``j`` of every row is one
+    column assignment; the flat column is the matrix read in row order under the count mask),
+    kept for :meth:`ArrayColumn.dense`; strings, and arrays too ragged for a matrix, are
+    scattered to their flat positions.
+    """
+    n, total = len(arr.counts), int(arr.offsets[-1])
+    widest = int(arr.counts.max(initial=0))
+    matrix = widest * n <= 2 * total + 64
+    selected = []
+    for rows, itemno, got in chunks:
+        if every:
+            selected.append((rows, rows, itemno, got, slice(None)))
+        else:
+            keep = np.flatnonzero(okm[rows])
+            if len(keep):
+                orig = rows[keep]
+                selected.append((orig, newidx[orig], itemno[keep], got, keep))  # type: ignore[index]
+    mask = np.arange(widest) < arr.counts[:, None] if matrix else None
+    flat_idx = None
+    for sf in f.items:
+        cols = []
+        for orig, rows, itemno, got, keep in selected:
+            payload, null = got[sf.name]
+            try:
+                col = _column(joined, sf, payload, null, keep)
+            except _BadRows as exc:
+                raise _BadRows(orig[exc.rows]) from None
+            cols.append((rows, itemno, col, None if null is None else null[keep]))
+        if matrix and sf.kind not in STRINGS:
+            mat = np.zeros((n, widest), dtype=cols[0][2].dtype if cols else _dtype(sf))
+            for rows, itemno, col, _ in cols:
+                if len(rows) == n and itemno[0] == itemno[-1]:  # item j of every row
+                    mat[:, int(itemno[0])] = col
+                else:
+                    mat[rows, itemno] = col
+            uniform = n and int(arr.counts.min()) == widest
+            arr.fields[sf.name] = mat.reshape(-1) if uniform else mat[mask]
+            arr._matrices[sf.name] = mat
+        else:
+            if flat_idx is None:
+                flat_idx = np.concatenate([arr.offsets[r] + i for r, i, _, _ in cols] or [[]])
+                flat_idx = flat_idx.astype(np.int64)
+            if sf.kind in STRINGS:
+                out: Any = [None] * total
+                for k, v in zip(flat_idx.tolist(), (s for c in cols for s in c[2]), strict=True):
+                    out[k] = v
+            else:
+                out = np.zeros(total, dtype=cols[0][2].dtype if cols else _dtype(sf))
+                if cols:
+                    out[flat_idx] = np.concatenate([c[2] for c in cols])
+            arr.fields[sf.name] = out
+        if sf.nullable:
+            nm = np.zeros(total, dtype=bool)
+            if cols:
+                if flat_idx is None:
+                    flat_idx = np.concatenate([arr.offsets[r] + i for r, i, _, _ in cols])
+                nm[flat_idx] = np.concatenate([c[3] for c in cols])
+            arr.nulls[sf.name] = nm
 
 
 def _dtype(f: Field) -> Any:

@@ -56,16 +56,30 @@ def encode_fields(
             elif f.nullable:
                 _nullable(asm, f, n, v, label)
             elif _is_scalar(v):
-                one = Assembler(1)
-                _values(one, f, 1, [v], label)
-                flat, _ = one.build()
-                asm.const(flat.tobytes())
+                asm.const(_scalar_bytes(f, v, label))
             else:
                 _values(asm, f, n, v, label)
         except EncodeError:
             raise
         except (TypeError, ValueError, OverflowError, UnicodeError, KeyError) as exc:
             raise EncodeError(f"{label} does not fit its schema: {exc}") from None
+
+
+_CONSTS: dict[tuple, bytes] = {}  # (field type, value type, repr of value) -> its encoding
+
+
+def _scalar_bytes(f: Field, v: Any, label: str) -> bytes:
+    """The encoding of one value of ``f`` (cached: model names, topics, thresholds repeat)."""
+    key = (f.kind, f.symbols, f.scale, f.precision, f.logical, type(v), repr(v))
+    out = _CONSTS.get(key)
+    if out is None:
+        one = Assembler(1)
+        _values(one, f, 1, [v], label)
+        out = one.rows()[0]
+        if len(_CONSTS) > 4096:
+            _CONSTS.clear()
+        _CONSTS[key] = out
+    return out
 
 
 def _rows(v: Any, n: int, label: str) -> Any:
@@ -136,11 +150,7 @@ def _texts(asm: Assembler, n: int, v: Any, *, is_bytes: bool) -> None:
         data = b"".join(encs)
         lens = np.fromiter(map(len, encs), dtype=np.int64, count=n)
     else:
-        if not all(isinstance(x, str) for x in v):
-            raise EncodeError(
-                f"expected strings, got {type(next(x for x in v if not isinstance(x, str))).__name__}"
-            )
-        joined = "".join(v)
+        joined = "".join(v)  # TypeError (→ EncodeError) for anything but str
         data = joined.encode()
         if len(data) == len(joined):  # ASCII: characters are bytes
             lens = np.fromiter(map(len, v), dtype=np.int64, count=n)

@@ -1,11 +1,11 @@
 """Vectorised Avro binary writers and the assembler that lays ``n`` records out at once.
 
-Every field of ``n`` rows becomes a *piece* per row: bytes at (start, length) in a source array.
-Fixed-width pieces (doubles, booleans, constants, varints or strings that happen to have one
-length in this batch) are kept as ``[n, w]`` matrices and neighbouring ones are merged with
-one ``hstack``; a variable-width piece (varints, strings) is a flat source with per-row starts
-and lengths. :meth:`Assembler.build` copies all pieces of all rows into one buffer with a
-single gather (or none when every piece is fixed-width) and returns it with row boundaries.
+Every field of ``n`` rows becomes a *piece*: a fixed-width ``[n, w]`` matrix (doubles,
+booleans, constants, and varints or strings that happen to have one length in this batch), a
+matrix of varints whose rows use different lengths, or flat bytes with per-row starts and
+lengths (strings). :meth:`Assembler.rows` groups the rows by layout and builds each group
+with one ``hstack`` (falling back to one byte-level gather over all rows when a batch has
+many distinct layouts), then slices each row's ``bytes``.
 """
 
 from __future__ import annotations
@@ -42,27 +42,36 @@ def decimal_bytes(unscaled: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return mat, 8 - n, n
 
 
+MAX_GROUPS = 48  # more distinct row layouts than this: one byte-level gather instead
+
+
 class Assembler:
-    """Pieces of ``n`` rows in output order; :meth:`build` lays them out row after row."""
+    """Pieces of ``n`` rows in output order; :meth:`rows` lays them out row after row.
+
+    A piece is ``("fixed", mat)`` (``[n, w]`` or ``[1, w]`` for every row), ``("matrix", mat,
+    first, lengths)`` (row ``i`` gets ``mat[i, first : first + lengths[i]]``) or ``("flat",
+    data, starts, lengths)`` (row ``i`` gets ``data[starts[i] : starts[i] + lengths[i]]``).
+    Rows are grouped by their layout (the lengths of their pieces, usually a handful of
+    distinct ones per batch); each group is one ``hstack`` of column blocks, a copy of its
+    bytes and one slice per row.
+    """
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self._fixed: list[np.ndarray] = []  # the current run of fixed-width matrices
-        self._pieces: list[tuple[np.ndarray, np.ndarray | int, np.ndarray | int]] = []
+        self._pieces: list[tuple] = []
 
     def const(self, data: bytes) -> None:
         if data:
-            self._fixed.append(np.frombuffer(data, dtype=np.uint8)[None, :])
+            self.fixed(np.frombuffer(data, dtype=np.uint8)[None, :])
 
     def fixed(self, mat: np.ndarray) -> None:
         """A ``[n, w]`` (or ``[1, w]``, the same for every row) uint8 matrix."""
         if mat.shape[1]:
-            self._fixed.append(mat)
+            self._pieces.append(("fixed", mat))
 
     def varying(self, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
         """Row ``i`` gets ``data[starts[i] : starts[i] + lengths[i]]``."""
-        self._flush()
-        self._pieces.append((data, starts, lengths))
+        self._pieces.append(("flat", data, np.asarray(starts), np.asarray(lengths)))
 
     def matrix(self, mat: np.ndarray, lengths: np.ndarray, first: np.ndarray | int = 0) -> None:
         """Row ``i`` gets ``mat[i, first : first + lengths[i]]`` (fixed when all agree)."""
@@ -71,51 +80,120 @@ class Assembler:
         f_hi = int(np.max(first)) if np.ndim(first) else int(first)
         if lo == hi and f_lo == f_hi:
             self.fixed(mat[:, f_lo : f_lo + lo])
-            return
-        w = mat.shape[1]
-        self.varying(mat.ravel(), np.arange(self.n, dtype=np.int64) * w + first, lengths)
+        else:
+            self._pieces.append(("matrix", mat, first, lengths))
 
     def varint(self, values: np.ndarray) -> None:
         mat, lens = zigzag_varints(values)
         self.matrix(mat, lens)
 
-    def _flush(self) -> None:
-        if not self._fixed:
-            return
-        mats = [np.broadcast_to(m, (self.n, m.shape[1])) for m in self._fixed]
-        mat = np.ascontiguousarray(np.hstack(mats)) if len(mats) > 1 else mats[0]
-        mat = np.ascontiguousarray(mat)
-        w = mat.shape[1]
-        self._pieces.append((mat.ravel(), np.arange(self.n, dtype=np.int64) * w, w))
-        self._fixed = []
-
     def build(self) -> tuple[np.ndarray, np.ndarray]:
         """(every row's bytes back to back as uint8, row boundaries: ``n + 1`` offsets)."""
-        n = self.n
-        if not self._pieces and self._fixed:  # all fixed: the merged matrix is the output
-            mats = [np.broadcast_to(m, (n, m.shape[1])) for m in self._fixed]
-            mat = np.ascontiguousarray(np.hstack(mats))
-            w = mat.shape[1]
-            return mat.ravel(), np.arange(n + 1, dtype=np.int64) * w
-        self._flush()
-        if not self._pieces:
-            return np.zeros(0, np.uint8), np.zeros(n + 1, np.int64)
-        sources = [p[0] for p in self._pieces]
-        base = np.cumsum([0] + [len(s) for s in sources[:-1]])
-        src = np.concatenate(sources) if len(sources) > 1 else sources[0]
-        k = len(self._pieces)
-        starts = np.empty((n, k), dtype=np.int64)
-        lens = np.empty((n, k), dtype=np.int64)
-        for j, (_, st, ln) in enumerate(self._pieces):
-            starts[:, j] = st + base[j]
-            lens[:, j] = ln
-        flat_len = lens.ravel()
+        rows = self.rows()
+        bounds = np.zeros(self.n + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, rows), np.int64, self.n), out=bounds[1:])
+        return np.frombuffer(b"".join(rows), dtype=np.uint8), bounds
+
+    def rows(self) -> list[bytes]:
+        """Every row's bytes."""
+        n, pieces = self.n, self._pieces
+        if n == 0:
+            return []
+        var = [p[-1] for p in pieces if p[0] != "fixed"]
+        if not var:
+            return _split(_block(pieces, None, n))
+        lens = np.stack(var, axis=1).astype(np.int64)
+        key = _layout_key(lens)
+        if key is None:
+            return self._gather()
+        uniq, inv = np.unique(key, return_inverse=True)
+        if len(uniq) == 1:
+            return _split(_block(pieces, None, n))
+        if len(uniq) > MAX_GROUPS:
+            return self._gather()
+        out: list[bytes] = [b""] * n
+        order = np.argsort(inv, kind="stable")
+        for idx in np.split(order, np.cumsum(np.bincount(inv))[:-1]):
+            for i, row in zip(idx.tolist(), _split(_block(pieces, idx, len(idx))), strict=True):
+                out[i] = row
+        return out
+
+    def _gather(self) -> list[bytes]:
+        """Every row through one byte-level gather (for batches with many row layouts)."""
+        n, w = self.n, 0
+        sources, starts, lens = [], [], []
+        base = 0
+        for p in self._pieces:
+            if p[0] == "fixed":
+                mat = np.ascontiguousarray(np.broadcast_to(p[1], (n, p[1].shape[1])))
+                w = mat.shape[1]
+                data, st, ln = mat.reshape(-1), np.arange(n, dtype=np.int64) * w, w
+            elif p[0] == "matrix":
+                mat, first, ln = np.ascontiguousarray(p[1]), p[2], p[3]
+                data, st = mat.reshape(-1), np.arange(n, dtype=np.int64) * mat.shape[1] + first
+            else:
+                data, st, ln = p[1], p[2], p[3]
+            sources.append(data)
+            starts.append(np.broadcast_to(st + base, (n,)))
+            lens.append(np.broadcast_to(ln, (n,)))
+            base += len(data)
+        src = np.concatenate(sources)
+        st2, ln2 = np.stack(starts, axis=1), np.stack(lens, axis=1).astype(np.int64)
+        flat_len = ln2.reshape(-1)
         out_start = np.cumsum(flat_len) - flat_len
         total = int(flat_len.sum())
-        idx = np.repeat(starts.ravel() - out_start, flat_len) + np.arange(total, dtype=np.int64)
+        idx = np.repeat(st2.reshape(-1) - out_start, flat_len) + np.arange(total, dtype=np.int64)
         bounds = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lens.sum(axis=1), out=bounds[1:])
-        return src[idx], bounds
+        np.cumsum(ln2.sum(axis=1), out=bounds[1:])
+        data_b = src[idx].tobytes()
+        b = bounds.tolist()
+        return [data_b[b[i] : b[i + 1]] for i in range(n)]
+
+
+def _layout_key(lens: np.ndarray) -> np.ndarray | None:
+    """One int64 per row naming its piece lengths (None if they do not fit one)."""
+    if lens.shape[1] == 1:
+        return lens[:, 0]
+    radix = lens.max(axis=0) + 1
+    if float(np.prod(radix.astype(np.float64))) >= 2.0**62:
+        return None
+    mult = np.cumprod(np.concatenate(([1], radix[:-1]))).astype(np.int64)
+    return lens @ mult
+
+
+def _block(pieces: list[tuple], idx: np.ndarray | None, m: int) -> np.ndarray:
+    """The ``[m, W]`` bytes of rows ``idx`` (None: all), whose pieces all have one length."""
+    r0 = 0 if idx is None else int(idx[0])
+    blocks = []
+    for p in pieces:
+        kind = p[0]
+        if kind == "fixed":
+            mat = p[1]
+            blocks.append(
+                np.broadcast_to(mat, (m, mat.shape[1]))
+                if mat.shape[0] == 1
+                else (mat if idx is None else mat[idx])
+            )
+            continue
+        length = int(p[-1][r0])
+        if length == 0:
+            continue
+        if kind == "matrix":
+            mat, first = p[1], p[2]
+            f = int(first[r0]) if np.ndim(first) else int(first)
+            blocks.append(mat[:, f : f + length] if idx is None else mat[idx, f : f + length])
+        else:
+            starts = p[2] if idx is None else p[2][idx]
+            blocks.append(p[1][starts[:, None] + np.arange(length)])
+    if not blocks:
+        return np.zeros((m, 0), dtype=np.uint8)
+    return np.ascontiguousarray(np.hstack(blocks) if len(blocks) > 1 else blocks[0])
+
+
+def _split(block: np.ndarray) -> list[bytes]:
+    w = block.shape[1]
+    data = block.tobytes()
+    return [data[i : i + w] for i in range(0, len(block) * w, w)] if w else [b""] * len(block)
 
 
 def split(flat: np.ndarray, bounds: np.ndarray) -> list[bytes]:

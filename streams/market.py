@@ -1,7 +1,16 @@
 """The market pipeline (pure): book snapshots → rolling windows → model → price signals.
 
-Nothing is emitted for an instrument until its window holds ``window`` snapshots. Crossed or
-empty books, non-positive prices, negative sizes and far-future timestamps are dead letters.
+Columnar from end to end: the batch is decoded into columns (:func:`decode_ticks`), checked
+with the rules of :func:`validate_tick` on all rows at once, turned into feature rows
+(:func:`book_from_levels` → :func:`rows_from_book_array`, the training definitions), pushed
+into per-instrument windows, scored in chunks of windows copied once each into a reused
+float32 array (:class:`ReadyWindows`), and the signals are encoded with :class:`ColumnarCodec`.
+
+Nothing is emitted for an instrument until its window holds ``window`` snapshots; a tick whose
+sequence was already seen is skipped. Crossed or empty books, more than 10 levels, non-positive
+or NaN prices, negative sizes and far-future timestamps are dead letters (with the reasons of
+:func:`validate_tick`); so are undecodable records (with the reasons of ``Codec.decode``).
+Signals are produced in input order, each after its shadow signal when a challenger runs.
 """
 
 from __future__ import annotations
@@ -10,40 +19,28 @@ import time
 
 import numpy as np
 
-from finscore.features.market import MarketWindows
-from finscore.schemas.codec import Codec
-from finscore.schemas.topics import shadow
-from finscore.streams.pipeline import (
-    MAX_FUTURE_SKEW_MS,
-    BatchResult,
-    Clock,
-    DeadLetter,
-    decode_batch,
-    now_ms,
-    split_valid,
+from finscore.features.market import (
+    MarketWindows,
+    ReadyWindows,
+    book_from_levels,
+    rows_from_book_array,
 )
+from finscore.schemas.codec import Codec
+from finscore.schemas.columnar import ColumnarCodec
+from finscore.schemas.topics import shadow
+from finscore.streams.market_ticks import (
+    TickColumns,
+    decode_ticks,
+    impossible_ticks,
+    validate_tick,
+)
+from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, now_ms
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
 
+__all__ = ["SIGNALS", "MarketPipeline", "validate_tick"]
+
 SIGNALS = ("DOWN", "FLAT", "UP")
-
-
-def validate_tick(tick: dict, now_us: int) -> str | None:
-    """Why a decoded book snapshot is impossible, or None when it is fine."""
-    bids, asks = tick["bids"], tick["asks"]
-    if not bids or not asks:
-        return "empty book side"
-    if len(bids) > 10 or len(asks) > 10:
-        return "more than 10 levels on a side"
-    for side in (bids, asks):
-        for lvl in side:
-            if not lvl["price"] > 0 or lvl["size"] < 0:  # `not >` also catches NaN
-                return f"impossible level {lvl}"
-    if bids[0]["price"] >= asks[0]["price"]:
-        return f"crossed book: bid {bids[0]['price']} >= ask {asks[0]['price']}"
-    if tick["event_time"] > now_us + MAX_FUTURE_SKEW_MS * 1000:
-        return f"event_time {tick['event_time']} is more than 1 h in the future"
-    return None
 
 
 class MarketPipeline:
@@ -69,77 +66,129 @@ class MarketPipeline:
         self.clock = clock
         self.in_codec = in_codec or Codec("market_tick")
         self.out_codec = out_codec or Codec("price_signal")
+        self.in_columnar = ColumnarCodec("market_tick")
+        self.out_columnar = ColumnarCodec("price_signal")
 
     def process(self, messages: list[Message]) -> BatchResult:
         """Decode → validate → window → score the full windows → encode signals."""
         result = BatchResult()
         now_us = now_ms(self.clock) * 1000
-        decoded, result.dead_letters = decode_batch(self.in_codec, messages)
-        valid, impossible = split_valid(decoded, lambda r: validate_tick(r, now_us))
-        result.dead_letters += impossible
-        if not valid:
-            return result
-        ticks = [t for _, t in valid]
-        ready = self.windows.push(ticks)
-        live = self.slot.live
-        if ready and live is None:
+        ticks, result.dead_letters = decode_ticks(self.in_columnar, self.in_codec, messages)
+        bad, reasons = impossible_ticks(ticks, now_us)
+        if len(bad):
             result.dead_letters += [
-                DeadLetter(valid[i][0], "NoModel", "no model loaded") for i, _ in ready
+                DeadLetter(messages[int(ticks.index[i])], "ImpossibleValue", why)
+                for i, why in zip(bad.tolist(), reasons, strict=True)
             ]
-            ready = []
-        if ready and live is not None:
-            x = np.stack([w for _, w in ready]).astype(np.float32, copy=False)
-            t0 = time.perf_counter()
-            probs = live.score_batch(x)
-            challenger = self.slot.challenger
-            ch_probs = challenger.scorer.score_batch(x) if challenger else None
-            result.inference_seconds = time.perf_counter() - t0
-            result.model_version = live.version
-            result.scored = len(ready)
-            processing = now_ms(self.clock)
-            for row, (i, _) in enumerate(ready):
-                m, tick = valid[i]
-                if challenger is not None and ch_probs is not None:
-                    signal = self._signal(tick, m, challenger.scorer, ch_probs[row], processing)
-                    result.outputs.append(
-                        OutRecord(
-                            shadow(self.output_topic),
-                            m.key,
-                            self.out_codec.encode(signal, self.output_encoding),
-                            timestamp_ms=m.timestamp_ms,
-                        )
-                    )
-                signal = self._signal(tick, m, live, probs[row], processing)
-                value = self.out_codec.encode(signal, self.output_encoding)
-                result.outputs.append(
-                    OutRecord(self.output_topic, m.key, value, timestamp_ms=m.timestamp_ms)
-                )
+            keep = np.ones(len(ticks), dtype=bool)
+            keep[bad] = False
+            ticks = ticks.take(keep)
+        if not len(ticks):
+            return result
+        rows = rows_from_book_array(
+            book_from_levels(
+                ticks.ask_price, ticks.ask_size, ticks.ask_count,
+                ticks.bid_price, ticks.bid_size, ticks.bid_count,
+            )
+        )  # fmt: skip
+        ready = self.windows.push_rows(ticks.instrument, ticks.sequence, rows)
+        live = self.slot.live
+        if len(ready) and live is None:
+            result.dead_letters += [
+                DeadLetter(messages[int(ticks.index[i])], "NoModel", "no model loaded")
+                for i in np.sort(ready.index).tolist()
+            ]
+        elif len(ready) and live is not None:
+            self._score(result, messages, ticks, ready, live)
         if self.changelog_topic:
-            latest = {t["instrument"]: m.partition for m, t in valid}
+            parts = map(messages.__getitem__, ticks.index.tolist())
+            latest = dict(zip(ticks.instrument, (m.partition for m in parts), strict=True))
             result.state = [
                 OutRecord(self.changelog_topic, inst.encode(), self.windows.snapshot(inst), p)
                 for inst, p in latest.items()
             ]
         return result
 
-    @staticmethod
-    def _signal(tick: dict, m: Message, scorer: Scorer, p: np.ndarray, processing: int) -> dict:
+    def _score(
+        self,
+        result: BatchResult,
+        messages: list[Message],
+        ticks: TickColumns,
+        ready: ReadyWindows,
+        live: Scorer,
+    ) -> None:
+        """Score the ready windows in chunks (each copied once into a reused array that stays
+        in cache while ONNX Runtime reads it) and encode the signals in input order."""
+        t0 = time.perf_counter()
+        challenger = self.slot.challenger
+        probs = np.empty((len(ready), 3), dtype=np.float32)
+        ch_probs = np.empty_like(probs) if challenger else None
+        for lo, x in ready.batches():
+            probs[lo : lo + len(x)] = live.score_batch(x)
+            if challenger is not None and ch_probs is not None:
+                ch_probs[lo : lo + len(x)] = challenger.scorer.score_batch(x)
+        result.inference_seconds = time.perf_counter() - t0
+        result.model_version = live.version
+        result.scored = len(ready)
+        processing = now_ms(self.clock)
+        order = np.argsort(ready.index, kind="stable")  # windows come grouped by instrument
+        rows = ready.index[order]
+        msgs = [messages[i] for i in ticks.index[rows].tolist()]
+        live_values = self._encode(ticks, rows, msgs, live, probs[order], processing)
+        outs = [
+            OutRecord(self.output_topic, m.key, v, timestamp_ms=m.timestamp_ms)
+            for m, v in zip(msgs, live_values, strict=True)
+        ]
+        if challenger is not None and ch_probs is not None:
+            ch_values = self._encode(
+                ticks, rows, msgs, challenger.scorer, ch_probs[order], processing
+            )
+            topic = shadow(self.output_topic)
+            shadows = [
+                OutRecord(topic, m.key, v, timestamp_ms=m.timestamp_ms)
+                for m, v in zip(msgs, ch_values, strict=True)
+            ]
+            outs = [o for pair in zip(shadows, outs, strict=True) for o in pair]
+        result.outputs += outs
+
+    def _encode(
+        self,
+        ticks: TickColumns,
+        rows: np.ndarray,
+        msgs: list[Message],
+        scorer: Scorer,
+        p: np.ndarray,
+        processing: int,
+    ) -> list[bytes]:
+        """Price signals of the ticks at ``rows`` scored ``p`` [n, 3] by ``scorer``."""
         params = scorer.manifest.params or {}
-        mid = (tick["bids"][0]["price"] + tick["asks"][0]["price"]) / 2
-        return {
-            "instrument": tick["instrument"],
-            "sequence": tick["sequence"],
+        p = np.asarray(p, dtype=np.float64)
+        cols = {
+            "instrument": [ticks.instrument[i] for i in rows.tolist()],
+            "sequence": ticks.sequence[rows],
             "horizon": int(params.get("horizon", 0)),
-            "prob_down": float(p[0]),
-            "prob_flat": float(p[1]),
-            "prob_up": float(p[2]),
-            "signal": SIGNALS[int(np.argmax(p))],
-            "mid_price": float(mid),
+            "prob_down": p[:, 0],
+            "prob_flat": p[:, 1],
+            "prob_up": p[:, 2],
+            "signal": np.argmax(p, axis=1),
+            "mid_price": ticks.mid()[rows],
             "model_name": scorer.name,
             "model_version": scorer.version,
-            "event_time": tick["event_time"],
+            "event_time": ticks.event_time[rows],
             "processing_time": processing,
-            "source_topic": m.topic,
-            "source_partition": m.partition,
-            "source_offset": m.offset,
+            "source_topic": [m.topic for m in msgs],
+            "source_partition": np.fromiter((m.partition for m in msgs), np.int64, len(msgs)),
+            "source_offset": np.fromiter((m.offset for m in msgs), np.int64, len(msgs)),
         }
+        if self.output_encoding == "avro":
+            return self.out_columnar.encode(len(rows), cols)
+        records = [  # JSON (or Confluent) output: the per-record codec
+            {k: (v[j] if isinstance(v, list | np.ndarray) else v) for k, v in cols.items()}
+            for j in range(len(rows))
+        ]
+        for r in records:
+            r["signal"] = SIGNALS[int(r["signal"])]
+            for k, v in r.items():
+                if isinstance(v, np.generic):
+                    r[k] = v.item()
+        return [self.out_codec.encode(r, self.output_encoding) for r in records]

@@ -12,8 +12,6 @@ Classes: down = 0, flat = 1, up = 2.
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
 LEVELS = 10
@@ -100,76 +98,61 @@ def book_array(ticks: list[dict]) -> np.ndarray:
     return out
 
 
-class _Ring:
-    """The last ``window`` rows of one instrument in a flat buffer (no per-row allocations)."""
+def book_from_levels(
+    ask_price: np.ndarray,
+    ask_size: np.ndarray,
+    ask_count: np.ndarray,
+    bid_price: np.ndarray,
+    bid_size: np.ndarray,
+    bid_count: np.ndarray,
+) -> np.ndarray:
+    """:func:`book_array` of ``N`` books given as dense level arrays: ``[N, 10]`` prices and
+    sizes per side (best first; entries past a side's count are ignored) and the number of
+    levels each side has (at least 1; only the first 10 are used). The padding is computed
+    exactly as :func:`book_array` does (one tick beyond the last level, added level by level),
+    so the rows are bit-identical."""
+    n = len(ask_count)
+    out = np.empty((n, N_FEATURES), dtype=np.float64)
+    for col, (price, size, count, sign) in enumerate(
+        ((ask_price, ask_size, ask_count, 1.0), (bid_price, bid_size, bid_count, -1.0))
+    ):
+        p = np.array(price[:, :LEVELS], dtype=np.float64)
+        q = np.array(size[:, :LEVELS], dtype=np.float64)
+        c = np.minimum(np.asarray(count, dtype=np.int64), LEVELS)
+        short = np.flatnonzero(c < LEVELS)
+        if len(short):
+            cs, ps = c[short], p[short]
+            last = ps[np.arange(len(short)), np.maximum(cs - 1, 0)]
+            prev = ps[np.arange(len(short)), np.maximum(cs - 2, 0)]
+            tick = np.where(cs > 1, np.abs(last - prev), last * 1e-4)
+            step = sign * tick
+            for k in range(1, LEVELS):  # sequential additions, as _pad appends
+                pad = cs <= k
+                ps[pad, k] = ps[pad, k - 1] + step[pad]
+            p[short] = ps
+            q[short] = np.where(np.arange(LEVELS) < cs[:, None], q[short], 0.0)
+        out[:, 2 * col :: 4] = p
+        out[:, 2 * col + 1 :: 4] = q
+    return out
 
-    __slots__ = ("buf", "pos", "count", "window")
 
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self.buf = np.zeros((2 * window, N_FEATURES), dtype=np.float32)
-        self.pos = 0
-        self.count = 0
+# The online windows (the worker's state) live in their own module; re-exported here, where
+# training and the workers have always found them.
+from finscore.features.market_windows import MarketWindows, ReadyWindows  # noqa: E402
 
-    def append(self, row: np.ndarray) -> None:
-        if self.pos == len(self.buf):
-            keep = self.window - 1
-            self.buf[:keep] = self.buf[self.pos - keep : self.pos]
-            self.pos = keep
-        self.buf[self.pos] = row
-        self.pos += 1
-        self.count = min(self.count + 1, self.window)
-
-    def rows(self) -> np.ndarray:
-        return self.buf[self.pos - self.count : self.pos]
-
-
-class MarketWindows:
-    """Online per-instrument windows of the last ``window`` rows; idempotent by ``sequence``."""
-
-    def __init__(self, window: int = 100) -> None:
-        self.window = window
-        self._rings: dict[str, _Ring] = {}
-        self._last_seq: dict[str, int] = {}
-        self.duplicates = 0
-
-    def push(self, ticks: list[dict]) -> list[tuple[int, np.ndarray]]:
-        """Add ticks in order; returns (index in ``ticks``, window [T, 40] copy) for every tick
-        whose instrument now has a full window. Ticks with a sequence already seen are skipped."""
-        fresh = []
-        for i, tick in enumerate(ticks):
-            inst, seq = tick["instrument"], int(tick["sequence"])
-            if seq <= self._last_seq.get(inst, -1):
-                self.duplicates += 1
-                continue
-            self._last_seq[inst] = seq
-            fresh.append(i)
-        if not fresh:
-            return []
-        rows = rows_from_book_array(book_array([ticks[i] for i in fresh]))
-        ready = []
-        for row, i in zip(rows, fresh, strict=True):
-            inst = ticks[i]["instrument"]
-            ring = self._rings.get(inst)
-            if ring is None:
-                ring = self._rings[inst] = _Ring(self.window)
-            ring.append(row)
-            if ring.count == self.window:
-                ready.append((i, ring.rows().copy()))
-        return ready
-
-    def snapshot(self, instrument: str) -> bytes:
-        """The instrument's window and last sequence as bytes (for a compacted changelog)."""
-        ring = self._rings.get(instrument)
-        rows = ring.rows() if ring is not None else np.zeros((0, N_FEATURES), np.float32)
-        header = struct.pack("<qi", self._last_seq.get(instrument, -1), len(rows))
-        return header + rows.astype(np.float32).tobytes()
-
-    def restore(self, instrument: str, snap: bytes) -> None:
-        """Replace an instrument's window with a snapshot."""
-        seq, n = struct.unpack("<qi", snap[:12])
-        ring = _Ring(self.window)
-        for row in np.frombuffer(snap[12:], dtype=np.float32).reshape(n, N_FEATURES):
-            ring.append(row)
-        self._rings[instrument] = ring
-        self._last_seq[instrument] = seq
+__all__ = [
+    "DOWN",
+    "FLAT",
+    "LEVELS",
+    "N_FEATURES",
+    "UP",
+    "MarketWindows",
+    "ReadyWindows",
+    "book_array",
+    "book_from_levels",
+    "direction_labels",
+    "make_windows",
+    "mid_price",
+    "rows_from_book_array",
+    "tick_to_row",
+]

@@ -7,8 +7,10 @@ import itertools
 import numpy as np
 
 from finscore.features.market import (
+    LEVELS,
     MarketWindows,
     book_array,
+    book_from_levels,
     make_windows,
     rows_from_book_array,
     tick_to_row,
@@ -58,3 +60,43 @@ def test_snapshot_restore_continues_the_same_windows() -> None:
     c.restore("SIMB", b.snapshot("SIMB"))
     rest = [win for _, win in c.push(ts[200:])]
     np.testing.assert_array_equal(np.stack(rest), np.stack(full[-len(rest) :]))
+
+
+def test_dense_levels_give_the_same_books_as_records() -> None:
+    """The worker's columnar path (book_from_levels) is bit-identical to book_array, padding
+    of short books (1..9 levels) and truncation of long ones (> 10) included."""
+    rng = np.random.default_rng(3)
+    ts = []
+    for t in ticks(400):
+        nb, na = (int(k) for k in rng.integers(1, 13, 2))
+        deeper = [{"price": lv["price"] - 0.5, "size": lv["size"] + 1} for lv in t["bids"][-2:]]
+        ts.append(dict(t, bids=(t["bids"] + deeper)[:nb], asks=(t["asks"] + t["asks"][-2:])[:na]))
+    dense = {}
+    for side in ("asks", "bids"):
+        price = np.full((len(ts), LEVELS), np.nan)
+        size = np.zeros((len(ts), LEVELS), dtype=np.int64)
+        for i, t in enumerate(ts):
+            for k, lv in enumerate(t[side][:LEVELS]):
+                price[i, k], size[i, k] = lv["price"], lv["size"]
+        dense[side] = (price, size, np.array([len(t[side]) for t in ts]))
+    got = book_from_levels(*dense["asks"], *dense["bids"])
+    np.testing.assert_array_equal(got, book_array(ts))
+
+
+def test_push_rows_groups_windows_by_instrument() -> None:
+    ts = ticks(600)
+    rows = rows_from_book_array(book_array(ts))
+    w = MarketWindows(window=40)
+    got = w.push_rows([t["instrument"] for t in ts], np.array([t["sequence"] for t in ts]), rows)
+    ready, windows = got.index, got.array()
+    assert windows.dtype == np.float32 and windows.flags.c_contiguous
+    chunks = [x.copy() for _, x in got.batches(7)]
+    np.testing.assert_array_equal(np.concatenate(chunks), windows)
+    insts = [ts[i]["instrument"] for i in ready]
+    firsts = list(dict.fromkeys(t["instrument"] for t in ts))
+    assert insts == sorted(insts, key=firsts.index)  # grouped, in order of first appearance
+    for inst in firsts:
+        idx = [i for i, t in enumerate(ts) if t["instrument"] == inst]
+        mine = ready[[k for k, i in enumerate(insts) if i == inst]]
+        assert mine.tolist() == idx[39:]
+        np.testing.assert_array_equal(windows[insts.index(inst)], rows[idx[:40]])

@@ -13,7 +13,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from finscore.schemas import Codec, DecodeError, EncodeError, sample
+from finscore.schemas import Codec, DecodeError, EncodeError, columnar_write, sample
 from finscore.schemas.columnar import ArrayColumn, ColumnarCodec, Unscaled
 from finscore.schemas.samples import BASE_MS
 
@@ -237,10 +237,26 @@ def test_empty_batches() -> None:
 
 @pytest.mark.parametrize("name", ENCODED)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_encode_is_byte_identical(name: str, seed: int) -> None:
+@pytest.mark.parametrize("groups", [0, 48, 10**6])  # always gather / default / always group
+def test_encode_is_byte_identical(
+    name: str, seed: int, groups: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(columnar_write, "MAX_GROUPS", groups)
     codec, cc, g = Codec(name), ColumnarCodec(name), Gen(100 + seed)
     records = [g.record(name, finite=False) for _ in range(300)]
     assert cc.encode(len(records), columns_of(cc, records)) == [codec.encode(r) for r in records]
+    flat, bounds = cc.encode_flat(len(records), columns_of(cc, records))
+    assert flat.tobytes() == b"".join(codec.encode(r) for r in records)
+    assert np.diff(bounds).tolist() == [len(codec.encode(r)) for r in records]
+
+
+def test_encode_with_a_few_row_layouts() -> None:
+    """Rows grouped by layout (string and varint lengths) come back in input order."""
+    codec, cc, g = Codec("price_signal"), ColumnarCodec("price_signal"), Gen(8)
+    records = [g.record("price_signal") for _ in range(500)]
+    for i, r in enumerate(records):
+        r.update(instrument=("A", "BB", "CCCC")[i % 3], sequence=60 + i, source_offset=8190 + i)
+    assert cc.encode(500, columns_of(cc, records)) == [codec.encode(r) for r in records]
 
 
 def test_encode_broadcasts_scalars_and_takes_arrays() -> None:

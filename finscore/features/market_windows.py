@@ -1,0 +1,188 @@
+"""Online per-instrument windows of market feature rows: the market worker's state.
+
+Each instrument keeps its last ``window`` rows in a flat float32 buffer that a batch extends in
+bulk, so the rows of a batch and the window before them are contiguous and every window the
+batch completes is a slice of that buffer. :meth:`MarketWindows.push_rows` hands those windows
+back as a :class:`ReadyWindows` that copies them on demand, a few hundred at a time, into one
+reused (cache-resident) array for the model: one copy per window, no per-tick allocation.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+
+from finscore.features.market import N_FEATURES, book_array, rows_from_book_array
+
+SCORE_CHUNK = 256  # windows per copy + inference: [256, 100, 40] float32 is 4 MB
+
+
+class _Ring:
+    """``buf[end - count : end]`` are the instrument's last ``count`` (≤ ``window``) rows."""
+
+    __slots__ = ("buf", "end", "count", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.buf = np.zeros((2 * window, N_FEATURES), dtype=np.float32)
+        self.end = 0
+        self.count = 0
+
+    def extend(self, rows: np.ndarray) -> int:
+        """Append ``rows``; returns the index in ``buf`` of the first of them."""
+        k, keep = len(rows), self.count
+        if self.end + k > len(self.buf):
+            old = self.buf[self.end - keep : self.end]
+            if keep + k > len(self.buf):
+                self.buf = np.empty((keep + k + self.window, N_FEATURES), dtype=np.float32)
+            self.buf[:keep] = old  # numpy copies overlapping slices safely
+            self.end = keep
+        first = self.end
+        self.buf[first : first + k] = rows
+        self.end += k
+        self.count = min(keep + k, self.window)
+        return first
+
+    def rows(self) -> np.ndarray:
+        return self.buf[self.end - self.count : self.end]
+
+
+class ReadyWindows:
+    """The windows one :meth:`MarketWindows.push_rows` call completed, copied on demand.
+
+    ``index[k]`` is the input index of window ``k``. Windows are grouped by instrument (in
+    order of first appearance) and in input order within one. They read the instruments'
+    buffers, so they are valid until the next ``push_rows``/``push``/``restore``.
+    """
+
+    def __init__(self, window: int, scratch: np.ndarray) -> None:
+        self.window = window
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []  # (buffer, window starts)
+        self._indices: list[np.ndarray] = []
+        self._bounds = [0]
+        self._scratch = scratch
+        self._index: np.ndarray | None = None
+
+    def _add(self, buf: np.ndarray, index: np.ndarray, starts: np.ndarray) -> None:
+        self._parts.append((buf, starts))
+        self._indices.append(index)
+        self._bounds.append(self._bounds[-1] + len(starts))
+        self._index = None
+
+    @property
+    def index(self) -> np.ndarray:
+        """The input index of every window (int64)."""
+        if self._index is None:
+            self._index = (
+                np.concatenate(self._indices) if self._indices else np.zeros(0, dtype=np.int64)
+            )
+        return self._index
+
+    def __len__(self) -> int:
+        return self._bounds[-1]
+
+    def fill(self, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+        """Copy windows ``lo:hi`` into ``out[: hi - lo]`` (float32 [≥ hi - lo, T, 40]); returns it."""
+        steps = np.arange(self.window)
+        for (buf, starts), a, b in zip(self._parts, self._bounds, self._bounds[1:], strict=False):
+            s, e = max(lo, a), min(hi, b)
+            if s < e:
+                idx = starts[s - a : e - a, None] + steps
+                np.take(buf, idx, axis=0, out=out[s - lo : e - lo], mode="clip")
+        return out[: hi - lo]
+
+    def batches(self, size: int = SCORE_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+        """``(lo, windows lo:lo+size)`` chunks, all in one reused array (valid until the next)."""
+        size = min(size, len(self._scratch))
+        for lo in range(0, len(self), size):
+            hi = min(lo + size, len(self))
+            yield lo, self.fill(lo, hi, self._scratch)
+
+    def array(self) -> np.ndarray:
+        """Every window in one new array [len, T, 40]."""
+        out = np.empty((len(self), self.window, N_FEATURES), dtype=np.float32)
+        return self.fill(0, len(self), out)
+
+
+class MarketWindows:
+    """Online per-instrument windows of the last ``window`` rows; idempotent by ``sequence``."""
+
+    def __init__(self, window: int = 100) -> None:
+        self.window = window
+        self._rings: dict[str, _Ring] = {}
+        self._last_seq: dict[str, int] = {}
+        self.duplicates = 0
+        self._scratch = np.zeros((SCORE_CHUNK, window, N_FEATURES), dtype=np.float32)
+
+    def push(self, ticks: list[dict]) -> list[tuple[int, np.ndarray]]:
+        """Add ticks in order; returns (index in ``ticks``, window [T, 40] copy) for every tick
+        whose instrument now has a full window, in the order of ``ticks``. Ticks with a sequence
+        already seen are skipped. (The record form of :meth:`push_rows`.)"""
+        if not ticks:
+            return []
+        rows = rows_from_book_array(book_array(ticks))
+        keys = [t["instrument"] for t in ticks]
+        seqs = np.fromiter((int(t["sequence"]) for t in ticks), dtype=np.int64, count=len(ticks))
+        ready = self.push_rows(keys, seqs, rows)
+        windows = ready.array()
+        order = np.argsort(ready.index, kind="stable")
+        return [(int(ready.index[k]), windows[k]) for k in order]
+
+    def push_rows(
+        self, instruments: list[str], sequences: np.ndarray, rows: np.ndarray
+    ) -> ReadyWindows:
+        """Add ``N`` ticks (instrument, sequence, feature row [40]) in input order; returns the
+        windows of the ticks whose instrument now has a full window (see :class:`ReadyWindows`).
+
+        A tick whose sequence is not above every sequence seen before for its instrument is a
+        replay: skipped and counted in :attr:`duplicates`.
+        """
+        ready = ReadyWindows(self.window, self._scratch)
+        n = len(instruments)
+        if n == 0:
+            return ready
+        codes_of = {s: k for k, s in enumerate(dict.fromkeys(instruments))}
+        codes = np.fromiter(map(codes_of.__getitem__, instruments), dtype=np.int64, count=n)
+        seqs = np.asarray(sequences, dtype=np.int64)
+        if len(codes_of) == 1:
+            groups = [np.arange(n)]
+        else:
+            by = np.argsort(codes, kind="stable")
+            groups = np.split(by, np.cumsum(np.bincount(codes, minlength=len(codes_of)))[:-1])
+        for inst, idx in zip(codes_of, groups, strict=True):
+            s = seqs[idx]
+            last = self._last_seq.get(inst, -1)
+            fresh = s > np.maximum.accumulate(np.concatenate(([last], s[:-1])))
+            if not fresh.all():
+                self.duplicates += int((~fresh).sum())
+                idx = idx[fresh]
+            if not len(idx):
+                continue
+            self._last_seq[inst] = max(last, int(s.max()))
+            ring = self._rings.get(inst)
+            if ring is None:
+                ring = self._rings[inst] = _Ring(self.window)
+            before = ring.count
+            first = ring.extend(rows[idx])
+            skip = max(0, self.window - 1 - before)  # new rows before the window is full
+            if skip < len(idx):
+                starts = first + np.arange(skip, len(idx)) - (self.window - 1)
+                ready._add(ring.buf, idx[skip:], starts)
+        return ready
+
+    def snapshot(self, instrument: str) -> bytes:
+        """The instrument's window and last sequence as bytes (for a compacted changelog)."""
+        ring = self._rings.get(instrument)
+        rows = ring.rows() if ring is not None else np.zeros((0, N_FEATURES), np.float32)
+        header = struct.pack("<qi", self._last_seq.get(instrument, -1), len(rows))
+        return header + rows.astype(np.float32).tobytes()
+
+    def restore(self, instrument: str, snap: bytes) -> None:
+        """Replace an instrument's window with a snapshot."""
+        seq, n = struct.unpack("<qi", snap[:12])
+        ring = _Ring(self.window)
+        ring.extend(np.frombuffer(snap[12:], dtype=np.float32).reshape(n, N_FEATURES))
+        self._rings[instrument] = ring
+        self._last_seq[instrument] = seq

@@ -1,0 +1,176 @@
+"""Market ticks as columns: a batch of messages decoded, validated and turned into book rows.
+
+:func:`decode_ticks` decodes a batch with :class:`ColumnarCodec`; the messages it leaves (other
+encodings, other writer versions, anything odd) go through :func:`decode_batch` one by one, so
+undecodable ones become the same dead letters as before, and the records that do decode join
+the columns at their place in the batch. :func:`impossible_ticks` applies the rules of
+:func:`validate_tick` to all rows at once and gives the same reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from finscore.features.market import LEVELS
+from finscore.schemas.codec import Codec
+from finscore.schemas.columnar import ColumnarCodec
+from finscore.streams.pipeline import MAX_FUTURE_SKEW_MS, DeadLetter, decode_batch
+from finscore.streams.transport import Message
+
+
+def validate_tick(tick: dict, now_us: int) -> str | None:
+    """Why a decoded book snapshot is impossible, or None when it is fine (the rules; the
+    pipeline applies them to columns with :func:`impossible_ticks`)."""
+    bids, asks = tick["bids"], tick["asks"]
+    if not bids or not asks:
+        return "empty book side"
+    if len(bids) > 10 or len(asks) > 10:
+        return "more than 10 levels on a side"
+    for side in (bids, asks):
+        for lvl in side:
+            if not lvl["price"] > 0 or lvl["size"] < 0:  # `not >` also catches NaN
+                return f"impossible level {lvl}"
+    if bids[0]["price"] >= asks[0]["price"]:
+        return f"crossed book: bid {bids[0]['price']} >= ask {asks[0]['price']}"
+    if tick["event_time"] > now_us + MAX_FUTURE_SKEW_MS * 1000:
+        return f"event_time {tick['event_time']} is more than 1 h in the future"
+    return None
+
+
+@dataclass
+class TickColumns:
+    """``N`` ticks: ``index`` (position in the message batch), instrument, event time,
+    sequence, and per side ``[N, 10]`` prices (float64) and sizes (int64) with level counts
+    (a count may exceed 10; levels past the 10th are not kept). Trades are not read."""
+
+    index: np.ndarray
+    instrument: list[str]
+    event_time: np.ndarray
+    sequence: np.ndarray
+    bid_price: np.ndarray
+    bid_size: np.ndarray
+    bid_count: np.ndarray
+    ask_price: np.ndarray
+    ask_size: np.ndarray
+    ask_count: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def take(self, rows: np.ndarray) -> TickColumns:
+        """The ticks at ``rows`` (an index array or a boolean mask)."""
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        inst = self.instrument
+        return TickColumns(
+            *(
+                [inst[i] for i in rows.tolist()] if f.name == "instrument" else getattr(self, f.name)[rows]
+                for f in fields(self)
+            )
+        )  # fmt: skip
+
+    @staticmethod
+    def concat(parts: list[TickColumns]) -> TickColumns:
+        return TickColumns(
+            *(
+                [s for p in parts for s in p.instrument] if f.name == "instrument"
+                else np.concatenate([getattr(p, f.name) for p in parts])
+                for f in fields(TickColumns)
+            )
+        )  # fmt: skip
+
+    def mid(self) -> np.ndarray:
+        """Mid price of every tick (best bid + best ask) / 2."""
+        return (self.bid_price[:, 0] + self.ask_price[:, 0]) / 2
+
+
+def _from_records(index: list[int], records: list[dict]) -> TickColumns:
+    n = len(records)
+    side: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for name in ("bids", "asks"):
+        price = np.full((n, LEVELS), np.nan)
+        size = np.zeros((n, LEVELS), dtype=np.int64)
+        count = np.zeros(n, dtype=np.int64)
+        for i, r in enumerate(records):
+            levels = r[name]
+            count[i] = len(levels)
+            for k, lv in enumerate(levels[:LEVELS]):
+                price[i, k], size[i, k] = lv["price"], lv["size"]
+        side[name] = (price, size, count)
+    return TickColumns(
+        np.asarray(index, dtype=np.int64),
+        [r["instrument"] for r in records],
+        np.asarray([r["event_time"] for r in records], dtype=np.int64),
+        np.asarray([r["sequence"] for r in records], dtype=np.int64),
+        *side["bids"],
+        *side["asks"],
+    )
+
+
+def decode_ticks(
+    columnar: ColumnarCodec, codec: Codec, messages: list[Message]
+) -> tuple[TickColumns, list[DeadLetter]]:
+    """Every decodable message of the batch as columns (in batch order) and the dead letters
+    of the others (those of :func:`decode_batch`)."""
+    batch = columnar.decode([m.value for m in messages])
+    bids, asks = batch["bids"], batch["asks"]
+    ticks = TickColumns(
+        batch.ok,
+        batch["instrument"],
+        batch["event_time"],
+        batch["sequence"],
+        bids.dense("price", LEVELS, np.nan),
+        bids.dense("size", LEVELS, 0),
+        bids.counts,
+        asks.dense("price", LEVELS, np.nan),
+        asks.dense("size", LEVELS, 0),
+        asks.counts,
+    )
+    if not batch.rest:
+        return ticks, []
+    rest = [messages[i] for i in batch.rest]
+    good, dead = decode_batch(codec, rest)
+    if good:
+        where = {id(m): i for m, i in zip(rest, batch.rest, strict=True)}
+        extra = _from_records([where[id(m)] for m, _ in good], [r for _, r in good])
+        both = TickColumns.concat([ticks, extra])
+        ticks = both.take(np.argsort(both.index, kind="stable"))
+    return ticks, dead
+
+
+def impossible_ticks(t: TickColumns, now_us: int) -> tuple[np.ndarray, list[str]]:
+    """(rows of ``t`` that :func:`validate_tick` rejects, its reason for each)."""
+    nb, na = t.bid_count, t.ask_count
+    empty = (nb == 0) | (na == 0)
+    over = ~empty & ((nb > LEVELS) | (na > LEVELS))
+    j = np.arange(LEVELS)
+    bid_bad = (j < nb[:, None]) & (~(t.bid_price > 0) | (t.bid_size < 0))
+    ask_bad = (j < na[:, None]) & (~(t.ask_price > 0) | (t.ask_size < 0))
+    rest = ~empty & ~over
+    level = rest & (bid_bad.any(axis=1) | ask_bad.any(axis=1))
+    rest &= ~level
+    crossed = rest & (t.bid_price[:, 0] >= t.ask_price[:, 0])
+    rest &= ~crossed
+    future = rest & (t.event_time > now_us + MAX_FUTURE_SKEW_MS * 1000)
+    bad = np.flatnonzero(empty | over | level | crossed | future)
+    reasons = []
+    for i in bad.tolist():
+        if empty[i]:
+            reasons.append("empty book side")
+        elif over[i]:
+            reasons.append("more than 10 levels on a side")
+        elif level[i]:
+            price, size, flags = (
+                (t.bid_price, t.bid_size, bid_bad) if bid_bad[i].any() else (t.ask_price, t.ask_size, ask_bad)
+            )  # fmt: skip
+            k = int(flags[i].argmax())
+            lvl = {"price": float(price[i, k]), "size": int(size[i, k])}
+            reasons.append(f"impossible level {lvl}")
+        elif crossed[i]:
+            reasons.append(
+                f"crossed book: bid {float(t.bid_price[i, 0])} >= ask {float(t.ask_price[i, 0])}"
+            )
+        else:
+            reasons.append(f"event_time {int(t.event_time[i])} is more than 1 h in the future")
+    return bad, reasons
