@@ -78,11 +78,14 @@ class _Run:
 
     def has(self, comp: np.ndarray, tags: np.ndarray) -> np.ndarray:
         """Which (key, tag) pairs are stored here."""
-        lo = np.searchsorted(self.keys, comp, "left")
-        hi = np.searchsorted(self.keys, comp, "right")
         found = np.zeros(len(comp), dtype=bool)
-        for r in np.flatnonzero(hi > lo).tolist():  # same key and time stored: compare tags
-            found[r] = bool((self.tags[lo[r] : hi[r]] == tags[r]).any())
+        if not len(self.keys):
+            return found
+        lo = np.searchsorted(self.keys, comp, "left")
+        same = self.keys[np.minimum(lo, len(self.keys) - 1)] == comp
+        for r in np.flatnonzero(same).tolist():  # same key and time stored: compare tags
+            hi = int(np.searchsorted(self.keys, comp[r], "right"))
+            found[r] = bool((self.tags[lo[r] : hi] == tags[r]).any())
         return found
 
     def prefix(self, name: str) -> np.ndarray:
@@ -222,7 +225,6 @@ class TimeStore:
         known = idx >= 0
         safe = np.where(known, idx, 0)
         q_hi = self._clip(safe, upto)
-        q_start = safe << TIME_BITS
         q_los = [self._clip(safe, a) for a in afters]
         order = np.argsort(q_hi)  # sorted queries: numpy's binary search reuses the last bound
         out = [(np.zeros(len(idx), np.int64), {c: np.zeros(len(idx), np.int64) for c in columns})
@@ -237,10 +239,12 @@ class TimeStore:
                 res[order] = np.searchsorted(keys, q[order], side)  # type: ignore[call-overload]
                 return res
 
-            start = search(q_start, "left")
-            hi = np.where(known, search(q_hi, "right"), start)
+            # Times are clipped to [-1, TIME_MASK] relative to the base, so both bounds stay
+            # inside the key's own block of entries: no search for the block's start needed.
+            hi = search(q_hi, "right")
             for (count, sums), q_lo in zip(out, q_los, strict=True):
-                lo = np.minimum(np.maximum(search(q_lo, "right"), start), hi)
+                lo = search(q_lo, "right")
+                lo = np.where(known, np.minimum(lo, hi), hi)
                 count += hi - lo
                 for c in columns:
                     p = run.prefix(c)
@@ -290,7 +294,9 @@ class TimeStore:
             hi = np.where(idx >= 0, np.searchsorted(run.keys, (safe + 1) << TIME_BITS, "left"), lo)
             lens = hi - lo
             ends = np.cumsum(lens)
-            rows = np.repeat(lo - (ends - lens), lens) + np.arange(int(ends[-1]) if len(ends) else 0)
+            rows = np.repeat(lo - (ends - lens), lens) + np.arange(
+                int(ends[-1]) if len(ends) else 0
+            )
             cols = [run.times[rows], run.tags[rows], *(v[rows] for v in run.values.values())]
             raw = np.stack(cols, axis=1).tobytes()
             width = 8 * len(cols)
