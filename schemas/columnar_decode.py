@@ -279,7 +279,8 @@ def _items(
     n, total = len(arr.counts), int(arr.offsets[-1])
     widest = int(arr.counts.max(initial=0))
     matrix = widest * n <= 2 * total + 64
-    selected = []
+    # (input rows, output rows, item numbers, payloads, which of the chunk's values)
+    selected: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict, Any]] = []
     for rows, itemno, got in chunks:
         if every:
             selected.append((rows, rows, itemno, got, slice(None)))
@@ -287,18 +288,19 @@ def _items(
             keep = np.flatnonzero(okm[rows])
             if len(keep):
                 orig = rows[keep]
-                selected.append((orig, newidx[orig], itemno[keep], got, keep))  # type: ignore[index]
+                assert newidx is not None
+                selected.append((orig, newidx[orig], itemno[keep], got, keep))
     mask = np.arange(widest) < arr.counts[:, None] if matrix else None
     flat_idx = None
     for sf in f.items:
         cols = []
-        for orig, rows, itemno, got, keep in selected:
+        for orig, rows, itemno, got, which in selected:
             payload, null = got[sf.name]
             try:
-                col = _column(joined, sf, payload, null, keep)
+                col = _column(joined, sf, payload, null, which)
             except _BadRows as exc:
                 raise _BadRows(orig[exc.rows]) from None
-            cols.append((rows, itemno, col, None if null is None else null[keep]))
+            cols.append((rows, itemno, col, None if null is None else null[which]))
         if matrix and sf.kind not in STRINGS:
             mat = np.zeros((n, widest), dtype=cols[0][2].dtype if cols else _dtype(sf))
             for rows, itemno, col, _ in cols:

@@ -113,7 +113,7 @@ def _scalar(name: str, t: Any, named: dict[str, Any]) -> Field:
 
 def _field(f: dict, named: dict[str, Any], *, top: bool) -> Field:
     name, t = f["name"], _resolve(f["type"], named)
-    extra = {"has_default": "default" in f, "default": f.get("default")}
+    has_default, default = "default" in f, f.get("default")
     if isinstance(t, list):
         if len(t) != 2 or "null" not in t:
             raise SchemaError(f"field {name}: only unions of null and one type are supported")
@@ -128,7 +128,8 @@ def _field(f: dict, named: dict[str, Any], *, top: bool) -> Field:
             logical=inner.logical,
             nullable=True,
             null_index=null_index,
-            **extra,
+            has_default=has_default,
+            default=default,
         )
     if isinstance(t, dict) and t.get("type") == "array":
         if not top:
@@ -138,8 +139,21 @@ def _field(f: dict, named: dict[str, Any], *, top: bool) -> Field:
             subs = tuple(_field(g, named, top=False) for g in _fields(items))
             if any(s.kind == "array" for s in subs):
                 raise SchemaError(f"field {name}: arrays inside arrays are not supported")
-            return Field(name, "array", items=subs, record_items=True, **extra)
-        return Field(name, "array", items=(_scalar("", items, named),), **extra)
+            return Field(
+                name,
+                "array",
+                items=subs,
+                record_items=True,
+                has_default=has_default,
+                default=default,
+            )
+        return Field(
+            name,
+            "array",
+            items=(_scalar("", items, named),),
+            has_default=has_default,
+            default=default,
+        )
     if isinstance(t, dict) and t.get("type") == "record":
         raise SchemaError(f"field {name}: nested records are only supported as array items")
     out = _scalar(name, t, named)
@@ -150,5 +164,6 @@ def _field(f: dict, named: dict[str, Any], *, top: bool) -> Field:
         scale=out.scale,
         precision=out.precision,
         logical=out.logical,
-        **extra,
+        has_default=has_default,
+        default=default,
     )

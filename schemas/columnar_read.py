@@ -81,7 +81,7 @@ class Reader:
         low = term & (_ZERO - term)  # the lowest high bit that is clear: the last byte
         keep = (low << _ONE) - _ONE
         y = x & keep & _LOW7
-        n = np.bitwise_count(keep).astype(np.int64) >> 3
+        n = np.bitwise_count(keep) >> 3  # uint8 byte counts
         widest = int(n.max(initial=0))
         if widest > 1:
             y = ((y & _M1) >> _ONE) | (y & _K1)
@@ -91,12 +91,12 @@ class Reader:
             y = ((y & _M3) >> _FOUR) | (y & _K3)
         v = (y >> _ONE) ^ (_ZERO - (y & _ONE))
         out = v.view(np.int64)
-        long_ones = np.flatnonzero(term == 0)
-        if len(long_ones):
-            out[long_ones], n[long_ones], bad = self._long_slow(p[long_ones])
-            self._advance(rows, p + n, _scatter_mask(len(p), long_ones, bad))
-        else:
+        if term.all():
             self._advance(rows, p + n, None)
+            return out
+        long_ones = np.flatnonzero(term == 0)
+        out[long_ones], n[long_ones], bad = self._long_slow(p[long_ones])
+        self._advance(rows, p + n, _scatter_mask(len(p), long_ones, bad))
         return out
 
     def _long_slow(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 Columnar from end to end: the batch is decoded into columns (:func:`decode_ticks`), checked
 with the rules of :func:`validate_tick` on all rows at once, turned into feature rows
-(:func:`book_from_levels` → :func:`rows_from_book_array`, the training definitions), pushed
+(:func:`rows_from_levels`, bit-identical to the training path ``rows_from_book_array(book_array)``), pushed
 into per-instrument windows, scored in chunks of windows copied once each into a reused
 float32 array (:class:`ReadyWindows`), and the signals are encoded with :class:`ColumnarCodec`.
 
@@ -19,12 +19,7 @@ import time
 
 import numpy as np
 
-from finscore.features.market import (
-    MarketWindows,
-    ReadyWindows,
-    book_from_levels,
-    rows_from_book_array,
-)
+from finscore.features.market import MarketWindows, ReadyWindows, rows_from_levels
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar import ColumnarCodec
 from finscore.schemas.topics import shadow
@@ -85,11 +80,9 @@ class MarketPipeline:
             ticks = ticks.take(keep)
         if not len(ticks):
             return result
-        rows = rows_from_book_array(
-            book_from_levels(
-                ticks.ask_price, ticks.ask_size, ticks.ask_count,
-                ticks.bid_price, ticks.bid_size, ticks.bid_count,
-            )
+        rows = rows_from_levels(
+            ticks.ask_price, ticks.ask_size, ticks.ask_count,
+            ticks.bid_price, ticks.bid_size, ticks.bid_count,
         )  # fmt: skip
         ready = self.windows.push_rows(ticks.instrument, ticks.sequence, rows)
         live = self.slot.live

@@ -10,6 +10,7 @@ the columns at their place in the batch. :func:`impossible_ticks` applies the ru
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -62,23 +63,21 @@ class TickColumns:
     def take(self, rows: np.ndarray) -> TickColumns:
         """The ticks at ``rows`` (an index array or a boolean mask)."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else rows
-        inst = self.instrument
-        return TickColumns(
-            *(
-                [inst[i] for i in rows.tolist()] if f.name == "instrument" else getattr(self, f.name)[rows]
-                for f in fields(self)
-            )
-        )  # fmt: skip
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            col = getattr(self, f.name)
+            out[f.name] = [col[i] for i in rows.tolist()] if f.name == "instrument" else col[rows]
+        return TickColumns(**out)
 
     @staticmethod
     def concat(parts: list[TickColumns]) -> TickColumns:
-        return TickColumns(
-            *(
-                [s for p in parts for s in p.instrument] if f.name == "instrument"
-                else np.concatenate([getattr(p, f.name) for p in parts])
-                for f in fields(TickColumns)
+        out: dict[str, Any] = {}
+        for f in fields(TickColumns):
+            cols = [getattr(p, f.name) for p in parts]
+            out[f.name] = (
+                [s for c in cols for s in c] if f.name == "instrument" else np.concatenate(cols)
             )
-        )  # fmt: skip
+        return TickColumns(**out)
 
     def mid(self) -> np.ndarray:
         """Mid price of every tick (best bid + best ask) / 2."""

@@ -12,7 +12,12 @@ Classes: down = 0, flat = 1, up = 2.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # at run time through __getattr__ below (market_windows imports this module)
+    from finscore.features.market_windows import MarketWindows, ReadyWindows  # noqa: F401
 
 LEVELS = 10
 N_FEATURES = 4 * LEVELS
@@ -110,49 +115,60 @@ def book_from_levels(
     sizes per side (best first; entries past a side's count are ignored) and the number of
     levels each side has (at least 1; only the first 10 are used). The padding is computed
     exactly as :func:`book_array` does (one tick beyond the last level, added level by level),
-    so the rows are bit-identical."""
-    n = len(ask_count)
-    out = np.empty((n, N_FEATURES), dtype=np.float64)
-    for col, (price, size, count, sign) in enumerate(
-        ((ask_price, ask_size, ask_count, 1.0), (bid_price, bid_size, bid_count, -1.0))
-    ):
-        p = np.array(price[:, :LEVELS], dtype=np.float64)
-        q = np.array(size[:, :LEVELS], dtype=np.float64)
-        c = np.minimum(np.asarray(count, dtype=np.int64), LEVELS)
-        short = np.flatnonzero(c < LEVELS)
-        if len(short):
-            cs, ps = c[short], p[short]
-            last = ps[np.arange(len(short)), np.maximum(cs - 1, 0)]
-            prev = ps[np.arange(len(short)), np.maximum(cs - 2, 0)]
-            tick = np.where(cs > 1, np.abs(last - prev), last * 1e-4)
-            step = sign * tick
-            for k in range(1, LEVELS):  # sequential additions, as _pad appends
-                pad = cs <= k
-                ps[pad, k] = ps[pad, k - 1] + step[pad]
-            p[short] = ps
-            q[short] = np.where(np.arange(LEVELS) < cs[:, None], q[short], 0.0)
-        out[:, 2 * col :: 4] = p
-        out[:, 2 * col + 1 :: 4] = q
+    so the result is bit-identical."""
+    out = np.empty((len(ask_count), N_FEATURES), dtype=np.float64)
+    out[:, 0::4], out[:, 1::4] = _padded(ask_price, ask_size, ask_count, +1.0)
+    out[:, 2::4], out[:, 3::4] = _padded(bid_price, bid_size, bid_count, -1.0)
     return out
 
 
-# The online windows (the worker's state) live in their own module; re-exported here, where
-# training and the workers have always found them.
-from finscore.features.market_windows import MarketWindows, ReadyWindows  # noqa: E402
+def rows_from_levels(
+    ask_price: np.ndarray,
+    ask_size: np.ndarray,
+    ask_count: np.ndarray,
+    bid_price: np.ndarray,
+    bid_size: np.ndarray,
+    bid_count: np.ndarray,
+) -> np.ndarray:
+    """``rows_from_book_array(book_from_levels(...))`` without the ``[N, 40]`` float64 book
+    in between: the same operations on the same values, so bit-identical (the worker's path)."""
+    ap, asz = _padded(ask_price, ask_size, ask_count, +1.0)
+    bp, bsz = _padded(bid_price, bid_size, bid_count, -1.0)
+    mid = ((ap[:, 0] + bp[:, 0]) / 2)[:, None]
+    out = np.empty((len(ap), N_FEATURES), dtype=np.float32)
+    out[:, 0::4] = (ap - mid) / mid * 1e4
+    out[:, 1::4] = np.log1p(np.maximum(asz, 0))
+    out[:, 2::4] = (bp - mid) / mid * 1e4
+    out[:, 3::4] = np.log1p(np.maximum(bsz, 0))
+    return out
 
-__all__ = [
-    "DOWN",
-    "FLAT",
-    "LEVELS",
-    "N_FEATURES",
-    "UP",
-    "MarketWindows",
-    "ReadyWindows",
-    "book_array",
-    "book_from_levels",
-    "direction_labels",
-    "make_windows",
-    "mid_price",
-    "rows_from_book_array",
-    "tick_to_row",
-]
+
+def _padded(
+    price: np.ndarray, size: np.ndarray, count: np.ndarray, sign: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One side's first 10 prices and sizes (float64), padded as :func:`_pad` does."""
+    p = np.array(price[:, :LEVELS], dtype=np.float64)
+    q = np.array(size[:, :LEVELS], dtype=np.float64)
+    c = np.minimum(np.asarray(count, dtype=np.int64), LEVELS)
+    short = np.flatnonzero(c < LEVELS)
+    if len(short):
+        cs, ps = c[short], p[short]
+        last = ps[np.arange(len(short)), np.maximum(cs - 1, 0)]
+        prev = ps[np.arange(len(short)), np.maximum(cs - 2, 0)]
+        step = sign * np.where(cs > 1, np.abs(last - prev), last * 1e-4)
+        for k in range(1, LEVELS):  # sequential additions, as _pad appends
+            pad = cs <= k
+            ps[pad, k] = ps[pad, k - 1] + step[pad]
+        p[short] = ps
+        q[short] = np.where(np.arange(LEVELS) < cs[:, None], q[short], 0.0)
+    return p, q
+
+
+def __getattr__(name: str) -> object:
+    """The online windows (the worker's state) live in :mod:`finscore.features.market_windows`;
+    they are found here too, where training and the workers have always imported them."""
+    if name in ("MarketWindows", "ReadyWindows"):
+        from finscore.features import market_windows
+
+        return getattr(market_windows, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,7 @@ from finscore.features.market import (
     book_from_levels,
     make_windows,
     rows_from_book_array,
+    rows_from_levels,
     tick_to_row,
 )
 from finscore.sim.market import MarketSimConfig, MarketSimulator
@@ -81,6 +82,9 @@ def test_dense_levels_give_the_same_books_as_records() -> None:
         dense[side] = (price, size, np.array([len(t[side]) for t in ts]))
     got = book_from_levels(*dense["asks"], *dense["bids"])
     np.testing.assert_array_equal(got, book_array(ts))
+    rows = rows_from_levels(*dense["asks"], *dense["bids"])
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, rows_from_book_array(book_array(ts)))
 
 
 def test_push_rows_groups_windows_by_instrument() -> None:
