@@ -12,7 +12,6 @@ so later reads stay inside the buffer; the caller sends them through the per-rec
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 PAD = 16  # zero bytes after the last body: a 10-byte gather from any position stays inside
 _AR10 = np.arange(10)
@@ -23,6 +22,11 @@ _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _M1, _K1 = np.uint64(0x7F007F007F007F00), np.uint64(0x007F007F007F007F)
 _M2, _K2 = np.uint64(0x3FFF00003FFF0000), np.uint64(0x00003FFF00003FFF)
 _M3, _K3 = np.uint64(0x0FFFFFFF00000000), np.uint64(0x000000000FFFFFFF)
+
+
+def _windows(buf: np.ndarray, w: int) -> np.ndarray:
+    """``[len(buf) - w + 1, w]``: the ``w`` bytes starting at every byte (a view)."""
+    return np.ndarray((len(buf) - w + 1, w), np.uint8, buf, strides=(1, 1))
 
 
 def _scatter_mask(m: int, where: np.ndarray, values: np.ndarray) -> np.ndarray | None:
@@ -41,9 +45,6 @@ class Reader:
         self.pos = pos.astype(np.int64, copy=True)
         self.end = end.astype(np.int64, copy=False)
         self.bad = np.zeros(len(pos), dtype=bool)
-        self._w10 = sliding_window_view(buf, 10)
-        self._w8 = sliding_window_view(buf, 8)
-        self._w4 = sliding_window_view(buf, 4)
         # one (unaligned) 8-byte value starting at every byte of the buffer
         self._u64 = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
         self._f64 = np.ndarray((len(buf) - 7,), dtype="<f8", buffer=buf, strides=(1,))
@@ -101,7 +102,7 @@ class Reader:
 
     def _long_slow(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values, byte lengths, bad) of varints read with a 10-byte gather per row."""
-        g = self._w10[p]
+        g = _windows(self.buf, 10)[p]
         term = g < 0x80
         n = term.argmax(axis=1)
         bad = ~term[np.arange(len(p)), n] | ((n == 9) & (g[:, 9] > 1))
@@ -120,7 +121,7 @@ class Reader:
 
     def float(self, rows: np.ndarray | None = None) -> np.ndarray:
         p = self._at(rows)
-        v = self._w4[p].view("<f4")[:, 0].astype(np.float64)
+        v = np.ndarray((len(self.buf) - 3,), "<f4", self.buf, strides=(1,))[p].astype(np.float64)
         self._advance(rows, p + 4, None)
         return v
 
@@ -152,7 +153,9 @@ class Reader:
         start, n = self.span(rows)
         bad = n > 8
         n = np.minimum(n, 8)
-        raw = self._w8[start].view(">i8")[:, 0].astype(np.int64)
+        raw = np.ndarray((len(self.buf) - 7,), ">i8", self.buf, strides=(1,))[start].astype(
+            np.int64
+        )
         shift = (8 * (8 - n)).astype(np.int64)
         v = np.where(n > 0, raw >> np.minimum(shift, 63), 0)  # arithmetic shift sign-extends
         bad |= np.abs(v) >= 10**precision  # fastavro would round it to the precision

@@ -24,6 +24,7 @@ from finscore.schemas.codec import Codec
 from finscore.schemas.columnar import ColumnarCodec
 from finscore.schemas.topics import shadow
 from finscore.streams.market_ticks import (
+    SMALL_BATCH,
     TickColumns,
     decode_ticks,
     impossible_ticks,
@@ -128,8 +129,9 @@ class MarketPipeline:
         rows = ready.index[order]
         msgs = [messages[i] for i in ticks.index[rows].tolist()]
         live_values = self._encode(ticks, rows, msgs, live, probs[order], processing)
+        topic = self.output_topic  # positional OutRecord(topic, key, value, partition, ts): faster
         outs = [
-            OutRecord(self.output_topic, m.key, v, timestamp_ms=m.timestamp_ms)
+            OutRecord(topic, m.key, v, None, m.timestamp_ms)
             for m, v in zip(msgs, live_values, strict=True)
         ]
         if challenger is not None and ch_probs is not None:
@@ -138,7 +140,7 @@ class MarketPipeline:
             )
             topic = shadow(self.output_topic)
             shadows = [
-                OutRecord(topic, m.key, v, timestamp_ms=m.timestamp_ms)
+                OutRecord(topic, m.key, v, None, m.timestamp_ms)
                 for m, v in zip(msgs, ch_values, strict=True)
             ]
             outs = [o for pair in zip(shadows, outs, strict=True) for o in pair]
@@ -173,9 +175,9 @@ class MarketPipeline:
             "source_partition": np.fromiter((m.partition for m in msgs), np.int64, len(msgs)),
             "source_offset": np.fromiter((m.offset for m in msgs), np.int64, len(msgs)),
         }
-        if self.output_encoding == "avro":
+        if self.output_encoding == "avro" and len(rows) > SMALL_BATCH:
             return self.out_columnar.encode(len(rows), cols)
-        records = [  # JSON (or Confluent) output: the per-record codec
+        records = [  # JSON (or Confluent) output, or a few signals: the per-record codec
             {k: (v[j] if isinstance(v, list | np.ndarray) else v) for k, v in cols.items()}
             for j in range(len(rows))
         ]

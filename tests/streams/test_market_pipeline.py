@@ -56,10 +56,11 @@ def run(pipe: MarketPipeline, msgs: list[Message], batch: int = 97):
     return outs, dead
 
 
-def test_signals_are_the_offline_windows_scored_in_input_order() -> None:
+@pytest.mark.parametrize("batch", [5, 97, 1500])  # record by record (<= 32), columnar
+def test_signals_are_the_offline_windows_scored_in_input_order(batch: int) -> None:
     records = sim_ticks(1500)
     pipe = pipeline()
-    outs, dead = run(pipe, messages(records))
+    outs, dead = run(pipe, messages(records), batch)
     assert dead == []
     signals = [SIGNALS.decode(o.value) for o in outs]
     scorer = pipe.slot.live
@@ -90,12 +91,13 @@ def test_signals_are_the_offline_windows_scored_in_input_order() -> None:
         assert o.key == r["instrument"].encode() and o.timestamp_ms == 7 + s["source_offset"] - 1000
 
 
-def test_json_and_avro_ticks_interleaved_give_the_same_signals() -> None:
+@pytest.mark.parametrize("batch", [9, 97])
+def test_json_and_avro_ticks_interleaved_give_the_same_signals(batch: int) -> None:
     records = sim_ticks(400)
     rng = np.random.default_rng(0)
     encodings = ["json" if k else "avro" for k in rng.random(len(records)) < 0.3]
-    a, _ = run(pipeline(), messages(records))
-    b, dead = run(pipeline(), messages(records, encodings))
+    a, _ = run(pipeline(), messages(records), batch)
+    b, dead = run(pipeline(), messages(records, encodings), batch)
     assert dead == []
     assert [o.value for o in a] == [o.value for o in b]
     assert [SIGNALS.decode(o.value) for o in a] == [SIGNALS.decode(o.value) for o in b]
@@ -147,6 +149,10 @@ def test_dead_letters_keep_the_original_bytes_and_codec_reasons() -> None:
     ]
     batch = msgs[:30] + broken + msgs[30:]
     res = pipeline().process(batch)
+    small = pipeline().process(msgs[28:30] + broken)  # record by record
+    assert [(d.message, d.error_type, d.reason) for d in small.dead_letters] == [
+        (d.message, d.error_type, d.reason) for d in res.dead_letters
+    ]
     assert [d.message for d in res.dead_letters] == broken
     assert [d.error_type for d in res.dead_letters] == ["EmptyValue"] + ["DecodeError"] * 3 + [
         "ImpossibleValue"
