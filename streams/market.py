@@ -171,7 +171,7 @@ class MarketPipeline:
             "model_version": scorer.version,
             "event_time": ticks.event_time[rows],
             "processing_time": processing,
-            "source_topic": [m.topic for m in msgs],
+            "source_topic": _one_or_all([m.topic for m in msgs]),
             "source_partition": np.fromiter((m.partition for m in msgs), np.int64, len(msgs)),
             "source_offset": np.fromiter((m.offset for m in msgs), np.int64, len(msgs)),
         }
@@ -187,3 +187,9 @@ class MarketPipeline:
                 if isinstance(v, np.generic):
                     r[k] = v.item()
         return [self.out_codec.encode(r, self.output_encoding) for r in records]
+
+
+def _one_or_all(values: list[str]) -> str | list[str]:
+    """The one value when all are equal (encoded once per batch), else the list."""
+    first = values[0] if values else ""
+    return first if values.count(first) == len(values) else values
