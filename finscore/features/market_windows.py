@@ -59,16 +59,17 @@ class ReadyWindows:
 
     def __init__(self, window: int, scratch: np.ndarray) -> None:
         self.window = window
-        self._parts: list[tuple[np.ndarray, np.ndarray]] = []  # (buffer, window starts)
+        self._parts: list[tuple[np.ndarray, int]] = []  # (buffer, start of the first window)
         self._indices: list[np.ndarray] = []
         self._bounds = [0]
         self._scratch = scratch
         self._index: np.ndarray | None = None
 
-    def _add(self, buf: np.ndarray, index: np.ndarray, starts: np.ndarray) -> None:
-        self._parts.append((buf, starts))
+    def _add(self, buf: np.ndarray, index: np.ndarray, first_start: int) -> None:
+        """Windows starting at ``buf`` rows ``first_start, first_start + 1, …`` (one per index)."""
+        self._parts.append((buf, first_start))
         self._indices.append(index)
-        self._bounds.append(self._bounds[-1] + len(starts))
+        self._bounds.append(self._bounds[-1] + len(index))
         self._index = None
 
     @property
@@ -84,13 +85,20 @@ class ReadyWindows:
         return self._bounds[-1]
 
     def fill(self, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
-        """Copy windows ``lo:hi`` into ``out[: hi - lo]`` (float32 [≥ hi - lo, T, 40]); returns it."""
-        steps = np.arange(self.window)
-        for (buf, starts), a, b in zip(self._parts, self._bounds, self._bounds[1:], strict=False):
+        """Copy windows ``lo:hi`` into ``out[: hi - lo]`` (float32 [≥ hi - lo, T, 40]); returns it.
+
+        An instrument's windows start at consecutive rows of its buffer, so they are a plain
+        slice of an (overlapping, read-only) strided view of it: one ``copyto`` per instrument.
+        """
+        t = self.window
+        for (buf, s0), a, b in zip(self._parts, self._bounds, self._bounds[1:], strict=False):
             s, e = max(lo, a), min(hi, b)
             if s < e:
-                idx = starts[s - a : e - a, None] + steps
-                np.take(buf, idx, axis=0, out=out[s - lo : e - lo], mode="clip")
+                rs, cs = buf.strides
+                view = np.lib.stride_tricks.as_strided(
+                    buf, (len(buf) - t + 1, t, N_FEATURES), (rs, rs, cs), writeable=False
+                )
+                np.copyto(out[s - lo : e - lo], view[s0 + s - a : s0 + e - a])
         return out[: hi - lo]
 
     def batches(self, size: int = SCORE_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
@@ -168,8 +176,7 @@ class MarketWindows:
             first = ring.extend(rows[idx])
             skip = max(0, self.window - 1 - before)  # new rows before the window is full
             if skip < len(idx):
-                starts = first + np.arange(skip, len(idx)) - (self.window - 1)
-                ready._add(ring.buf, idx[skip:], starts)
+                ready._add(ring.buf, idx[skip:], first + skip - (self.window - 1))
         return ready
 
     def snapshot(self, instrument: str) -> bytes:
