@@ -168,17 +168,17 @@ def run_bench(
     from finscore.registry import Registry
     from finscore.streams.admin import ensure_topics
 
+    champ = Registry(s.registry_dir).champion(stream)  # before any broker is started
+    if champ is None:
+        raise FinscoreError(
+            f"no {stream} model in the registry", hint=f"run `finscore compress {stream}`"
+        )
     broker = None
     if s.embedded:
         broker = EmbeddedBroker(free_port()).start()
         client: dict = {"bootstrap.servers": broker.bootstrap}
     else:
         client = s.kafka_config()
-    champ = Registry(s.registry_dir).champion(stream)
-    if champ is None:
-        raise FinscoreError(
-            f"no {stream} model in the registry", hint=f"run `finscore compress {stream}`"
-        )
     src_t, out_t = (
         (T.TRANSACTIONS, T.FRAUD_FLAGS) if stream == "fraud" else (T.MARKET_TICKS, T.PRICE_SIGNALS)
     )
