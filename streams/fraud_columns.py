@@ -77,12 +77,19 @@ def columns_from_records(messages: list[Message], records: Sequence[dict]) -> Tx
 
 _TX_COLUMNAR = ColumnarCodec("transaction")
 _FLAG_COLUMNAR = ColumnarCodec("fraud_flag")
+# Below these batch sizes the per-record codec is faster than the columnar one's fixed cost per
+# call (measured: columnar decode ~0.4 ms + 0.3 µs/row vs ~3.5 µs/row; encode ~1.3 ms + 1 µs/row
+# vs ~5 µs/row), which matters for latency when traffic is light and polls bring few records.
+COLUMNAR_DECODE_MIN = 128
+COLUMNAR_ENCODE_MIN = 256
 
 
 def decode_transactions(
     codec: Codec, messages: list[Message]
 ) -> tuple[TxColumns, list[DeadLetter]]:
     """Decode a batch into columns (input order kept); undecodable messages are dead letters."""
+    if len(messages) < COLUMNAR_DECODE_MIN:
+        return _decode_records(codec, messages)
     batch = _TX_COLUMNAR.decode([m.value for m in messages])
     assert batch.scales["amount"] == 2, "the transaction schema's amounts are in cents"
     ok = batch.ok.tolist()
@@ -96,9 +103,19 @@ def decode_transactions(
     )
     if not batch.rest:
         return fast, []
-    decoded, dead = decode_batch(codec, [messages[i] for i in batch.rest])
-    good_msgs, good_recs, where = [], [], []
-    position = {id(m): i for i, m in zip(batch.rest, (messages[i] for i in batch.rest), strict=True)}
+    position = {id(messages[i]): i for i in batch.rest}
+    slow, dead = _decode_records(codec, [messages[i] for i in batch.rest])
+    if not len(slow):
+        return fast, dead
+    where = np.fromiter((position[id(m)] for m in slow.messages), np.int64, len(slow))
+    order = np.argsort(np.concatenate([batch.ok, where]), kind="stable")
+    return concat(fast, slow).take(order), dead
+
+
+def _decode_records(codec: Codec, messages: list[Message]) -> tuple[TxColumns, list[DeadLetter]]:
+    """The per-record path: ``Codec.decode`` each message, then columns."""
+    decoded, dead = decode_batch(codec, messages)
+    good_msgs, good_recs = [], []
     for m, rec in decoded:
         try:
             to_cents(rec["amount"])
@@ -107,12 +124,7 @@ def decode_transactions(
             continue
         good_msgs.append(m)
         good_recs.append(rec)
-        where.append(position[id(m)])
-    if not good_recs:
-        return fast, dead
-    slow = columns_from_records(good_msgs, good_recs)
-    order = np.argsort(np.concatenate([batch.ok, np.asarray(where, dtype=np.int64)]), kind="stable")
-    return concat(fast, slow).take(order), dead
+    return columns_from_records(good_msgs, good_recs), dead
 
 
 def concat(a: TxColumns, b: TxColumns) -> TxColumns:
@@ -145,7 +157,7 @@ class FlagEncoder:
     ) -> list[bytes]:
         """One encoded flag per row: score, decision against ``threshold``, the model, times,
         the input's location, and the top features when given."""
-        if self.encoding == "avro":
+        if self.encoding == "avro" and len(cols) >= COLUMNAR_ENCODE_MIN:
             msgs = cols.messages
             topics = {m.topic for m in msgs}
             return _FLAG_COLUMNAR.encode(
@@ -162,7 +174,9 @@ class FlagEncoder:
                     "event_time": cols.event_time,
                     "processing_time": processing_ms,
                     "source_topic": topics.pop() if len(topics) == 1 else [m.topic for m in msgs],
-                    "source_partition": np.fromiter((m.partition for m in msgs), np.int64, len(msgs)),
+                    "source_partition": np.fromiter(
+                        (m.partition for m in msgs), np.int64, len(msgs)
+                    ),
                     "source_offset": np.fromiter((m.offset for m in msgs), np.int64, len(msgs)),
                     "top_features": top if top is not None else [],
                 },

@@ -117,3 +117,13 @@ def test_shadow_and_canary_outputs_name_the_model_that_scored_them() -> None:
     for m, f in zip(msgs, flags, strict=True):
         assert f["model_version"] == ("2" if in_canary(m.key, 0.3) else "1")
     assert {f["model_version"] for f in flags} == {"1", "2"}
+
+
+def test_small_and_large_batches_give_byte_identical_flags() -> None:
+    """Few records per poll take the per-record codec, many the columnar one: same bytes."""
+    recs = _transactions(600)
+    msgs = _messages(recs, ["avro"] * 600)
+    small, large = _pipeline(), _pipeline()
+    got = [r.value for i in range(0, 600, 7) for r in small.process(msgs[i : i + 7]).outputs]
+    want = [r.value for r in large.process(msgs).outputs]
+    assert got == want
