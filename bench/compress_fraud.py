@@ -62,29 +62,68 @@ def _cuda_latency(onnx_bytes: bytes, row) -> dict | None:  # noqa: ANN001
     }
 
 
+def _seed_row(seed: int, result, fam, data, gate_passed: bool) -> dict:  # noqa: ANN001
+    """Teacher and deployed student of one seed's run (test week; validation AP alongside).
+    When the gate refused every candidate the smallest one stands in (``gate_passed`` false),
+    so a failing seed still counts in the spread."""
+    teacher, dep = result.teacher, result.deployed
+    if dep is None and len(result.candidates) > 1:
+        dep = min(result.candidates[1:], key=lambda c: c.size_bytes)
+    row = {"seed": seed, "gate_passed": gate_passed}
+    for who, c in (("teacher", teacher), ("student", dep)):
+        if c is None:
+            continue
+        val = fam.evaluate(c.val_outputs, data, split="val")
+        row[who] = {
+            "candidate": c.name,
+            **{k: float(v) for k, v in c.metrics.items()},
+            "val_ap": float(val["ap"]),
+            "val_cp100": float(val["cp100"]),
+            "bytes": c.size_bytes,
+            "rows_per_s": float(c.latency["throughput_per_s"]),
+        }
+    return row
+
+
+def _mean_std(values: list[float]) -> dict:
+    import numpy as np
+
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+
+
 @click.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder holding fraud_handbook_sim/ (default FINSCORE_DATA_DIR).")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench-fraud"))
 @click.option("--plan", "plan_name", type=click.Choice(["default", "quick"]), default="default")
-@click.option("--epochs", type=int, default=30, show_default=True, help="Student epochs.")
-@click.option("--teacher-epochs", type=int, default=12, show_default=True)
+@click.option("--epochs", type=int, default=60, show_default=True, help="Student epochs.")
+@click.option("--teacher-epochs", type=int, default=40, show_default=True)
+@click.option("--teacher-weight-decay", type=float, default=1e-4, show_default=True,
+              help="Adam L2 penalty of the teacher's members.")  # fmt: skip
 @click.option("--members", type=int, default=3, show_default=True, help="Teacher ensemble size.")
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="AP gate.")
-@click.option("--seed", type=int, default=0, show_default=True)
-def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, seed) -> None:  # noqa: ANN001
-    """Run the fraud benchmark and write ``report.md``, plots and ``bench.json`` to ``--out``."""
+@click.option("--seeds", default="0,1,2,3,4", show_default=True,
+              help="Comma-separated plan seeds (teacher, students). The first seed's run is the "
+              "report and the registered artifact (fixed in advance, never picked on the test "
+              "week); the others give the spread.")  # fmt: skip
+@click.option("--registry", "registry_dir", type=click.Path(path_type=Path), default=None,
+              help="Publish the first seed's deployed student to this registry.")  # fmt: skip
+@click.option("--promote", is_flag=True, help="Also make it the fraud champion.")
+def main(data_dir, out, plan_name, epochs, teacher_epochs, teacher_weight_decay, members,
+         tolerance, seeds, registry_dir, promote) -> None:  # noqa: ANN001  # fmt: skip
+    """Run the fraud benchmark over seeds; write ``report.md``, plots and ``bench.json``."""
     import torch
 
-    from finscore.compression.cli import fraud_plan
+    from finscore.compression.cli import fraud_plan, print_table
     from finscore.compression.exceptions import GateFailed
     from finscore.compression.fraud import FraudFamily
-    from finscore.compression.plan import Gate
+    from finscore.compression.plan import Gate, to_artifact
     from finscore.compression.report import rows, write_report
 
     torch.set_num_threads(1)
+    seed_list = [int(s) for s in str(seeds).split(",") if s.strip()]
     t0 = time.time()
-    fam = FraudFamily(members=members)
+    fam = FraudFamily(members=members, teacher_weight_decay=teacher_weight_decay)
     data = fam.load_data("handbook", data_dir=data_dir)
     t_data = time.time() - t0
     click.echo(
@@ -92,13 +131,23 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, s
         f"{len(data.x_val):,}, test {len(data.x_test):,} ({int(data.y_test.sum())} frauds); "
         f"{t_data:.0f} s"
     )
-    plan = fraud_plan(plan_name, epochs, teacher_epochs, seed)
-    try:
-        result = plan.run(fam, data, Gate(fam.metric, tolerance))
-        gate_passed = True
-    except GateFailed as exc:
-        click.echo(f"gate failed: {exc}")
-        result, gate_passed = exc.result, False
+    first, per_seed = None, []
+    for seed in seed_list:
+        t1 = time.time()
+        plan = fraud_plan(plan_name, epochs, teacher_epochs, seed)
+        try:
+            result = plan.run(fam, data, Gate(fam.metric, tolerance))
+            gate_passed = True
+        except GateFailed as exc:
+            click.echo(f"seed {seed}: gate failed: {exc}")
+            result, gate_passed = exc.result, False
+        row = _seed_row(seed, result, fam, data, gate_passed)
+        row["seconds"] = round(time.time() - t1, 1)
+        per_seed.append(row)
+        click.echo(json.dumps(row))
+        if first is None:
+            first = (result, gate_passed)
+    result, gate_passed = first
     elapsed = time.time() - t0
     table = rows(result)
     for r, c in zip(table, result.candidates, strict=True):
@@ -107,10 +156,19 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, s
             r["cuda"] = cuda
     dep = result.deployed
     teacher = result.teacher
+    spread = {
+        who: {k: _mean_std([r[who][k] for r in per_seed if who in r])
+              for k in ("auc", "ap", "cp100", "val_ap", "bytes", "rows_per_s")}
+        for who in ("teacher", "student")
+    }  # fmt: skip
+    spread["ap_minus_teacher"] = _mean_std(
+        [r["student"]["ap"] - r["teacher"]["ap"] for r in per_seed if "student" in r]
+    )
     summary = {
         "deployed": dep.name if dep else None,
         "gate_passed": gate_passed,
         "targets": TARGETS,
+        "seeds": seed_list,
         "deployed_vs_targets": None
         if dep is None
         else {
@@ -120,6 +178,8 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, s
             "x_smaller": teacher.size_bytes / dep.size_bytes,
             "rows_per_s": dep.latency["throughput_per_s"],
         },
+        "over_seeds": spread,
+        "per_seed": per_seed,
     }
     env = {
         "python": sys.version.split()[0],
@@ -134,12 +194,38 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, s
         f"| {r['model']} | – | {r['ap']} | {r['cp100'] if r['cp100'] is not None else '–'} |"
         for r in HANDBOOK_REFERENCE
     )
+
+    def ms(who: str, k: str, nd: int = 3) -> str:
+        v = spread[who][k]
+        return f"{v['mean']:.{nd}f} ± {v['std']:.{nd}f}"
+
+    seed_lines = "\n".join(
+        f"| {r['seed']} | {r['teacher']['ap']:.4f} | {r['teacher']['cp100']:.4f} | "
+        f"{r['student']['candidate'] if 'student' in r else '–'} | "
+        + (
+            f"{r['student']['auc']:.4f} | {r['student']['ap']:.4f} | {r['student']['cp100']:.4f} "
+            f"| {r['student']['val_ap']:.4f} | {r['student']['bytes']:,} |"
+            if "student" in r
+            else "– | – | – | – | – |"
+        )
+        for r in per_seed
+    )
     notes = (
+        f"## Over seeds {','.join(map(str, seed_list))} (test week; the table above is seed "
+        f"{seed_list[0]})\n\n"
+        "| seed | teacher AP | teacher CP@100 | deployed | AUC | AP | CP@100 | val AP | bytes |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        + seed_lines
+        + f"\n\nMean ± std (population) over {len(per_seed)} seeds: teacher AUC "
+        f"{ms('teacher', 'auc')}, AP {ms('teacher', 'ap')}, CP@100 {ms('teacher', 'cp100')}; "
+        f"deployed student AUC {ms('student', 'auc')}, AP {ms('student', 'ap')}, CP@100 "
+        f"{ms('student', 'cp100')}; student − teacher AP "
+        f"{spread['ap_minus_teacher']['mean']:+.4f} ± {spread['ap_minus_teacher']['std']:.4f}.\n\n"
         "## Next to the handbook (test week 2018-08-08 → 08-14)\n\n"
         "| model | AUC | AP | CP@100 |\n|---|---|---|---|\n"
         + "\n".join(
-            f"| finscore {c.name} | {c.metrics['auc']:.3f} | {c.metrics['ap']:.3f} | "
-            f"{c.metrics['cp100']:.3f} |"
+            f"| finscore {c.name} (seed {seed_list[0]}) | {c.metrics['auc']:.3f} | "
+            f"{c.metrics['ap']:.3f} | {c.metrics['cp100']:.3f} |"
             for c in result.candidates
         )
         + "\n"
@@ -153,12 +239,22 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, members, tolerance, s
     (out / "bench.json").write_text(
         json.dumps({"rows": table, "summary": summary, "env": env}, indent=2, default=str)
     )
-    from finscore.compression.cli import print_table
-
     print_table(result)
     click.echo(notes)
-    click.echo(json.dumps(summary, indent=2))
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}, indent=2))
     click.echo(f"report: {path}")
+    if registry_dir is not None and dep is not None:
+        from finscore.registry import Registry
+
+        reg = Registry(registry_dir)
+        artifact = reg.publish(to_artifact(result, dep, fam, data))
+        if promote:
+            reg.promote(fam.name, artifact.manifest.version)
+        click.echo(
+            f"registered {fam.name} v{artifact.manifest.version} ({dep.name}, seed "
+            f"{seed_list[0]}, {dep.size_bytes:,} bytes) in {registry_dir}"
+            + (" and promoted" if promote else "")
+        )
 
 
 if __name__ == "__main__":
