@@ -4,13 +4,16 @@ Warms a :class:`FraudFeatures` state on the first ``--warm-days`` of a simulated
 (handbook scale by default: 5,000 customers, 10,000 terminals), labels applied as they become
 known, then times, on the following days:
 
-- ``transform`` in worker-sized batches (``--batch``) and one transaction at a time;
+- ``transform_columns`` (the worker's columnar entry point) and ``transform`` (dicts) in
+  worker-sized batches (``--batch``), and ``transform`` one transaction at a time (the first
+  ``--single`` transactions), side by side with the naive Faust peer's per-event feature code
+  (:mod:`finscore.streams.faust_naive_features`) on the same transactions;
 - ``apply_labels`` on the labels of those days;
 - ``featurize_frame`` (the offline replay used by training) over the whole history.
 
 ::
 
-    .venv/bin/python bench/fraud_features_bench.py [--days 60] [--batch 500] [--json-out F]
+    .venv/bin/python bench/fraud_features_bench.py [--days 60] [--batch 5000] [--json-out F]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatureConfig, FraudFeatures
 from finscore.features.fraud import featurize_frame as featurize
 from finscore.sim.transactions import DAY_MS, TxSimConfig, label_record, simulate_frame
+from finscore.streams.faust_naive_features import PerEventFraudFeatures
 
 
 def _records(frame, idx: np.ndarray) -> list[dict]:  # noqa: ANN001
@@ -46,7 +50,8 @@ def _records(frame, idx: np.ndarray) -> list[dict]:  # noqa: ANN001
 @click.option("--terminals", default=10000, show_default=True)
 @click.option("--days", default=60, show_default=True, help="simulated history length")
 @click.option("--warm-days", default=45, show_default=True, help="days replayed before timing")
-@click.option("--batch", default=500, show_default=True, help="transform batch size")
+@click.option("--batch", default=5000, show_default=True, help="transform batch size")
+@click.option("--single", default=2000, show_default=True, help="transactions timed one by one")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None)
 def main(
@@ -55,6 +60,7 @@ def main(
     days: int,
     warm_days: int,
     batch: int,
+    single: int,
     seed: int,
     json_out: str | None,
 ) -> None:
@@ -95,12 +101,39 @@ def main(
     results[f"transform_batch{batch}_tx_per_s"] = len(hot) / dt
 
     ff = warm_state()
+    cols = (
+        [r["transaction_id"] for r in hot],
+        np.array([r["event_time"] for r in hot], dtype=np.int64),
+        [r["customer_id"] for r in hot],
+        [r["terminal_id"] for r in hot],
+        np.array([round(r["amount"] * 100) for r in hot], dtype=np.int64),
+    )
     t0 = time.perf_counter()
-    for rec in hot:
+    for s in range(0, len(hot), batch):
+        ff.transform_columns(*(c[s : s + batch] for c in cols))
+    dt = time.perf_counter() - t0
+    results[f"transform_columns_batch{batch}_tx_per_s"] = len(hot) / dt
+
+    ff = warm_state()
+    t0 = time.perf_counter()
+    for rec in hot[:single]:
         ff.transform([rec])
     dt = time.perf_counter() - t0
-    results["transform_batch1_tx_per_s"] = len(hot) / dt
-    results["transform_batch1_us_per_tx"] = dt / len(hot) * 1e6
+    results["transform_batch1_tx_per_s"] = single / dt
+    results["transform_batch1_us_per_tx"] = dt / single * 1e6
+
+    peer = PerEventFraudFeatures(FraudFeatureConfig(label_delay_ms=delay))
+    peer.apply_labels(
+        label_record(frame, int(i), delay) for i in np.flatnonzero(lab_time < split_ms)
+    )
+    for rec in _records(frame, warm_idx):
+        peer.transform([rec])
+    t0 = time.perf_counter()
+    for rec in hot:
+        peer.transform([rec])
+    dt = time.perf_counter() - t0
+    results["naive_peer_per_event_tx_per_s"] = len(hot) / dt
+    results["naive_peer_per_event_us_per_tx"] = dt / len(hot) * 1e6
 
     t0 = time.perf_counter()
     ff.transform(hot)  # every id already seen: the at-least-once replay path
