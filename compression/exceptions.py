@@ -21,7 +21,7 @@ class GateFailed(CompressionError):
             tolerance,
         )
         super().__init__(
-            f"accuracy gate failed: {metric} {candidate:.4f} is more than {tolerance:.4f} below "
+            f"accuracy gate failed: validation {metric} {candidate:.4f} is more than {tolerance:.4f} below "
             f"the reference {reference:.4f}; nothing was registered",
             hint="raise --tolerance, train longer (--epochs) or use a larger student",
         )

@@ -20,7 +20,12 @@ from torch.nn import functional as F  # noqa: N812
 
 from finscore.compression.family import Sigmoid, TrainData
 from finscore.compression.nn import MLP, Ensemble, fit, predict
-from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatureConfig, featurize_frame
+from finscore.features.fraud import (
+    FEATURES_VERSION,
+    FRAUD_FEATURE_NAMES,
+    FraudFeatureConfig,
+    featurize_frame,
+)
 from finscore.features.metrics import average_precision, card_precision_at_k, roc_auc
 
 DAY_MS = 86_400_000
@@ -58,11 +63,12 @@ def known_compromised_filter(
 
 def cached_features(frame, cfg: FraudFeatureConfig | None = None) -> np.ndarray:  # noqa: ANN001
     """:func:`featurize_frame`, cached in ``~/.cache/finscore`` keyed by the frame's bytes, the
-    config and the feature names (featurising the handbook's 1.75M rows takes minutes)."""
+    config, the feature names and the feature code's version (the handbook's 1.75M rows take
+    seconds to minutes)."""
     from finscore.sim.data import cache_dir
 
     cfg = cfg or FraudFeatureConfig()
-    h = hashlib.sha256(repr((cfg, FRAUD_FEATURE_NAMES)).encode())
+    h = hashlib.sha256(repr((cfg, FRAUD_FEATURE_NAMES, FEATURES_VERSION)).encode())
     for col in (frame.transaction_id, frame.event_time, frame.customer_id, frame.terminal_id,
                 frame.amount, frame.is_fraud):  # fmt: skip
         h.update(np.ascontiguousarray(col).tobytes())

@@ -2,8 +2,10 @@
 
 Run: train the teacher (or take one), apply the steps in order (each step's output is a
 candidate), export every candidate to ONNX, check parity with its torch source, evaluate it on
-the test split, measure size and latency, and pick the **deployed** candidate: the smallest one
-whose gated metric is within ``tolerance`` of the teacher's (ties: lower latency). When none
+the validation and the test split, measure size and latency, and pick the **deployed**
+candidate: the smallest one whose gated metric **on the validation split** is within
+``tolerance`` of the teacher's (ties: lower latency). The test split is only reported, never
+used to decide, so the deployed model's test figures are an unbiased estimate. When none
 passes, :class:`~finscore.compression.exceptions.GateFailed` is raised and nothing is published.
 """
 
@@ -31,9 +33,9 @@ QUANT_ATOL = 0.05  # int8 candidates: outputs within 0.05 of their fp32 source (
 
 @dataclass(frozen=True)
 class Gate:
-    """A candidate passes when ``metric >= reference − tolerance`` (the reference is the
-    teacher's metric on the test split, or a given one such as the live champion's); ONNX-stage
-    (int8) candidates must also stay within :data:`QUANT_ATOL` of their fp32 source."""
+    """A candidate passes when ``metric >= reference − tolerance`` on the validation split (the
+    reference is the teacher's validation metric, or a given one); ONNX-stage (int8)
+    candidates must also stay within :data:`QUANT_ATOL` of their fp32 source."""
 
     metric: str
     tolerance: float
@@ -49,7 +51,7 @@ class Candidate:
     name: str
     onnx: bytes
     steps: list[dict]
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # on the test split (reported)
     params: int
     latency: dict[str, float]
     parity_error: float
@@ -58,6 +60,7 @@ class Candidate:
     passes_gate: bool = False
     parent_sha256: str | None = None  # the candidate it was made from (None: the teacher)
     verdict: str = ""  # why it passed or failed the gate (one line)
+    val_metrics: dict[str, float] = field(default_factory=dict)  # on the validation split (gated)
 
     @property
     def size_bytes(self) -> int:
@@ -106,8 +109,8 @@ class Plan:
     ) -> RunResult:
         """Train (or reuse) the teacher, apply the steps, measure every candidate, gate.
 
-        ``reference_metric`` overrides the gate's reference (e.g. the live champion's metric on
-        the same test window, for the sidecar); by default it is the teacher's.
+        ``reference_metric`` overrides the gate's reference (a validation-split metric); by
+        default it is the teacher's.
         """
         torch.set_num_threads(max(1, torch.get_num_threads()))
         seed_everything(self.seed)
@@ -142,15 +145,22 @@ class Plan:
             if not getattr(model, "weight_shared", False):
                 dense, dense_parent, dense_applied = model, cand.sha256, applied
             cands.append(cand)
-        reference = cands[0].metrics[gate.metric] if reference_metric is None else reference_metric
+        for c in cands:
+            if c.val_outputs is not None:
+                c.val_metrics = family.evaluate(c.val_outputs, data, split="val")
+        reference = (
+            cands[0].val_metrics[gate.metric] if reference_metric is None else reference_metric
+        )
         cands[0].verdict = "reference" if reference_metric is None else "teacher"
         for c in cands[1:]:
-            value = c.metrics[gate.metric]
+            value = c.val_metrics[gate.metric]
             c.passes_gate = gate.passes(reference, value) and c.parity_error <= QUANT_ATOL
             if c.parity_error > QUANT_ATOL:
                 c.verdict = f"parity error {c.parity_error:.3g} > {QUANT_ATOL}"
             else:
-                c.verdict = f"{gate.metric} {value:.4f} vs {reference:.4f} - {gate.tolerance}"
+                c.verdict = (
+                    f"validation {gate.metric} {value:.4f} vs {reference:.4f} - {gate.tolerance}"
+                )
         passing = [c for c in cands[1:] if c.passes_gate]
         deployed = (
             min(passing, key=lambda c: (c.size_bytes, c.latency["p50_ms"])) if passing else None
@@ -158,9 +168,13 @@ class Plan:
         result = RunResult(family.name, gate, cands, deployed, data.fingerprint, ctx.log)
         if deployed is None:
             best = (
-                max(cands[1:], key=lambda c: c.metrics[gate.metric]) if len(cands) > 1 else cands[0]
+                max(cands[1:], key=lambda c: c.val_metrics[gate.metric])
+                if len(cands) > 1
+                else cands[0]
             )
-            failed = GateFailed(gate.metric, reference, best.metrics[gate.metric], gate.tolerance)
+            failed = GateFailed(
+                gate.metric, reference, best.val_metrics[gate.metric], gate.tolerance
+            )
             failed.result = result  # what was measured, for the report
             raise failed
         return result

@@ -92,6 +92,7 @@ def rows(result: RunResult) -> list[dict]:
         out.append({
             "candidate": c.name,
             **{k: round(v, 4) for k, v in c.metrics.items()},
+            f"val {result.gate.metric}": round(c.val_metrics.get(result.gate.metric, float("nan")), 4),
             "params": c.params,
             "bytes": c.size_bytes,
             "x smaller": round(teacher.size_bytes / c.size_bytes, 1),
@@ -131,8 +132,9 @@ def write_report(result: RunResult, directory: Path, title: str, notes: str = ""
     lines = [
         f"# {title}",
         "",
-        f"Gate: {metric} within {result.gate.tolerance} of the reference. Data fingerprint "
-        f"`{result.data_fingerprint[:16]}`.",
+        f"Gate: validation {metric} within {result.gate.tolerance} of the reference (the "
+        "teacher's); the other metric columns are on the test split, which decides nothing. "
+        f"Data fingerprint `{result.data_fingerprint[:16]}`.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),

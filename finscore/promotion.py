@@ -13,7 +13,8 @@ def gated_candidate(
     plan: Any, family: Any, data: Any, metric: str, tolerance: float
 ) -> tuple[Any, Any]:
     """Run ``plan``; the smallest candidate within ``tolerance`` of the run's teacher (trained on
-    the same recent data), or — when none gets that close — the best compressed one.
+    the same recent data), or — when none gets that close — the best compressed one (both
+    judged on the validation days; the hold-out days stay for the champion comparison).
     Re-raises GateFailed when the run produced no compressed candidate at all."""
     from finscore.compression.exceptions import GateFailed
     from finscore.compression.plan import Gate
@@ -25,7 +26,7 @@ def gated_candidate(
         result = exc.result
         if result is None or len(result.candidates) < 2:
             raise
-        return result, max(result.candidates[1:], key=lambda c: c.metrics[metric])
+        return result, max(result.candidates[1:], key=lambda c: c.val_metrics[metric])
 
 
 def over_budget(cand: Any, champion: Artifact | None, max_bytes: int) -> bool:

@@ -66,6 +66,9 @@ FRAUD_FEATURE_NAMES: tuple[str, ...] = (
 )
 HANDBOOK_FEATURES = FRAUD_FEATURE_NAMES[:15]
 N_FEATURES = len(FRAUD_FEATURE_NAMES)
+# Bumped whenever the computation changes (caches of computed features key on it).
+# 2: columnar state, window sums over integer cents.
+FEATURES_VERSION = 2
 _NIGHT_MS = 7 * 3_600_000  # the handbook's night: hour <= 6
 
 
@@ -348,6 +351,7 @@ def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np
 
 
 __all__ = [
+    "FEATURES_VERSION",
     "FRAUD_FEATURE_NAMES",
     "HANDBOOK_FEATURES",
     "N_FEATURES",
