@@ -14,8 +14,10 @@ ONNX contract (fraud: ``score`` [N] in [0, 1]; market: ``probs`` [N, 3], rows su
 
 Artifact checks: the manifest's sha256 and size match the bytes; the bytes load in ONNX
 Runtime and reproduce the manifest's reference outputs; the output contract holds on the
-reference inputs; optionally parity with a source (torch module or ONNX bytes); the artifact
-fits on the ``model-updates`` topic under Kafka's default message limit.
+reference inputs; optionally parity with a source (torch module or ONNX bytes); with ``x``, a
+row scores the same alone and inside a batch (what a deployed model must do: workers score
+whatever a poll brings); the artifact fits on the ``model-updates`` topic under Kafka's default
+message limit.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from finscore.compression.export import check_parity, export_onnx, run_onnx
+from finscore.compression.export import batch_variance, check_parity, export_onnx, run_onnx
+from finscore.compression.plan import BATCH_ATOL
 from finscore.compression.steps import CompressionStep, StepContext
 from finscore.registry import KAFKA_DEFAULT_MESSAGE_BYTES, Artifact
 
@@ -135,6 +138,12 @@ def check_artifact(
         else:
             check_parity(source, artifact.onnx, x, atol)
 
+    def is_batch_invariant() -> None:
+        if x is None:
+            return
+        err = batch_variance(artifact.onnx, x)
+        assert err <= BATCH_ATOL, f"a row's output depends on its batch (by up to {err:.2g})"
+
     def fits_on_the_model_updates_topic() -> None:
         assert len(artifact.onnx) + len(m.to_json()) < KAFKA_DEFAULT_MESSAGE_BYTES
 
@@ -143,6 +152,7 @@ def check_artifact(
     yield "loads_and_reproduces_reference_outputs", loads_and_reproduces_reference_outputs
     yield "obeys_the_output_contract", obeys_the_output_contract
     yield "matches_its_source", matches_its_source
+    yield "is_batch_invariant", is_batch_invariant
     yield "fits_on_the_model_updates_topic", fits_on_the_model_updates_topic
 
 

@@ -101,6 +101,18 @@ def run_onnx(model: bytes, x: np.ndarray, batch: int = 8192) -> np.ndarray:
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
+def batch_variance(model: bytes, x: np.ndarray, rows: int = 32) -> float:
+    """Max |output of a row scored alone − the same row scored in a batch of ``len(x)``|.
+
+    A streaming worker scores whatever a poll brings, so an output must not depend on its
+    batch: fp32 networks differ by float rounding only (~1e-7); dynamic int8 quantises each
+    batch's activations with the batch's own range, so its outputs move with the batch.
+    """
+    full = run_onnx(model, x)
+    alone = np.concatenate([run_onnx(model, x[i : i + 1]) for i in range(min(rows, len(x)))])
+    return float(np.max(np.abs(alone - full[: len(alone)]))) if len(alone) else 0.0
+
+
 @torch.no_grad()
 def check_parity(torch_model: nn.Module, onnx_bytes: bytes, x: np.ndarray, atol: float) -> float:
     """Max |torch − onnxruntime| on ``x``; raises ParityError above ``atol``."""

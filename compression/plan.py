@@ -4,7 +4,9 @@ Run: train the teacher (or take one), apply the steps in order (each step's outp
 candidate), export every candidate to ONNX, check parity with its torch source, evaluate it on
 the validation and the test split, measure size and latency, and pick the **deployed**
 candidate: the smallest one whose gated metric **on the validation split** is within
-``tolerance`` of the teacher's (ties: lower latency). The test split is only reported, never
+``tolerance`` of the teacher's (ties: lower latency) and whose outputs do not depend on the
+batch they are scored in (a streaming worker scores whatever a poll brings; dynamic int8,
+which quantises activations per batch, fails this). The test split is only reported, never
 used to decide, so the deployed model's test figures are an unbiased estimate. When none
 passes, :class:`~finscore.compression.exceptions.GateFailed` is raised and nothing is published.
 """
@@ -21,7 +23,13 @@ import torch
 from torch import nn
 
 from finscore.compression.exceptions import GateFailed
-from finscore.compression.export import check_parity, export_onnx, measure_latency, run_onnx
+from finscore.compression.export import (
+    batch_variance,
+    check_parity,
+    export_onnx,
+    measure_latency,
+    run_onnx,
+)
 from finscore.compression.family import Family, TrainData
 from finscore.compression.nn import count_params, seed_everything
 from finscore.compression.steps import CompressionStep, StepContext
@@ -29,6 +37,7 @@ from finscore.registry import Artifact, Manifest
 
 FP32_ATOL = 1e-4
 QUANT_ATOL = 0.05  # int8 candidates: outputs within 0.05 of their fp32 source (plus the gate)
+BATCH_ATOL = 1e-5  # deployable: a row's output alone and inside a batch agree to float rounding
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Candidate:
     parent_sha256: str | None = None  # the candidate it was made from (None: the teacher)
     verdict: str = ""  # why it passed or failed the gate (one line)
     val_metrics: dict[str, float] = field(default_factory=dict)  # on the validation split (gated)
+    batch_variance: float = 0.0  # see export.batch_variance; deployable only <= BATCH_ATOL
 
     @property
     def size_bytes(self) -> int:
@@ -154,9 +164,16 @@ class Plan:
         cands[0].verdict = "reference" if reference_metric is None else "teacher"
         for c in cands[1:]:
             value = c.val_metrics[gate.metric]
-            c.passes_gate = gate.passes(reference, value) and c.parity_error <= QUANT_ATOL
+            c.batch_variance = batch_variance(c.onnx, data.x_test[:256])
+            c.passes_gate = (
+                gate.passes(reference, value)
+                and c.parity_error <= QUANT_ATOL
+                and c.batch_variance <= BATCH_ATOL
+            )
             if c.parity_error > QUANT_ATOL:
                 c.verdict = f"parity error {c.parity_error:.3g} > {QUANT_ATOL}"
+            elif c.batch_variance > BATCH_ATOL:
+                c.verdict = f"outputs depend on the batch (by up to {c.batch_variance:.2g})"
             else:
                 c.verdict = (
                     f"validation {gate.metric} {value:.4f} vs {reference:.4f} - {gate.tolerance}"

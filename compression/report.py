@@ -100,6 +100,7 @@ def rows(result: RunResult) -> list[dict]:
             "p99 ms": round(c.latency.get("p99_ms", float("nan")), 4),
             "rows/s @1024": int(c.latency.get("throughput_per_s", 0)),
             "gate": "teacher" if c is teacher else ("pass" if c.passes_gate else "FAIL"),
+            "verdict": c.verdict,
             "deployed": "★" if c is result.deployed else "",
         })  # fmt: skip
     return out
