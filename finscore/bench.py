@@ -220,18 +220,19 @@ def run_bench(
             )
 
         far = time.time() + 600
-        pt = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + src_t,
-                                                    pre["pass"] + "passthrough-out", far))  # fmt: skip
-        pt.start()
-        timed("passthrough", pre["pass"] + "passthrough-out", n, pt)
-        pt.terminate()
-        w = ctx.Process(
-            target=_worker,
-            args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far, stream),
-        )
-        w.start()
-        timed("finscore", pre["fs"] + out_t, n - lost, w)
-        w.terminate()
+        if n:  # --events 0: the latency comparison only
+            pt = ctx.Process(target=_passthrough, args=(client, f"{pre['pass']}g", pre["pass"] + src_t,
+                                                        pre["pass"] + "passthrough-out", far))  # fmt: skip
+            pt.start()
+            timed("passthrough", pre["pass"] + "passthrough-out", n, pt)
+            pt.terminate()
+            w = ctx.Process(
+                target=_worker,
+                args=(client, pre["fs"], str(s.registry_dir), f"{pre['fs']}g", far, stream),
+            )
+            w.start()
+            timed("finscore", pre["fs"] + out_t, n - lost, w)
+            w.terminate()
         with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as f:
             f.write(champ.onnx)
         env = {**os.environ, "FINSCORE_BENCH_PREFIX": pre["faust"], "FINSCORE_BENCH_MODEL": f.name,
@@ -276,7 +277,9 @@ def run_bench(
         "broker": "embedded Tansu" if s.embedded else s.bootstrap,
         "model": f"{stream} v{champ.manifest.version} ({champ.manifest.size_bytes:,} bytes)",
         "results": [asdict(r) | {"rate": r.rate} for r in results],
-        "finscore_vs_passthrough": by["finscore"].rate / by["passthrough"].rate,
+        "finscore_vs_passthrough": by["finscore"].rate / by["passthrough"].rate
+        if "finscore" in by
+        else None,
         "finscore_vs_faust": by["finscore"].rate / by["faust-naive"].rate
         if "faust-naive" in by
         else None,
@@ -287,7 +290,8 @@ def run_bench(
 
 
 @click.command()
-@click.option("--events", type=int, default=200_000, show_default=True, help="Throughput run size.")
+@click.option("--events", type=int, default=200_000, show_default=True,
+              help="Throughput run size (0: latency comparison only).")  # fmt: skip
 @click.option("--faust-events", type=int, default=20_000, show_default=True)
 @click.option(
     "--rate", type=float, default=5000.0, show_default=True, help="Offered load (latency)."
@@ -317,7 +321,11 @@ def bench(
     c = Console()
     c.print(t)
     c.print(
-        f"finscore / passthrough = {summary['finscore_vs_passthrough']:.2f}, "
+        (
+            f"finscore / passthrough = {summary['finscore_vs_passthrough']:.2f}, "
+            if summary["finscore_vs_passthrough"] is not None
+            else ""
+        )
         + (
             f"finscore / faust-naive = {summary['finscore_vs_faust']:.1f}x, "
             if summary["finscore_vs_faust"] is not None

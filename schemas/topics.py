@@ -46,6 +46,9 @@ def changelog(group: str, store: str) -> str:
 
 
 COMPACT = {"cleanup.policy": "compact"}
+# Append-only state changelogs (fraud customer entries): deleted by age, 45 days > the 38 days
+# (label delay + longest window + a day) any feature looks back.
+APPEND_ONLY_STATE = {"cleanup.policy": "delete", "retention.ms": str(45 * 86_400_000)}
 
 
 def catalog(partitions: int = 6, prefix: str = "") -> list[TopicSpec]:

@@ -176,21 +176,26 @@ class FraudPipeline:
         return cols.take(np.flatnonzero(~bad)), dead
 
     def flush_state(self) -> list[OutRecord]:
-        """Changelog records (latest state) of every customer changed since the last flush."""
-        if not self.changelog_topic or not self._dirty:
-            self._dirty.clear()
-            return []
+        """Changelog records for every customer changed since the last flush: the window
+        entries added since then (an append-only changelog, see ``FraudFeatures.take_changes``),
+        in the input partition the customer lives in. Also forgets what no feature can see."""
+        changes = self.features.take_changes()
         dirty, self._dirty = self._dirty, {}
-        snaps = self.features.snapshot_customers(dirty)
+        self.features.evict()
+        if not self.changelog_topic:
+            return []
         topic = self.changelog_topic
         return [
-            OutRecord(topic, cid.encode(), snap, p)
-            for (cid, p), snap in zip(dirty.items(), snaps, strict=True)
+            OutRecord(topic, cid.encode(), rows, dirty[cid])
+            for cid, rows in changes.items()
+            if cid in dirty  # not revoked since
         ]
 
     def forget_partitions(self, partitions: set[int]) -> None:
-        """Drop pending changelog updates of revoked partitions (never overwrite the state a
-        new owner writes; it rebuilds ours by replaying the uncommitted input)."""
+        """Drop pending changelog updates of revoked partitions (never write the state of a
+        key a new owner has; it rebuilds ours by replaying the uncommitted input)."""
+        gone = [c for c, p in self._dirty.items() if p in partitions]
+        self.features.forget_changes(gone)
         self._dirty = {c: p for c, p in self._dirty.items() if p not in partitions}
 
     @staticmethod

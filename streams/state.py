@@ -1,12 +1,15 @@
 """Per-key state that survives restarts: compacted changelog topics.
 
 Before it commits (every ``commit_interval``; every batch in exactly-once mode) a worker produces
-the new state of each key it touched since its last commit to ``<group>-<store>-changelog``,
+what changed in each key it touched since its last commit to ``<group>-<store>-changelog``,
 into the same partition number as the input partition the key lives in (inputs and changelogs
-are co-partitioned). When a partition is assigned, the worker reads that changelog partition up
-to its end and restores the latest value of every key: a restart costs one read of the
-(compacted) state plus a replay of the uncommitted tail, not a replay of the input history.
-In exactly-once mode changelog records are part of the batch's transaction.
+are co-partitioned). Two kinds: *compacted* changelogs hold the latest value of each key
+(market windows: :func:`read_changelog`); *append-only* ones hold each key's new entries per
+commit, pruned by age (fraud customer windows: :func:`read_changelog_records`, all records).
+When a partition is assigned, the worker reads that changelog partition up to its end and
+rebuilds its keys: a restart costs one read of the state plus a replay of the uncommitted
+tail, not a replay of the input history. In exactly-once mode changelog records are part of
+the batch's transaction.
 """
 
 from __future__ import annotations
@@ -97,6 +100,33 @@ def read_changelog(
         seconds=round(time.monotonic() - t0, 3),
     )
     return state
+
+
+def read_changelog_records(
+    client: Mapping[str, str | int],
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    read_committed: bool = False,
+    timeout: float = 30.0,
+) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) record of ``partitions`` of ``topic``, in order (for append-only
+    changelogs, whose records together make the state; tombstones and keyless are skipped)."""
+    parts = list(partitions)
+    if not parts:
+        return []
+    t0 = time.monotonic()
+    out: list[tuple[bytes, bytes]] = []
+
+    def keep(m: Any) -> None:
+        if m.key() is not None and m.value() is not None:
+            out.append((m.key(), m.value()))
+
+    read_to_end(client, topic, dict.fromkeys(parts), keep, read_committed=read_committed,
+                purpose="restore", timeout=timeout)  # fmt: skip
+    log.info("state.restored", topic=topic, partitions=parts, records=len(out),
+             seconds=round(time.monotonic() - t0, 3))  # fmt: skip
+    return out
 
 
 def _keep(state: dict[bytes, bytes], m: object) -> None:

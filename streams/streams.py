@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.features.market import MarketWindows
-from finscore.features.timestore import SNAPSHOT_MAGIC
+from finscore.features.timestore import ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.topics import TopicSpec
@@ -23,7 +23,7 @@ from finscore.streams.fraud import FraudPipeline, LabelsPipeline
 from finscore.streams.market import MarketPipeline
 from finscore.streams.pipeline import DeadLetter, Pipeline
 from finscore.streams.scoring import ModelSlot
-from finscore.streams.state import read_changelog
+from finscore.streams.state import read_changelog, read_changelog_records
 from finscore.streams.transport import Message
 from finscore.streams.transport import TopicPartition as TP
 
@@ -47,10 +47,14 @@ class Stream(Protocol):
     def close(self) -> None: ...
 
 
-def _ensure_changelog(cfg: WorkerConfig, input_topic: str, store: str) -> str:
+def _ensure_changelog(
+    cfg: WorkerConfig, input_topic: str, store: str, config: dict[str, str] | None = None
+) -> str:
+    """The store's changelog topic, co-partitioned with the input (compacted by default)."""
     name = T.changelog(cfg.group, store)
     parts = len(partitions_of(cfg.client, input_topic))
-    ensure_topics(cfg.client, [TopicSpec(name, parts, "state", "key", dict(T.COMPACT))])
+    conf = dict(T.COMPACT) if config is None else config
+    ensure_topics(cfg.client, [TopicSpec(name, parts, "state", "key", conf)])
     return name
 
 
@@ -73,7 +77,11 @@ class FraudStream:
         self.pipeline: FraudPipeline  # set in start()
 
     def start(self) -> None:
-        self.changelog_topic = _ensure_changelog(self.cfg, self.input_topic, "customers")
+        # Append-only (each record holds a customer's new window entries), so it is pruned by
+        # time, not compacted: kept longer than any feature looks back.
+        self.changelog_topic = _ensure_changelog(
+            self.cfg, self.input_topic, "customer-entries", T.APPEND_ONLY_STATE
+        )
         self.pipeline = FraudPipeline(
             self.features,
             self.slot,
@@ -147,16 +155,16 @@ class FraudStream:
     def on_assign(self, tps: list[TP]) -> None:
         parts = [p for t, p in tps if t == self.input_topic]
         self._owned.update(parts)
-        state = read_changelog(
+        records = read_changelog_records(
             self.cfg.client, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
         )
-        snapshots = {}
-        for key, value in state.items():
-            if value[:4] == SNAPSHOT_MAGIC:
-                snapshots[key.decode()] = value
-            else:  # e.g. written by an older version: rebuilt from the stream instead
-                log.warning("state.snapshot_skipped", key=key.decode(errors="replace"))
-        self.features.restore_customers(snapshots)
+        good = []
+        for key, value in records:
+            if value[:4] in (ROWS_MAGIC, SNAPSHOT_MAGIC):
+                good.append((key.decode(), value))
+            else:  # not ours: rebuilt from the stream instead
+                log.warning("state.record_skipped", key=key.decode(errors="replace"))
+        self.features.add_changes(good)
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}

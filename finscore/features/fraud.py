@@ -129,7 +129,7 @@ class FraudFeatures:
     def __init__(self, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> None:
         self.cfg = cfg
         self.spans = [w * DAY_MS for w in cfg.windows_days]
-        self._spend = TimeStore(("cents", "sq"))
+        self._spend = TimeStore(("cents", "sq"), track_changes=True)
         self._terminals = TimeStore(("fraud", "late", "label_time"))
         self._cards = TimeStore(("fraud", "late", "label_time"))
         self.latest_ms = 0
@@ -272,6 +272,25 @@ class FraudFeatures:
         keep_outcomes = now - self.cfg.horizon_ms - DAY_MS
         self._terminals.evict(keep_outcomes)
         self._cards.evict(keep_outcomes)
+
+    def take_changes(self) -> dict[str, bytes]:
+        """Per customer, the window entries added since the last call, as one changelog record
+        (an append-only changelog: :meth:`add_changes` on all its records rebuilds the state).
+        Costs what was added, not what is held."""
+        return self._spend.take_changes()
+
+    def add_changes(self, records: Iterable[tuple[str, bytes]]) -> None:
+        """Rebuild customer state from changelog records (:meth:`take_changes` records or
+        snapshots, any order, repeats harmless), then forget what no feature can see."""
+        self._spend.add_rows(records)
+        held = self._spend.time_range()
+        if held is not None:
+            self.latest_ms = max(self.latest_ms, held[1])
+            self._spend.evict(self.latest_ms - self.spans[-1] - DAY_MS)
+
+    def forget_changes(self, customer_ids: Iterable[str]) -> None:
+        """Drop unreported changes of these customers (their partition was revoked)."""
+        self._spend.forget_changes(customer_ids)
 
     def snapshot_customers(self, customer_ids: Iterable[str]) -> list[bytes]:
         """Each customer's window state as compact bytes (for a compacted changelog)."""

@@ -31,7 +31,8 @@ from finscore.features.exceptions import FeatureStateError
 TIME_BITS = 41
 KEY_BITS = 62 - TIME_BITS
 TIME_MASK = (1 << TIME_BITS) - 1
-SNAPSHOT_MAGIC = b"FST1"
+SNAPSHOT_MAGIC = b"FST1"  # a key's entries (snapshot)
+ROWS_MAGIC = b"FSD1"  # entries added to a key since the previous record (append-only changelog)
 _EMPTY = np.zeros(0, dtype=np.int64)
 MIN_DELTA = 4096  # the delta run is merged once it exceeds max(MIN_DELTA, main / 8)
 
@@ -101,8 +102,11 @@ class _Run:
 class TimeStore:
     """Sorted (key, time) entries with integer value columns; see the module docstring."""
 
-    def __init__(self, value_names: Sequence[str]) -> None:
+    def __init__(self, value_names: Sequence[str], *, track_changes: bool = False) -> None:
+        """``track_changes``: remember inserted entries until :meth:`take_changes`."""
         self.value_names = tuple(value_names)
+        self.track_changes = track_changes
+        self._changes: list[np.ndarray] = []  # [n, 3 + values] (index, time, tag, values...)
         self._index: dict[str, int] = {}
         self._names: list[str] = []
         self.base: int | None = None
@@ -159,10 +163,17 @@ class TimeStore:
 
     # -- writes -------------------------------------------------------------------------------
     def insert(
-        self, idx: np.ndarray, t: np.ndarray, tags: np.ndarray, values: dict[str, np.ndarray]
+        self,
+        idx: np.ndarray,
+        t: np.ndarray,
+        tags: np.ndarray,
+        values: dict[str, np.ndarray],
+        *,
+        record: bool = True,
     ) -> np.ndarray:
         """Add entries (skipping any whose key, time and tag are already stored or repeated
-        earlier in this call); returns the boolean mask of the entries that were added."""
+        earlier in this call); returns the boolean mask of the entries that were added.
+        ``record=False``: not a change to report (e.g. entries being restored)."""
         comp = self.composite(idx, t)
         tags = np.asarray(tags, dtype=np.int64)
         n = len(comp)
@@ -180,6 +191,10 @@ class TimeStore:
             comp, tags, times = comp[keep], tags[keep], times[keep]
             cols = {k: v[keep] for k, v in cols.items()}
         self._delta.insert(comp, tags, times, cols)
+        if self.track_changes and record and len(comp):
+            self._changes.append(
+                np.stack([comp >> TIME_BITS, times, tags, *(cols[k] for k in self.value_names)], 1)
+            )
         if len(self._delta) > max(MIN_DELTA, len(self._main) >> 3):
             self._merge()
         return fresh
@@ -208,6 +223,10 @@ class TimeStore:
         remap[live] = np.arange(len(live))
         for run in self._runs:
             run.rekey((remap[run.keys >> TIME_BITS] << TIME_BITS) | (run.keys & TIME_MASK))
+        if self._changes:  # unreported changes follow their keys (evicted ones are moot)
+            rows = np.concatenate(self._changes)
+            rows[:, 0] = remap[rows[:, 0]]
+            self._changes = [rows[rows[:, 0] >= 0]]
         self._names = [self._names[i] for i in live.tolist()]
         self._index = {name: i for i, name in enumerate(self._names)}
 
@@ -220,36 +239,32 @@ class TimeStore:
         columns: Sequence[str] = (),
     ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Per lower bound in ``afters``: (count, {column: sum}) over the entries of key ``idx``
-        with ``after < time <= upto`` (zero for ``idx == -1``). Queries share one sort."""
+        with ``after < time <= upto`` (zero for ``idx == -1``). All bounds of all rows go
+        through one sort and one binary search per run (few numpy calls per batch: small
+        batches stay cheap)."""
         idx = np.asarray(idx, dtype=np.int64)
+        n, k = len(idx), len(afters)
         known = idx >= 0
         safe = np.where(known, idx, 0)
-        q_hi = self._clip(safe, upto)
-        q_los = [self._clip(safe, a) for a in afters]
-        order = np.argsort(q_hi)  # sorted queries: numpy's binary search reuses the last bound
-        out = [(np.zeros(len(idx), np.int64), {c: np.zeros(len(idx), np.int64) for c in columns})
-               for _ in afters]  # fmt: skip
+        # Times are clipped to [-1, TIME_MASK] relative to the base, so every bound stays
+        # inside its key's own block of entries: no search for the block's start is needed.
+        queries = self._clip(safe, np.stack([np.asarray(upto), *afters]))  # [1 + k, n]
+        order = np.argsort(queries[0])  # sorted queries: the binary search reuses bounds
+        flat = queries[:, order].ravel()
+        count = np.zeros((k, n), dtype=np.int64)
+        sums = {c: np.zeros((k, n), dtype=np.int64) for c in columns}
         for run in self._runs:
             if not len(run):
                 continue
-            keys = run.keys
-
-            def search(q: np.ndarray, side: str, keys: np.ndarray = keys) -> np.ndarray:
-                res = np.empty(len(q), dtype=np.int64)
-                res[order] = np.searchsorted(keys, q[order], side)  # type: ignore[call-overload]
-                return res
-
-            # Times are clipped to [-1, TIME_MASK] relative to the base, so both bounds stay
-            # inside the key's own block of entries: no search for the block's start needed.
-            hi = search(q_hi, "right")
-            for (count, sums), q_lo in zip(out, q_los, strict=True):
-                lo = search(q_lo, "right")
-                lo = np.where(known, np.minimum(lo, hi), hi)
-                count += hi - lo
-                for c in columns:
-                    p = run.prefix(c)
-                    sums[c] += p[hi] - p[lo]
-        return out
+            pos = np.empty((1 + k, n), dtype=np.int64)
+            pos[:, order] = np.searchsorted(run.keys, flat, "right").reshape(1 + k, n)
+            hi = pos[0]
+            lo = np.where(known, np.minimum(pos[1:], hi), hi)
+            count += hi - lo
+            for c in columns:
+                p = run.prefix(c)
+                sums[c] += p[hi] - p[lo]
+        return [(count[j], {c: sums[c][j] for c in columns}) for j in range(k)]
 
     def entries(self, idx: int, after: int, upto: int) -> dict[str, np.ndarray]:
         """The value columns of one key's entries with ``after < time <= upto``."""
@@ -310,6 +325,52 @@ class TimeStore:
                                      hi_b.tolist(), strict=True)
         ]  # fmt: skip
 
+    def take_changes(self) -> dict[str, bytes]:
+        """Per key, the entries added since the last call as one record (:data:`ROWS_MAGIC`,
+        count, int64 rows time, tag, values...): an append-only changelog whose records
+        together (see :meth:`add_rows`) rebuild the store, at a cost per new entry, not per
+        entry held."""
+        if not self._changes:
+            return {}
+        rows = np.concatenate(self._changes)
+        self._changes = []
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        keys, starts = np.unique(rows[:, 0], return_index=True)
+        ends = np.r_[starts[1:], len(rows)]
+        raw = np.ascontiguousarray(rows[:, 1:]).tobytes()
+        width = 8 * (rows.shape[1] - 1)
+        return {
+            self._names[k]: ROWS_MAGIC + struct.pack("<I", b - a) + raw[a * width : b * width]
+            for k, a, b in zip(keys.tolist(), starts.tolist(), ends.tolist(), strict=True)
+        }
+
+    def add_rows(self, records: Iterable[tuple[str, bytes]]) -> None:
+        """Insert the entries of changelog records (:meth:`take_changes` rows or
+        :meth:`snapshot` snapshots, any order, repeats harmless) in one bulk write."""
+        width = 2 + len(self.value_names)
+        tables, owners = [], []
+        for name, value in records:
+            if value[:4] not in (ROWS_MAGIC, SNAPSHOT_MAGIC):
+                raise FeatureStateError(f"unknown state record format for key {name!r}")
+            (n,) = struct.unpack_from("<I", value, 4)
+            tables.append(np.frombuffer(value, np.int64, n * width, 8).reshape(n, width))
+            owners.append(name)
+        if not tables:
+            return
+        idx = np.repeat(self.index_of(owners, create=True), [len(t) for t in tables])
+        table = np.concatenate(tables)
+        self.insert(idx, table[:, 0], table[:, 1],
+                    {k: table[:, 2 + j] for j, k in enumerate(self.value_names)},
+                    record=False)  # fmt: skip
+
+    def forget_changes(self, names: Iterable[str]) -> None:
+        """Drop the unreported changes of these keys (e.g. their partition was revoked)."""
+        if not self._changes:
+            return
+        drop = self.index_of(list(names), create=False)
+        rows = np.concatenate(self._changes)
+        self._changes = [rows[~np.isin(rows[:, 0], drop[drop >= 0])]]
+
     def restore(self, snapshots: dict[str, bytes]) -> None:
         """Replace the entries of each key with those of its snapshot (one bulk write)."""
         if not snapshots:
@@ -334,7 +395,8 @@ class TimeStore:
         table = np.concatenate(rows) if rows else np.zeros((0, width), np.int64)
         idx = self.index_of(names, create=True)[np.concatenate(owners)]
         self.insert(idx, table[:, 0], table[:, 1],
-                    {k: table[:, 2 + j] for j, k in enumerate(self.value_names)})  # fmt: skip
+                    {k: table[:, 2 + j] for j, k in enumerate(self.value_names)},
+                    record=False)  # fmt: skip
 
 
-__all__ = ["KEY_BITS", "MIN_DELTA", "SNAPSHOT_MAGIC", "TIME_BITS", "TimeStore"]
+__all__ = ["KEY_BITS", "MIN_DELTA", "ROWS_MAGIC", "SNAPSHOT_MAGIC", "TIME_BITS", "TimeStore"]
