@@ -375,28 +375,16 @@ class TimeStore:
         """Replace the entries of each key with those of its snapshot (one bulk write)."""
         if not snapshots:
             return
-        width = 2 + len(self.value_names)
-        names = list(snapshots)
-        old = self.index_of(names, create=False)
+        for name, snap in snapshots.items():
+            if snap[:4] != SNAPSHOT_MAGIC:
+                raise FeatureStateError(f"unknown state snapshot format for key {name!r}")
+        old = self.index_of(list(snapshots), create=False)
         old = old[old >= 0]
         for run in self._runs:
             drop = np.isin(run.keys >> TIME_BITS, old)
             if drop.any():
                 run.take(~drop)
-        rows, owners = [], []
-        for i, name in enumerate(names):
-            snap = snapshots[name]
-            if snap[:4] != SNAPSHOT_MAGIC:
-                raise FeatureStateError(f"unknown state snapshot format for key {name!r}")
-            (n,) = struct.unpack_from("<I", snap, 4)
-            arr = np.frombuffer(snap, dtype=np.int64, count=n * width, offset=8)
-            rows.append(arr.reshape(n, width))
-            owners.append(np.full(n, i, dtype=np.int64))
-        table = np.concatenate(rows) if rows else np.zeros((0, width), np.int64)
-        idx = self.index_of(names, create=True)[np.concatenate(owners)]
-        self.insert(idx, table[:, 0], table[:, 1],
-                    {k: table[:, 2 + j] for j, k in enumerate(self.value_names)},
-                    record=False)  # fmt: skip
+        self.add_rows(snapshots.items())
 
 
 __all__ = ["KEY_BITS", "MIN_DELTA", "ROWS_MAGIC", "SNAPSHOT_MAGIC", "TIME_BITS", "TimeStore"]
