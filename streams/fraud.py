@@ -76,7 +76,10 @@ class FraudPipeline:
         in_codec: Codec | None = None,
         out_codec: Codec | None = None,
         explain: int = 0,
+        evict_interval: float = 30.0,
     ) -> None:
+        """``evict_interval``: seconds between evictions of state no feature can see (at a
+        flush; an eviction scans the whole state, so not at every commit)."""
         self.explain = explain
         self.features = features
         self.slot = slot
@@ -87,6 +90,8 @@ class FraudPipeline:
         self.in_codec = in_codec or Codec("transaction")
         self.flags = FlagEncoder(out_codec or Codec("fraud_flag"), output_encoding)
         self._dirty: dict[str, int] = {}  # customer -> input partition, since the last flush
+        self.evict_interval = evict_interval
+        self._last_evict = time.monotonic()
 
     @property
     def output_encoding(self) -> str:
@@ -176,20 +181,19 @@ class FraudPipeline:
         return cols.take(np.flatnonzero(~bad)), dead
 
     def flush_state(self) -> list[OutRecord]:
-        """Changelog records for every customer changed since the last flush: the window
-        entries added since then (an append-only changelog, see ``FraudFeatures.take_changes``),
-        in the input partition the customer lives in. Also forgets what no feature can see."""
-        changes = self.features.take_changes()
+        """Changelog records for the customers changed since the last flush: the window entries
+        added since then (an append-only changelog, see ``FraudFeatures.take_changes``), a few
+        records per input partition, each in the partition its customers live in. Every
+        ``evict_interval`` seconds also forgets what no feature can see any more."""
         dirty, self._dirty = self._dirty, {}
-        self.features.evict()
+        changes = self.features.take_changes(dirty)
+        if time.monotonic() - self._last_evict >= self.evict_interval:
+            self.features.evict()
+            self._last_evict = time.monotonic()
         if not self.changelog_topic:
             return []
         topic = self.changelog_topic
-        return [
-            OutRecord(topic, cid.encode(), rows, dirty[cid])
-            for cid, rows in changes.items()
-            if cid in dirty  # not revoked since
-        ]
+        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes]
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop pending changelog updates of revoked partitions (never write the state of a

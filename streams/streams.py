@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from finscore.features.exceptions import FeatureStateError
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.features.market import MarketWindows
-from finscore.features.timestore import ROWS_MAGIC, SNAPSHOT_MAGIC
+from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.topics import TopicSpec
@@ -160,11 +161,18 @@ class FraudStream:
         )
         good = []
         for key, value in records:
-            if value[:4] in (ROWS_MAGIC, SNAPSHOT_MAGIC):
-                good.append((key.decode(), value))
+            if value[:4] in (ROWS_MAGIC, KEY_ROWS_MAGIC, SNAPSHOT_MAGIC):
+                good.append((key.decode(errors="replace"), value))
             else:  # not ours: rebuilt from the stream instead
                 log.warning("state.record_skipped", key=key.decode(errors="replace"))
-        self.features.add_changes(good)
+        try:
+            self.features.add_changes(good)
+        except FeatureStateError:  # a corrupt record: keep every other one
+            for record in good:
+                try:
+                    self.features.add_changes([record])
+                except FeatureStateError as exc:
+                    log.warning("state.record_skipped", key=record[0], reason=str(exc))
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}

@@ -32,7 +32,7 @@ batch sizes, evictions or restores), and the worker's columnar path
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -273,11 +273,12 @@ class FraudFeatures:
         self._terminals.evict(keep_outcomes)
         self._cards.evict(keep_outcomes)
 
-    def take_changes(self) -> dict[str, bytes]:
-        """Per customer, the window entries added since the last call, as one changelog record
-        (an append-only changelog: :meth:`add_changes` on all its records rebuilds the state).
-        Costs what was added, not what is held."""
-        return self._spend.take_changes()
+    def take_changes(self, partition_of: Mapping[str, int]) -> list[tuple[int, bytes]]:
+        """The window entries added since the last call, as (partition, record) pairs: a few
+        records per partition of ``partition_of`` (customer -> partition; customers it lacks
+        are left out). An append-only changelog: :meth:`add_changes` on all its records
+        rebuilds the state. Costs what was added, not what is held."""
+        return self._spend.take_changes(partition_of)
 
     def add_changes(self, records: Iterable[tuple[str, bytes]]) -> None:
         """Rebuild customer state from changelog records (:meth:`take_changes` records or

@@ -21,7 +21,7 @@ times within ``±2**(TIME_BITS - 1)`` ms (±34 years) of the first time seen.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
 import numpy as np
@@ -32,7 +32,8 @@ TIME_BITS = 41
 KEY_BITS = 62 - TIME_BITS
 TIME_MASK = (1 << TIME_BITS) - 1
 SNAPSHOT_MAGIC = b"FST1"  # a key's entries (snapshot)
-ROWS_MAGIC = b"FSD1"  # entries added to a key since the previous record (append-only changelog)
+ROWS_MAGIC = b"FSM1"  # entries added to several keys since the previous record (changelog)
+KEY_ROWS_MAGIC = b"FSD1"  # entries added to one key (the changelog record of finscore <= 0.3)
 _EMPTY = np.zeros(0, dtype=np.int64)
 MIN_DELTA = 4096  # the delta run is merged once it exceeds max(MIN_DELTA, main / 8)
 
@@ -206,16 +207,23 @@ class TimeStore:
 
     def evict(self, before: int) -> None:
         """Drop every entry with a time <= ``before``; compact key indices when many are dead."""
+        dropped = False
         for run in self._runs:
             keep = run.times > before
             if not keep.all():
                 run.take(keep)
-        live = self._live_indices()
-        if len(self._names) > 2 * len(live) + 1024:
-            self._compact(live)
+                dropped = True
+        if dropped and len(self._names) > 1024:
+            live = self._live_indices()
+            if len(self._names) > 2 * len(live) + 1024:
+                self._compact(live)
 
     def _live_indices(self) -> np.ndarray:
-        return np.unique(np.concatenate([r.keys >> TIME_BITS for r in self._runs]))
+        """Sorted indices of the keys that hold entries (a scatter, not a sort)."""
+        present = np.zeros(len(self._names), dtype=bool)
+        for run in self._runs:
+            present[run.keys >> TIME_BITS] = True
+        return np.flatnonzero(present)
 
     def _compact(self, live: np.ndarray) -> None:
         """Renumber live keys 0..n-1 in their old order (so the sort order is unchanged)."""
@@ -325,24 +333,35 @@ class TimeStore:
                                      hi_b.tolist(), strict=True)
         ]  # fmt: skip
 
-    def take_changes(self) -> dict[str, bytes]:
-        """Per key, the entries added since the last call as one record (:data:`ROWS_MAGIC`,
-        count, int64 rows time, tag, values...): an append-only changelog whose records
-        together (see :meth:`add_rows`) rebuild the store, at a cost per new entry, not per
-        entry held."""
+    def take_changes(
+        self, group_of: Mapping[str, int], max_rows: int = 8192
+    ) -> list[tuple[int, bytes]]:
+        """The entries added since the last call, as (group, record) pairs: the changed keys
+        grouped by ``group_of`` (e.g. key -> partition; keys it lacks are dropped), at most
+        ``max_rows`` entries per record (:data:`ROWS_MAGIC`). An append-only changelog whose
+        records together (see :meth:`add_rows`) rebuild the store; a flush costs what was
+        added, not what is held, and a few records per group, not one per key."""
         if not self._changes:
-            return {}
+            return []
         rows = np.concatenate(self._changes)
         self._changes = []
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
         keys, starts = np.unique(rows[:, 0], return_index=True)
-        ends = np.r_[starts[1:], len(rows)]
-        raw = np.ascontiguousarray(rows[:, 1:]).tobytes()
-        width = 8 * (rows.shape[1] - 1)
-        return {
-            self._names[k]: ROWS_MAGIC + struct.pack("<I", b - a) + raw[a * width : b * width]
-            for k, a, b in zip(keys.tolist(), starts.tolist(), ends.tolist(), strict=True)
-        }
+        names = [self._names[k] for k in keys.tolist()]
+        group = np.fromiter(map(group_of.get, names, repeat(-1)), np.int64, len(names))
+        out: list[tuple[int, bytes]] = []
+        counts = np.diff(np.r_[starts, len(rows)])
+        row_group = np.repeat(group, counts)
+        local = np.repeat(np.arange(len(keys)), counts)
+        for g in np.unique(group[group >= 0]).tolist():
+            sel = np.flatnonzero(row_group == g)
+            for a in range(0, len(sel), max_rows):
+                part = sel[a : a + max_rows]
+                used, inverse = np.unique(local[part], return_inverse=True)
+                table = rows[part]
+                table[:, 0] = inverse
+                out.append((g, _encode_rows([names[k] for k in used.tolist()], table)))
+        return out
 
     def add_rows(self, records: Iterable[tuple[str, bytes]]) -> None:
         """Insert the entries of changelog records (:meth:`take_changes` rows or
@@ -350,14 +369,22 @@ class TimeStore:
         width = 2 + len(self.value_names)
         tables, owners = [], []
         for name, value in records:
-            if value[:4] not in (ROWS_MAGIC, SNAPSHOT_MAGIC):
+            magic = value[:4]
+            if magic == ROWS_MAGIC:
+                names, rows = _decode_rows(value, width + 1)
+                tables.append(rows[:, 1:])
+                owners.append(self.index_of(names, create=True)[rows[:, 0]])
+            elif magic in (KEY_ROWS_MAGIC, SNAPSHOT_MAGIC):
+                (n,) = struct.unpack_from("<I", value, 4) if len(value) >= 8 else (-1,)
+                if len(value) != 8 + 8 * n * width:
+                    raise FeatureStateError(f"corrupt state record for key {name!r}")
+                tables.append(np.frombuffer(value, np.int64, n * width, 8).reshape(n, width))
+                owners.append(np.repeat(self.index_of([name], create=True), n))
+            else:
                 raise FeatureStateError(f"unknown state record format for key {name!r}")
-            (n,) = struct.unpack_from("<I", value, 4)
-            tables.append(np.frombuffer(value, np.int64, n * width, 8).reshape(n, width))
-            owners.append(name)
         if not tables:
             return
-        idx = np.repeat(self.index_of(owners, create=True), [len(t) for t in tables])
+        idx = np.concatenate(owners)
         table = np.concatenate(tables)
         self.insert(idx, table[:, 0], table[:, 1],
                     {k: table[:, 2 + j] for j, k in enumerate(self.value_names)},
@@ -387,4 +414,58 @@ class TimeStore:
         self.add_rows(snapshots.items())
 
 
-__all__ = ["KEY_BITS", "MIN_DELTA", "ROWS_MAGIC", "SNAPSHOT_MAGIC", "TIME_BITS", "TimeStore"]
+def _encode_rows(names: list[str], table: np.ndarray) -> bytes:
+    """:data:`ROWS_MAGIC`, key count, row count, the UTF-8 length of each key name (uint32),
+    the names, zero padding to 8 bytes, then the int64 rows (local key index, time, tag,
+    values...)."""
+    blobs = [n.encode() for n in names]
+    lengths = np.fromiter(map(len, blobs), np.uint32, len(blobs))
+    head = ROWS_MAGIC + struct.pack("<II", len(names), len(table)) + lengths.tobytes()
+    text = b"".join(blobs)
+    pad = -(len(head) + len(text)) % 8
+    return head + text + bytes(pad) + np.ascontiguousarray(table, dtype="<i8").tobytes()
+
+
+def record_keys(value: bytes) -> list[str]:
+    """The key names a :data:`ROWS_MAGIC` changelog record holds entries of."""
+    return _decode_names(value)[0]
+
+
+def _decode_names(value: bytes) -> tuple[list[str], int]:
+    """(key names, offset of the rows) of a :func:`_encode_rows` record."""
+    if value[:4] != ROWS_MAGIC:
+        raise FeatureStateError("not a multi-key changelog record")
+    try:
+        n_keys, _ = struct.unpack_from("<II", value, 4)
+        lengths = np.frombuffer(value, np.uint32, n_keys, 12).astype(np.int64)
+        ends = 12 + 4 * n_keys + np.cumsum(lengths)
+        starts = ends - lengths
+        names = [value[a:b].decode() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise FeatureStateError(f"corrupt state record: {exc}") from exc
+    at = int(ends[-1]) if n_keys else 12
+    return names, at + (-at % 8)
+
+
+def _decode_rows(value: bytes, width: int) -> tuple[list[str], np.ndarray]:
+    """(key names, int64 rows) of a :func:`_encode_rows` record; rows checked against names."""
+    names, at = _decode_names(value)
+    (n_rows,) = struct.unpack_from("<I", value, 8)
+    if len(value) != at + 8 * n_rows * width:
+        raise FeatureStateError("corrupt state record: its length does not match its counts")
+    rows = np.frombuffer(value, "<i8", n_rows * width, at).reshape(n_rows, width)
+    if len(rows) and (rows[:, 0].min() < 0 or rows[:, 0].max() >= len(names)):
+        raise FeatureStateError("corrupt state record: a row names no key of the record")
+    return names, rows.astype(np.int64, copy=False)
+
+
+__all__ = [
+    "KEY_BITS",
+    "KEY_ROWS_MAGIC",
+    "MIN_DELTA",
+    "ROWS_MAGIC",
+    "SNAPSHOT_MAGIC",
+    "TIME_BITS",
+    "TimeStore",
+    "record_keys",
+]

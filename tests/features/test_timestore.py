@@ -1,14 +1,23 @@
 """The columnar time store under the fraud features: window queries against brute force,
-idempotent inserts, eviction with key compaction, snapshot/restore, range limits."""
+idempotent inserts, eviction with key compaction, snapshot/restore, changelog records,
+range limits."""
 
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 import pytest
 
 from finscore.features.exceptions import FeatureStateError
 from finscore.features.fraud import FraudFeatures
-from finscore.features.timestore import TIME_BITS, TimeStore
+from finscore.features.timestore import (
+    KEY_ROWS_MAGIC,
+    ROWS_MAGIC,
+    TIME_BITS,
+    TimeStore,
+    record_keys,
+)
 
 DAY = 86_400_000
 
@@ -103,3 +112,61 @@ def test_out_of_order_batches_equal_one_at_a_time() -> None:
     want = np.concatenate([one.transform([tx]) for tx in txs])
     got = FraudFeatures().transform(txs)
     np.testing.assert_array_equal(got, want)
+
+
+def _tracked(n: int = 3000, keys: int = 40) -> tuple[TimeStore, dict]:
+    rng = np.random.default_rng(3)
+    store = TimeStore(("v",), track_changes=True)
+    names = [f"k{i}" for i in rng.integers(0, keys, n)]
+    t, v = rng.integers(0, 60 * DAY, n), rng.integers(-500, 500, n)
+    for a in range(0, n, 500):
+        store.insert(store.index_of(names[a : a + 500], create=True), t[a : a + 500],
+                     np.arange(a, min(n, a + 500)), {"v": v[a : a + 500]})  # fmt: skip
+    return store, {"names": names, "t": t, "v": v}
+
+
+def _answers(store: TimeStore, names: list[str]) -> list:
+    idx = store.index_of(names, create=False)
+    ((count, sums),) = store.window_sums(idx, [np.full(len(names), -1)], np.full(len(names), 61 * DAY), ("v",))  # fmt: skip
+    return [count.tolist(), sums["v"].tolist()]
+
+
+def test_changes_come_grouped_in_bounded_records_that_rebuild_the_store() -> None:
+    store, ref = _tracked()
+    group_of = {f"k{i}": i % 3 for i in range(40) if i % 3 != 2 or i == 2}  # group 2: only k2
+    records = store.take_changes(group_of, max_rows=400)
+    assert store.take_changes(group_of) == []  # taken
+    held = [n for n in ref["names"] if n in group_of]
+    assert all(len(record_keys(r)) <= 400 for _, r in records)
+    assert sum(len(record_keys(r)) > 0 for _, r in records) == len(records)
+    for g, r in records:
+        assert {group_of[k] for k in record_keys(r)} == {g}
+    per_group = {g: sum(1 for n in held if group_of[n] == g) for g in (0, 1, 2)}
+    assert sorted({g for g, _ in records}) == [0, 1, 2]
+    assert len(records) == sum(-(-c // 400) for c in per_group.values())  # ceil(rows / 400)
+    rebuilt = TimeStore(("v",))
+    rebuilt.add_rows([("ignored", r) for _, r in records[::-1] + records[:3]])
+    keys = sorted(set(held))
+    assert _answers(rebuilt, keys) == _answers(store, keys)
+    assert sorted(rebuilt.key_names()) == keys  # keys outside group_of were left out
+
+
+def test_single_key_records_of_earlier_versions_are_still_read() -> None:
+    rows = np.array([[5 * DAY, 7, 120], [6 * DAY, 8, -30]], dtype="<i8")
+    legacy = KEY_ROWS_MAGIC + struct.pack("<I", 2) + rows.tobytes()
+    store = TimeStore(("v",))
+    store.add_rows([("c1", legacy)])
+    assert _answers(store, ["c1"]) == [[2], [90]]
+
+
+def test_corrupt_state_records_are_refused_clearly() -> None:
+    store, _ = _tracked(n=200)
+    ((_, good),) = store.take_changes({f"k{i}": 0 for i in range(40)})
+    fresh = TimeStore(("v",))
+    for bad in (good[:-8], good[:12], ROWS_MAGIC + b"\xff" * 8, KEY_ROWS_MAGIC + b"\x09",
+                b"XXXX" + good[4:]):  # fmt: skip
+        with pytest.raises(FeatureStateError):
+            fresh.add_rows([("k", bad)])
+    assert len(fresh) == 0
+    fresh.add_rows([("k", good)])
+    assert len(fresh) == 200
