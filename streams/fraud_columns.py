@@ -10,6 +10,7 @@ reasons are the codec's). :class:`FlagEncoder` encodes one flag per row, columna
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import numpy as np
 from finscore.features.fraud import to_cents
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar import ColumnarCodec
+from finscore.schemas.columnar_write import zigzag_varints
 from finscore.streams.pipeline import DeadLetter, decode_batch
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
@@ -83,6 +85,40 @@ _FLAG_COLUMNAR = ColumnarCodec("fraud_flag")
 # when traffic is light and polls bring few records.
 COLUMNAR_DECODE_MIN = 64
 COLUMNAR_ENCODE_MIN = 112
+# Flags without top features: row templates up to here (measured: 100 flags 0.04 ms vs 0.24 ms
+# columnar, 1,000: 0.32 vs 0.37, 2,000: 0.62 vs 0.57), the columnar codec above.
+TEMPLATE_ENCODE_MAX = 1024
+
+
+_SMALL_VARINTS = [bytes([2 * v]) if v < 64 else b"" for v in range(64)]
+
+
+def _varint(v: int) -> bytes:
+    """One Avro long (zig-zag varint)."""
+    if 0 <= v < 64:
+        return _SMALL_VARINTS[v]
+    z = (v << 1) ^ (v >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _varints(values: np.ndarray) -> list[bytes]:
+    """Avro longs of a whole column, one ``bytes`` per row (vectorised from 64 rows: below,
+    the numpy calls' fixed cost is more than a loop's)."""
+    if len(values) < 64:
+        return [_varint(v) for v in values.tolist()]
+    mat, lens = zigzag_varints(values)
+    raw, w = mat.tobytes(), mat.shape[1]
+    return [raw[i * w : i * w + k] for i, k in enumerate(lens.tolist())]
+
+
+def _avro_string(text: str) -> bytes:
+    data = text.encode()
+    return _varint(len(data)) + data
 
 
 def decode_transactions(
@@ -158,6 +194,8 @@ class FlagEncoder:
     ) -> list[bytes]:
         """One encoded flag per row: score, decision against ``threshold``, the model, times,
         the input's location, and the top features when given."""
+        if self.encoding == "avro" and top is None and len(cols) < TEMPLATE_ENCODE_MAX:
+            return self._template(cols, scores, scorer, threshold, processing_ms)
         if self.encoding == "avro" and len(cols) >= COLUMNAR_ENCODE_MIN:
             msgs = cols.messages
             topics = {m.topic for m in msgs}
@@ -182,6 +220,63 @@ class FlagEncoder:
                     "top_features": top if top is not None else [],
                 },
             )
+        return self._records(cols, scores, scorer, threshold, processing_ms, top)
+
+    def _template(
+        self, cols: TxColumns, scores: np.ndarray, scorer: Scorer, threshold: float, processing: int
+    ) -> list[bytes]:
+        """Single-object Avro flags without top features, row by row from constant pieces
+        (the schema's field order; what is the same for the whole batch is encoded once) and
+        the few values that vary: byte-identical to ``Codec.encode``, at a few microseconds
+        a row and no fixed cost worth the name (light traffic brings small batches)."""
+        n = len(cols)
+        score = np.asarray(scores, dtype=np.float64)
+        raw = score.astype("<f8").tobytes()
+        flagged = (score >= threshold).tolist()
+        msgs = cols.messages
+        events = _varints(cols.event_time)
+        offsets = _varints(np.fromiter((m.offset for m in msgs), np.int64, n))
+        middle = (
+            struct.pack("<d", threshold) + _avro_string(scorer.name) + _avro_string(scorer.version)
+        )
+        head = self.codec.header
+        topics: dict[str, bytes] = {}
+        out = []
+        for i in range(n):
+            m = msgs[i]
+            tail = topics.get(m.topic)
+            if tail is None:
+                tail = topics[m.topic] = _varint(processing) + _avro_string(m.topic)
+            out.append(
+                b"".join(
+                    (
+                        head,
+                        _avro_string(cols.transaction_id[i]),
+                        _avro_string(cols.customer_id[i]),
+                        _avro_string(cols.terminal_id[i]),
+                        raw[8 * i : 8 * i + 8],
+                        b"\x01" if flagged[i] else b"\x00",
+                        middle,
+                        events[i],
+                        tail,
+                        _varint(m.partition),
+                        offsets[i],
+                        b"\x00",  # no top features: an empty array
+                    )
+                )
+            )
+        return out
+
+    def _records(
+        self,
+        cols: TxColumns,
+        scores: np.ndarray,
+        scorer: Scorer,
+        threshold: float,
+        processing_ms: int,
+        top: list[list[dict]] | None,
+    ) -> list[bytes]:
+        """The per-record codec (JSON, and Avro with top features below the columnar size)."""
         s = np.asarray(scores, dtype=np.float64).tolist()
         name, version = scorer.name, scorer.version
         encode, enc = self.codec.encode, self.encoding
