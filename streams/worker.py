@@ -100,7 +100,8 @@ class Worker:
             on_rejected=self._on_rejected,
         )
         self.transport: KafkaTransport | None = None
-        self._uncommitted: list[Message] = []
+        # Since the last commit, the last message read per partition (what a commit needs).
+        self._uncommitted: dict[tuple[str, int], Message] = {}
         self._last_commit = time.monotonic()
 
     # -- models ---------------------------------------------------------------------------------
@@ -253,7 +254,9 @@ class Worker:
             records.append(self.dlq.encode(dead, now))
             self.metrics.dead_letter(dead.error_type)
         records += result.state
-        self._uncommitted += batch
+        pending = self._uncommitted
+        for m in batch:  # in offset order per partition
+            pending[(m.topic, m.partition)] = m
         due = self.cfg.exactly_once or self._commit_due()
         if due:
             records += self._flush_state()
@@ -292,8 +295,8 @@ class Worker:
             if state:
                 self.transport.produce_batch(state)
         if self._uncommitted:
-            self.transport.commit(self._uncommitted)
-            self._uncommitted = []
+            self.transport.commit(list(self._uncommitted.values()))
+            self._uncommitted = {}
         self._last_commit = time.monotonic()
 
     def _report_lag(self) -> None:
