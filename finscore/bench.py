@@ -7,9 +7,12 @@ Throughput: N transactions are preloaded into one input topic per contender; eac
 - faust-naive: per-event Faust agent with the same codec, features and model
   (:mod:`finscore.streams.faust_naive`);
 - finscore: the fraud worker (batch path).
-Latency: transactions are offered at ``--rate`` to one topic read by both the passthrough and
-the worker (two consumer groups, same moment, same broker); end-to-end latency per output is
-its arrival at the observer minus the input's timestamp (outputs carry the input timestamp).
+Latency: transactions are offered at ``--rate`` in ``--rounds`` slices to the passthrough and
+the worker, which take turns (ABBA order, same broker, same run): each is measured alone on
+the machine, and drifts in its load hit both alike. ``--together``: both read every slice at
+the same moment instead (on a small machine they then compete for its cores). End-to-end
+latency per output is its arrival at the observer minus the input's timestamp (outputs carry
+the input timestamp).
 """
 
 from __future__ import annotations
@@ -75,6 +78,19 @@ def _events(stream: str, prefix: str, n: int, seed: int = 7):
     return _transactions(prefix, n, seed) if stream == "fraud" else _ticks(prefix, n, seed)
 
 
+def _encoded(events) -> list:  # noqa: ANN001
+    """Events with their records encoded up front: the producer's pacing loop then costs the
+    machine (2 cores shared with the broker and the contenders) little more than the sends."""
+    from finscore.schemas.codec import Codec
+
+    codecs: dict[str, Codec] = {}
+    out = []
+    for topic, key, schema, rec in events:
+        codec = codecs.get(schema) or codecs.setdefault(schema, Codec(schema))
+        out.append((topic, key, schema, codec.encode(rec)))
+    return out
+
+
 def _retarget(events, topic: str):
     for _, key, schema, rec in events:
         yield topic, key, schema, rec
@@ -105,7 +121,9 @@ class Observer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msgs = self._c.consume(10000, 0.05)
+            # Wake with the first arrival (a batch wait would add up to its timeout to every
+            # latency), then take whatever else is already fetched.
+            msgs = self._c.consume(10000, 0) or self._c.consume(1, 0.05)
             now = time.time()
             for m in msgs:
                 if m.error():
@@ -161,8 +179,81 @@ def _worker(
     w.run()
 
 
+@dataclass(frozen=True)
+class _Contender:
+    """One latency contender in one round: its own fresh topics (see ``_latency_rounds``)."""
+
+    name: str  # "passthrough" | "finscore"
+    prefix: str
+    src: str
+    out: str
+
+
+def _round_contenders(run: str, k: int, src_t: str, out_t: str) -> tuple[_Contender, _Contender]:
+    pp, fp = f"b{run}-latp{k}-", f"b{run}-lat{k}-"
+    return (_Contender("passthrough", pp, pp + src_t, pp + "passthrough-out"),
+            _Contender("finscore", fp, fp + src_t, fp + out_t))  # fmt: skip
+
+
+def _start(ctx: Any, c: _Contender, client: dict, registry: str, stream: str) -> Any:
+    stop_at = time.time() + 300
+    if c.name == "passthrough":
+        args: tuple = (client, c.prefix + "g", c.src, c.out, stop_at)
+        proc = ctx.Process(target=_passthrough, args=args)
+    else:
+        args = (client, c.prefix, registry, c.prefix + "g", stop_at, stream)
+        proc = ctx.Process(target=_worker, args=args)
+    proc.start()
+    return proc
+
+
+def _latency_rounds(
+    ctx: Any,
+    obs: Observer,
+    client: dict,
+    rounds: list[tuple[_Contender, _Contender]],
+    offered: list,
+    rate: float,
+    together: bool,
+    registry: str,
+    stream: str,
+    lost: int,
+) -> dict[str, list[np.ndarray]]:
+    """Offer the first ``len(offered) / len(rounds)`` events at ``rate`` once per contender
+    per round, each round on fresh topics (the embedded broker's fetch latency grows with a
+    topic's length: fresh topics keep every round alike) and fresh processes; per round, each
+    contender's latencies, the first 10 % dropped as warm-up. The contenders take turns, in
+    ABBA order so that drifts in machine load hit both alike, each alone on the machine;
+    ``together``: both read their copy of the events at the same time instead (they then
+    compete for the machine's cores)."""
+    samples: dict[str, list[np.ndarray]] = {"passthrough": [], "finscore": []}
+    chunk = offered[: -(-len(offered) // len(rounds))]
+    for k, pair in enumerate(rounds):
+        order = [pair] if together else [(c,) for c in (pair if k % 2 == 0 else pair[::-1])]
+        for group in order:
+            procs = [_start(ctx, c, client, registry, stream) for c in group]
+            time.sleep(8)  # started and joined (a group join takes ~session.timeout.ms / 2)
+            events = [(c.src, key, sc, rec) for _, key, sc, rec in chunk for c in group]
+            produce(client, iter(events), rate=rate * len(group))
+            for c in group:
+                obs.wait_for(c.out, len(chunk) - (lost if c.name == "finscore" else 0), 30)
+                got = np.asarray(obs.latencies[c.out])
+                samples[c.name].append(got[len(got) // 10 :])
+            for proc in procs:
+                proc.terminate()
+                proc.join(30)
+    return samples
+
+
 def run_bench(
-    s: Settings, n: int, faust_n: int, rate: float, seconds: float, stream: str = "fraud"
+    s: Settings,
+    n: int,
+    faust_n: int,
+    rate: float,
+    seconds: float,
+    stream: str = "fraud",
+    rounds: int = 4,
+    together: bool = False,
 ) -> dict:
     from finscore.broker import EmbeddedBroker, free_port
     from finscore.registry import Registry
@@ -184,13 +275,16 @@ def run_bench(
     )
     # Market outputs start once an instrument's window is full (2 simulated instruments).
     lost = 0 if stream == "fraud" else 2 * (int(champ.manifest.params.get("window", 100)) - 1)
-    if stream != "fraud":
-        faust_n = 0  # the naive Faust peer exists for the fraud stream
+    if stream != "fraud" or not n:
+        faust_n = 0  # the naive Faust peer exists for the fraud stream; --events 0: latency only
     results: list[Result] = []
     try:
         parts = s.partitions
         run = uuid.uuid4().hex[:6]
-        pre = {k: f"b{run}-{k}-" for k in ("pass", "faust", "fs", "lat")}
+        pre = {k: f"b{run}-{k}-" for k in ("pass", "faust", "fs")}
+        lat_rounds = [_round_contenders(run, k, src_t, out_t) for k in range(rounds)]
+        for pair in lat_rounds:
+            pre.update({c.prefix: c.prefix for c in pair})
         specs = []
         for p in pre.values():
             specs += T.catalog(parts, p)
@@ -201,8 +295,8 @@ def run_bench(
             if count:
                 produce(client, _events(stream, pre[key], count))
         obs = Observer(client, [pre["pass"] + "passthrough-out", pre["fs"] + out_t,
-                                pre["faust"] + out_t, pre["lat"] + "passthrough-out",
-                                pre["lat"] + out_t]).start()  # fmt: skip
+                                pre["faust"] + out_t] + [c.out for pair in lat_rounds
+                                                         for c in pair]).start()  # fmt: skip
         ctx = mp.get_context("spawn")
 
         def timed(name: str, topic: str, count: int, proc: Any) -> None:
@@ -241,29 +335,17 @@ def run_bench(
             fp = subprocess.Popen([sys.executable, "-m", "finscore.streams.faust_naive", "worker", "-l", "error"],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             timed("faust-naive", pre["faust"] + out_t, faust_n, fp)
-        # Latency: both pipelines read the same offered stream at the same time.
-        stop_at = time.time() + seconds + 30
-        lp = ctx.Process(target=_passthrough, args=(client, f"{pre['lat']}gp", pre["lat"] + src_t,
-                                                    pre["lat"] + "passthrough-out", stop_at))  # fmt: skip
-        lw = ctx.Process(
-            target=_worker,
-            args=(client, pre["lat"], str(s.registry_dir), f"{pre['lat']}gw", stop_at, stream),
-        )
-        lp.start()
-        lw.start()
-        time.sleep(12)  # both groups joined
-        sent = produce(
-            client, _events(stream, pre["lat"], int(rate * seconds), seed=11), rate=rate
-        ).sent
-        obs.wait_for(pre["lat"] + out_t, sent - lost, 30)
-        obs.wait_for(pre["lat"] + "passthrough-out", sent, 30)
-        for name, topic in (("latency-passthrough", pre["lat"] + "passthrough-out"),
-                            ("latency-finscore", pre["lat"] + out_t)):  # fmt: skip
-            lat = np.asarray(obs.latencies[topic][len(obs.latencies[topic]) // 10 :]) * 1000
-            results.append(Result(name, len(lat), seconds, float(np.percentile(lat, 50)),
+        offered = _encoded(_events(stream, "", int(rate * seconds), seed=11))
+        samples = _latency_rounds(ctx, obs, client, lat_rounds, offered, rate, together,
+                                  str(s.registry_dir), stream, lost)  # fmt: skip
+        for name in ("passthrough", "finscore"):
+            lat = np.concatenate(samples[name]) * 1000
+            results.append(Result(f"latency-{name}", len(lat), seconds, float(np.percentile(lat, 50)),
                                   float(np.percentile(lat, 99))))  # fmt: skip
-        lp.terminate()
-        lw.terminate()
+        per_round = [
+            float(np.percentile(f, 99) - np.percentile(p, 99)) * 1000
+            for p, f in zip(samples["passthrough"], samples["finscore"], strict=True)
+        ]
         obs.stop()
     finally:
         if broker is not None:
@@ -281,10 +363,12 @@ def run_bench(
         if "finscore" in by
         else None,
         "finscore_vs_faust": by["finscore"].rate / by["faust-naive"].rate
-        if "faust-naive" in by
+        if "faust-naive" in by and "finscore" in by
         else None,
         "added_p99_ms": lat_fs.latency_p99_ms - lat_pt.latency_p99_ms,
         "added_p50_ms": lat_fs.latency_p50_ms - lat_pt.latency_p50_ms,
+        "latency_mode": "together" if together else f"alternating, {rounds} rounds",
+        "added_p99_ms_per_round": per_round,
     }
     return summary
 
@@ -297,18 +381,29 @@ def run_bench(
     "--rate", type=float, default=5000.0, show_default=True, help="Offered load (latency)."
 )
 @click.option("--seconds", type=float, default=20.0, show_default=True, help="Latency run length.")
+@click.option("--rounds", type=int, default=4, show_default=True,
+              help="Latency: the offered load in this many slices, the contenders taking turns.")  # fmt: skip
+@click.option("--together", is_flag=True,
+              help="Latency: both contenders read every slice at the same time instead.")  # fmt: skip
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)
 @click.option(
     "--stream", type=click.Choice(["fraud", "market"]), default="fraud", show_default=True
 )
 def bench(
-    events: int, faust_events: int, rate: float, seconds: float, json_out: Path | None, stream: str
+    events: int,
+    faust_events: int,
+    rate: float,
+    seconds: float,
+    rounds: int,
+    together: bool,
+    json_out: Path | None,
+    stream: str,
 ) -> None:
     """Throughput and latency: passthrough vs naive Faust vs the finscore fraud worker."""
     from rich.console import Console
     from rich.table import Table
 
-    summary = run_bench(Settings(), events, faust_events, rate, seconds, stream)
+    summary = run_bench(Settings(), events, faust_events, rate, seconds, stream, rounds, together)
     t = Table(
         title=f"finscore bench · {summary['machine']} · {summary['broker']} · {summary['model']}"
     )
@@ -332,6 +427,9 @@ def bench(
             else ""
         )
         + f"added latency p50 {summary['added_p50_ms']:+.1f} ms, p99 {summary['added_p99_ms']:+.1f} ms"
+        + f" ({summary['latency_mode']}; p99 per round: "
+        + ", ".join(f"{d:+.0f}" for d in summary["added_p99_ms_per_round"])
+        + " ms)"
     )
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2))

@@ -1,7 +1,7 @@
 """Rate-controlled producing of simulated or replayed events (used by the CLI, demo and bench).
 
 Sources yield ``(topic_name, key, schema_name, record)``; :func:`produce` encodes them with the
-shared codec and sends them with one idempotent confluent-kafka producer, pacing to ``rate``
+shared codec (records given as ``bytes`` are sent as they are) and sends them with one idempotent confluent-kafka producer, pacing to ``rate``
 events per second (0 = as fast as possible) and stopping after ``count`` events or
 ``duration`` seconds, or when ``stop`` is set.
 """
@@ -20,7 +20,7 @@ from finscore.schemas.codec import Codec
 from finscore.streams.exceptions import TransportError
 from finscore.streams.kafka import producer_config
 
-Event = tuple[str, str, str, dict]  # (topic, key, schema, record)
+Event = tuple[str, str, str, dict | bytes]  # (topic, key, schema, record or its encoded bytes)
 
 
 @dataclass
@@ -107,8 +107,11 @@ def produce(
             ahead = stats.sent / rate - (now - t0)
             if ahead > step:
                 time.sleep(ahead)
-        codec = codecs.get(schema) or codecs.setdefault(schema, Codec(schema))
-        value = codec.encode(record, encoding)
+        if isinstance(record, bytes):  # encoded beforehand (e.g. to keep a benchmark's load low)
+            value = record
+        else:
+            codec = codecs.get(schema) or codecs.setdefault(schema, Codec(schema))
+            value = codec.encode(record, encoding)
         while True:
             try:
                 p.produce(topic, value, key.encode(), on_delivery=delivered)
