@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from finscore.features.timestore import ROWS_MAGIC
 from finscore.producing import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
@@ -19,6 +20,7 @@ from tests.streams.kit import (
     produce_records,
     publish,
     running,
+    wait_assigned,
     worker_config,
 )
 
@@ -87,3 +89,24 @@ def test_bad_records_go_to_the_dead_letter_topic_and_scoring_continues(client, p
 
 def codec_json(record: dict) -> dict:
     return json.loads(Codec("transaction").encode(record, "json"))
+
+
+def test_a_corrupt_changelog_record_is_skipped_and_the_rest_restored(client, prefix) -> None:
+    """State that cannot be read never stops a worker: the readable records are restored."""
+    make_topics(client, prefix, partitions=1)
+    publish(client, prefix, artifact("fraud"))
+    stats = produce(client, transaction_events(prefix, seed=4), count=400)
+    n_tx = stats.by_topic[prefix + T.TRANSACTIONS]
+    cfg = worker_config(client, prefix, group_id=prefix + "g")
+    with running(cfg) as first:
+        consume_all(client, prefix + T.FRAUD_FLAGS, n_tx, settle=1.0)
+    held = sorted(first.stream.features.customers())
+    changelog = first.stream.changelog_topic
+    produce_records(client, changelog, [(b"p0", ROWS_MAGIC + b"\xff" * 20)])  # truncated
+    with running(cfg) as second:
+        wait_assigned(second)
+        deadline = time.monotonic() + 20
+        while sorted(second.stream.features.customers()) != held and time.monotonic() < deadline:
+            time.sleep(0.1)  # the restore runs in the assignment callback
+        assert sorted(second.stream.features.customers()) == held and held
+        assert second.health()["status"] == "ok"
