@@ -41,6 +41,7 @@ from finscore.producing import produce
 from finscore.schemas import topics as T
 from finscore.schemas.topics import TopicSpec
 from finscore.settings import Settings
+from finscore.streams.kafka import consume_available
 
 
 @dataclass
@@ -121,9 +122,9 @@ class Observer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # Wake with the first arrival (a batch wait would add up to its timeout to every
-            # latency), then take whatever else is already fetched.
-            msgs = self._c.consume(10000, 0) or self._c.consume(1, 0.05)
+            # Wake with the first arrival: a batch wait would add up to its timeout to every
+            # latency measured.
+            msgs = consume_available(self._c, 10000, 0.05)
             now = time.time()
             for m in msgs:
                 if m.error():
@@ -219,24 +220,23 @@ def _latency_rounds(
     stream: str,
     lost: int,
 ) -> dict[str, list[np.ndarray]]:
-    """Offer the first ``len(offered) / len(rounds)`` events at ``rate`` once per contender
-    per round, each round on fresh topics (the embedded broker's fetch latency grows with a
+    """Offer ``offered`` (one round's events) at ``rate`` once per contender per round, each
+    round on fresh topics (the embedded broker's fetch latency grows with a
     topic's length: fresh topics keep every round alike) and fresh processes; per round, each
     contender's latencies, the first 10 % dropped as warm-up. The contenders take turns, in
     ABBA order so that drifts in machine load hit both alike, each alone on the machine;
     ``together``: both read their copy of the events at the same time instead (they then
     compete for the machine's cores)."""
     samples: dict[str, list[np.ndarray]] = {"passthrough": [], "finscore": []}
-    chunk = offered[: -(-len(offered) // len(rounds))]
     for k, pair in enumerate(rounds):
         order = [pair] if together else [(c,) for c in (pair if k % 2 == 0 else pair[::-1])]
         for group in order:
             procs = [_start(ctx, c, client, registry, stream) for c in group]
             time.sleep(8)  # started and joined (a group join takes ~session.timeout.ms / 2)
-            events = [(c.src, key, sc, rec) for _, key, sc, rec in chunk for c in group]
+            events = [(c.src, key, sc, rec) for _, key, sc, rec in offered for c in group]
             produce(client, iter(events), rate=rate * len(group))
             for c in group:
-                obs.wait_for(c.out, len(chunk) - (lost if c.name == "finscore" else 0), 30)
+                obs.wait_for(c.out, len(offered) - (lost if c.name == "finscore" else 0), 30)
                 got = np.asarray(obs.latencies[c.out])
                 samples[c.name].append(got[len(got) // 10 :])
             for proc in procs:
@@ -283,10 +283,8 @@ def run_bench(
         run = uuid.uuid4().hex[:6]
         pre = {k: f"b{run}-{k}-" for k in ("pass", "faust", "fs")}
         lat_rounds = [_round_contenders(run, k, src_t, out_t) for k in range(rounds)]
-        for pair in lat_rounds:
-            pre.update({c.prefix: c.prefix for c in pair})
         specs = []
-        for p in pre.values():
+        for p in [*pre.values(), *(c.prefix for pair in lat_rounds for c in pair)]:
             specs += T.catalog(parts, p)
             specs.append(TopicSpec(p + "passthrough-out", parts, "transaction", "customer_id"))
         ensure_topics(client, specs)
@@ -335,7 +333,7 @@ def run_bench(
             fp = subprocess.Popen([sys.executable, "-m", "finscore.streams.faust_naive", "worker", "-l", "error"],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             timed("faust-naive", pre["faust"] + out_t, faust_n, fp)
-        offered = _encoded(_events(stream, "", int(rate * seconds), seed=11))
+        offered = _encoded(_events(stream, "", -(-int(rate * seconds) // rounds), seed=11))
         samples = _latency_rounds(ctx, obs, client, lat_rounds, offered, rate, together,
                                   str(s.registry_dir), stream, lost)  # fmt: skip
         for name in ("passthrough", "finscore"):

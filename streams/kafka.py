@@ -67,6 +67,19 @@ def producer_config(client: Mapping[str, str | int], **extra: str | int) -> dict
     return conf
 
 
+def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> list:
+    """Up to ``max_messages`` raw messages: those already fetched, else the first to arrive
+    within ``timeout`` seconds with any fetched alongside it. (``Consumer.consume(n, t)``
+    returns only when it has ``n`` messages or ``t`` has passed, so at light load it holds
+    every message up to ``t``.)"""
+    raw = consumer.consume(max_messages, 0)
+    if not raw:
+        raw = consumer.consume(1, timeout)
+        if raw and max_messages > 1:
+            raw += consumer.consume(max_messages - 1, 0)
+    return raw
+
+
 class _InFlight:
     """Offsets of one polled batch and how many of its produced records await an ack."""
 
@@ -200,12 +213,7 @@ class KafkaTransport:
         Broker-side errors (e.g. partition EOF) are logged and skipped, never returned.
         """
         self._settle()
-        consume = self.consumer.consume
-        raw = consume(max_messages, 0)
-        if not raw:
-            raw = consume(1, timeout)
-            if raw and max_messages > 1:
-                raw += consume(max_messages - 1, 0)
+        raw = consume_available(self.consumer, max_messages, timeout)
         out: list[Message] = []
         for m in raw:
             err = m.error()
