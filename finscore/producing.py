@@ -1,9 +1,9 @@
 """Rate-controlled producing of simulated or replayed events (used by the CLI, demo and bench).
 
 Sources yield ``(topic_name, key, schema_name, record)``; :func:`produce` encodes them with the
-shared codec (records given as ``bytes`` are sent as they are) and sends them with one idempotent confluent-kafka producer, pacing to ``rate``
-events per second (0 = as fast as possible) and stopping after ``count`` events or
-``duration`` seconds, or when ``stop`` is set.
+shared codec (records given as ``bytes`` are sent as they are) and sends them with one
+idempotent confluent-kafka producer, pacing to ``rate`` events per second (0 = as fast as
+possible) and stopping after ``count`` events or ``duration`` seconds, or when ``stop`` is set.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ COLUMNAR_ENCODE_MIN = 112
 TEMPLATE_ENCODE_MAX = 1024
 
 
-_SMALL_VARINTS = [bytes([2 * v]) if v < 64 else b"" for v in range(64)]
+_SMALL_VARINTS = [bytes([2 * v]) for v in range(64)]  # 0..63: one byte, 2v
 
 
 def _varint(v: int) -> bytes:

@@ -431,12 +431,12 @@ def record_keys(value: bytes) -> list[str]:
     return _decode_names(value)[0]
 
 
-def _decode_names(value: bytes) -> tuple[list[str], int]:
-    """(key names, offset of the rows) of a :func:`_encode_rows` record."""
+def _decode_names(value: bytes) -> tuple[list[str], int, int]:
+    """(key names, row count, offset of the rows) of a :func:`_encode_rows` record."""
     if value[:4] != ROWS_MAGIC:
         raise FeatureStateError("not a multi-key changelog record")
     try:
-        n_keys, _ = struct.unpack_from("<II", value, 4)
+        n_keys, n_rows = struct.unpack_from("<II", value, 4)
         lengths = np.frombuffer(value, np.uint32, n_keys, 12).astype(np.int64)
         ends = 12 + 4 * n_keys + np.cumsum(lengths)
         starts = ends - lengths
@@ -444,13 +444,12 @@ def _decode_names(value: bytes) -> tuple[list[str], int]:
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise FeatureStateError(f"corrupt state record: {exc}") from exc
     at = int(ends[-1]) if n_keys else 12
-    return names, at + (-at % 8)
+    return names, n_rows, at + (-at % 8)
 
 
 def _decode_rows(value: bytes, width: int) -> tuple[list[str], np.ndarray]:
     """(key names, int64 rows) of a :func:`_encode_rows` record; rows checked against names."""
-    names, at = _decode_names(value)
-    (n_rows,) = struct.unpack_from("<I", value, 8)
+    names, n_rows, at = _decode_names(value)
     if len(value) != at + 8 * n_rows * width:
         raise FeatureStateError("corrupt state record: its length does not match its counts")
     rows = np.frombuffer(value, "<i8", n_rows * width, at).reshape(n_rows, width)
