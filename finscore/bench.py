@@ -328,6 +328,7 @@ def run_bench(
         with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as f:
             f.write(champ.onnx)
         env = {**os.environ, "FINSCORE_BENCH_PREFIX": pre["faust"], "FINSCORE_BENCH_MODEL": f.name,
+               "FINSCORE_BENCH_FEATURES": ",".join(champ.manifest.feature_names or []),
                "FINSCORE_BOOTSTRAP_SERVERS": client["bootstrap.servers"]}  # fmt: skip
         if faust_n:
             fp = subprocess.Popen([sys.executable, "-m", "finscore.streams.faust_naive", "worker", "-l", "error"],

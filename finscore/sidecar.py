@@ -243,6 +243,7 @@ class Sidecar:
             QuantizeDynamic,
             WeightShare,
         )
+        from finscore.features.fraud import feature_columns
 
         cfg = self.cfg
         t0 = time.time()
@@ -261,7 +262,9 @@ class Sidecar:
         champion = reg.champion("fraud")
         champ_ap = None
         if champion is not None:
-            champ_ap = fam.evaluate(run_onnx(champion.onnx, data.x_test), data)["ap"]
+            cols = feature_columns(champion.manifest.feature_names or [])
+            x = data.x_test if cols is None else data.x_test[:, cols]
+            champ_ap = fam.evaluate(run_onnx(champion.onnx, x), data)["ap"]
         plan = Plan(
             [Distill(64), PruneStructured(0.25, 4), WeightShare(16, 3), QuantizeDynamic()],
             teacher_epochs=cfg.epochs,

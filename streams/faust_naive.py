@@ -17,7 +17,7 @@ import faust
 import numpy as np
 import onnxruntime as ort
 
-from finscore.features.fraud import FraudFeatureConfig
+from finscore.features.fraud import FraudFeatureConfig, feature_columns
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import FRAUD_FLAGS, TRANSACTIONS
 from finscore.streams.faust_naive_features import PerEventFraudFeatures
@@ -45,6 +45,10 @@ _tx = Codec("transaction")
 _flag = Codec("fraud_flag")
 _features = PerEventFraudFeatures(FraudFeatureConfig())
 _session: ort.InferenceSession | None = None
+# The model's own feature list (older models read fewer columns than are computed).
+_columns = feature_columns(
+    [n for n in os.environ.get("FINSCORE_BENCH_FEATURES", "").split(",") if n]
+)
 
 
 def session() -> ort.InferenceSession:
@@ -63,6 +67,8 @@ async def score(stream: faust.StreamT) -> None:
     async for event in stream.events():
         tx = _tx.decode(event.value)
         x = _features.transform([tx])
+        if _columns is not None:
+            x = x[:, _columns]
         p = float(np.asarray(s.run(None, {name: x.astype(np.float32)})[0]).reshape(-1)[0])
         flag = {
             "transaction_id": tx["transaction_id"],

@@ -53,52 +53,57 @@ class _Spending:
 
 
 class _Outcomes:
-    """Labelled outcomes of one terminal (or card): sorted by transaction time."""
+    """Labelled outcomes of one terminal (or card): sorted by transaction time, with each
+    one's habit flag (terminals) and amount (cards)."""
 
-    __slots__ = ("tx_times", "label_times", "frauds", "idlist", "ids")
+    __slots__ = ("tx_times", "label_times", "frauds", "habits", "amounts", "idlist", "ids")
 
     def __init__(self) -> None:
         self.tx_times: list[int] = []
         self.label_times: list[int] = []
         self.frauds: list[int] = []
+        self.habits: list[int] = []
+        self.amounts: list[float] = []
         self.idlist: list[str] = []
         self.ids: set[str] = set()
 
-    def add(self, tx_time: int, label_time: int, fraud: int, tx_id: str) -> None:
+    def add(
+        self, tx_time: int, label_time: int, fraud: int, tx_id: str, habit: int, amount: float
+    ) -> None:
         if tx_id in self.ids:
             return
         self.ids.add(tx_id)
-        if not self.tx_times or tx_time >= self.tx_times[-1]:
-            self.tx_times.append(tx_time)
-            self.label_times.append(label_time)
-            self.frauds.append(fraud)
-            self.idlist.append(tx_id)
-        else:
+        i = len(self.tx_times)
+        if i and tx_time < self.tx_times[-1]:
             i = bisect_right(self.tx_times, tx_time)
-            self.tx_times.insert(i, tx_time)
-            self.label_times.insert(i, label_time)
-            self.frauds.insert(i, fraud)
-            self.idlist.insert(i, tx_id)
+        self.tx_times.insert(i, tx_time)
+        self.label_times.insert(i, label_time)
+        self.frauds.insert(i, fraud)
+        self.habits.insert(i, habit)
+        self.amounts.insert(i, amount)
+        self.idlist.insert(i, tx_id)
 
-    def windows(self, t: int, delay: int, spans: Sequence[int]) -> list[tuple[int, int]]:
-        """(count, frauds) over tx_time in (t − delay − span, t − delay], labels known at t."""
+    def mean_amount(self, after: int, upto: int) -> float:
+        """Mean amount over tx_time in (after, upto] (0 when there is none)."""
+        lo = bisect_right(self.tx_times, after)
+        hi = bisect_right(self.tx_times, upto)
+        return sum(self.amounts[lo:hi]) / (hi - lo) if hi > lo else 0.0
+
+    def windows(self, t: int, delay: int, spans: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(count, frauds, habit frauds) over tx_time in (t − delay − span, t − delay], labels
+        known at t."""
         times = self.tx_times
         hi = bisect_right(times, t - delay)
         los = [bisect_right(times, t - delay - span, 0, hi) for span in spans]
         lo_min = min(los)
+        fr, hb = self.frauds, self.habits
         if lo_min == hi or max(self.label_times[lo_min:hi]) <= t:  # every label known (usual)
-            fr = self.frauds
-            return [(hi - lo, sum(fr[lo:hi])) for lo in los]
+            return [(hi - lo, sum(fr[lo:hi]), sum(hb[lo:hi])) for lo in los]
         out = []
-        for span in spans:
-            lo = bisect_right(times, t - delay - span, 0, hi)
-            n = f = 0
-            lt, fr = self.label_times, self.frauds
-            for i in range(lo, hi):
-                if lt[i] <= t:
-                    n += 1
-                    f += fr[i]
-            out.append((n, f))
+        lt = self.label_times
+        for lo in los:
+            known = [i for i in range(lo, hi) if lt[i] <= t]
+            out.append((len(known), sum(fr[i] for i in known), sum(hb[i] for i in known)))
         return out
 
     def evict(self, before: int) -> None:
@@ -106,6 +111,7 @@ class _Outcomes:
         if k:
             self.ids.difference_update(self.idlist[:k])
             del self.tx_times[:k], self.label_times[:k], self.frauds[:k], self.idlist[:k]
+            del self.habits[:k], self.amounts[:k]
 
 
 def _amount(v: Any) -> float:
@@ -165,20 +171,22 @@ class PerEventFraudFeatures:
                             max(sum(map(mul, window, window)) / n - mean * mean, 0.0)
                         )
             term = self._terminals.get(tx["terminal_id"])
+            habit_risk = [0.0] * len(spans)
             if term is None:
                 row += [0.0] * (2 * len(spans))
             else:
-                for n, f in term.windows(t, delay, spans):
+                for k, (n, f, h) in enumerate(term.windows(t, delay, spans)):
                     row += [float(n), f / n if n else 0.0]
+                    habit_risk[k] = h / n if n else 0.0
             row.append(amount / mean_long if mean_long > 0 else 1.0)
             row.append((amount - mean_long) / std_long if std_long > 1e-9 else 0.0)
             card = self._cards.get(cid)
             if card is None:
                 row += [0.0, 0.0]
             else:
-                n, f = card.windows(t, delay, [long_span])[0]
+                n, f, _ = card.windows(t, delay, [long_span])[0]
                 row += [f / n if n else 0.0, float(f)]
-            rows.append(row)
+            rows.append(row + habit_risk)
         if not rows:
             return np.zeros((0, N_FEATURES), dtype=np.float32)
         return np.asarray(rows, dtype=np.float32)
@@ -190,12 +198,14 @@ class PerEventFraudFeatures:
             tx_time = int(lab["tx_time"])
             label_time = int(lab["label_time"])
             fraud = 1 if lab["is_fraud"] else 0
+            amount = _amount(lab["amount"])
             tid, cid, xid = lab["terminal_id"], lab["customer_id"], lab["transaction_id"]
-            term = self._terminals.get(tid)
-            if term is None:
-                term = self._terminals[tid] = _Outcomes()
-            term.add(tx_time, label_time, fraud, xid)
             card = self._cards.get(cid)
             if card is None:
                 card = self._cards[cid] = _Outcomes()
-            card.add(tx_time, label_time, fraud, xid)
+            card.add(tx_time, label_time, fraud, xid, 0, amount)
+            habit = card.mean_amount(tx_time - self.spans[-1], tx_time) * self.cfg.habit_ratio
+            term = self._terminals.get(tid)
+            if term is None:
+                term = self._terminals[tid] = _Outcomes()
+            term.add(tx_time, label_time, fraud, xid, int(bool(fraud) and amount < habit), amount)

@@ -122,14 +122,16 @@ class FraudPipeline:
         )
         self._dirty.update(zip(cols.customer_id, [m.partition for m in cols.messages], strict=True))
         t0 = time.perf_counter()
-        scores = live.score_batch(x)
+        scores = live.score_batch(live.select(x))
         challenger = self.slot.challenger
-        ch_scores = challenger.scorer.score_batch(x) if challenger else None
+        ch_scores = (
+            challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
+        )
         result.inference_seconds = time.perf_counter() - t0
         result.model_version = live.version
         result.scored = len(cols)
         processing = now_ms(self.clock)
-        top = self._top_features(x, live, self.explain) if self.explain else None
+        top = self._top_features(live.select(x), live, self.explain) if self.explain else None
         if challenger is not None and ch_scores is not None and challenger.mode == "shadow":
             ch = challenger.scorer
             values = self.flags.encode(cols, ch_scores, ch, self.threshold_of(ch), processing)
@@ -240,6 +242,7 @@ class LabelsPipeline:
         result = BatchResult()
         batch = _LABEL_COLUMNAR.decode([m.value for m in messages])
         if len(batch):
+            assert batch.scales["amount"] == 2, "the label schema's amounts are in cents"
             self.features.apply_label_columns(
                 batch["transaction_id"],
                 batch["customer_id"],
@@ -247,6 +250,7 @@ class LabelsPipeline:
                 batch["tx_time"],
                 batch["label_time"],
                 batch["is_fraud"],
+                batch["amount"],
             )
         decoded, result.dead_letters = decode_batch(self.codec, [messages[i] for i in batch.rest])
         labels = [lab for _, lab in decoded]

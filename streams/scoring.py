@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from finscore.features.exceptions import UnknownFeature
+from finscore.features.fraud import feature_columns
 from finscore.logging import get_logger
-from finscore.registry import Artifact, Manifest
+from finscore.registry import Artifact, ArtifactError, Manifest
 
 log = get_logger(__name__)
 
@@ -34,11 +36,15 @@ class Scorer:
     """One model version loaded in ONNX Runtime; ``score_batch`` maps an input array to outputs.
 
     Fraud models return a score per row (shape [N]); market models class probabilities [N, 3].
+    A fraud model names the features it reads (``manifest.feature_names``): :meth:`select`
+    takes them from the worker's full feature rows, so models trained on an older, shorter
+    feature list keep working; one that needs a feature the worker lacks is refused here.
     """
 
     def __init__(self, artifact: Artifact, threads: int = 1) -> None:
         self.artifact = artifact
         self.manifest: Manifest = artifact.manifest
+        self.columns = _input_columns(self.manifest)
         self.session = ort.InferenceSession(
             artifact.onnx, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )
@@ -52,6 +58,10 @@ class Scorer:
     @property
     def version(self) -> str:
         return self.manifest.version
+
+    def select(self, features: np.ndarray) -> np.ndarray:
+        """This model's input columns of a batch of the worker's feature rows."""
+        return features if self.columns is None else features[:, self.columns]
 
     def score_batch(self, x: np.ndarray) -> np.ndarray:
         """Run the model on a batch (float32 C-contiguous input is passed without a copy);
@@ -72,6 +82,19 @@ class Scorer:
         want = np.asarray(self.manifest.reference_outputs, dtype=np.float32)
         if got.shape != want.shape or not np.allclose(got, want, atol=atol):
             raise ValueError("smoke test failed: outputs differ from the manifest's reference")
+
+
+def _input_columns(manifest: Manifest) -> np.ndarray | None:
+    """Positions of a fraud model's features in the worker's rows (None: the rows as they are);
+    raises :class:`ArtifactError` (``unknown_features``) when the worker lacks one."""
+    if manifest.family != "fraud":
+        return None
+    try:
+        return feature_columns(manifest.feature_names or [])
+    except UnknownFeature as exc:
+        raise ArtifactError(
+            f"{manifest.name} v{manifest.version}: {exc.args[0]}", reason="unknown_features"
+        ) from exc
 
 
 @dataclass(frozen=True)

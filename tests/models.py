@@ -20,9 +20,8 @@ def _session_out(model: bytes, x: np.ndarray) -> np.ndarray:
     return np.asarray(s.run(None, {s.get_inputs()[0].name: x})[0])
 
 
-def fraud_onnx(seed: int = 0, bias: float = -2.0) -> bytes:
-    """Logistic regression over the fraud features: features [N,F] → score [N]."""
-    f = len(FRAUD_FEATURE_NAMES)
+def fraud_onnx(seed: int = 0, bias: float = -2.0, f: int = len(FRAUD_FEATURE_NAMES)) -> bytes:
+    """Logistic regression over ``f`` fraud features: features [N,F] → score [N]."""
     w = np.random.default_rng(seed).normal(0, 0.05, size=(f, 1)).astype(np.float32)
     graph = helper.make_graph(
         [
@@ -70,12 +69,20 @@ def market_onnx(seed: int = 0, window: int = 100) -> bytes:
     return m.SerializeToString()
 
 
-def artifact(family: str, version: str = "1", seed: int = 0, window: int = 100) -> Artifact:
-    """An unsigned registry Artifact around one of the tiny models, with reference I/O."""
+def artifact(
+    family: str,
+    version: str = "1",
+    seed: int = 0,
+    window: int = 100,
+    feature_names: list[str] | None = None,
+) -> Artifact:
+    """An unsigned registry Artifact around one of the tiny models, with reference I/O; a fraud
+    model reads ``feature_names`` (default: every feature, in order)."""
     if family == "fraud":
-        model = fraud_onnx(seed)
-        ref_in = np.random.default_rng(seed + 1).normal(size=(4, len(FRAUD_FEATURE_NAMES)))
-        names, shape, params = list(FRAUD_FEATURE_NAMES), [None, len(FRAUD_FEATURE_NAMES)], {}
+        names = list(FRAUD_FEATURE_NAMES) if feature_names is None else list(feature_names)
+        model = fraud_onnx(seed, f=len(names))
+        ref_in = np.random.default_rng(seed + 1).normal(size=(4, len(names)))
+        shape, params = [None, len(names)], {}
         io = ("features", "score")
     else:
         model = market_onnx(seed, window)

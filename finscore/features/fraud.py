@@ -5,7 +5,7 @@ on each batch and :meth:`FraudFeatures.apply_labels` on the delayed labels it re
 calls :func:`featurize_frame`, which replays the same two methods over the history. So offline
 and online features are identical by construction (and tested on the same events).
 
-Features (the handbook's, plus three extras marked *):
+Features (the handbook's, plus extras marked *):
 - ``TX_AMOUNT``, ``TX_DURING_WEEKEND``, ``TX_DURING_NIGHT`` (hour ≤ 6, UTC);
 - customer spending windows: ``CUSTOMER_ID_NB_TX_{1,7,30}DAY_WINDOW`` and
   ``CUSTOMER_ID_AVG_AMOUNT_{1,7,30}DAY_WINDOW`` over the customer's transactions in
@@ -17,7 +17,12 @@ Features (the handbook's, plus three extras marked *):
   spend 5× their habit); * ``CUSTOMER_AMOUNT_ZSCORE_30DAY``: the same against the spread of the
   customer's 30-day amounts; * ``CUSTOMER_ID_RISK_30DAY_WINDOW`` and
   * ``CUSTOMER_ID_NB_FRAUD_30DAY_WINDOW``: the card's own delayed fraud history, same rules as
-  the terminal windows.
+  the terminal windows;
+- * ``TERMINAL_ID_HABIT_RISK_{1,7,30}DAY_WINDOW``: the terminal risk windows counting only
+  the frauds the card's own habit does not explain: an amount below ``habit_ratio`` (2.5) times
+  the card's mean over the 30 days up to that transaction, from the labels received so far. A
+  compromised terminal defrauds cards at their usual amounts; a stolen card passing through a
+  terminal spends far above its habit and says nothing about the terminal.
 
 Labels are global (every worker reads them all); customer windows are keyed like the
 ``transactions`` topic. Updates are idempotent (an at-least-once replay of a transaction or a
@@ -39,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from finscore.features.exceptions import UnknownFeature
 from finscore.features.timestore import TimeStore
 
 DAY_MS = 86_400_000
@@ -63,21 +69,40 @@ FRAUD_FEATURE_NAMES: tuple[str, ...] = (
     "CUSTOMER_AMOUNT_ZSCORE_30DAY",
     "CUSTOMER_ID_RISK_30DAY_WINDOW",
     "CUSTOMER_ID_NB_FRAUD_30DAY_WINDOW",
+    "TERMINAL_ID_HABIT_RISK_1DAY_WINDOW",
+    "TERMINAL_ID_HABIT_RISK_7DAY_WINDOW",
+    "TERMINAL_ID_HABIT_RISK_30DAY_WINDOW",
 )
 HANDBOOK_FEATURES = FRAUD_FEATURE_NAMES[:15]
 N_FEATURES = len(FRAUD_FEATURE_NAMES)
 # Bumped whenever the computation changes (caches of computed features key on it).
-# 2: columnar state, window sums over integer cents.
-FEATURES_VERSION = 2
+# 2: columnar state, window sums over integer cents. 3: terminal habit-risk windows.
+FEATURES_VERSION = 3
 _NIGHT_MS = 7 * 3_600_000  # the handbook's night: hour <= 6
+
+
+def feature_columns(names: Sequence[str]) -> np.ndarray | None:
+    """Positions of ``names`` in a row of :data:`FRAUD_FEATURE_NAMES` (None when they are that
+    whole row, in order): how a model trained on an older, shorter feature list reads today's
+    rows. Raises :class:`UnknownFeature` for a name not computed here."""
+    names = list(names)
+    if not names or names == list(FRAUD_FEATURE_NAMES):
+        return None
+    position = {n: i for i, n in enumerate(FRAUD_FEATURE_NAMES)}
+    missing = [n for n in names if n not in position]
+    if missing:
+        raise UnknownFeature(f"features not computed by this version: {', '.join(missing)}")
+    return np.array([position[n] for n in names], dtype=np.intp)
 
 
 @dataclass(frozen=True)
 class FraudFeatureConfig:
-    """Label delay and window lengths (days)."""
+    """Label delay, window lengths (days), and the amount-to-habit ratio above which a
+    card's fraud is explained by the card rather than the terminal (habit-risk windows)."""
 
     label_delay_ms: int = 7 * DAY_MS
     windows_days: tuple[int, int, int] = (1, 7, 30)
+    habit_ratio: float = 2.5
 
     @property
     def horizon_ms(self) -> int:
@@ -130,8 +155,8 @@ class FraudFeatures:
         self.cfg = cfg
         self.spans = [w * DAY_MS for w in cfg.windows_days]
         self._spend = TimeStore(("cents", "sq"), track_changes=True)
-        self._terminals = TimeStore(("fraud", "late", "label_time"))
-        self._cards = TimeStore(("fraud", "late", "label_time"))
+        self._terminals = TimeStore(("fraud", "habit", "late", "label_time"))
+        self._cards = TimeStore(("fraud", "late", "label_time", "cents"))
         self.latest_ms = 0
 
     # -- transactions -------------------------------------------------------------------------
@@ -181,11 +206,14 @@ class FraudFeatures:
         out[:, 1] = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
         out[:, 2] = ms_of_day < _NIGHT_MS
         spans = self.spans
-        n_tx, frauds = self._outcomes(self._terminals, terminal_id, t, spans)
+        n_tx, sums = self._outcomes(self._terminals, terminal_id, t, spans, ("fraud", "habit"))
         for k in range(len(spans)):
+            seen = n_tx[k] > 0
             out[:, 9 + 2 * k] = n_tx[k]
-            out[:, 10 + 2 * k] = np.divide(frauds[k], n_tx[k], out=np.zeros(n), where=n_tx[k] > 0)
-        n_c, f_c = self._outcomes(self._cards, customer_id, t, spans[-1:])
+            out[:, 10 + 2 * k] = np.divide(sums["fraud"][k], n_tx[k], out=np.zeros(n), where=seen)
+            out[:, 19 + k] = np.divide(sums["habit"][k], n_tx[k], out=np.zeros(n), where=seen)
+        n_c, card = self._outcomes(self._cards, customer_id, t, spans[-1:], ("fraud",))
+        f_c = card["fraud"]
         out[:, 17] = np.divide(f_c[0], n_c[0], out=np.zeros(n), where=n_c[0] > 0)
         out[:, 18] = f_c[0]
         return out
@@ -208,24 +236,31 @@ class FraudFeatures:
         out[:, 16] = np.divide(cents - mean_c, std_c, out=np.zeros(len(n)), where=std_c > 1e-7)
 
     def _outcomes(
-        self, store: TimeStore, keys: Sequence[str], t: np.ndarray, spans: Sequence[int]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(count, frauds) per span over tx_time in (t − delay − span, t − delay], counting
-        only labels known at t (label_time <= t)."""
+        self,
+        store: TimeStore,
+        keys: Sequence[str],
+        t: np.ndarray,
+        spans: Sequence[int],
+        columns: Sequence[str],
+    ) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
+        """Per span, the count and the sums of ``columns`` over tx_time in
+        (t − delay − span, t − delay], counting only labels known at t (label_time <= t)."""
         idx = store.index_of(keys, create=False)
         end = t - self.cfg.label_delay_ms
-        counts, frauds = [], []
-        stats = store.window_sums(idx, [end - span for span in spans], end, ("fraud", "late"))
+        counts: list[np.ndarray] = []
+        totals: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+        stats = store.window_sums(idx, [end - span for span in spans], end, (*columns, "late"))
         for span, (n, sums) in zip(spans, stats, strict=True):
-            f = sums["fraud"]
             for r in np.flatnonzero(sums["late"]).tolist():  # labels that may not be known yet
                 e = store.entries(int(idx[r]), int(end[r] - span), int(end[r]))
                 unknown = e["label_time"] > t[r]
                 n[r] -= int(unknown.sum())
-                f[r] -= int(e["fraud"][unknown].sum())
+                for c in columns:
+                    sums[c][r] -= int(e[c][unknown].sum())
             counts.append(n.astype(np.float64))
-            frauds.append(f.astype(np.float64))
-        return counts, frauds
+            for c in columns:
+                totals[c].append(sums[c].astype(np.float64))
+        return counts, totals
 
     # -- labels -------------------------------------------------------------------------------
     def apply_labels(self, labels: Iterable[dict]) -> None:
@@ -239,6 +274,7 @@ class FraudFeatures:
             np.fromiter((int(lab["tx_time"]) for lab in labels), np.int64, n),
             np.fromiter((int(lab["label_time"]) for lab in labels), np.int64, n),
             np.fromiter((bool(lab["is_fraud"]) for lab in labels), bool, n),
+            np.fromiter((to_cents(lab["amount"]) for lab in labels), np.int64, n),
         )
 
     def apply_label_columns(
@@ -249,20 +285,32 @@ class FraudFeatures:
         tx_time: np.ndarray,
         label_time: np.ndarray,
         is_fraud: np.ndarray,
+        amount_cents: np.ndarray,
     ) -> None:
-        """:meth:`apply_labels` on columns."""
+        """:meth:`apply_labels` on columns (amounts in integer cents).
+
+        Cards first: a fraud counts in the terminal's habit risk when its amount is below
+        ``habit_ratio`` times the card's mean over the 30 days up to its transaction, over the
+        labels received so far (this batch's included)."""
         if not len(transaction_id):
             return
         tx_time = np.asarray(tx_time, dtype=np.int64)
         label_time = np.asarray(label_time, dtype=np.int64)
+        cents = np.asarray(amount_cents, dtype=np.int64)
+        fraud = np.asarray(is_fraud, dtype=np.int64)
         values = {
-            "fraud": np.asarray(is_fraud, dtype=np.int64),
+            "fraud": fraud,
             "late": (label_time - tx_time > self.cfg.label_delay_ms).astype(np.int64),
             "label_time": label_time,
+            "cents": cents,
         }
         tags = tags_of(transaction_id)
-        for store, keys in ((self._terminals, terminal_id), (self._cards, customer_id)):
-            store.insert(store.index_of(keys, create=True), tx_time, tags, values)
+        cidx = self._cards.index_of(customer_id, create=True)
+        self._cards.insert(cidx, tx_time, tags, values)
+        [(n, sums)] = self._cards.window_sums(cidx, [tx_time - self.spans[-1]], tx_time, ("cents",))
+        habit = fraud * (cents * np.maximum(n, 1) < self.cfg.habit_ratio * sums["cents"])
+        tidx = self._terminals.index_of(terminal_id, create=True)
+        self._terminals.insert(tidx, tx_time, tags, {**values, "habit": habit.astype(np.int64)})
 
     # -- memory and changelog -----------------------------------------------------------------
     def evict(self, now_ms: int | None = None) -> None:
@@ -361,7 +409,7 @@ def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np
         jj = int(np.searchsorted(label_t, end))
         if jj > j:
             ff.apply_label_columns(tid[j:jj], cust[j:jj], term[j:jj], t[j:jj], label_t[j:jj],
-                                   fraud[j:jj])  # fmt: skip
+                                   fraud[j:jj], cents[j:jj])  # fmt: skip
             j = jj
         if hi > lo:
             out[lo:hi] = ff.transform_columns(tid[lo:hi], t[lo:hi], cust[lo:hi], term[lo:hi],
@@ -377,6 +425,7 @@ __all__ = [
     "N_FEATURES",
     "FraudFeatureConfig",
     "FraudFeatures",
+    "feature_columns",
     "featurize_frame",
     "tags_of",
     "to_cents",

@@ -48,6 +48,14 @@ def brute_force(frame, i: int, delay: int = 7 * DAY_MS) -> dict[str, float]:  # 
         )
         out[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = tm.sum()
         out[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = frame.is_fraud[tm].mean() if tm.any() else 0.0
+        habit = [
+            frame.amount[j]
+            < 2.5 * frame.amount[(frame.customer_id == frame.customer_id[j])
+                                 & (frame.event_time > frame.event_time[j] - 30 * DAY_MS)
+                                 & (frame.event_time <= frame.event_time[j])].mean()
+            for j in np.flatnonzero(tm & (frame.is_fraud == 1))
+        ]  # fmt: skip
+        out[f"TERMINAL_ID_HABIT_RISK_{w}DAY_WINDOW"] = sum(habit) / tm.sum() if tm.any() else 0.0
     hour = (t % DAY_MS) // 3_600_000
     out["TX_DURING_NIGHT"] = float(hour <= 6)
     out["TX_DURING_WEEKEND"] = float(((t // DAY_MS) + 3) % 7 >= 5)
@@ -111,7 +119,7 @@ def test_a_restored_customer_continues_exactly_like_an_uninterrupted_one(frame) 
 def test_a_label_not_yet_known_does_not_leak() -> None:
     f = FraudFeatures()
     f.apply_labels([{"transaction_id": "a", "customer_id": "c", "terminal_id": "t", "tx_time": 0,
-                     "label_time": 20 * DAY_MS, "is_fraud": True}])  # fmt: skip
+                     "label_time": 20 * DAY_MS, "is_fraud": True, "amount": 1.0}])  # fmt: skip
     tx = {
         "transaction_id": "b",
         "event_time": 8 * DAY_MS,
@@ -124,7 +132,7 @@ def test_a_label_not_yet_known_does_not_leak() -> None:
     tx2 = dict(tx, transaction_id="c", event_time=21 * DAY_MS)
     f2 = FraudFeatures()
     f2.apply_labels([{"transaction_id": "a", "customer_id": "c", "terminal_id": "t", "tx_time": 14 * DAY_MS - 5,
-                      "label_time": 20 * DAY_MS, "is_fraud": True}])  # fmt: skip
+                      "label_time": 20 * DAY_MS, "is_fraud": True, "amount": 1.0}])  # fmt: skip
     row2 = f2.transform([tx2])[0]
     assert (
         row2[COL["TERMINAL_ID_NB_TX_1DAY_WINDOW"]] == 1
@@ -137,9 +145,12 @@ def _tx(i: str, t: int, amount: float, customer: str = "c", terminal: str = "t")
             "terminal_id": terminal, "amount": amount}  # fmt: skip
 
 
-def _label(i: str, t: int, fraud: bool, label_time: int, terminal: str = "t") -> dict:
-    return {"transaction_id": i, "customer_id": "other", "terminal_id": terminal, "tx_time": t,
-            "label_time": label_time, "is_fraud": fraud}  # fmt: skip
+def _label(
+    i: str, t: int, fraud: bool, label_time: int, terminal: str = "t", *,
+    customer: str = "other", amount: float = 1.0,
+) -> dict:  # fmt: skip
+    return {"transaction_id": i, "customer_id": customer, "terminal_id": terminal, "tx_time": t,
+            "label_time": label_time, "is_fraud": fraud, "amount": amount}  # fmt: skip
 
 
 def test_hand_computed_time_flags_and_customer_windows() -> None:
@@ -199,13 +210,39 @@ def test_hand_computed_terminal_risk_with_known_and_unknown_labels() -> None:
     assert got == pytest.approx([2, 1.0, 4, 3 / 4, 6, 4 / 6])  # "7" (end + 1) entered too
 
 
+def test_terminal_habit_risk_counts_only_frauds_within_the_cards_habit() -> None:
+    """A fraud far above its card's 30-day mean is the card's doing (not the terminal's)."""
+    now = 40 * DAY_MS
+    end = now - 7 * DAY_MS
+    f = FraudFeatures()
+    f.apply_labels([
+        # card "a": habit 10.00; its fraud of 12.00 is within 2.5x its mean (11.00) -> counts
+        _label("a1", end - 5 * DAY_MS, False, end, "elsewhere", customer="a", amount=10.0),
+        _label("a2", end - 1000, True, end, customer="a", amount=12.0),
+        # card "b": habit 10.00; its fraud of 200.00 is far above its 30-day mean, the fraud
+        # included ((4 * 10 + 200) / 5 = 48; 200 > 2.5 * 48) -> does not count
+        *(_label(f"b{k}", end - (9 + k) * DAY_MS, False, end, "elsewhere", customer="b",
+                 amount=10.0) for k in range(4)),  # fmt: skip
+        _label("b9", end - 3 * DAY_MS, True, end, customer="b", amount=200.0),
+        # a first-seen card's fraud is its own whole habit (ratio 1) -> counts
+        _label("c1", end - 20 * DAY_MS, True, end, customer="c", amount=50.0),
+        _label("d1", end - 2 * DAY_MS, False, end, customer="d", amount=20.0),
+    ])  # fmt: skip
+    row = f.transform([_tx("x", now, 5.0)])[0]
+    # 1-day window: a2 (habit fraud) -> 1/1; 7-day: a2, b9, d1 -> 1/3; 30-day: + c1 -> 2/4
+    got = [row[COL[f"TERMINAL_ID_HABIT_RISK_{w}DAY_WINDOW"]] for w in (1, 7, 30)]
+    assert got == pytest.approx([1.0, 1 / 3, 2 / 4])
+    plain = [row[COL[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"]] for w in (1, 7, 30)]
+    assert plain == pytest.approx([1.0, 2 / 3, 3 / 4])
+
+
 def test_card_history_features_count_the_customers_own_delayed_frauds() -> None:
     f = FraudFeatures()
     f.apply_labels([
         {"transaction_id": "1", "customer_id": "c", "terminal_id": "t1", "tx_time": 0,
-         "label_time": 7 * DAY_MS, "is_fraud": True},
+         "label_time": 7 * DAY_MS, "is_fraud": True, "amount": 1.0},
         {"transaction_id": "2", "customer_id": "c", "terminal_id": "t2", "tx_time": DAY_MS,
-         "label_time": 8 * DAY_MS, "is_fraud": False},
+         "label_time": 8 * DAY_MS, "is_fraud": False, "amount": 1.0},
     ])  # fmt: skip
     row = f.transform([_tx("x", 9 * DAY_MS, 5.0, terminal="t3")])[0]
     assert row[COL["CUSTOMER_ID_NB_FRAUD_30DAY_WINDOW"]] == 1

@@ -27,4 +27,5 @@ def test_per_event_peer_features_equal_the_columnar_features() -> None:
     want.append(ours.transform(batch))
     got_rows, want_rows = np.stack(got), np.concatenate(want)
     assert len(got_rows) == len(frame) and want_rows[:, 12].max() > 0  # terminal risk exercised
+    assert want_rows[:, 20].max() > 0  # and the habit risk
     np.testing.assert_allclose(got_rows, want_rows, rtol=1e-5, atol=1e-5)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import pytest
 
-from finscore.features.fraud import FraudFeatures
+from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 from finscore.features.timestore import record_keys
 from finscore.producing import transaction_events
+from finscore.registry import ArtifactError
 from finscore.schemas.codec import Codec
 from finscore.streams.fraud import FraudPipeline, in_canary
 from finscore.streams.scoring import Challenger, ModelSlot, Scorer
@@ -47,6 +49,24 @@ def _pipeline(slot: ModelSlot | None = None) -> FraudPipeline:
     slot = slot or ModelSlot(Scorer(artifact("fraud", "3")))
     return FraudPipeline(FraudFeatures(), slot, "fraud-flags", changelog_topic="state",
                          clock=lambda: 2e9)  # fmt: skip
+
+
+def test_a_model_on_an_older_feature_list_reads_its_own_columns() -> None:
+    """Models name their features: one trained before features were added (or on any subset,
+    in any order) scores on exactly those columns; one needing an unknown feature is refused."""
+    older = list(reversed(FRAUD_FEATURE_NAMES[:19]))
+    scorer = Scorer(artifact("fraud", "2", feature_names=older))
+    scorer.smoke_test()
+    txs = _transactions(300)
+    pipe = _pipeline(ModelSlot(scorer))
+    flags = [FLAG.decode(o.value) for o in pipe.process(_messages(txs, ["avro"] * 300)).outputs]
+    x = FraudFeatures().transform(txs)
+    want = scorer.score_batch(x[:, [FRAUD_FEATURE_NAMES.index(n) for n in older]])
+    np.testing.assert_allclose([f["score"] for f in flags], want, rtol=1e-6)
+    assert x.shape[1] > len(older)  # the worker computes more than this model reads
+    with pytest.raises(ArtifactError) as err:
+        Scorer(artifact("fraud", "3", feature_names=[*older, "NOT_A_FEATURE"]))
+    assert err.value.reason == "unknown_features" and "NOT_A_FEATURE" in str(err.value)
 
 
 def test_mixed_encodings_keep_input_order_and_give_the_same_flags() -> None:
