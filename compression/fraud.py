@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,16 @@ class FraudSplits:
     train: tuple[str, str] = ("2018-07-25", "2018-08-01")
     val: tuple[str, str] = ("2018-07-18", "2018-07-25")
     test: tuple[str, str] = ("2018-08-08", "2018-08-15")
+
+    def shifted(self, days: int) -> FraudSplits:
+        """The same splits ``days`` later: fold ``k`` of the handbook's prequential test
+        estimate is the default splits shifted by ``7 * k`` days."""
+
+        def move(r: tuple[str, str]) -> tuple[str, str]:
+            a, b = (datetime.fromisoformat(d) + timedelta(days=days) for d in r)
+            return a.date().isoformat(), b.date().isoformat()
+
+        return FraudSplits(move(self.train), move(self.val), move(self.test))
 
 
 def known_compromised_filter(
@@ -167,13 +177,16 @@ class FraudFamily:
         days: int = 60,
         seed: int = 0,
         drift_day: int | None = None,
+        splits: FraudSplits | None = None,
     ) -> TrainData:
+        """``handbook``: the handbook's data with its protocol (``splits``, default
+        :class:`FraudSplits`); ``sim``: the simulator, splits over its last four weeks."""
         if source == "handbook":
             from finscore.sim.handbook import handbook_path, load_handbook_frame
 
             path = (data_dir / "fraud_handbook_sim" / "transactions.csv.xz") if data_dir else None
             return split_frame(
-                load_handbook_frame(path or handbook_path()), FraudSplits(), cache=True
+                load_handbook_frame(path or handbook_path()), splits or FraudSplits(), cache=True
             )
         from finscore.sim.transactions import TxSimConfig, simulate_frame
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from finscore.compression.cli import fraud_plan
-from finscore.compression.fraud import FraudFamily
+from finscore.compression.fraud import FraudFamily, FraudSplits
 from finscore.compression.nn import Ensemble
 
 
@@ -35,3 +35,14 @@ def test_default_plan_shares_weights_without_unstructured_pruning() -> None:
     assert names == ["architecture_search", "prune_structured", "weight_share",
                      "quantize_dynamic", "quantize_static"]  # fmt: skip
     assert steps[2]["params"]["clusters"] == 64
+
+
+def test_prequential_folds_move_every_split_by_whole_weeks() -> None:
+    """Fold k of the handbook's test estimator: the protocol's weeks, k weeks later."""
+    base = FraudSplits()
+    assert base.shifted(0) == base
+    fold3 = base.shifted(21)
+    assert fold3.train == ("2018-08-15", "2018-08-22")
+    assert fold3.val == ("2018-08-08", "2018-08-15")
+    assert fold3.test == ("2018-08-29", "2018-09-05")
+    assert base.shifted(7).shifted(-7) == base
