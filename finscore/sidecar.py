@@ -69,36 +69,45 @@ class SidecarConfig:
 
 
 class OutcomeBuffer:
-    """Recent labelled transactions (from fraud-label records), as columns."""
+    """Recent labelled transactions (from fraud-label records), as columns.
+
+    Thread-safe: the consumer adds while a recompression thread takes a :meth:`frame`."""
 
     def __init__(self, history_days: int) -> None:
         self.history_ms = history_days * DAY_MS
         self._rows: list[tuple] = []
         self._seen: set[str] = set()
+        self._lock = threading.Lock()
 
     def add(self, label: dict) -> None:
         tid = label["transaction_id"]
-        if tid in self._seen:
-            return
-        self._seen.add(tid)
-        self._rows.append((tid, int(label["tx_time"]), label["customer_id"], label["terminal_id"],
-                           float(label["amount"]), 1 if label["is_fraud"] else 0))  # fmt: skip
+        row = (tid, int(label["tx_time"]), label["customer_id"], label["terminal_id"],
+               float(label["amount"]), 1 if label["is_fraud"] else 0)  # fmt: skip
+        with self._lock:
+            if tid in self._seen:
+                return
+            self._seen.add(tid)
+            self._rows.append(row)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def recent_amounts(self, n: int) -> np.ndarray:
         """Amounts of the last ``n`` labelled transactions received."""
-        return np.asarray([r[4] for r in self._rows[-n:]], dtype=np.float64)
+        with self._lock:
+            recent = self._rows[-n:]
+        return np.asarray([r[4] for r in recent], dtype=np.float64)
 
     def frame(self) -> TransactionFrame:
-        """The last ``history_days`` of labelled transactions, time-ordered, ids as ints."""
-        rows = sorted(self._rows, key=lambda r: r[1])
-        if rows:
-            newest = rows[-1][1]
-            rows = [r for r in rows if r[1] > newest - self.history_ms]
-        self._rows = rows
-        self._seen = {r[0] for r in rows}
+        """The last ``history_days`` of labelled transactions, time-ordered, ids as ints (a
+        snapshot: labels added meanwhile wait for the next frame)."""
+        with self._lock:
+            rows = sorted(self._rows, key=lambda r: r[1])
+            if rows:
+                newest = rows[-1][1]
+                rows = [r for r in rows if r[1] > newest - self.history_ms]
+            self._rows = list(rows)
+            self._seen = {r[0] for r in rows}
 
         def ints(values: list) -> np.ndarray:
             return np.unique(np.asarray(values, dtype=str), return_inverse=True)[1].astype(np.int64)

@@ -16,7 +16,7 @@ from finscore.compression.plan import Gate, to_artifact
 from finscore.producing import produce
 from finscore.registry import Registry
 from finscore.schemas import topics as T
-from finscore.sidecar import Sidecar, SidecarConfig
+from finscore.sidecar import OutcomeBuffer, Sidecar, SidecarConfig
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
 from tests.streams.kit import make_topics, publish, running, worker_config
 
@@ -72,3 +72,28 @@ def test_drift_triggers_a_recompression_that_passes_the_gate_and_is_swapped_in(
     assert promoted[0]["candidate_ap"] >= promoted[0]["new_regime_teacher_ap"] - 0.02
     assert live == promoted[0]["version"] == "2"
     assert reg.champion("fraud").manifest.version == "2"
+
+
+def test_the_outcome_buffer_gives_whole_frames_while_labels_keep_arriving() -> None:
+    """The consumer adds labels while a recompression thread takes a frame: every frame's
+    columns are one snapshot (a frame built from a list still growing had columns of
+    different lengths)."""
+    buf = OutcomeBuffer(history_days=400)
+    done = threading.Event()
+
+    def add() -> None:
+        for i in range(200_000):
+            buf.add({"transaction_id": str(i), "tx_time": i * 1000, "customer_id": str(i % 97),
+                     "terminal_id": str(i % 89), "amount": 1.5, "is_fraud": i % 50 == 0})  # fmt: skip
+        done.set()
+
+    thread = threading.Thread(target=add)
+    thread.start()
+    sizes = []
+    while not done.is_set():
+        f = buf.frame()
+        lengths = {len(getattr(f, k)) for k in f.__dataclass_fields__}
+        assert len(lengths) == 1, lengths
+        sizes.append(lengths.pop())
+    thread.join()
+    assert len(buf.frame()) == 200_000 and len(sizes) > 1
