@@ -216,8 +216,8 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, teacher_weight_decay,
         for r in HANDBOOK_REFERENCE
     )
 
-    def ms(who: str, k: str, nd: int = 3) -> str:
-        v = spread[who][k]
+    def ms(who: str, k: str, nd: int = 3, of: dict | None = None) -> str:
+        v = (spread if of is None else of)[who][k]
         return f"{v['mean']:.{nd}f} ± {v['std']:.{nd}f}"
 
     seed_lines = "\n".join(
@@ -245,13 +245,10 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, teacher_weight_decay,
         "| fold | test week | teacher AP | teacher CP@100 | deployed | AP | CP@100 | bytes |\n"
         "|---|---|---|---|---|---|---|---|\n"
         + fold_lines
-        + f"\nMean ± std over the folds: teacher AP "
-        f"{prequential['teacher']['ap']['mean']:.4f} ± {prequential['teacher']['ap']['std']:.4f}, "
-        f"CP@100 {prequential['teacher']['cp100']['mean']:.4f} ± "
-        f"{prequential['teacher']['cp100']['std']:.4f}; deployed student AP "
-        f"{prequential['student']['ap']['mean']:.4f} ± {prequential['student']['ap']['std']:.4f}, "
-        f"CP@100 {prequential['student']['cp100']['mean']:.4f} ± "
-        f"{prequential['student']['cp100']['std']:.4f}.\n\n"
+        + f"\nMean ± std over the folds: teacher AP {ms('teacher', 'ap', 4, prequential)}, "
+        f"CP@100 {ms('teacher', 'cp100', 4, prequential)}; deployed student AP "
+        f"{ms('student', 'ap', 4, prequential)}, CP@100 "
+        f"{ms('student', 'cp100', 4, prequential)}.\n\n"
     )
     notes = preq_notes + (
         f"## Over seeds {','.join(map(str, seed_list))} (test week; the table above is seed "

@@ -130,8 +130,7 @@ def main(seeds: int, epochs: int, hidden: int, json_out: str | None, folds: int,
 
 
 def _runs(data, cols: list[int], seeds: int, hidden: int, epochs: int) -> list[dict]:  # noqa: ANN001
-    """Train ``seeds`` MLPs on one split's columns ``cols``; their test-week metrics (a fold's
-    runs carry its fold index)."""
+    """Train ``seeds`` MLPs on one split's columns ``cols``; their test-week metrics."""
     mu = data.x_train[:, cols].mean(0)
     sd = data.x_train[:, cols].std(0) + 1e-6
 

@@ -122,7 +122,8 @@ class FraudPipeline:
         )
         self._dirty.update(zip(cols.customer_id, [m.partition for m in cols.messages], strict=True))
         t0 = time.perf_counter()
-        scores = live.score_batch(live.select(x))
+        x_live = live.select(x)
+        scores = live.score_batch(x_live)
         challenger = self.slot.challenger
         ch_scores = (
             challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
@@ -131,7 +132,7 @@ class FraudPipeline:
         result.model_version = live.version
         result.scored = len(cols)
         processing = now_ms(self.clock)
-        top = self._top_features(live.select(x), live, self.explain) if self.explain else None
+        top = self._top_features(x_live, live, self.explain) if self.explain else None
         if challenger is not None and ch_scores is not None and challenger.mode == "shadow":
             ch = challenger.scorer
             values = self.flags.encode(cols, ch_scores, ch, self.threshold_of(ch), processing)
