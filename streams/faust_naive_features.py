@@ -106,6 +106,19 @@ class _Outcomes:
             out.append((len(known), sum(fr[i] for i in known), sum(hb[i] for i in known)))
         return out
 
+    def habit_streak(self, t: int, delay: int, span: int) -> int:
+        """Known outcomes over tx_time in (t − delay − span, t − delay] later than the latest
+        known one that is not a habit fraud."""
+        times, lt, hb = self.tx_times, self.label_times, self.habits
+        hi = bisect_right(times, t - delay)
+        lo = bisect_right(times, t - delay - span, 0, hi)
+        last = t - delay - span
+        for i in range(hi - 1, lo - 1, -1):  # newest first: the latest known non-habit one
+            if lt[i] <= t and not hb[i]:
+                last = times[i]
+                break
+        return sum(1 for i in range(bisect_right(times, last, lo, hi), hi) if lt[i] <= t)
+
     def evict(self, before: int) -> None:
         k = bisect_right(self.tx_times, before)
         if k:
@@ -172,12 +185,14 @@ class PerEventFraudFeatures:
                         )
             term = self._terminals.get(tx["terminal_id"])
             habit_risk = [0.0] * len(spans)
+            streak = 0.0
             if term is None:
                 row += [0.0] * (2 * len(spans))
             else:
                 for k, (n, f, h) in enumerate(term.windows(t, delay, spans)):
                     row += [float(n), f / n if n else 0.0]
                     habit_risk[k] = h / n if n else 0.0
+                streak = math.log1p(term.habit_streak(t, delay, long_span))
             row.append(amount / mean_long if mean_long > 0 else 1.0)
             row.append((amount - mean_long) / std_long if std_long > 1e-9 else 0.0)
             card = self._cards.get(cid)
@@ -186,7 +201,7 @@ class PerEventFraudFeatures:
             else:
                 n, f, _ = card.windows(t, delay, [long_span])[0]
                 row += [f / n if n else 0.0, float(f)]
-            rows.append(row + habit_risk)
+            rows.append(row + habit_risk + [streak])
         if not rows:
             return np.zeros((0, N_FEATURES), dtype=np.float32)
         return np.asarray(rows, dtype=np.float32)

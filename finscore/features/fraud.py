@@ -72,12 +72,14 @@ FRAUD_FEATURE_NAMES: tuple[str, ...] = (
     "TERMINAL_ID_HABIT_RISK_1DAY_WINDOW",
     "TERMINAL_ID_HABIT_RISK_7DAY_WINDOW",
     "TERMINAL_ID_HABIT_RISK_30DAY_WINDOW",
+    "TERMINAL_ID_HABIT_FRAUD_STREAK",
 )
 HANDBOOK_FEATURES = FRAUD_FEATURE_NAMES[:15]
 N_FEATURES = len(FRAUD_FEATURE_NAMES)
 # Bumped whenever the computation changes (caches of computed features key on it).
 # 2: columnar state, window sums over integer cents. 3: terminal habit-risk windows.
-FEATURES_VERSION = 3
+# 4: terminal habit-fraud streak.
+FEATURES_VERSION = 4
 _NIGHT_MS = 7 * 3_600_000  # the handbook's night: hour <= 6
 
 
@@ -212,6 +214,7 @@ class FraudFeatures:
             out[:, 9 + 2 * k] = n_tx[k]
             out[:, 10 + 2 * k] = np.divide(sums["fraud"][k], n_tx[k], out=np.zeros(n), where=seen)
             out[:, 19 + k] = np.divide(sums["habit"][k], n_tx[k], out=np.zeros(n), where=seen)
+        out[:, 22] = np.log1p(self._habit_streak(terminal_id, t))
         n_c, card = self._outcomes(self._cards, customer_id, t, spans[-1:], ("fraud",))
         f_c = card["fraud"]
         out[:, 17] = np.divide(f_c[0], n_c[0], out=np.zeros(n), where=n_c[0] > 0)
@@ -261,6 +264,24 @@ class FraudFeatures:
             for c in columns:
                 totals[c].append(sums[c].astype(np.float64))
         return counts, totals
+
+    def _habit_streak(self, keys: Sequence[str], t: np.ndarray) -> np.ndarray:
+        """Per row, the number of the terminal's outcomes with tx_time in (t − delay − longest
+        span, t − delay] and known at t that are later than the latest such outcome that is
+        not a habit fraud (all of them when every one is)."""
+        store = self._terminals
+        idx = store.index_of(keys, create=False)
+        end = t - self.cfg.label_delay_ms
+        start = end - self.spans[-1]
+        after = np.maximum(start, store.last_time_of_zero(idx, end, "habit"))
+        [(_, late), (streak, _)] = store.window_sums(idx, [start, after], end, ("late",))
+        for r in np.flatnonzero(late["late"]).tolist():  # some labels may not be known yet
+            e = store.entries(int(idx[r]), int(start[r]), int(end[r]), with_times=True)
+            known = e["label_time"] <= t[r]
+            other = known & (e["habit"] == 0)
+            last = int(e["time"][other].max()) if other.any() else int(start[r])
+            streak[r] = int((known & (e["time"] > last)).sum())
+        return streak.astype(np.float64)
 
     # -- labels -------------------------------------------------------------------------------
     def apply_labels(self, labels: Iterable[dict]) -> None:

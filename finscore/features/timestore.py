@@ -35,6 +35,7 @@ SNAPSHOT_MAGIC = b"FST1"  # a key's entries (snapshot)
 ROWS_MAGIC = b"FSM1"  # entries added to several keys since the previous record (changelog)
 KEY_ROWS_MAGIC = b"FSD1"  # entries added to one key (the changelog record of finscore <= 0.3)
 _EMPTY = np.zeros(0, dtype=np.int64)
+NO_TIME = -(1 << 62)  # "no such entry" in time queries: earlier than any storable time
 MIN_DELTA = 4096  # the delta run is merged once it exceeds max(MIN_DELTA, main / 8)
 
 
@@ -89,6 +90,17 @@ class _Run:
             hi = int(np.searchsorted(self.keys, comp[r], "right"))
             found[r] = bool((self.tags[lo[r] : hi] == tags[r]).any())
         return found
+
+    def zeros_prefix(self, name: str) -> np.ndarray:
+        """How many of the first q entries have ``name == 0``, for q = 0..N (leading 0); cached
+        until a write. Non-decreasing: the last zero before a position is one binary search."""
+        key = "zeros of " + name
+        p = self._prefix.get(key)
+        if p is None:
+            p = np.zeros(len(self.keys) + 1, dtype=np.int64)
+            np.cumsum(self.values[name] == 0, out=p[1:])
+            self._prefix[key] = p
+        return p
 
     def prefix(self, name: str) -> np.ndarray:
         """Prefix sums of a value column (length N + 1, leading 0); cached until a write."""
@@ -274,18 +286,43 @@ class TimeStore:
                 sums[c] += p[hi] - p[lo]
         return [(count[j], {c: sums[c][j] for c in columns}) for j in range(k)]
 
-    def entries(self, idx: int, after: int, upto: int) -> dict[str, np.ndarray]:
-        """The value columns of one key's entries with ``after < time <= upto``."""
+    def last_time_of_zero(self, idx: np.ndarray, upto: np.ndarray, column: str) -> np.ndarray:
+        """Per row, the latest time <= ``upto`` of an entry of key ``idx`` whose ``column`` is
+        0 (:data:`NO_TIME` when there is none, or for ``idx == -1``). One binary search per
+        run for the whole batch, on the run's cached count of zeros."""
+        idx = np.asarray(idx, dtype=np.int64)
+        known = idx >= 0
+        safe = np.where(known, idx, 0)
+        best = np.full(len(idx), NO_TIME, dtype=np.int64)
+        query = self._clip(safe, np.asarray(upto))
+        for run in self._runs:
+            if not len(run):
+                continue
+            zeros = run.zeros_prefix(column)
+            hi = np.searchsorted(run.keys, query, "right")
+            last = np.searchsorted(zeros, zeros[hi], "left") - 1  # the entry that made the count
+            at = np.maximum(last, 0)
+            found = known & (last >= 0) & ((run.keys[at] >> TIME_BITS) == safe)
+            best = np.where(found, np.maximum(best, run.times[at]), best)
+        return best
+
+    def entries(
+        self, idx: int, after: int, upto: int, *, with_times: bool = False
+    ) -> dict[str, np.ndarray]:
+        """The value columns of one key's entries with ``after < time <= upto`` (and their
+        times as ``"time"`` when ``with_times``), in no particular order."""
+        names = (*self.value_names, "time") if with_times else self.value_names
         if idx < 0:
-            return {c: _EMPTY for c in self.value_names}
+            return {c: _EMPTY for c in names}
         one = np.array([idx], dtype=np.int64)
         parts: list[dict[str, np.ndarray]] = []
         for run in self._runs:
             lo = int(np.searchsorted(run.keys, self._clip(one, np.array([after]))[0], "right"))
             hi = int(np.searchsorted(run.keys, self._clip(one, np.array([upto]))[0], "right"))
             lo = max(lo, int(np.searchsorted(run.keys, idx << TIME_BITS, "left")))
-            parts.append({c: run.values[c][lo : max(lo, hi)] for c in self.value_names})
-        return {c: np.concatenate([p[c] for p in parts]) for c in self.value_names}
+            cols = {**run.values, "time": run.times}
+            parts.append({c: cols[c][lo : max(lo, hi)] for c in names})
+        return {c: np.concatenate([p[c] for p in parts]) for c in names}
 
     def _clip(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
         base = 0 if self.base is None else self.base

@@ -28,6 +28,16 @@ def offline(frame):  # noqa: ANN001, ANN201
     return featurize_frame(frame)
 
 
+def _habit_fraud(frame, j: int) -> bool:  # noqa: ANN001
+    """Row ``j`` is a fraud below 2.5x its card's mean amount over the 30 days up to it."""
+    card = (
+        (frame.customer_id == frame.customer_id[j])
+        & (frame.event_time > frame.event_time[j] - 30 * DAY_MS)
+        & (frame.event_time <= frame.event_time[j])
+    )
+    return bool(frame.is_fraud[j]) and frame.amount[j] < 2.5 * frame.amount[card].mean()
+
+
 def brute_force(frame, i: int, delay: int = 7 * DAY_MS) -> dict[str, float]:  # noqa: ANN001
     """The handbook's definitions, computed the slow way for row ``i``."""
     t, c, term, amt = (
@@ -48,14 +58,13 @@ def brute_force(frame, i: int, delay: int = 7 * DAY_MS) -> dict[str, float]:  # 
         )
         out[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = tm.sum()
         out[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = frame.is_fraud[tm].mean() if tm.any() else 0.0
-        habit = [
-            frame.amount[j]
-            < 2.5 * frame.amount[(frame.customer_id == frame.customer_id[j])
-                                 & (frame.event_time > frame.event_time[j] - 30 * DAY_MS)
-                                 & (frame.event_time <= frame.event_time[j])].mean()
-            for j in np.flatnonzero(tm & (frame.is_fraud == 1))
-        ]  # fmt: skip
+        habit = [_habit_fraud(frame, j) for j in np.flatnonzero(tm)]
         out[f"TERMINAL_ID_HABIT_RISK_{w}DAY_WINDOW"] = sum(habit) / tm.sum() if tm.any() else 0.0
+    # the 30-day window's outcomes newer than its latest one that is not a habit fraud
+    window = np.flatnonzero(tm)
+    other = [frame.event_time[j] for j in window if not _habit_fraud(frame, j)]
+    last = max(other, default=t - delay - 30 * DAY_MS)
+    out["TERMINAL_ID_HABIT_FRAUD_STREAK"] = np.log1p((frame.event_time[window] > last).sum())
     hour = (t % DAY_MS) // 3_600_000
     out["TX_DURING_NIGHT"] = float(hour <= 6)
     out["TX_DURING_WEEKEND"] = float(((t // DAY_MS) + 3) % 7 >= 5)
@@ -67,7 +76,9 @@ def brute_force(frame, i: int, delay: int = 7 * DAY_MS) -> dict[str, float]:  # 
 def test_every_feature_matches_a_brute_force_reference(frame, offline) -> None:  # noqa: ANN001
     rng = np.random.default_rng(0)
     late = np.flatnonzero(frame.event_time > frame.event_time[0] + 40 * DAY_MS)
-    for i in rng.choice(late, size=60, replace=False):
+    streaks = np.flatnonzero(offline[:, COL["TERMINAL_ID_HABIT_FRAUD_STREAK"]] > 0)
+    rows = [*rng.choice(late, size=60, replace=False), *rng.choice(streaks, size=20, replace=False)]
+    for i in rows:
         for name, want in brute_force(frame, i).items():
             assert offline[i, COL[name]] == pytest.approx(want, rel=1e-4, abs=1e-4), (i, name)
 
@@ -234,6 +245,31 @@ def test_terminal_habit_risk_counts_only_frauds_within_the_cards_habit() -> None
     assert got == pytest.approx([1.0, 1 / 3, 2 / 4])
     plain = [row[COL[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"]] for w in (1, 7, 30)]
     assert plain == pytest.approx([1.0, 2 / 3, 3 / 4])
+    # in time order c1 (habit fraud), b9 (not), d1 (genuine), a2 (habit fraud): a run of 1
+    assert row[COL["TERMINAL_ID_HABIT_FRAUD_STREAK"]] == pytest.approx(np.log1p(1))
+
+
+def test_habit_fraud_streak_counts_the_terminals_newest_known_frauds_in_a_row() -> None:
+    """Outcomes newer than the latest known one that is not a habit fraud, in the 30-day
+    delayed window; a label not known yet neither counts nor breaks the run."""
+    now = 40 * DAY_MS
+    end = now - 7 * DAY_MS
+    streak = COL["TERMINAL_ID_HABIT_FRAUD_STREAK"]
+    f = FraudFeatures()
+    f.apply_labels([
+        _label("g1", end - 10 * DAY_MS, False, end),
+        *(_label(f"f{k}", end - k * DAY_MS, True, end, customer=f"c{k}") for k in (6, 5, 3, 1)),
+        _label("late", end - 2 * DAY_MS, False, now + 1),     # genuine, known only after now
+        _label("old", end - 31 * DAY_MS, True, end, "u"),     # outside the window
+        *(_label(f"u{k}", end - k * DAY_MS, True, end, "u", customer=f"d{k}") for k in (9, 8)),
+        _label("tie-g", end - DAY_MS, False, end, "v"),       # same time as a fraud: no run
+        _label("tie-f", end - DAY_MS, True, end, "v", customer="e"),
+    ])  # fmt: skip
+    rows = f.transform([_tx("x", now, 5.0), _tx("y", now, 5.0, terminal="u"),
+                        _tx("z", now, 5.0, terminal="v"), _tx("w", now, 5.0, terminal="new")])  # fmt: skip
+    assert np.expm1(rows[:, streak]).round(6).tolist() == [4, 2, 0, 0]
+    later = f.transform([_tx("x2", now + 1, 5.0)])[0]  # the late genuine label is known now
+    assert np.expm1(later[streak]) == pytest.approx(1)  # only f1 is newer than it
 
 
 def test_card_history_features_count_the_customers_own_delayed_frauds() -> None:

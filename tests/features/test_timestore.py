@@ -13,6 +13,7 @@ from finscore.features.exceptions import FeatureStateError
 from finscore.features.fraud import FraudFeatures
 from finscore.features.timestore import (
     KEY_ROWS_MAGIC,
+    NO_TIME,
     ROWS_MAGIC,
     TIME_BITS,
     TimeStore,
@@ -50,6 +51,27 @@ def test_windows_match_brute_force_and_never_cross_keys() -> None:
         assert sums["v"][r] == v[m].sum(), r
         e = store.entries(int(store.index_of([name], create=False)[0]), int(after[r]), int(upto[r]))
         assert sorted(e["v"].tolist()) == sorted(v[m].tolist()), r
+
+
+def test_last_time_of_a_zero_matches_brute_force_across_both_runs() -> None:
+    rng = np.random.default_rng(2)
+    n = 12_000  # enough to merge the delta run into the main run, and leave a delta behind
+    store = TimeStore(("z",))
+    names = np.array([f"k{i}" for i in rng.integers(0, 60, n)])
+    t = rng.integers(0, 60 * DAY, n)
+    z = rng.integers(0, 3, n)
+    for a in range(0, n, 1009):
+        b = min(n, a + 1009)
+        store.insert(store.index_of(names[a:b].tolist(), create=True), t[a:b], np.arange(a, b),
+                     {"z": z[a:b]})  # fmt: skip
+    assert len(store._main) and len(store._delta)  # both runs hold entries
+    q_names = [f"k{i}" for i in rng.integers(0, 65, 800)]  # some unknown keys
+    upto = rng.integers(-DAY, 61 * DAY, 800)
+    got = store.last_time_of_zero(store.index_of(q_names, create=False), upto, "z")
+    for r, name in enumerate(q_names):
+        m = (names == name) & (t <= upto[r]) & (z == 0)
+        assert got[r] == (t[m].max() if m.any() else NO_TIME), r
+    assert (got == NO_TIME).any() and (got > NO_TIME).any()
 
 
 def test_inserts_are_idempotent_by_key_time_and_tag() -> None:
