@@ -28,7 +28,7 @@ test: setup
 	$(PY) -m pytest $(TEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy finscore streams schemas
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy finscore streams schemas compression
 
 bench: setup
 	$(VENV)/bin/finscore bench

@@ -33,7 +33,7 @@ def export_onnx(model: nn.Module, example: np.ndarray, input_name: str, output_n
             torch.onnx.export(
                 model,
                 (x,),
-                buf,
+                buf,  # type: ignore[arg-type]  # a file-like object is documented and works
                 input_names=[input_name],
                 output_names=[output_name],
                 dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},

@@ -24,6 +24,9 @@ def seed_everything(seed: int) -> None:
 class Standardize(nn.Module):
     """(x − mean) / std with the training statistics as buffers: the graph's first op."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
@@ -40,6 +43,9 @@ class SharedLinear(nn.Module):
     gradients flow to the codebook entries, i.e. each centroid is updated with the sum of the
     gradients of its weights. Centroid 0 is pinned to 0.0 so pruned weights stay pruned.
     """
+
+    index: torch.Tensor
+    pin: torch.Tensor
 
     def __init__(self, codebook: torch.Tensor, index: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()
@@ -71,6 +77,8 @@ class SharedLinear(nn.Module):
 class MLP(nn.Module):
     """Standardize → [Linear → ReLU (→ Dropout)]* → Linear(→ 1 logit or k logits)."""
 
+    body: nn.Sequential
+
     def __init__(
         self,
         n_in: int,
@@ -99,7 +107,7 @@ class MLP(nn.Module):
         out = self.body(self.scale(x))
         return out.squeeze(-1) if self.n_out == 1 else out
 
-    def linears(self) -> list[nn.Module]:
+    def linears(self) -> list[nn.Linear | SharedLinear]:
         return [m for m in self.body if isinstance(m, nn.Linear | SharedLinear)]
 
     @property
@@ -118,7 +126,7 @@ def count_params(model: nn.Module) -> int:
     return n
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def fit(

@@ -135,8 +135,10 @@ class Plan:
         cands = [
             self._measure("teacher", teacher, family, data, [{"step": "teacher", "params": {}}])
         ]
-        model, dense, applied = teacher, teacher, []
-        parent, dense_parent, dense_applied = cands[0].sha256, cands[0].sha256, []
+        model, dense = teacher, teacher
+        applied: list[dict] = []
+        dense_applied: list[dict] = []
+        parent, dense_parent = cands[0].sha256, cands[0].sha256
         for step in self.steps:
             if step.stage == "onnx":
                 # branches from the last dense model: its steps, not the weight-shared ones

@@ -362,7 +362,7 @@ class WeightShare(CompressionStep):
         mlp.weight_shared = True  # type: ignore[assignment]
         mlp = _fine_tune(mlp, ctx, self.fine_tune_epochs)
         with torch.no_grad():  # the zero centroid stays exactly zero (pruned weights stay pruned)
-            for mod in mlp.body:
+            for mod in mlp.modules():
                 if isinstance(mod, SharedLinear):
                     mod.codebook[0] = 0.0
         return mlp.eval()
