@@ -208,14 +208,24 @@ class FraudFeatures:
         out[:, 1] = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
         out[:, 2] = ms_of_day < _NIGHT_MS
         spans = self.spans
-        n_tx, sums = self._outcomes(self._terminals, terminal_id, t, spans, ("fraud", "habit"))
+        end = t - self.cfg.label_delay_ms
+        windows = [end - span for span in spans]
+        store = self._terminals
+        tidx = store.index_of(terminal_id, create=False)
+        # The habit-fraud run: the window's outcomes after its latest non-habit one.
+        run_after = np.maximum(windows[-1], store.last_time_of_zero(tidx, end, "habit"))
+        n_tx, sums, late = self._outcomes(store, tidx, t, [*windows, run_after], ("fraud", "habit"))
         for k in range(len(spans)):
             seen = n_tx[k] > 0
             out[:, 9 + 2 * k] = n_tx[k]
             out[:, 10 + 2 * k] = np.divide(sums["fraud"][k], n_tx[k], out=np.zeros(n), where=seen)
             out[:, 19 + k] = np.divide(sums["habit"][k], n_tx[k], out=np.zeros(n), where=seen)
-        out[:, 22] = np.log1p(self._habit_streak(terminal_id, t))
-        n_c, card = self._outcomes(self._cards, customer_id, t, spans[-1:], ("fraud",))
+        run = n_tx[-1]
+        for r in late.tolist():  # a label not known yet may be the run's true start: recount
+            run[r] = self._recount_run(int(tidx[r]), int(windows[-1][r]), int(end[r]), int(t[r]))
+        out[:, 22] = np.log1p(run)
+        cidx = self._cards.index_of(customer_id, create=False)
+        n_c, card, _ = self._outcomes(self._cards, cidx, t, windows[-1:], ("fraud",))
         f_c = card["fraud"]
         out[:, 17] = np.divide(f_c[0], n_c[0], out=np.zeros(n), where=n_c[0] > 0)
         out[:, 18] = f_c[0]
@@ -241,21 +251,23 @@ class FraudFeatures:
     def _outcomes(
         self,
         store: TimeStore,
-        keys: Sequence[str],
+        idx: np.ndarray,
         t: np.ndarray,
-        spans: Sequence[int],
+        afters: Sequence[np.ndarray],
         columns: Sequence[str],
-    ) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
-        """Per span, the count and the sums of ``columns`` over tx_time in
-        (t − delay − span, t − delay], counting only labels known at t (label_time <= t)."""
-        idx = store.index_of(keys, create=False)
+    ) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], np.ndarray]:
+        """Per lower bound in ``afters``, the count and the sums of ``columns`` over tx_time in
+        (after, t − delay], counting only labels known at t (label_time <= t); and the rows
+        where some window holds a label that came late."""
         end = t - self.cfg.label_delay_ms
         counts: list[np.ndarray] = []
         totals: dict[str, list[np.ndarray]] = {c: [] for c in columns}
-        stats = store.window_sums(idx, [end - span for span in spans], end, (*columns, "late"))
-        for span, (n, sums) in zip(spans, stats, strict=True):
+        stats = store.window_sums(idx, afters, end, (*columns, "late"))
+        late = np.zeros(len(idx), dtype=bool)
+        for after, (n, sums) in zip(afters, stats, strict=True):
+            late |= sums["late"] > 0
             for r in np.flatnonzero(sums["late"]).tolist():  # labels that may not be known yet
-                e = store.entries(int(idx[r]), int(end[r] - span), int(end[r]))
+                e = store.entries(int(idx[r]), int(after[r]), int(end[r]))
                 unknown = e["label_time"] > t[r]
                 n[r] -= int(unknown.sum())
                 for c in columns:
@@ -263,25 +275,16 @@ class FraudFeatures:
             counts.append(n.astype(np.float64))
             for c in columns:
                 totals[c].append(sums[c].astype(np.float64))
-        return counts, totals
+        return counts, totals, np.flatnonzero(late)
 
-    def _habit_streak(self, keys: Sequence[str], t: np.ndarray) -> np.ndarray:
-        """Per row, the number of the terminal's outcomes with tx_time in (t − delay − longest
-        span, t − delay] and known at t that are later than the latest such outcome that is
-        not a habit fraud (all of them when every one is)."""
-        store = self._terminals
-        idx = store.index_of(keys, create=False)
-        end = t - self.cfg.label_delay_ms
-        start = end - self.spans[-1]
-        after = np.maximum(start, store.last_time_of_zero(idx, end, "habit"))
-        [(_, late), (streak, _)] = store.window_sums(idx, [start, after], end, ("late",))
-        for r in np.flatnonzero(late["late"]).tolist():  # some labels may not be known yet
-            e = store.entries(int(idx[r]), int(start[r]), int(end[r]), with_times=True)
-            known = e["label_time"] <= t[r]
-            other = known & (e["habit"] == 0)
-            last = int(e["time"][other].max()) if other.any() else int(start[r])
-            streak[r] = int((known & (e["time"] > last)).sum())
-        return streak.astype(np.float64)
+    def _recount_run(self, idx: int, after: int, end: int, t: int) -> int:
+        """The habit-fraud run of one terminal from its entries: outcomes with tx_time in
+        (after, end] known at ``t`` that are later than the latest known non-habit one."""
+        e = self._terminals.entries(idx, after, end, with_times=True)
+        known = e["label_time"] <= t
+        other = known & (e["habit"] == 0)
+        last = int(e["time"][other].max()) if other.any() else after
+        return int((known & (e["time"] > last)).sum())
 
     # -- labels -------------------------------------------------------------------------------
     def apply_labels(self, labels: Iterable[dict]) -> None:
