@@ -9,9 +9,20 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do command 
 DEMO_ARGS ?=
 TEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean kafka kafka-fetch
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed kafka-fetch
+
+# Apache Kafka 4.4's jars (the second test backend, `make kafka`), fetched once with Maven into
+# .cache/kafka/lib; without Java 17+ or Maven this prints a note and those tests are skipped.
+kafka-fetch:
+	@bash scripts/kafka/fetch.sh
+
+# One Apache Kafka 4.4 broker (KRaft, broker+controller, data in a temp dir) in the foreground on
+# FINSCORE_BROKER_PORT (default 9092); KAFKA_ARGS='--nodes 3' starts a 3-node cluster instead.
+KAFKA_ARGS ?=
+kafka: setup
+	$(PY) scripts/kafka/serve.py $(KAFKA_ARGS)
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "finscore needs Python >= 3.11 on PATH"; exit 1; }
@@ -34,4 +45,4 @@ bench: setup
 	$(VENV)/bin/finscore bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info var reports
+	rm -rf $(VENV) build *.egg-info var reports .cache/kafka

@@ -45,11 +45,14 @@ def main() -> None:
     versions = reg.list("fraud")
     if len(versions) < 2:
         sys.exit("need two fraud versions in the registry (run `finscore compress fraud` twice)")
+    key = s.model_keys().signing_key  # the worker verifies with the same (local) pair
     old, new = (reg.get("fraud", m.version) for m in versions[-2:])
+    if key:
+        old, new = (a if a.signature else a.sign(key) for a in (old, new))
     with EmbeddedBroker(free_port()) as b:
         client = {"bootstrap.servers": b.bootstrap}
         ensure_topics(client, T.catalog(6))
-        announce(client, T.MODEL_UPDATES, old, "PROMOTE")
+        announce(client, T.MODEL_UPDATES, old, "PROMOTE", signing_key=key)
         env = {
             **os.environ,
             "FINSCORE_BOOTSTRAP_SERVERS": b.bootstrap,
@@ -96,7 +99,7 @@ def main() -> None:
         def swap() -> None:
             time.sleep(args.seconds / 2)
             announced.append(time.time())
-            announce(client, T.MODEL_UPDATES, new, "PROMOTE")
+            announce(client, T.MODEL_UPDATES, new, "PROMOTE", signing_key=key)
 
         threading.Thread(target=swap, daemon=True).start()
         t0 = time.time()

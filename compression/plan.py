@@ -14,6 +14,7 @@ passes, :class:`~finscore.compression.exceptions.GateFailed` is raised and nothi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -116,15 +117,19 @@ class Plan:
         gate: Gate,
         teacher: nn.Module | None = None,
         reference_metric: float | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> RunResult:
         """Train (or reuse) the teacher, apply the steps, measure every candidate, gate.
 
         ``reference_metric`` overrides the gate's reference (a validation-split metric); by
-        default it is the teacher's.
+        default it is the teacher's. ``progress`` is told what runs now (one short line per
+        stage: the teacher, each step, the gate).
         """
+        say = progress or (lambda _msg: None)
         torch.set_num_threads(max(1, torch.get_num_threads()))
         seed_everything(self.seed)
         if teacher is None:
+            say(f"training the teacher ({self.teacher_epochs} epochs)")
             teacher = family.train(
                 family.teacher(data), data, epochs=self.teacher_epochs, seed=self.seed
             )
@@ -139,7 +144,8 @@ class Plan:
         applied: list[dict] = []
         dense_applied: list[dict] = []
         parent, dense_parent = cands[0].sha256, cands[0].sha256
-        for step in self.steps:
+        for i, step in enumerate(self.steps, 1):
+            say(f"step {i}/{len(self.steps)}: {step.name}")
             if step.stage == "onnx":
                 # branches from the last dense model: its steps, not the weight-shared ones
                 src = self._measure("src", dense, family, data, dense_applied, measure=False)
@@ -157,6 +163,7 @@ class Plan:
             if not getattr(model, "weight_shared", False):
                 dense, dense_parent, dense_applied = model, cand.sha256, applied
             cands.append(cand)
+        say("gating the candidates")
         for c in cands:
             if c.val_outputs is not None:
                 c.val_metrics = family.evaluate(c.val_outputs, data, split="val")

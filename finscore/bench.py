@@ -171,11 +171,15 @@ def _worker(
     client: dict, prefix: str, registry: str, group: str, stop_at: float, stream: str = "fraud"
 ) -> None:
     from finscore.logging import configure_logging
+    from finscore.settings import Settings
     from finscore.streams.worker import Worker, WorkerConfig
 
     configure_logging("WARNING", "json")
+    s = Settings()  # the registry champion is verified like any model (see docs/OPERATIONS.md)
     w = Worker(WorkerConfig(stream, client, topic_prefix=prefix, group_id=group,
-                            registry_dir=Path(registry), metrics_port=None))  # fmt: skip
+                            registry_dir=Path(registry), metrics_port=None,
+                            verify_key=s.model_keys(create=False).verify_key,
+                            allow_unsigned=s.allow_unsigned_models))  # fmt: skip
     threading.Timer(max(0.0, stop_at - time.time()), w.stop).start()
     w.run()
 

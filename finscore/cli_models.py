@@ -1,6 +1,15 @@
-"""`finscore models ...`: the registry and the announcements that drive hot swaps."""
+"""`finscore models ...`: the registry and the announcements that drive hot swaps.
+
+Every artifact announced from here is checked (hash, size, smoke test, its signature when it
+has one) and announced with a signed envelope. The signing key is ``FINSCORE_SIGNING_KEY``, else
+the machine's local key pair (created once, see :mod:`finscore.keys`); without a key nothing is
+announced unless ``FINSCORE_ALLOW_UNSIGNED_MODELS`` is set (development only, warned loudly).
+Model names and versions are checked against the registry's patterns before anything is read.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -8,6 +17,33 @@ from rich.table import Table
 
 from finscore.cli import Ctx, cli, pass_ctx
 from finscore.exceptions import FinscoreError
+from finscore.logging import get_logger
+
+log = get_logger("finscore.models")
+
+
+def _name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a model name matching the registry's pattern (no paths)."""
+    from finscore.registry import ArtifactError, check_model_name
+
+    if value is None:
+        return None
+    try:
+        return check_model_name(value)
+    except ArtifactError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _version(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a version made of digits."""
+    from finscore.registry import ArtifactError, check_version
+
+    if value is None:
+        return None
+    try:
+        return check_version(value)
+    except ArtifactError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _registry(ctx: Ctx):  # noqa: ANN202 - lazy import keeps `finscore --help` light
@@ -16,10 +52,45 @@ def _registry(ctx: Ctx):  # noqa: ANN202 - lazy import keeps `finscore --help` l
     return Registry(ctx.settings.registry_dir)
 
 
+def _signing_key(ctx: Ctx) -> str | None:
+    """The key announcements are signed with; refuses (FinscoreError) when there is none and
+    unsigned models are not allowed."""
+    keys = ctx.settings.model_keys()
+    if keys.signing_key:
+        return keys.signing_key
+    if ctx.settings.allow_unsigned_models:
+        log.warning(
+            "security.unsigned_models_allowed",
+            message="FINSCORE_ALLOW_UNSIGNED_MODELS is set: announcing WITHOUT a signature. "
+            "Development only.",
+        )
+        return None
+    raise FinscoreError(
+        "no signing key: models are announced signed only",
+        hint="set FINSCORE_SIGNING_KEY (`finscore models keygen`), or FINSCORE_KEY_DIR to a "
+        "folder holding signing.key",
+    )
+
+
 def _signed(ctx: Ctx, artifact):  # noqa: ANN001, ANN202
-    key = ctx.settings.signing_key
+    """``artifact`` checked (hash, size, smoke test, its signature when it has one) and signed
+    with this machine's key when it is not; raises FinscoreError when it cannot be trusted."""
+    from finscore.registry import ArtifactError
+
+    key = _signing_key(ctx)
+    verify = ctx.settings.model_keys().verify_key
+    try:
+        artifact.verify(verify, require_signature=artifact.signature is not None)
+    except ArtifactError as exc:
+        raise FinscoreError(
+            f"refusing to announce it: {exc}",
+            hint="a registry artifact signed with another key must be re-published with this "
+            "one (or set FINSCORE_SIGNING_KEY to the key that signed it)"
+            if exc.reason == "bad_signature"
+            else exc.hint,
+        ) from exc
     if artifact.signature is None and key is not None:
-        return artifact.sign(key.get_secret_value())
+        return artifact.sign(key)
     return artifact
 
 
@@ -28,8 +99,16 @@ def _announce(ctx: Ctx, artifact, action: str, **kw) -> None:  # noqa: ANN001
     from finscore.streams.admin import check_reachable
     from finscore.streams.announcements import announce
 
+    key = _signing_key(ctx)
     check_reachable(ctx.client)
-    announce(ctx.client, ctx.settings.topic_prefix + MODEL_UPDATES, artifact, action, **kw)
+    announce(
+        ctx.client,
+        ctx.settings.topic_prefix + MODEL_UPDATES,
+        artifact,
+        action,
+        signing_key=key,
+        **kw,
+    )
 
 
 @cli.group()
@@ -38,39 +117,23 @@ def models() -> None:
 
 
 @models.command("list")
-@click.argument("name", required=False)
+@click.argument("name", required=False, callback=_name)
+@click.option("--wide", is_flag=True, help="Every metric and step (wider than 80 columns).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of version summaries.")
 @pass_ctx
-def list_models(ctx: Ctx, name: str | None) -> None:
+def list_models(ctx: Ctx, name: str | None, wide: bool, as_json: bool) -> None:
     """Versions in the local registry (champion marked) with their metrics and size."""
+    from finscore.model_table import model_rows, print_models
+
     reg = _registry(ctx)
-    root = ctx.settings.registry_dir
-    names = [name] if name else sorted(p.name for p in root.glob("*") if p.is_dir())
-    table = Table(title=f"registry {ctx.settings.registry_dir}")
-    for col in ("model", "version", "champion", "bytes", "metrics", "steps", "created"):
-        table.add_column(col)
-    for n in names:
-        champ = reg.champion(n)
-        cv = champ.manifest.version if champ else None
-        for m in reg.list(n):
-            metrics = ", ".join(
-                f"{k}={v:.4g}" for k, v in m.metrics.items() if isinstance(v, float | int)
-            )
-            steps = "→".join(s.get("step", "?") for s in m.steps)
-            table.add_row(
-                n,
-                m.version,
-                "★" if m.version == cv else "",
-                f"{m.size_bytes:,}",
-                metrics,
-                steps,
-                m.created_at[:19],
-            )
-    Console().print(table)
+    names = [name] if name else reg.names()
+    rows = model_rows(reg, names)
+    print_models(rows, f"registry {ctx.settings.registry_dir}", wide=wide, as_json=as_json)
 
 
 @models.command()
-@click.argument("name")
-@click.argument("version", required=False)
+@click.argument("name", callback=_name)
+@click.argument("version", required=False, callback=_version)
 @pass_ctx
 def promote(ctx: Ctx, name: str, version: str | None) -> None:
     """Make VERSION (default: the newest) the champion and announce it to every worker."""
@@ -82,25 +145,27 @@ def promote(ctx: Ctx, name: str, version: str | None) -> None:
                 f"no {name} model in the registry", hint=f"run `finscore compress {name}`"
             )
         version = versions[-1].version
+    artifact = _signed(ctx, reg.get(name, version))  # checked before anything changes
+    _announce(ctx, artifact, "PROMOTE")  # the registry moves only once workers can see it
     reg.promote(name, version)
-    _announce(ctx, _signed(ctx, reg.get(name, version)), "PROMOTE")
     click.echo(f"{name} v{version} promoted and announced")
 
 
 @models.command()
-@click.argument("name")
+@click.argument("name", callback=_name)
 @pass_ctx
 def rollback(ctx: Ctx, name: str) -> None:
     """Return to the previous champion: just another announcement."""
     reg = _registry(ctx)
-    manifest = reg.rollback(name)
+    manifest = reg.previous(name)
     _announce(ctx, _signed(ctx, reg.get(name, manifest.version)), "ROLLBACK")
+    reg.rollback(name)  # only after the announcement is acknowledged
     click.echo(f"{name} rolled back to v{manifest.version} and announced")
 
 
 @models.command()
-@click.argument("name")
-@click.argument("version", required=False)
+@click.argument("name", callback=_name)
+@click.argument("version", required=False, callback=_version)
 @click.option("--clear", is_flag=True, help="Remove the challenger.")
 @pass_ctx
 def shadow(ctx: Ctx, name: str, version: str | None, clear: bool) -> None:
@@ -114,8 +179,8 @@ def shadow(ctx: Ctx, name: str, version: str | None, clear: bool) -> None:
 
 
 @models.command()
-@click.argument("name")
-@click.argument("version")
+@click.argument("name", callback=_name)
+@click.argument("version", callback=_version)
 @click.option("--share", type=float, default=0.1, show_default=True, help="Share of keys.")
 @pass_ctx
 def canary(ctx: Ctx, name: str, version: str, share: float) -> None:
@@ -127,12 +192,37 @@ def canary(ctx: Ctx, name: str, version: str, share: float) -> None:
 
 
 @models.command()
-def keygen() -> None:
-    """Print a new Ed25519 key pair as FINSCORE_SIGNING_KEY / FINSCORE_VERIFY_KEY lines."""
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write DIR/signing.env (mode 0600) and DIR/verify.env (e.g. for docker/compose.yaml) "
+    "instead of printing; existing files are kept.",
+)
+def keygen(out_dir: Path | None) -> None:
+    """A new Ed25519 key pair as FINSCORE_SIGNING_KEY / FINSCORE_VERIFY_KEY lines: the signing
+    key for whoever promotes models (sidecar, model jobs), the verify key for workers."""
+    import os
+
     from finscore.registry import generate_keypair
 
     private, public = generate_keypair()
-    click.echo(f"FINSCORE_SIGNING_KEY={private}\nFINSCORE_VERIFY_KEY={public}")
+    if out_dir is None:
+        click.echo(f"FINSCORE_SIGNING_KEY={private}\nFINSCORE_VERIFY_KEY={public}")
+        return
+    signing, verify = out_dir / "signing.env", out_dir / "verify.env"
+    if signing.exists() or verify.exists():
+        raise FinscoreError(
+            f"{signing} or {verify} exists: keeping them",
+            hint="remove both to make a new pair (every model must then be signed again)",
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(signing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"FINSCORE_SIGNING_KEY={private}\n")
+    verify.write_text(f"FINSCORE_VERIFY_KEY={public}\n")
+    click.echo(f"wrote {signing} (private, mode 0600) and {verify}")
 
 
 @models.command()

@@ -80,20 +80,31 @@ def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
         "transactions": f"{s.topic_prefix}finscore-fraud",
         "market-ticks": f"{s.topic_prefix}finscore-market",
     }
+    misreported = False
     for spec in catalog(s.partitions, s.topic_prefix):
         if spec.name not in names:
             t.add_row(spec.name, "[red]missing", "", "")
             continue
         group = groups.get(spec.name.removeprefix(s.topic_prefix))
         parts = offsets(ctx.client, [spec.name], group)
-        lag = sum(p.lag or 0 for p in parts) if group else None
+        # A partition whose committed offset is past the broker's end offset (the embedded
+        # broker's high watermark can lag its last batch) has lag 0, marked: never negative.
+        stale = any(p.lag is not None and p.lag < 0 for p in parts)
+        misreported |= stale
+        lag = sum(max(0, p.lag or 0) for p in parts) if group else None
         t.add_row(
             spec.name,
             f"{sum(p.messages for p in parts):,}",
             group or "",
-            "" if lag is None else f"{lag:,}",
+            "" if lag is None else f"{lag:,}" + ("*" if stale else ""),
         )
     console.print(t)
+    if misreported:
+        console.print(
+            "* the broker reports an end offset below the group's committed offset (a stale "
+            "high watermark): that partition's lag is shown as 0 and its message count is low",
+            highlight=False,
+        )
     if workers:
         w = Table(title="workers")
         for col in ("url", "status", "stream", "model", "partitions", "in", "out", "dead letters"):

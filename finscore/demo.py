@@ -60,21 +60,26 @@ class DemoState:
 
 
 def ensure_keys(settings: Settings, workdir: Path) -> dict[str, str]:
-    """Signing keys for the demo: from settings, else generated once into var/demo/keys.json."""
-    if settings.signing_key and settings.verify_key:
+    """Model keys for the demo's processes: the settings' keys when set, else the machine's
+    local key pair (created once in the key folder, see :mod:`finscore.keys`); returns the
+    environment the children need to use the same pair (the folder, never a private key).
+    A pair an earlier demo kept in ``<workdir>/keys.json`` is adopted into the key folder, so
+    models it signed stay valid."""
+    if settings.signing_key or settings.verify_key:
         return {}
-    from finscore.registry import generate_keypair
+    key_dir = settings.model_key_dir
+    legacy = workdir / "keys.json"
+    if legacy.exists() and not key_dir.exists():
+        from finscore.keys import SIGNING_FILE, VERIFY_FILE
 
-    path = workdir / "keys.json"
-    if path.exists():
-        keys = json.loads(path.read_text())
-    else:
-        private, public = generate_keypair()
-        keys = {"FINSCORE_SIGNING_KEY": private, "FINSCORE_VERIFY_KEY": public}
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(keys))
-        path.chmod(0o600)
-    return keys
+        old = json.loads(legacy.read_text())
+        key_dir.mkdir(parents=True, mode=0o700)
+        fd = os.open(key_dir / SIGNING_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(old["FINSCORE_SIGNING_KEY"] + "\n")
+        (key_dir / VERIFY_FILE).write_text(old["FINSCORE_VERIFY_KEY"] + "\n")
+    keys = settings.model_keys()  # created here when missing, with mode 0600
+    return {"FINSCORE_KEY_DIR": str(keys.key_dir)} if keys.key_dir else {}
 
 
 class Demo:

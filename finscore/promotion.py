@@ -1,11 +1,11 @@
 """What both halves of the sidecar do with a recompression run: pick the candidate, check the
-budget, publish + sign + promote + announce. One place, so fraud and market cannot drift apart."""
+budget, publish + sign + announce + promote. One place, so fraud and market cannot drift apart."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from finscore.registry import Artifact, Registry
+from finscore.registry import Artifact, ArtifactError, Registry
 from finscore.schemas import topics as T
 
 
@@ -43,14 +43,20 @@ def over_budget(cand: Any, champion: Artifact | None, max_bytes: int) -> bool:
 def publish_and_announce(
     cfg: Any, reg: Registry, result: Any, cand: Any, family: Any, data: Any
 ) -> Artifact:
-    """Register the candidate, sign it (when a key is set), promote it, announce it to workers."""
+    """Register the candidate signed with ``cfg.signing_key``, promote it, announce it to
+    workers (the envelope signed too). Without a signing key nothing is published
+    (:class:`ArtifactError`, ``no_key``) unless ``cfg.allow_unsigned`` (development only)."""
     from finscore.compression.plan import to_artifact
     from finscore.streams.announcements import announce
 
-    art = reg.publish(to_artifact(result, cand, family, data))
-    if cfg.signing_key:
-        art = art.sign(cfg.signing_key)
-        reg.save_signature(art)
-    reg.promote(family.name, art.manifest.version)
-    announce(cfg.client, cfg.topic_prefix + T.MODEL_UPDATES, art, "PROMOTE")
+    key = cfg.signing_key
+    if not key and not getattr(cfg, "allow_unsigned", False):
+        raise ArtifactError(
+            f"{family.name}: no signing key, the candidate is not published",
+            reason="no_key",
+            hint="set FINSCORE_SIGNING_KEY (or keep the local pair in FINSCORE_KEY_DIR)",
+        )
+    art = reg.publish(to_artifact(result, cand, family, data), key or None)
+    announce(cfg.client, cfg.topic_prefix + T.MODEL_UPDATES, art, "PROMOTE", signing_key=key)
+    reg.promote(family.name, art.manifest.version)  # after the broker acknowledged it
     return art

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ from finscore.exceptions import FinscoreError
 
 MAX_ARTIFACT_BYTES = 4 * 1024 * 1024
 KAFKA_DEFAULT_MESSAGE_BYTES = 1024 * 1024
+#: What a model name may look like (it becomes a folder name and a Kafka key).
+MODEL_NAME_PATTERN = r"[a-z][a-z0-9_-]{0,63}"
+#: What a version may look like (consecutive integers, as strings).
+VERSION_PATTERN = r"[1-9][0-9]{0,8}"
+_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+_VERSION_RE = re.compile(VERSION_PATTERN)
 
 
 class ArtifactError(FinscoreError):
@@ -45,7 +52,8 @@ class ArtifactError(FinscoreError):
 
     ``reason`` is a short machine-readable cause (``hash_mismatch``, ``size_mismatch``,
     ``unsigned``, ``no_key``, ``bad_signature``, ``load_failed``, ``smoke_test``, ``missing``,
-    ``no_history``, ``too_large``, ``invalid``), used as a metric label by the workers.
+    ``no_history``, ``too_large``, ``invalid``, ``invalid_name``), used as a metric label by the
+    workers.
     """
 
     def __init__(self, message: str, *, reason: str = "invalid", hint: str | None = None) -> None:
@@ -84,15 +92,94 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
-        """Parse a manifest; unknown keys (from newer writers) are ignored."""
-        data = json.loads(text)
+        """Parse a manifest; unknown keys (from newer writers) are ignored.
+
+        Raises :class:`ArtifactError` (reason ``invalid``) for anything that is not a JSON object
+        with the required fields: a manifest arrives on a topic anyone may write to.
+        """
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"manifest is not JSON: {exc}", reason="invalid") from exc
+        if not isinstance(data, dict):
+            raise ArtifactError("manifest is not a JSON object", reason="invalid")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ArtifactError(f"manifest lacks fields: {exc}", reason="invalid") from exc
+
+
+def check_model_name(name: object) -> str:
+    """``name`` when it matches :data:`MODEL_NAME_PATTERN`; else :class:`ArtifactError`
+    (``invalid_name``). A name is a folder of the registry: nothing else may reach the disk."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ArtifactError(
+            f"invalid model name {name!r}: expected {MODEL_NAME_PATTERN}",
+            reason="invalid_name",
+            hint="model names are lower-case letters, digits, '-' and '_' (e.g. fraud)",
+        )
+    return name
+
+
+def check_version(version: object) -> str:
+    """``version`` (as a string) when it matches :data:`VERSION_PATTERN`; else
+    :class:`ArtifactError` (``invalid_name``)."""
+    text = str(version) if isinstance(version, int) and not isinstance(version, bool) else version
+    if not isinstance(text, str) or not _VERSION_RE.fullmatch(text):
+        raise ArtifactError(
+            f"invalid model version {version!r}: expected a positive integer",
+            reason="invalid_name",
+            hint="`finscore models list` shows the versions there are",
+        )
+    return text
 
 
 def _signed_payload(manifest: Manifest) -> bytes:
     """What is signed: the sha256 of the bytes, a newline, the canonical manifest JSON."""
     return (manifest.sha256 + "\n" + manifest.to_json()).encode()
+
+
+def sign_bytes(signing_key_hex: str, payload: bytes) -> bytes:
+    """An Ed25519 signature of ``payload``; :class:`ArtifactError` (``invalid``) on a bad key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(signing_key_hex))
+    except ValueError as exc:
+        raise ArtifactError("invalid Ed25519 signing key", reason="invalid") from exc
+    return key.sign(payload)
+
+
+def signature_valid(verify_key_hex: str, payload: bytes, signature: bytes | None) -> bool:
+    """True when ``signature`` is an Ed25519 signature of ``payload`` by ``verify_key_hex``
+    (False for a missing signature or a malformed key)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if not signature:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(verify_key_hex)).verify(signature, payload)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def public_key_of(signing_key_hex: str) -> str:
+    """The public key (hex) of an Ed25519 private key (hex)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(signing_key_hex))
+    except ValueError as exc:
+        raise ArtifactError("invalid Ed25519 signing key", reason="invalid") from exc
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        .hex()
+    )
 
 
 def generate_keypair() -> tuple[str, str]:
@@ -230,7 +317,7 @@ class Registry:
         )
 
     def _versions(self, name: str) -> list[str]:
-        d = self.root / name
+        d = self.root / check_model_name(name)
         if not d.exists():
             return []
         return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
@@ -251,9 +338,7 @@ class Registry:
                 reason="too_large",
                 hint="compress it further: it must travel on the model-updates topic",
             )
-        name = artifact.manifest.name
-        if not name or "/" in name or name.startswith("."):
-            raise ArtifactError(f"invalid model name {name!r}", reason="invalid")
+        name = check_model_name(artifact.manifest.name)
         base = self.root / name
         base.mkdir(parents=True, exist_ok=True)
         while True:
@@ -284,7 +369,7 @@ class Registry:
         if artifact.signature is None:
             return
         m = artifact.manifest
-        self.get(m.name, m.version)  # exists?
+        self.get(m.name, m.version)  # a valid name and version that exist?
         _atomic_write(self.root / m.name / m.version / "signature", artifact.signature)
 
     def list(self, name: str) -> list[Manifest]:
@@ -295,7 +380,10 @@ class Registry:
         ]
 
     def get(self, name: str, version: str | None = None) -> Artifact:
-        """Version ``version`` (None = the champion) of ``name``; not verified."""
+        """Version ``version`` (None = the champion) of ``name``; not verified. Raises
+        :class:`ArtifactError`: ``invalid_name`` for a name or version outside the patterns,
+        ``missing`` when there is no such version."""
+        check_model_name(name)
         if version is None:
             champ = self.champion(name)
             if champ is None:
@@ -305,8 +393,8 @@ class Registry:
                     hint="`finscore models promote` makes one",
                 )
             return champ
-        d = self.root / name / str(version)
-        if not str(version).isdigit() or not (d / "model.onnx").exists():
+        d = self.root / name / check_version(version)
+        if not (d / "model.onnx").exists():
             raise ArtifactError(
                 f"{name} v{version} is not in the registry at {self.root}",
                 reason="missing",
@@ -321,17 +409,19 @@ class Registry:
 
     def champion(self, name: str) -> Artifact | None:
         """The promoted version of ``name``, or None before any promotion."""
-        pointer = self.root / name / "CHAMPION"
+        pointer = self.root / check_model_name(name) / "CHAMPION"
         if not pointer.exists():
             return None
         return self.get(name, pointer.read_text().strip())
 
     def _history(self, name: str) -> builtins.list[str]:
-        h = self.root / name / "HISTORY"
+        h = self.root / check_model_name(name) / "HISTORY"
         return h.read_text().split() if h.exists() else []
 
     def promote(self, name: str, version: str) -> None:
-        """Make ``version`` the champion (the previous one goes to the history)."""
+        """Make ``version`` the champion (the previous one goes to the history); a name or
+        version outside the patterns is :class:`ArtifactError` (``invalid_name``)."""
+        version = check_version(version)
         self.get(name, version)  # exists?
         current = self.champion(name)
         if current is not None and current.manifest.version != version:
@@ -339,13 +429,20 @@ class Registry:
             _atomic_write(self.root / name / "HISTORY", " ".join(hist).encode())
         _atomic_write(self.root / name / "CHAMPION", version.encode())
 
-    def rollback(self, name: str) -> Manifest:
-        """Return to the previous champion; returns its manifest."""
+    def previous(self, name: str) -> Manifest:
+        """The champion a :meth:`rollback` would return to, changing nothing (announce it
+        first, roll back the pointer once the announcement is acknowledged)."""
         hist = self._history(name)
         if not hist:
             raise ArtifactError(
                 f"{name} has no previous champion to roll back to", reason="no_history"
             )
+        return self.get(name, hist[-1]).manifest
+
+    def rollback(self, name: str) -> Manifest:
+        """Return to the previous champion; returns its manifest."""
+        self.previous(name)  # exists and readable, else ArtifactError before anything moves
+        hist = self._history(name)
         previous = hist.pop()
         _atomic_write(self.root / name / "HISTORY", " ".join(hist).encode())
         _atomic_write(self.root / name / "CHAMPION", previous.encode())

@@ -7,10 +7,14 @@ Core classes never read the environment: they take the explicit value objects bu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from finscore.keys import ModelKeys
+    from finscore.streams.bounds import InputBounds
 
 EMBEDDED_HOST = "127.0.0.1"
 
@@ -54,8 +58,18 @@ class Settings(BaseSettings):
     # Models and data.
     registry_dir: Path = Field(Path("var/registry"), description="Local model registry.")
     data_dir: Path | None = Field(None, description="Real data for benchmarks (optional).")
-    signing_key: SecretStr | None = Field(None, description="Ed25519 private key (hex).")
-    verify_key: str | None = Field(None, description="Ed25519 public key (hex) for workers.")
+    signing_key: SecretStr | None = Field(
+        None, description="Ed25519 private key (hex); unset = the local pair in key_dir."
+    )
+    verify_key: str | None = Field(
+        None, description="Ed25519 public key (hex) for workers; unset = the local pair."
+    )
+    key_dir: Path | None = Field(
+        None, description="Local model key pair (created once); unset = <registry_dir>/../keys."
+    )
+    allow_unsigned_models: bool = Field(
+        False, description="Development only: accept unsigned models (logged loudly at start)."
+    )
 
     # Operations.
     log_level: str = "INFO"
@@ -64,6 +78,51 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="Address /metrics and /health listen on (0.0.0.0 in containers)."
     )
+    health_grace_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds outputs may stay unacknowledged, or a required topic missing, "
+        "before a worker's /health and finscore_healthy turn unhealthy.",
+    )
+
+    # Input bounds (issue 14): a record outside them is a dead letter with a reason.
+    max_future_skew_s: float = Field(
+        3600, ge=0, description="Event times may be at most this far ahead of the wall clock."
+    )
+    min_event_time: str = Field(
+        "2000-01-01T00:00:00Z",
+        description="No event time before this (ISO 8601); also the feature stores' origin.",
+    )
+    max_event_age_days: float | None = Field(
+        None,
+        gt=0,
+        description="Event times at most this many days before the wall clock; unset = no "
+        "limit (replays of history, e.g. the simulator's 2018 data). Set it in production.",
+    )
+    min_amount: float = Field(0.0, ge=0, description="Smallest accepted amount.")
+    max_amount: float = Field(1_000_000.0, gt=0, description="Largest accepted amount.")
+    max_id_length: int = Field(
+        128, ge=1, description="Longest accepted id (transaction, customer, terminal, instrument)."
+    )
+
+    def input_bounds(self) -> InputBounds:
+        """The bounds input records are checked against (a plain value for the core)."""
+        from datetime import datetime
+
+        from finscore.streams.bounds import InputBounds
+
+        start = datetime.fromisoformat(self.min_event_time.replace("Z", "+00:00"))
+        if start.tzinfo is None:
+            raise ValueError("FINSCORE_MIN_EVENT_TIME needs a time zone (e.g. Z)")
+        age = self.max_event_age_days
+        return InputBounds(
+            max_future_ms=int(self.max_future_skew_s * 1000),
+            min_event_time_ms=int(start.timestamp() * 1000),
+            max_event_age_ms=None if age is None else int(age * 86_400_000),
+            min_amount_cents=round(self.min_amount * 100),
+            max_amount_cents=round(self.max_amount * 100),
+            max_id_length=self.max_id_length,
+        )
 
     @property
     def embedded(self) -> bool:
@@ -94,6 +153,19 @@ class Settings(BaseSettings):
         }
         conf.update({k: v for k, v in optional.items() if v})
         return conf
+
+    @property
+    def model_key_dir(self) -> Path:
+        """Folder of the local model key pair: ``key_dir``, else ``keys`` beside the registry."""
+        return self.key_dir or self.registry_dir.parent / "keys"
+
+    def model_keys(self, *, create: bool = True) -> ModelKeys:
+        """Signing and verify keys: the explicit ones, else the local pair (created when
+        missing and ``create``); see :mod:`finscore.keys`."""
+        from finscore.keys import resolve_keys
+
+        signing = self.signing_key.get_secret_value() if self.signing_key else None
+        return resolve_keys(signing, self.verify_key, self.model_key_dir, create=create)
 
     def json_topic_set(self) -> frozenset[str]:
         """Output topics to write as JSON."""

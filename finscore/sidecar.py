@@ -8,7 +8,18 @@ buffer of recent labelled transactions. Recompress when a trigger fires:
 - **drift**: the live version's rolling AP falls ``ap_drop`` below the best it has shown, or its
   score PSI exceeds ``psi_threshold``;
 - **schedule**: every ``interval_s`` seconds (0 = never);
-- **command**: ``finscore models recompress fraud`` (a record on ``sidecar-commands``).
+- **command**: ``finscore models recompress fraud`` (a record on ``sidecar-commands``). A
+  command obeys the same cooldown as the other triggers: one that arrives while a run is going
+  on or within ``cooldown_s`` of the last one is **refused** (logged as
+  ``sidecar.command_refused`` with the reason, kept in ``state.refused``), not queued; send it
+  again later.
+
+Every input is untrusted (:mod:`finscore.sidecar_inputs` has the bounds): a record that does not
+decode or is out of bounds is logged (``sidecar.bad_record``), counted (``state.bad_records``,
+by topic and error type) and dead-lettered to its topic's dead-letter topic where the catalog
+has one (``sidecar-commands-dlq``, ``fraud-labels-dlq``, ``market-ticks-dlq``); bad records on
+the workers' outputs (``fraud-flags``, ``price-signals``) have none and are logged and counted
+only. No record stops the sidecar.
 
 Recompression = the compression issue's plan on the recent labelled window (teacher → distil →
 prune → share → quantise), then a gate **against the live champion** on a held-out recent
@@ -19,9 +30,9 @@ signed, promoted and announced on ``model-updates``; workers hot-swap it.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +40,7 @@ from typing import Any
 
 import click
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from finscore.logging import get_logger
 from finscore.promotion import gated_candidate, over_budget, publish_and_announce
@@ -38,11 +49,28 @@ from finscore.registry import Registry
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
+from finscore.sidecar_inputs import (
+    BadInput,
+    Command,
+    check_flag,
+    check_label,
+    check_signal,
+    check_tick,
+    parse_command,
+)
 from finscore.sidecar_market import MarketCare
 from finscore.sim.frame import TransactionFrame
+from finscore.streams.exceptions import TopicMissing
+from finscore.streams.pipeline import DeadLetter, DeadLetterEncoder
+from finscore.streams.transport import Message
 
 log = get_logger("sidecar")
 DAY_MS = 86_400_000
+
+
+def _dead_letter_ack(err: Any, msg: Any) -> None:
+    if err is not None:  # the refused record was logged and counted already
+        log.warning("sidecar.dead_letter_failed", topic=msg.topic(), error=str(err))
 
 
 @dataclass(frozen=True)
@@ -51,6 +79,7 @@ class SidecarConfig:
     topic_prefix: str = ""
     registry_dir: Path = Path("var/registry")
     signing_key: str | None = None
+    allow_unsigned: bool = False  # development only: publish unsigned models without a key
     interval_s: float = 0.0
     min_outcomes: int = 5000
     ap_drop: float = 0.10
@@ -66,6 +95,7 @@ class SidecarConfig:
     market_min_outcomes: int = 2000
     market_f1_drop: float = 0.10
     market_epochs: int = 4
+    max_amount: float = 1_000_000.0  # labels with a larger amount are refused
 
 
 class OutcomeBuffer:
@@ -78,6 +108,7 @@ class OutcomeBuffer:
         self._rows: list[tuple] = []
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        self.newest_ms: int | None = None  # newest tx_time added (validation's reference)
 
     def add(self, label: dict) -> None:
         tid = label["transaction_id"]
@@ -88,6 +119,8 @@ class OutcomeBuffer:
                 return
             self._seen.add(tid)
             self._rows.append(row)
+            if self.newest_ms is None or row[1] > self.newest_ms:
+                self.newest_ms = row[1]
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -130,6 +163,8 @@ class SidecarState:
     best_ap: dict[str, float] = field(default_factory=dict)
     running: bool = False
     last_run: float = 0.0
+    bad_records: Counter[str] = field(default_factory=Counter)  # "topic:error_type" -> count
+    refused: list[dict] = field(default_factory=list)  # commands refused (the last 100)
 
 
 class Sidecar:
@@ -148,12 +183,19 @@ class Sidecar:
         self.live_version: str | None = None
         p = cfg.topic_prefix
         self.consumer = Consumer({**cfg.client, "group.id": f"{p}finscore-sidecar", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 50})  # fmt: skip
-        md = self.consumer.list_topics(timeout=10)
+                                  "fetch.wait.max.ms": 50, "allow.auto.create.topics": False})  # fmt: skip
+        md = self.consumer.list_topics(timeout=10)  # full listing: never creates a topic
         tps = []
         followed = [p + T.FRAUD_LABELS, p + T.FRAUD_FLAGS]
         if cfg.markets:
             followed += [p + T.MARKET_TICKS, p + T.PRICE_SIGNALS]
+        missing = [t for t in followed if t not in md.topics]
+        if missing:
+            self.consumer.close()
+            raise TopicMissing(
+                f"the sidecar's input topics do not exist: {', '.join(missing)}",
+                hint="create the catalog with `finscore topics --create`",
+            )
         for t in followed:
             tps += [TopicPartition(t, q, OFFSET_BEGINNING) for q in md.topics[t].partitions]
         cmd = p + T.SIDECAR_COMMANDS
@@ -161,46 +203,101 @@ class Sidecar:
             tps.append(TopicPartition(cmd, 0, OFFSET_BEGINNING))
         self.consumer.assign(tps)
         self._started_ms = int(time.time() * 1000)
+        # Dead letters go to an input's dead-letter topic only where it exists (never created).
+        self._dlq_topics = {t for t in md.topics if t.endswith("-dlq")}
+        self._dead = DeadLetterEncoder("sidecar")
+        self._dlq_producer = Producer({**cfg.client, "linger.ms": 20,
+                                       "allow.auto.create.topics": False})  # fmt: skip
+        self._last_seq: dict[str, int] = {}
 
     def stop(self) -> None:
         self._stop.set()
 
     # -- inputs -------------------------------------------------------------------------------
-    def poll(self, timeout: float = 0.5) -> list[str]:
-        """Consume what is there; returns pending commands (model names to recompress)."""
-        commands = []
+    def poll(self, timeout: float = 0.5) -> list[Command]:
+        """Consume what is there; returns the valid commands sent since the sidecar started.
+
+        Each record is decoded and checked (:mod:`finscore.sidecar_inputs`); a bad one is
+        logged, counted and dead-lettered (:meth:`_refuse`) and the rest of the batch goes on.
+        """
+        commands: list[Command] = []
         p = self.cfg.topic_prefix
         ticks: list[dict] = []
         signals: list[dict] = []
         for m in self.consumer.consume(5000, timeout):  # small polls: triggers see the trend
-            if m.error() is not None or m.value() is None:
+            if m.error() is not None:
                 continue
             topic = m.topic()
             try:
+                if m.value() is None:
+                    raise BadInput("EmptyValue", "record has no value (tombstone)")
                 if topic == p + T.FRAUD_LABELS:
-                    lab = self._labels.decode(m.value())
+                    lab = check_label(self._labels.decode(m.value()), self.buffer.newest_ms,
+                                      max_amount=self.cfg.max_amount)  # fmt: skip
                     self.buffer.add(lab)
                     self.monitor.add_label(lab["transaction_id"], lab["is_fraud"])
                 elif topic == p + T.FRAUD_FLAGS:
-                    flag = self._flags.decode(m.value())
+                    flag = check_flag(self._flags.decode(m.value()))
                     self.monitor.add_flag(
                         flag["transaction_id"], flag["score"], flag["model_version"]
                     )
                     self.live_version = flag["model_version"]
                 elif topic == p + T.MARKET_TICKS:
-                    ticks.append(self._ticks.decode(m.value()))
+                    tick = self._ticks.decode(m.value())
+                    check_tick(tick, self._last_seq.get(tick.get("instrument", "")))
+                    self._last_seq[tick["instrument"]] = max(
+                        tick["sequence"], self._last_seq.get(tick["instrument"], -1)
+                    )
+                    ticks.append(tick)
                 elif topic == p + T.PRICE_SIGNALS:
-                    signals.append(self._signals.decode(m.value()))
-                elif m.timestamp()[1] >= self._started_ms:  # commands sent while we run
-                    commands.append(json.loads(m.value()).get("model", "fraud"))
-            except (DecodeError, ValueError, KeyError) as exc:
-                log.warning("sidecar.bad_record", topic=topic, offset=m.offset(), error=str(exc))
+                    signals.append(check_signal(self._signals.decode(m.value())))
+                elif topic == p + T.SIDECAR_COMMANDS:
+                    command = parse_command(m.value())
+                    if m.timestamp()[1] >= self._started_ms:  # commands sent while we run
+                        commands.append(command)
+            except BadInput as exc:
+                self._refuse(m, exc.error_type, exc.reason)
+            except DecodeError as exc:
+                self._refuse(m, "DecodeError", str(exc))
+            except (ValueError, KeyError, TypeError) as exc:  # a decoded record of odd shape
+                self._refuse(m, "InvalidRecord", f"{type(exc).__name__}: {exc}")
         self.market.add_ticks(ticks)
         self.market.add_signals(signals)
+        self._dlq_producer.poll(0)
         return commands
 
+    def _refuse(self, m: Any, error_type: str, reason: str) -> None:
+        """Log, count and dead-letter (where the topic has a dead-letter topic) one record."""
+        topic = m.topic()
+        self.state.bad_records[f"{topic}:{error_type}"] += 1
+        log.warning("sidecar.bad_record", topic=topic, partition=m.partition(),
+                    offset=m.offset(), error_type=error_type, reason=reason[:300])  # fmt: skip
+        if T.dlq(topic) not in self._dlq_topics:
+            return
+        msg = Message(topic, m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+        rec = self._dead.encode(DeadLetter(msg, error_type, reason), int(time.time() * 1000))
+        try:
+            self._dlq_producer.produce(rec.topic, rec.value, rec.key, on_delivery=_dead_letter_ack)
+        except (BufferError, KafkaException) as exc:  # counted above; the record is logged
+            log.warning("sidecar.dead_letter_failed", topic=topic, error=str(exc))
+
     def _may_run(self) -> bool:
-        return not self.state.running and time.time() - self.state.last_run >= self.cfg.cooldown_s
+        return self._busy() is None
+
+    def _busy(self) -> str | None:
+        """Why no recompression may start now (running, or inside the cooldown), or None."""
+        if self.state.running:
+            return "a recompression is running"
+        left = self.cfg.cooldown_s - (time.time() - self.state.last_run)
+        if left > 0:
+            return f"inside the cooldown ({left:.0f} s of {self.cfg.cooldown_s:.0f} s left)"
+        return None
+
+    def _refuse_command(self, command: Command, why: str) -> None:
+        self.state.refused = [*self.state.refused[-99:], {"model": command.model, "why": why,
+                              "at": datetime.now(UTC).isoformat(timespec="seconds")}]  # fmt: skip
+        log.warning("sidecar.command_refused", model=command.model, why=why,
+                    hint="send the command again after the cooldown")  # fmt: skip
 
     def trigger(self) -> str | None:
         """The reason to recompress now, or None."""
@@ -342,9 +439,13 @@ class Sidecar:
             while not self._stop.is_set():
                 commands = self.poll()
                 model, reason = "fraud", None
-                if commands and not self.state.running:
-                    model, reason = commands[-1], f"command: {commands[-1]}"
-                else:
+                for command in commands:  # commands obey the cooldown like any trigger
+                    why = "another command just started a recompression" if reason else self._busy()
+                    if why is not None:
+                        self._refuse_command(command, why)
+                        continue
+                    model, reason = command.model, f"command: {command.model}"
+                if reason is None:
                     reason = self.trigger()
                     if reason is None and self.cfg.markets and self._may_run():
                         model, reason = (
@@ -360,6 +461,7 @@ class Sidecar:
             if self._thread is not None:
                 self._thread.join(600)
             self.consumer.close()
+            self._dlq_producer.flush(10)
             log.info("sidecar.stopped", recompressions=len(self.state.recompressions))
 
 
@@ -386,9 +488,14 @@ def sidecar(
     check_reachable(s.kafka_config())
     sc = Sidecar(SidecarConfig(
         client=s.kafka_config(), topic_prefix=s.topic_prefix, registry_dir=s.registry_dir,
-        signing_key=s.signing_key.get_secret_value() if s.signing_key else None,
+        signing_key=s.model_keys().signing_key, allow_unsigned=s.allow_unsigned_models,
         interval_s=interval, min_outcomes=min_outcomes, ap_drop=ap_drop, tolerance=tolerance,
     ))  # fmt: skip
+    if sc.cfg.signing_key is None:
+        log.warning("security.no_signing_key", unsigned_allowed=s.allow_unsigned_models,
+                    message="the sidecar has no signing key: recompressed models are "
+                    + ("announced UNSIGNED (development only)" if s.allow_unsigned_models
+                       else "not published"))  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sc.stop())
     signal.signal(signal.SIGINT, lambda *_: sc.stop())
     sc.run()

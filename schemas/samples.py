@@ -91,6 +91,7 @@ def sample(name: str, i: int = 0) -> dict:
             "signature": None,
             "canary_share": 0.0,
             "announced_at": t,
+            "envelope_signature": None if i % 2 else bytes(range(64)),
         }
     if name == "dead_letter":
         return {
@@ -103,5 +104,9 @@ def sample(name: str, i: int = 0) -> dict:
             "reason": "not Avro single-object, Confluent wire format or JSON",
             "worker": "fraud@test",
             "failed_at": t,
+            "value_size": None,
+            "value_sha256": None,
+            "key_size": None,
+            "key_sha256": None,
         }
     raise KeyError(name)

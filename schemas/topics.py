@@ -122,4 +122,13 @@ def catalog(partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
         )
         for t in INPUTS
     ]
+    specs.append(
+        TopicSpec(
+            p + dlq(SIDECAR_COMMANDS),
+            1,
+            "dead_letter",
+            "source key",
+            doc=f"Records of {SIDECAR_COMMANDS} the sidecar refused (not a valid command).",
+        )
+    )
     return specs

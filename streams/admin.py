@@ -1,7 +1,15 @@
-"""Cluster administration: reachability, idempotent topic creation, offsets and lag."""
+"""Cluster administration: reachability, idempotent topic creation, offsets and lag.
+
+Topics are only ever created here, from the catalog (:mod:`finscore.schemas.topics`): clients
+are configured never to create them (``allow.auto.create.topics=false``), and lookups use a
+full metadata listing (a per-topic request would make brokers with auto-creation create it).
+A catalog topic that exists with another partition count is reported
+(:func:`partition_mismatches`), never silently accepted.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -61,6 +69,56 @@ def ensure_topics(
     return created
 
 
+@dataclass(frozen=True)
+class PartitionMismatch:
+    """A catalog topic that exists with a partition count other than the catalog's."""
+
+    topic: str
+    expected: int
+    actual: int
+
+    def __str__(self) -> str:
+        return f"{self.topic} has {self.actual} partition(s), the catalog says {self.expected}"
+
+
+def topic_partitions(client: ClientConf, timeout: float = 5.0) -> dict[str, int]:
+    """Every topic on the cluster with its partition count (a full listing: creates nothing).
+    Raises TransportError with a hint when no broker answers."""
+    try:
+        md = admin(client).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TransportError(
+            f"no Kafka broker answers at {client.get('bootstrap.servers')}",
+            hint="start the embedded one with `finscore broker`, or set "
+            "FINSCORE_BOOTSTRAP_SERVERS to your cluster",
+        ) from exc
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
+def partition_mismatches(
+    client: ClientConf, specs: Iterable[TopicSpec], timeout: float = 5.0
+) -> list[PartitionMismatch]:
+    """The catalog topics that exist with another partition count than ``specs`` declare."""
+    existing = topic_partitions(client, timeout)
+    return [
+        PartitionMismatch(s.name, s.partitions, existing[s.name])
+        for s in specs
+        if s.name in existing and existing[s.name] != s.partitions
+    ]
+
+
+def require_topics(client: ClientConf, names: Iterable[str], timeout: float = 5.0) -> None:
+    """Raise :class:`TopicMissing` (one sentence, hint: ``finscore topics --create``) naming
+    every topic of ``names`` that does not exist."""
+    existing = topic_partitions(client, timeout)
+    missing = [n for n in names if n not in existing]
+    if missing:
+        raise TopicMissing(
+            f"required topic(s) do not exist: {', '.join(missing)}",
+            hint="create the catalog with `finscore topics --create` (same FINSCORE_TOPIC_PREFIX)",
+        )
+
+
 def partitions_of(client: ClientConf, topic: str, timeout: float = 5.0) -> list[int]:
     """Partition ids of ``topic``; raises TopicMissing when it does not exist."""
     # Full listing, never a per-topic metadata request: brokers with auto-creation enabled
@@ -96,6 +154,23 @@ class PartitionOffsets:
         return self.high - max(self.committed, self.low)
 
 
+def _watermarks(c: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """(low, high) of one partition, waiting out a just-created partition's leader election
+    (Apache Kafka answers NOT_LEADER_FOR_PARTITION for a moment after creation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = c.get_watermark_offsets(tp, timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise TransportError(
+                    f"no offsets for {tp.topic}[{tp.partition}]: {exc.args[0]}",
+                    hint="the partition may have no leader yet; try again in a few seconds",
+                ) from exc
+            time.sleep(0.2)
+
+
 def offsets(
     client: ClientConf, topics: Iterable[str], group: str | None = None, timeout: float = 5.0
 ) -> list[PartitionOffsets]:
@@ -115,7 +190,7 @@ def offsets(
                     if tp.offset >= 0:
                         committed[tp.partition] = tp.offset
             for p in parts:
-                low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout)
+                low, high = _watermarks(c, TopicPartition(topic, p), timeout)
                 out.append(PartitionOffsets(topic, p, low, high, committed.get(p)))
         return out
     finally:

@@ -4,53 +4,63 @@ Per batch, on columns rather than per-record dicts: decode (see
 :mod:`finscore.streams.fraud_columns`), validate (impossible values become dead letters),
 featurise with :meth:`finscore.features.fraud.FraudFeatures.transform_columns` (the same code
 training uses), score with the live model (and a challenger, if one is set), encode flags keyed
-like their input. Customers whose state changed are remembered until the worker asks for
+like their input. Validation is explicit bounds (:class:`~finscore.streams.bounds.InputBounds`:
+ids, amount, event time against the wall clock) and the duplicate policy of
+:meth:`FraudPipeline._duplicates` (a reused id with other content is a
+``duplicate_transaction_id`` dead letter; an identical repeat is a replay, scored again). Customers whose state changed are remembered until the worker asks for
 their changelog records (:meth:`FraudPipeline.flush_state`), which it does before it commits.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
-from decimal import Decimal
 
 import numpy as np
 
-from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
+from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures, to_cents
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar import ColumnarCodec
 from finscore.schemas.topics import shadow
-from finscore.streams.fraud_columns import FlagEncoder, TxColumns, decode_transactions
-from finscore.streams.pipeline import (
-    MAX_FUTURE_SKEW_MS,
-    BatchResult,
-    Clock,
-    DeadLetter,
-    decode_batch,
-    now_ms,
+from finscore.streams.bounds import DEFAULT_BOUNDS, Check, InputBounds, first_failures
+from finscore.streams.fraud_columns import (
+    FlagEncoder,
+    TxColumns,
+    columns_from_records,
+    decode_transactions,
 )
+from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, decode_batch, now_ms
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message, OutRecord
 
 _LABEL_COLUMNAR = ColumnarCodec("fraud_label")
 
 
-def validate_transaction(tx: dict, now: int) -> str | None:
-    """Why a decoded transaction is impossible, or None when it is fine."""
-    amount = tx["amount"]
-    if isinstance(amount, Decimal):
-        if not amount.is_finite():
-            return f"amount is {amount}"
-    elif not math.isfinite(float(amount)):
-        return f"amount is {amount}"
-    if amount < 0:
-        return f"negative amount {amount}"
-    if not tx["customer_id"] or not tx["terminal_id"]:
-        return "empty customer_id or terminal_id"
-    if tx["event_time"] > now + MAX_FUTURE_SKEW_MS:
-        return f"event_time {tx['event_time']} is more than 1 h in the future"
-    return None
+DUPLICATE = "duplicate_transaction_id"
+DUPLICATE_ERROR = "DuplicateTransactionId"
+
+
+def transaction_checks(cols: TxColumns, now: int, bounds: InputBounds) -> list[Check]:
+    """The bounds a transaction must meet, on whole columns (see :mod:`finscore.streams.bounds`):
+    ids, amount, event time against the wall clock ``now`` (ms)."""
+    return [
+        *bounds.id_checks("transaction_id", cols.transaction_id),
+        *bounds.id_checks("customer_id", cols.customer_id),
+        *bounds.id_checks("terminal_id", cols.terminal_id),
+        *bounds.amount_checks(cols.cents),
+        *bounds.time_checks("event_time", cols.event_time, now),
+    ]
+
+
+def validate_transaction(tx: dict, now: int, bounds: InputBounds = DEFAULT_BOUNDS) -> str | None:
+    """Why a decoded transaction is out of bounds, or None when it is fine (the pipeline's
+    rules, on one record; a non-finite amount is refused)."""
+    try:
+        cols = columns_from_records([Message("", 0, 0, None, None)], [tx])
+    except (ValueError, ArithmeticError, OverflowError):
+        return f"amount is {tx.get('amount')}"
+    _, reasons = first_failures(transaction_checks(cols, now, bounds), 1)
+    return reasons[0] if reasons else None
 
 
 def in_canary(key: bytes | None, share: float) -> bool:
@@ -77,9 +87,12 @@ class FraudPipeline:
         out_codec: Codec | None = None,
         explain: int = 0,
         evict_interval: float = 30.0,
+        bounds: InputBounds = DEFAULT_BOUNDS,
     ) -> None:
         """``evict_interval``: seconds between evictions of state no feature can see (at a
-        flush; an eviction scans the whole state, so not at every commit)."""
+        flush; an eviction scans the whole state, so not at every commit); ``bounds``: what a
+        transaction may hold (others are dead letters)."""
+        self.bounds = bounds
         self.explain = explain
         self.features = features
         self.slot = slot
@@ -110,6 +123,10 @@ class FraudPipeline:
         cols, result.dead_letters = decode_transactions(self.in_codec, messages)
         cols, impossible = self._validate(cols, now_ms(self.clock))
         result.dead_letters += impossible
+        if len(cols):
+            cols, repeated = self._duplicates(cols)
+            result.dead_letters += repeated
+            result.duplicates = len(repeated)
         live = self.slot.live
         if not len(cols) or live is None:
             if len(cols):  # no model: nothing may be dropped silently
@@ -165,23 +182,45 @@ class FraudPipeline:
         ]
 
     def _validate(self, cols: TxColumns, now: int) -> tuple[TxColumns, list[DeadLetter]]:
-        """Split off impossible transactions (same rules and reasons as validate_transaction)."""
-        bad = (
-            (cols.cents < 0)
-            | (cols.event_time > now + MAX_FUTURE_SKEW_MS)
-            | ~self.features.accepts_times(cols.event_time)
-            | (np.fromiter(map(len, cols.customer_id), np.int64, len(cols)) == 0)
-            | (np.fromiter(map(len, cols.terminal_id), np.int64, len(cols)) == 0)
-        )
-        if not bad.any():
+        """Split off transactions out of bounds (the reasons of :func:`validate_transaction`;
+        the feature state's range is a last check the bounds already imply)."""
+        t = cols.event_time
+        checks = [
+            *transaction_checks(cols, now, self.bounds),
+            (~self.features.accepts_times(t),
+             lambda i: f"event_time {int(t[i])} is out of the feature state's range"),
+        ]  # fmt: skip
+        rows, reasons = first_failures(checks, len(cols))
+        if not len(rows):
             return cols, []
-        dead = []
-        for i in np.flatnonzero(bad).tolist():
-            reason = validate_transaction(cols.record(i), now) or (
-                f"event_time {int(cols.event_time[i])} is out of the feature state's range"
+        dead = [
+            DeadLetter(cols.messages[i], "ImpossibleValue", why)
+            for i, why in zip(rows.tolist(), reasons, strict=True)
+        ]
+        keep = np.ones(len(cols), dtype=bool)
+        keep[rows] = False
+        return cols.take(np.flatnonzero(keep)), dead
+
+    def _duplicates(self, cols: TxColumns) -> tuple[TxColumns, list[DeadLetter]]:
+        """Split off reused transaction ids (policy: the first occurrence is scored; a repeat
+        for the same customer within the state's horizon with another event time or amount
+        is a ``duplicate_transaction_id`` dead letter and never enters the state; an identical
+        repeat is an at-least-once replay, scored again and counted once)."""
+        conflict = self.features.find_conflicts(
+            cols.transaction_id, cols.event_time, cols.customer_id, cols.cents
+        )
+        if not conflict.any():
+            return cols, []
+        dead = [
+            DeadLetter(
+                cols.messages[i],
+                DUPLICATE_ERROR,
+                f"{DUPLICATE}: transaction {cols.transaction_id[i]!r} of customer "
+                f"{cols.customer_id[i]!r} was already scored with another event time or amount",
             )
-            dead.append(DeadLetter(cols.messages[i], "ImpossibleValue", reason))
-        return cols.take(np.flatnonzero(~bad)), dead
+            for i in np.flatnonzero(conflict).tolist()
+        ]
+        return cols.take(np.flatnonzero(~conflict)), dead
 
     def flush_state(self) -> list[OutRecord]:
         """Changelog records for the customers changed since the last flush: the window entries
@@ -232,30 +271,87 @@ class LabelsPipeline:
     """Applies delayed fraud labels to the terminal-risk state; bad labels are dead letters.
 
     Every worker reads every label (terminal risk is global), so this path is columnar too:
-    the vectorised decoder for our own Avro labels, the per-record codec for the rest.
+    the vectorised decoder for our own Avro labels, the per-record codec for the rest. Labels
+    are checked like transactions (ids, amount, ``tx_time`` and ``label_time`` within the
+    bounds, and a label never known before its transaction happened); one out of bounds is a
+    dead letter and never reaches the state.
     """
 
-    def __init__(self, features: FraudFeatures, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        features: FraudFeatures,
+        codec: Codec | None = None,
+        *,
+        bounds: InputBounds = DEFAULT_BOUNDS,
+        clock: Clock = time.time,
+    ) -> None:
         self.features = features
         self.codec = codec or Codec("fraud_label")
+        self.bounds = bounds
+        self.clock = clock
 
     def process(self, messages: list[Message]) -> BatchResult:
+        """Decode → check → apply one batch of labels; ``scored`` counts those applied."""
         result = BatchResult()
-        batch = _LABEL_COLUMNAR.decode([m.value for m in messages])
+        batch = _LABEL_COLUMNAR.decode([m.value if m.value is not None else b"" for m in messages])
+        names = ("transaction_id", "customer_id", "terminal_id")
+        cols: dict[str, list] = {k: list(batch[k]) if len(batch) else [] for k in names}
         if len(batch):
             assert batch.scales["amount"] == 2, "the label schema's amounts are in cents"
-            self.features.apply_label_columns(
-                batch["transaction_id"],
-                batch["customer_id"],
-                batch["terminal_id"],
-                batch["tx_time"],
-                batch["label_time"],
-                batch["is_fraud"],
-                batch["amount"],
-            )
+        msgs = [messages[i] for i in batch.ok.tolist()]
+        tx_t, label_t, fraud, cents = (
+            [np.asarray(batch[k], np.int64)] if len(batch) else []
+            for k in ("tx_time", "label_time", "is_fraud", "amount")
+        )
         decoded, result.dead_letters = decode_batch(self.codec, [messages[i] for i in batch.rest])
-        labels = [lab for _, lab in decoded]
-        if labels:
-            self.features.apply_labels(labels)
-        result.scored = len(batch) + len(labels)
+        for m, lab in decoded:
+            try:
+                amount = to_cents(lab["amount"])
+            except (ValueError, ArithmeticError, OverflowError):
+                result.dead_letters.append(
+                    DeadLetter(m, "ImpossibleValue", f"amount is {lab['amount']}")
+                )
+                continue
+            msgs.append(m)
+            for k in names:
+                cols[k].append(lab[k])
+            for col, v in ((tx_t, lab["tx_time"]), (label_t, lab["label_time"]),
+                           (fraud, bool(lab["is_fraud"])), (cents, amount)):  # fmt: skip
+                col.append(np.array([int(v)], np.int64))
+        if not msgs:
+            return result
+        tt, lt, ff, cc = (np.concatenate(c) for c in (tx_t, label_t, fraud, cents))
+        rows, reasons = first_failures(self._checks(cols, tt, lt, cc), len(msgs))
+        if len(rows):
+            result.dead_letters += [
+                DeadLetter(msgs[i], "ImpossibleValue", why)
+                for i, why in zip(rows.tolist(), reasons, strict=True)
+            ]
+            keep = np.ones(len(msgs), dtype=bool)
+            keep[rows] = False
+            ok = np.flatnonzero(keep)
+            cols = {k: [v[i] for i in ok.tolist()] for k, v in cols.items()}
+            tt, lt, ff, cc = tt[ok], lt[ok], ff[ok], cc[ok]
+        self.features.apply_label_columns(
+            cols["transaction_id"], cols["customer_id"], cols["terminal_id"], tt, lt,
+            ff.astype(bool), cc,
+        )  # fmt: skip
+        result.scored = len(tt)
         return result
+
+    def _checks(
+        self, cols: dict[str, list], tx_time: np.ndarray, label_time: np.ndarray, cents: np.ndarray
+    ) -> list[Check]:
+        b, now = self.bounds, now_ms(self.clock)
+        return [
+            *b.id_checks("transaction_id", cols["transaction_id"]),
+            *b.id_checks("customer_id", cols["customer_id"]),
+            *b.id_checks("terminal_id", cols["terminal_id"]),
+            *b.amount_checks(cents),
+            *b.time_checks("tx_time", tx_time, now),
+            *b.time_checks("label_time", label_time, now),
+            (label_time < tx_time,
+             lambda i: f"label_time {int(label_time[i])} is before tx_time {int(tx_time[i])}"),
+            (~self.features.accepts_label_times(tx_time),
+             lambda i: f"tx_time {int(tx_time[i])} is out of the feature state's range"),
+        ]  # fmt: skip

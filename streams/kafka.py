@@ -8,14 +8,25 @@ of the embedded broker is paid once, not per batch.
 Exactly-once (``exactly_once=True``): each batch is one Kafka transaction holding its outputs,
 dead letters, state-changelog records and its input offsets
 (``send_offsets_to_transaction``); readers use ``isolation.level=read_committed``.
+
+Acknowledgements are tracked in :attr:`KafkaTransport.delivery` (:class:`DeliveryStats`):
+records acknowledged per topic (a batch's records count once all of them are acknowledged; in
+exactly-once mode once their transaction commits), failed deliveries, records still
+unacknowledged and how long acknowledgements have not progressed while some are pending. The
+worker's metrics and ``/health`` are built on it, never on what was merely queued.
+
+Clients never create topics (``allow.auto.create.topics=false``; librdkafka's producer default
+is true, and brokers that allow it create them with their own partition count): a missing topic
+is reported, and created from the catalog by ``finscore topics --create``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -33,6 +44,31 @@ from finscore.streams.transport import AssignCallback, Message, OutRecord
 from finscore.streams.transport import TopicPartition as TP
 
 log = get_logger(__name__)
+
+
+class DeliveryStats:
+    """Acknowledgement bookkeeping of one transport.
+
+    Written by the transport's thread (delivery callbacks run inside its ``poll``); plain
+    attributes, so a health thread may read them at any time.
+    """
+
+    __slots__ = ("acked", "acks", "failed", "last_error", "last_progress", "unacked")
+
+    def __init__(self) -> None:
+        self.acked: Counter[str] = Counter()  # records acknowledged, per topic
+        self.acks = 0  # acknowledgements received (successes), all topics
+        self.failed = 0  # records whose delivery failed (or whose transaction aborted)
+        self.last_error = ""
+        self.unacked = 0  # records produced and not yet acknowledged
+        self.last_progress = time.monotonic()  # last ack, or last time nothing was pending
+
+    def stalled_s(self, now: float | None = None) -> float:
+        """Seconds since acknowledgements last progressed while records are pending (0 when
+        nothing is pending)."""
+        if self.unacked <= 0:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.last_progress)
 
 
 @dataclass(frozen=True)
@@ -62,6 +98,7 @@ def producer_config(client: Mapping[str, str | int], **extra: str | int) -> dict
         "batch.num.messages": 10000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
+        "allow.auto.create.topics": False,  # never create a topic with the broker's defaults
     }
     conf.update(extra)
     return conf
@@ -83,16 +120,25 @@ def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> 
 class _InFlight:
     """Offsets of one polled batch and how many of its produced records await an ack."""
 
-    __slots__ = ("offsets", "pending", "failed")
+    __slots__ = ("offsets", "pending", "failed", "topics", "stats")
 
-    def __init__(self, offsets: dict[TP, int]) -> None:
+    def __init__(self, offsets: dict[TP, int], stats: DeliveryStats | None = None) -> None:
         self.offsets = offsets
         self.pending = 0
         self.failed: KafkaError | None = None
+        self.topics: Counter[str] = Counter()  # records produced, per topic
+        self.stats = stats or DeliveryStats()
 
     def ack(self, err: KafkaError | None, _msg: object) -> None:
         self.pending -= 1
-        if err is not None and self.failed is None:
+        st = self.stats
+        st.unacked -= 1
+        if err is None:
+            st.acks += 1
+            return
+        st.failed += 1
+        st.last_error = str(err)
+        if self.failed is None:
             self.failed = err
 
 
@@ -128,6 +174,7 @@ class KafkaTransport:
             "heartbeat.interval.ms": max(500, options.session_timeout_ms // 6),
             "fetch.wait.max.ms": 10,
             "queued.max.messages.kbytes": 262144,
+            "allow.auto.create.topics": False,
         }
         if options.exactly_once:
             consumer_conf["isolation.level"] = "read_committed"
@@ -141,6 +188,12 @@ class KafkaTransport:
         self.consumer = Consumer(consumer_conf)
         self._inflight: deque[_InFlight] = deque()
         self._current: _InFlight | None = None
+        self.delivery = DeliveryStats()
+        # Records refused at produce time, by error name (see _refused); and who to tell.
+        self.refused: Counter[str] = Counter()
+        self.on_refused: Callable[[OutRecord, str], None] | None = None
+        self._acks_seen = 0
+        self._txn_topics: Counter[str] = Counter()  # exactly-once: records of the open txn
         self._assigned: set[TP] = set()
         if options.exactly_once:
             try:
@@ -228,14 +281,26 @@ class KafkaTransport:
         return out
 
     def produce_batch(self, records: Sequence[OutRecord]) -> None:
-        """Queue records for delivery (asynchronous in at-least-once mode)."""
+        """Queue records for delivery (asynchronous in at-least-once mode).
+
+        Acknowledgement bookkeeping (:attr:`delivery`) counts every record as pending here; a
+        record that is not queued after all must be given back with :meth:`_not_queued`.
+        """
+        st = self.delivery
+        if not records:
+            return
+        if st.unacked <= 0:  # the stall clock starts with the first pending record
+            st.last_progress = time.monotonic()
+        st.unacked += len(records)
         if self.options.exactly_once:
             cb = None
+            self._txn_topics.update([r.topic for r in records])
         else:
             if self._current is None:
-                self._current = _InFlight({})
+                self._current = _InFlight({}, st)
             cb = self._current.ack
             self._current.pending += len(records)
+            self._current.topics.update([r.topic for r in records])
         produce = self.producer.produce
         for r in records:
             # Positional arguments (topic, value, key, partition, on_delivery, timestamp): a
@@ -248,7 +313,33 @@ class KafkaTransport:
                     break
                 except BufferError:
                     self.producer.poll(0.05)
+                except KafkaException as exc:  # refused at produce time: data, not a crash
+                    self._refused(r, exc.args[0])
+                    break
         self.producer.poll(0)
+
+    def _refused(self, record: OutRecord, err: KafkaError) -> None:
+        """A record the client refused to queue (too large, invalid, unknown topic or
+        partition): counted in :attr:`refused` (by error name), logged, handed to
+        :attr:`on_refused`, and never raised out of the loop (the batch goes on)."""
+        self._not_queued(record)
+        name = err.name() if hasattr(err, "name") else str(err)
+        self.refused[name] += 1
+        log.warning("transport.produce_refused", topic=record.topic, error=str(err),
+                    size=len(record.value or b"") + len(record.key or b""))  # fmt: skip
+        if self.on_refused is not None:
+            self.on_refused(record, name)
+
+    def _not_queued(self, record: OutRecord) -> None:
+        """Undo :meth:`produce_batch`'s bookkeeping for a record that was never queued (a
+        produce-time refusal handled as data): it is neither pending nor acknowledged."""
+        self.delivery.unacked -= 1
+        tally = self._txn_topics if self.options.exactly_once else None
+        if not self.options.exactly_once and self._current is not None:
+            self._current.pending -= 1
+            tally = self._current.topics
+        if tally is not None and tally[record.topic] > 0:
+            tally[record.topic] -= 1
 
     def commit(self, batch: Sequence[Message]) -> None:
         """Mark ``batch`` done: commit its offsets when its outputs are safely on the bus."""
@@ -256,7 +347,7 @@ class KafkaTransport:
         if self.options.exactly_once:
             self._commit_transaction(offsets)
             return
-        current = self._current or _InFlight({})
+        current = self._current or _InFlight({}, self.delivery)
         self._current = None
         current.offsets = offsets
         self._inflight.append(current)
@@ -272,12 +363,28 @@ class KafkaTransport:
             self.producer.commit_transaction(60)
         except KafkaException as exc:
             err = exc.args[0]
+            self._txn_done(acknowledged=False, error=str(err))
             if err.txn_requires_abort():
                 self.producer.abort_transaction(30)
                 self._rewind(offsets)
                 log.warning("transport.transaction_aborted", error=str(err))
                 return
             raise TransportError(f"transaction commit failed: {err}") from exc
+        self._txn_done(acknowledged=True)
+
+    def _txn_done(self, acknowledged: bool, error: str = "") -> None:
+        """Exactly-once bookkeeping: the open transaction's records are acknowledged
+        (committed) or failed (aborted) together."""
+        st, n = self.delivery, self.delivery.unacked
+        if acknowledged:
+            st.acked.update(self._txn_topics)
+            st.acks += n
+        else:
+            st.failed += n
+            st.last_error = error
+        st.unacked = 0
+        st.last_progress = time.monotonic()
+        self._txn_topics = Counter()
 
     def _rewind(self, offsets: dict[TP, int]) -> None:
         """After an aborted transaction, seek back to the last committed positions."""
@@ -291,9 +398,15 @@ class KafkaTransport:
         if self.options.exactly_once:
             return
         self.producer.poll(0)
+        st = self.delivery
+        if st.acks != self._acks_seen or st.unacked <= 0:
+            self._acks_seen = st.acks
+            st.last_progress = time.monotonic()
         ready: dict[TP, int] = {}
         while self._inflight and self._inflight[0].pending <= 0:
             done = self._inflight.popleft()
+            if done.failed is None:
+                st.acked.update(done.topics)
             if done.failed is not None:
                 raise TransportError(
                     f"produce failed, offsets not committed: {done.failed}",

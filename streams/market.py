@@ -7,9 +7,11 @@ into per-instrument windows, scored in chunks of windows copied once each into a
 float32 array (:class:`ReadyWindows`), and the signals are encoded with :class:`ColumnarCodec`.
 
 Nothing is emitted for an instrument until its window holds ``window`` snapshots; a tick whose
-sequence was already seen is skipped. Crossed or empty books, more than 10 levels, non-positive
-or NaN prices, negative sizes and far-future timestamps are dead letters (with the reasons of
-:func:`validate_tick`); so are undecodable records (with the reasons of ``Codec.decode``).
+sequence was already seen is skipped. Empty or over-long instrument names, negative sequences,
+crossed or empty books, more than 10 levels, non-positive, NaN or infinite prices, negative
+sizes and event times outside the bounds (:class:`~finscore.streams.bounds.InputBounds`) are
+dead letters (with the reasons of :func:`validate_tick`); so are undecodable records (with the
+reasons of ``Codec.decode``).
 Signals are produced in input order, each after its shadow signal when a challenger runs.
 """
 
@@ -23,6 +25,7 @@ from finscore.features.market import MarketWindows, ReadyWindows, rows_from_leve
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar import ColumnarCodec
 from finscore.schemas.topics import shadow
+from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds
 from finscore.streams.market_ticks import (
     SMALL_BATCH,
     TickColumns,
@@ -53,7 +56,11 @@ class MarketPipeline:
         clock: Clock = time.time,
         in_codec: Codec | None = None,
         out_codec: Codec | None = None,
+        bounds: InputBounds = DEFAULT_BOUNDS,
     ) -> None:
+        """``bounds``: what a tick may hold (see :func:`impossible_ticks`); others are dead
+        letters."""
+        self.bounds = bounds
         self.windows = windows
         self.slot = slot
         self.output_topic = output_topic
@@ -70,7 +77,7 @@ class MarketPipeline:
         result = BatchResult()
         now_us = now_ms(self.clock) * 1000
         ticks, result.dead_letters = decode_ticks(self.in_columnar, self.in_codec, messages)
-        bad, reasons = impossible_ticks(ticks, now_us)
+        bad, reasons = impossible_ticks(ticks, now_us, self.bounds)
         if len(bad):
             result.dead_letters += [
                 DeadLetter(messages[int(ticks.index[i])], "ImpossibleValue", why)
@@ -78,6 +85,24 @@ class MarketPipeline:
             ]
             keep = np.ones(len(ticks), dtype=bool)
             keep[bad] = False
+            ticks = ticks.take(keep)
+        jumps = np.flatnonzero(
+            self.windows.sequence_jumps(
+                ticks.instrument, ticks.sequence, self.bounds.max_sequence_gap
+            )
+        )
+        if len(jumps):
+            result.dead_letters += [
+                DeadLetter(
+                    messages[int(ticks.index[i])],
+                    "ImpossibleValue",
+                    f"sequence {int(ticks.sequence[i])} more than "
+                    f"{self.bounds.max_sequence_gap} above its instrument's last",
+                )
+                for i in jumps.tolist()
+            ]
+            keep = np.ones(len(ticks), dtype=bool)
+            keep[jumps] = False
             ticks = ticks.take(keep)
         if not len(ticks):
             return result

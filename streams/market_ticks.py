@@ -17,29 +17,18 @@ import numpy as np
 from finscore.features.market import LEVELS
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar import ColumnarCodec
-from finscore.streams.pipeline import MAX_FUTURE_SKEW_MS, DeadLetter, decode_batch
+from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds, lengths
+from finscore.streams.pipeline import DeadLetter, decode_batch
 from finscore.streams.transport import Message
 
 SMALL_BATCH = 32  # messages; at most this many are decoded (and encoded) record by record
 
 
-def validate_tick(tick: dict, now_us: int) -> str | None:
-    """Why a decoded book snapshot is impossible, or None when it is fine (the rules; the
-    pipeline applies them to columns with :func:`impossible_ticks`)."""
-    bids, asks = tick["bids"], tick["asks"]
-    if not bids or not asks:
-        return "empty book side"
-    if len(bids) > 10 or len(asks) > 10:
-        return "more than 10 levels on a side"
-    for side in (bids, asks):
-        for lvl in side:
-            if not lvl["price"] > 0 or lvl["size"] < 0:  # `not >` also catches NaN
-                return f"impossible level {lvl}"
-    if bids[0]["price"] >= asks[0]["price"]:
-        return f"crossed book: bid {bids[0]['price']} >= ask {asks[0]['price']}"
-    if tick["event_time"] > now_us + MAX_FUTURE_SKEW_MS * 1000:
-        return f"event_time {tick['event_time']} is more than 1 h in the future"
-    return None
+def validate_tick(tick: dict, now_us: int, bounds: InputBounds = DEFAULT_BOUNDS) -> str | None:
+    """Why a decoded book snapshot is impossible, or None when it is fine: the rules of
+    :func:`impossible_ticks`, on one record."""
+    _, reasons = impossible_ticks(_from_records([0], [tick]), now_us, bounds)
+    return reasons[0] if reasons else None
 
 
 @dataclass
@@ -146,24 +135,46 @@ def decode_ticks(
     return ticks, dead
 
 
-def impossible_ticks(t: TickColumns, now_us: int) -> tuple[np.ndarray, list[str]]:
-    """(rows of ``t`` that :func:`validate_tick` rejects, its reason for each)."""
+def impossible_ticks(
+    t: TickColumns, now_us: int, bounds: InputBounds = DEFAULT_BOUNDS
+) -> tuple[np.ndarray, list[str]]:
+    """(rows of ``t`` out of bounds, the reason of each), in this order of rules: instrument
+    non-empty and at most ``bounds.max_id_length`` characters; sequence non-negative; both
+    book sides non-empty; at most 10 levels a side; every level's price positive and finite
+    and size non-negative; the book not crossed; event time (µs) within the bounds' window
+    of the wall clock ``now_us``."""
     nb, na = t.bid_count, t.ask_count
-    empty = (nb == 0) | (na == 0)
-    over = ~empty & ((nb > LEVELS) | (na > LEVELS))
+    names = lengths(t.instrument)
+    nameless = (names == 0) | (names > bounds.max_id_length)
+    sequence = ~nameless & (t.sequence < 0)
+    rest = ~nameless & ~sequence
+    empty = rest & ((nb == 0) | (na == 0))
+    rest &= ~empty
+    over = rest & ((nb > LEVELS) | (na > LEVELS))
+    rest &= ~over
     j = np.arange(LEVELS)
-    bid_bad = (j < nb[:, None]) & (~(t.bid_price > 0) | (t.bid_size < 0))
-    ask_bad = (j < na[:, None]) & (~(t.ask_price > 0) | (t.ask_size < 0))
-    rest = ~empty & ~over
+    bid_bad = (j < nb[:, None]) & (
+        ~np.isfinite(t.bid_price) | ~(t.bid_price > 0) | (t.bid_size < 0)
+    )
+    ask_bad = (j < na[:, None]) & (
+        ~np.isfinite(t.ask_price) | ~(t.ask_price > 0) | (t.ask_size < 0)
+    )
     level = rest & (bid_bad.any(axis=1) | ask_bad.any(axis=1))
     rest &= ~level
     crossed = rest & (t.bid_price[:, 0] >= t.ask_price[:, 0])
     rest &= ~crossed
-    future = rest & (t.event_time > now_us + MAX_FUTURE_SKEW_MS * 1000)
-    bad = np.flatnonzero(empty | over | level | crossed | future)
+    now_ms = now_us // 1000
+    past = rest & (t.event_time < bounds.earliest_ms(now_ms) * 1000)
+    future = rest & (t.event_time > bounds.latest_ms(now_ms) * 1000)
+    bad = np.flatnonzero(nameless | sequence | empty | over | level | crossed | past | future)
     reasons = []
     for i in bad.tolist():
-        if empty[i]:
+        if nameless[i]:
+            reasons.append(f"instrument of {int(names[i])} characters "
+                           f"(1 to {bounds.max_id_length})")  # fmt: skip
+        elif sequence[i]:
+            reasons.append(f"negative sequence {int(t.sequence[i])}")
+        elif empty[i]:
             reasons.append("empty book side")
         elif over[i]:
             reasons.append("more than 10 levels on a side")
@@ -178,6 +189,10 @@ def impossible_ticks(t: TickColumns, now_us: int) -> tuple[np.ndarray, list[str]
             reasons.append(
                 f"crossed book: bid {float(t.bid_price[i, 0])} >= ask {float(t.ask_price[i, 0])}"
             )
+        elif past[i]:
+            reasons.append(f"event_time {int(t.event_time[i])} is before the earliest accepted "
+                           f"time {bounds.earliest_ms(now_ms) * 1000}")  # fmt: skip
         else:
-            reasons.append(f"event_time {int(t.event_time[i])} is more than 1 h in the future")
+            reasons.append(f"event_time {int(t.event_time[i])} is more than "
+                           f"{bounds.max_future_ms // 1000} s in the future")  # fmt: skip
     return bad, reasons

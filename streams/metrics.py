@@ -38,7 +38,10 @@ class WorkerMetrics:
             "finscore_events_in", "Records consumed.", ["stream"], registry=r
         ).labels(stream)
         self._events_out = Counter(
-            "finscore_events_out", "Records produced.", ["stream", "topic"], registry=r
+            "finscore_events_out",
+            "Records delivered (acknowledged by the broker; in EOS mode, committed).",
+            ["stream", "topic"],
+            registry=r,
         )
         self._dead = Counter(
             "finscore_dead_letters", "Records sent to a dead-letter topic.", ["stream", "reason"],
@@ -74,6 +77,32 @@ class WorkerMetrics:
             "finscore_model_rejections", "Model announcements refused.", ["stream", "reason"],
             registry=r,
         )  # fmt: skip
+        self.healthy = Gauge(
+            "finscore_healthy",
+            "1 while the worker runs and delivers (what /health says); 0 when outputs are not "
+            "acknowledged or a required topic is missing for longer than the grace.",
+            ["stream"],
+            registry=r,
+        ).labels(stream)
+        self.delivery_failures = Counter(
+            "finscore_delivery_failures",
+            "Records whose delivery failed (or whose transaction aborted).",
+            ["stream"],
+            registry=r,
+        ).labels(stream)
+        self.produce_refused = Counter(
+            "finscore_produce_refused",
+            "Records the producer refused to queue (too large, invalid, unknown partition): "
+            "counted and skipped, never a crash.",
+            ["stream", "error"],
+            registry=r,
+        )
+        self.unacked = Gauge(
+            "finscore_unacknowledged_records",
+            "Records produced and not yet acknowledged by the broker.",
+            ["stream"],
+            registry=r,
+        ).labels(stream)
 
     def events_out(self, topic: str, n: int) -> None:
         if n:

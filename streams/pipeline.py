@@ -7,6 +7,7 @@ featurises, scores and encodes one batch and returns a :class:`BatchResult`; fai
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,29 +52,65 @@ class Pipeline(Protocol):
     def process(self, messages: list[Message]) -> BatchResult: ...
 
 
-class DeadLetterEncoder:
-    """Turns :class:`DeadLetter` values into records for the input's dead-letter topic."""
+# What of an original a dead letter keeps: a dead letter must always fit in a message (the
+# producer's default message.max.bytes is 1,000,000), with room for its metadata.
+MAX_DEAD_VALUE_BYTES = 512 * 1024
+MAX_DEAD_KEY_BYTES = 4 * 1024
 
-    def __init__(self, worker: str, codec: Codec | None = None, encoding: str = "avro") -> None:
-        self.worker = worker
+
+def _cut(data: bytes | None, limit: int) -> tuple[bytes | None, int | None, str | None]:
+    """(the first ``limit`` bytes, original size, sha256 hex) when longer, else (data, None,
+    None)."""
+    if data is None or len(data) <= limit:
+        return data, None, None
+    return data[:limit], len(data), hashlib.sha256(data).hexdigest()
+
+
+class DeadLetterEncoder:
+    """Turns :class:`DeadLetter` values into records for the input's dead-letter topic.
+
+    A dead letter always fits in a message: an original value longer than ``max_value_bytes``
+    (key: ``max_key_bytes``) is cut to that many bytes, and its size and SHA-256 are recorded
+    (``value_size``/``value_sha256``, ``key_size``/``key_sha256``); the reason is cut to 2,000
+    characters and the worker id to 200. The record's own key is the (cut) original key.
+    """
+
+    def __init__(
+        self,
+        worker: str,
+        codec: Codec | None = None,
+        encoding: str = "avro",
+        *,
+        max_value_bytes: int = MAX_DEAD_VALUE_BYTES,
+        max_key_bytes: int = MAX_DEAD_KEY_BYTES,
+    ) -> None:
+        self.worker = worker[:200]
         self.codec = codec or Codec("dead_letter")
         self.encoding = encoding
+        self.max_value_bytes = max_value_bytes
+        self.max_key_bytes = max_key_bytes
 
     def encode(self, dead: DeadLetter, now_ms: int) -> OutRecord:
         m = dead.message
+        value, value_size, value_sha = _cut(m.value, self.max_value_bytes)
+        key, key_size, key_sha = _cut(m.key, self.max_key_bytes)
         record = {
             "source_topic": m.topic,
             "source_partition": m.partition,
             "source_offset": m.offset,
-            "key": m.key,
-            "value": m.value,
-            "error_type": dead.error_type,
+            "key": key,
+            "value": value,
+            "error_type": dead.error_type[:200],
             "reason": dead.reason[:2000],
             "worker": self.worker,
             "failed_at": now_ms,
+            "value_size": value_size,
+            "value_sha256": value_sha,
+            "key_size": key_size,
+            "key_sha256": key_sha,
         }
-        value = self.codec.encode(record, self.encoding)
-        return OutRecord(dlq(m.topic), m.key, value, timestamp_ms=m.timestamp_ms)
+        encoded = self.codec.encode(record, self.encoding)
+        return OutRecord(dlq(m.topic), key, encoded, timestamp_ms=m.timestamp_ms)
 
 
 def decode_batch(

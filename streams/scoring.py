@@ -8,6 +8,7 @@ by exactly one version and outputs name it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -16,11 +17,15 @@ import numpy as np
 import onnxruntime as ort
 
 from finscore.features.exceptions import UnknownFeature
+from finscore.features.fraud import N_FEATURES as FRAUD_WIDTH
 from finscore.features.fraud import feature_columns
+from finscore.features.market import N_FEATURES as MARKET_WIDTH
 from finscore.logging import get_logger
 from finscore.registry import Artifact, ArtifactError, Manifest
 
 log = get_logger(__name__)
+
+__all__ = ["Challenger", "InputSpec", "ModelSlot", "Scorer", "admit", "session_options"]
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -94,6 +99,90 @@ def _input_columns(manifest: Manifest) -> np.ndarray | None:
     except UnknownFeature as exc:
         raise ArtifactError(
             f"{manifest.name} v{manifest.version}: {exc.args[0]}", reason="unknown_features"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a stream feeds its model: the model ``family``, the ``width`` of a feature row and
+    (market) the ``window`` of rows per input; ``window=None`` means "not fixed yet" (a market
+    worker adopts the first model's window at start)."""
+
+    family: str
+    width: int
+    window: int | None = None
+
+    @classmethod
+    def fraud(cls) -> InputSpec:
+        """The fraud stream: rows of every feature the worker computes."""
+        return cls("fraud", FRAUD_WIDTH)
+
+    @classmethod
+    def market(cls, window: int | None = None) -> InputSpec:
+        """The market stream: ``window`` book rows of :data:`MARKET_WIDTH` values each."""
+        return cls("market", MARKET_WIDTH, window)
+
+
+def admit(scorer: Scorer, spec: InputSpec) -> None:
+    """Raise :class:`ArtifactError` unless ``scorer`` can serve a stream fed as ``spec`` says.
+
+    Checked at load time, before a model can become live or a challenger, in order: the family
+    (``wrong_family``); a threshold, when set, finite and within [0, 1] (``bad_threshold``);
+    reference inputs and outputs present (``no_reference``: the smoke test must run); a dry run
+    on a batch shaped exactly as the stream provides it, whose output must have the stream's
+    shape, [N] for fraud and [N, 3] for market (``input_mismatch``: wrong rank, width, feature
+    names or window); the reference outputs reproduced within 1e-4 (``smoke_test``).
+    """
+    m = scorer.manifest
+    label = f"{m.name} v{m.version}"
+    if m.family != spec.family:
+        raise ArtifactError(
+            f"{label} is a {m.family!r} model; this worker scores {spec.family}",
+            reason="wrong_family",
+        )
+    t = m.threshold
+    if t is not None and (
+        not isinstance(t, int | float) or not math.isfinite(t) or not 0.0 <= t <= 1.0
+    ):
+        raise ArtifactError(f"{label}: threshold {t!r} is outside [0, 1]", reason="bad_threshold")
+    if not m.reference_inputs or not m.reference_outputs:
+        raise ArtifactError(
+            f"{label} has no reference inputs/outputs: it cannot be smoke-tested",
+            reason="no_reference",
+        )
+    n = 2
+    if spec.family == "market":
+        window = int((m.params or {}).get("window", 0) or 0)
+        if window <= 0 or (spec.window is not None and window != spec.window):
+            raise ArtifactError(
+                f"{label} reads windows of {window} rows; the stream provides {spec.window}",
+                reason="input_mismatch",
+            )
+        x = np.zeros((n, window, spec.width), dtype=np.float32)
+        want: tuple[int, ...] = (n, 3)
+    else:
+        x = scorer.select(np.zeros((n, spec.width), dtype=np.float32))
+        want = (n,)
+    try:
+        got = scorer.score_batch(x).shape
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        raise ArtifactError(
+            f"{label} does not accept the stream's input {list(x.shape)}: {exc}",
+            reason="input_mismatch",
+        ) from exc
+    if tuple(got) != want:
+        raise ArtifactError(
+            f"{label} returns {list(got)} for the stream's input {list(x.shape)}, "
+            f"expected {list(want)}",
+            reason="input_mismatch",
+        )
+    try:
+        scorer.smoke_test()
+    except ValueError as exc:
+        raise ArtifactError(f"{label}: {exc}", reason="smoke_test") from exc
+    except Exception as exc:  # noqa: BLE001 - onnxruntime on malformed reference inputs
+        raise ArtifactError(
+            f"{label}: smoke test does not run: {exc}", reason="smoke_test"
         ) from exc
 
 

@@ -8,8 +8,10 @@ global whatever partitions a worker owns).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from finscore.features.exceptions import FeatureStateError
@@ -18,6 +20,7 @@ from finscore.features.market import MarketWindows
 from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
+from finscore.schemas.codec import Codec
 from finscore.schemas.topics import TopicSpec
 from finscore.streams.admin import ensure_topics, partitions_of
 from finscore.streams.fraud import FraudPipeline, LabelsPipeline
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from finscore.streams.worker import WorkerConfig
 
 log = get_logger(__name__)
+
+MAX_PENDING_DEAD = 10_000  # label dead letters kept while this worker has no partitions yet
 
 
 class Stream(Protocol):
@@ -59,6 +64,23 @@ def _ensure_changelog(
     return name
 
 
+def registry_client(cfg: WorkerConfig) -> object | None:
+    """A schema-registry client from ``cfg.schema_registry`` (None when unset): what the
+    input codecs use to read the Confluent wire format."""
+    if not cfg.schema_registry:
+        return None
+    import contextlib
+    import warnings
+
+    with warnings.catch_warnings():  # authlib's deprecation notice on import (after its
+        with contextlib.suppress(ImportError):  # own "always" filter, so that ours wins)
+            import authlib.deprecate  # noqa: F401
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient(dict(cfg.schema_registry))
+
+
 class FraudStream:
     """transactions → fraud-flags, customer state in a changelog, labels read globally."""
 
@@ -69,11 +91,19 @@ class FraudStream:
         self.output_topic = cfg.topic(T.FRAUD_FLAGS)
         self.output_schema = "fraud_flag"
         self.labels_topic = cfg.topic(T.FRAUD_LABELS)
-        self.features = FraudFeatures(FraudFeatureConfig())
-        self.labels = LabelsPipeline(self.features)
+        # The stores' time range starts at the earliest accepted event time: fixed, so no
+        # record (valid or not) moves it.
+        self.features = FraudFeatures(
+            FraudFeatureConfig(time_origin_ms=cfg.bounds.min_event_time_ms)
+        )
+        self._registry = registry_client(cfg)
+        self.labels = LabelsPipeline(
+            self.features, bounds=cfg.bounds, codec=Codec("fraud_label", registry=self._registry)
+        )
         self._labels_consumer: Consumer | None = None
         self._dead: list[DeadLetter] = []
         self._owned: set[int] = set()
+        self._assigned_once = False  # until then label dead letters wait for their owner
         self.changelog_topic = ""
         self.pipeline: FraudPipeline  # set in start()
 
@@ -91,6 +121,8 @@ class FraudStream:
             output_encoding="json" if self.output_topic in self.cfg.json_topics else "avro",
             changelog_topic=self.changelog_topic,
             explain=self.cfg.explain,
+            bounds=self.cfg.bounds,
+            in_codec=Codec("transaction", registry=self._registry),
         )
         conf = {
             **self.cfg.client,
@@ -140,7 +172,15 @@ class FraudStream:
         ]
         result = self.labels.process(msgs)
         # Each bad label is reported once: by the worker owning that partition number.
-        self._dead += [d for d in result.dead_letters if d.message.partition in self._owned]
+        # Each bad label is reported by the worker owning that partition number; before this
+        # worker's first assignment (the start-up catch-up) they wait, at most MAX_PENDING.
+        if self._assigned_once:
+            self._dead += [d for d in result.dead_letters if d.message.partition in self._owned]
+        else:
+            self._dead += result.dead_letters
+            if len(self._dead) > MAX_PENDING_DEAD:
+                log.warning("labels.dead_letters_dropped", count=len(self._dead) - MAX_PENDING_DEAD)
+                self._dead = self._dead[-MAX_PENDING_DEAD:]
         return result.scored
 
     def before_batch(self) -> None:
@@ -150,12 +190,17 @@ class FraudStream:
                 self._apply_labels(msgs)
 
     def take_dead_letters(self) -> list[DeadLetter]:
+        """Dead letters of labels read since the last call that this worker reports (those
+        of the label partitions numbered like its input partitions)."""
+        if not self._assigned_once:
+            return []
         dead, self._dead = self._dead, []
-        return dead
+        return [d for d in dead if d.message.partition in self._owned]
 
     def on_assign(self, tps: list[TP]) -> None:
         parts = [p for t, p in tps if t == self.input_topic]
         self._owned.update(parts)
+        self._assigned_once = True
         records = read_changelog_records(
             self.cfg.client, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
         )
@@ -165,14 +210,26 @@ class FraudStream:
                 good.append((key.decode(errors="replace"), value))
             else:  # not ours: rebuilt from the stream instead
                 log.warning("state.record_skipped", key=key.decode(errors="replace"))
+        b = self.cfg.bounds
+        latest = b.latest_ms(int(time.time() * 1000))
+
+        def keep(rows: np.ndarray) -> np.ndarray:  # rows: time, tag, cents, sq
+            t, cents = rows[:, 0], rows[:, 2]
+            return ((t >= b.min_event_time_ms) & (t <= latest)
+                    & (cents >= b.min_amount_cents) & (cents <= b.max_amount_cents))  # fmt: skip
+
+        dropped = 0
         try:
-            self.features.add_changes(good)
+            dropped = self.features.add_changes(good, keep)
         except FeatureStateError:  # a corrupt record: keep every other one
             for record in good:
                 try:
-                    self.features.add_changes([record])
+                    dropped += self.features.add_changes([record], keep)
                 except FeatureStateError as exc:
                     log.warning("state.record_skipped", key=record[0], reason=str(exc))
+        if dropped:
+            log.warning("state.rows_out_of_bounds_dropped", topic=self.changelog_topic,
+                        rows=dropped)  # fmt: skip
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}
@@ -210,6 +267,8 @@ class MarketStream:
             self.output_topic,
             output_encoding="json" if self.output_topic in self.cfg.json_topics else "avro",
             changelog_topic=self.changelog_topic,
+            bounds=self.cfg.bounds,
+            in_codec=Codec("market_tick", registry=registry_client(self.cfg)),
         )
 
     def before_batch(self) -> None:
@@ -224,7 +283,11 @@ class MarketStream:
             self.cfg.client, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
         )
         for key, value in state.items():
-            self.windows.restore(key.decode(), value)
+            name = key.decode(errors="replace")
+            try:
+                self.windows.restore(name, value)
+            except FeatureStateError as exc:  # rebuilt from the stream instead
+                log.warning("state.record_skipped", key=name, reason=str(exc))
 
     def on_revoke(self, tps: list[TP]) -> None:
         return None

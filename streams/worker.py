@@ -26,12 +26,15 @@ from typing import Any
 from finscore.logging import get_logger
 from finscore.registry import ArtifactError, Registry
 from finscore.schemas import topics as T
+from finscore.streams.admin import require_topics, topic_partitions
 from finscore.streams.announcements import Announcement, ModelWatcher
+from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds
 from finscore.streams.exceptions import ModelUnavailable
+from finscore.streams.health import HealthMonitor
 from finscore.streams.kafka import KafkaOptions, KafkaTransport
 from finscore.streams.metrics import MetricsServer, WorkerMetrics
 from finscore.streams.pipeline import BatchResult, DeadLetterEncoder, now_ms
-from finscore.streams.scoring import ModelSlot, Scorer
+from finscore.streams.scoring import InputSpec, ModelSlot, Scorer, admit
 from finscore.streams.streams import FraudStream, MarketStream, Stream
 from finscore.streams.transport import Message, OutRecord
 
@@ -51,6 +54,7 @@ class WorkerConfig:
     poll_timeout: float = 0.01
     session_timeout_ms: int = 6000
     verify_key: str | None = None
+    allow_unsigned: bool = False  # development only: accept unsigned models (warned at start)
     registry_dir: Path | None = None
     json_topics: frozenset[str] = frozenset()
     threshold: float | None = None
@@ -60,6 +64,14 @@ class WorkerConfig:
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     transactional_id: str | None = None
     commit_interval: float = 1.0  # seconds between state flushes + commits (at-least-once)
+    # /health and finscore_healthy turn unhealthy when outputs stay unacknowledged, or a
+    # required topic is missing / the broker unreachable, for longer than this (seconds).
+    health_grace_s: float = 10.0
+    expected_partitions: int | None = None  # the catalog's count: a differing topic is warned
+    bounds: InputBounds = DEFAULT_BOUNDS  # what an input record may hold (else a dead letter)
+    # SchemaRegistryClient config ({"url": ..., "basic.auth.user.info": ...}): inputs in the
+    # Confluent wire format are decoded with it (None: such records are dead letters).
+    schema_registry: Mapping[str, str] | None = None
 
     @property
     def group(self) -> str:
@@ -98,8 +110,15 @@ class Worker:
             verify_key=cfg.verify_key,
             on_loaded=self._on_loaded,
             on_rejected=self._on_rejected,
+            allow_unsigned=cfg.allow_unsigned,
+            input_spec=self._input_spec,
         )
+        self._start_window: int | None = None  # market: the window of the model started on
         self.transport: KafkaTransport | None = None
+        self.monitor: HealthMonitor | None = None
+        self._counted_topics: tuple[str, ...] = ()
+        self._reported: dict[str, int] = {}
+        self._reported_failed = 0
         # Since the last commit, the last message read per partition (what a commit needs).
         self._uncommitted: dict[tuple[str, int], Message] = {}
         self._last_commit = time.monotonic()
@@ -114,36 +133,75 @@ class Worker:
     def _on_rejected(self, a: Announcement | None, reason: str) -> None:
         self.metrics.rejected(reason)
 
+    def _input_spec(self) -> InputSpec:
+        """What this worker's stream feeds a model (market: the window in force, once fixed)."""
+        if self.cfg.stream != "market":
+            return InputSpec.fraud()
+        windows = getattr(self.stream, "windows", None)
+        return InputSpec.market(windows.window if windows is not None else self._start_window)
+
+    def _registry_champion(self) -> Scorer | None:
+        """The local registry's champion when it passes every check; else None (counted)."""
+        if not self.cfg.registry_dir:
+            return None
+        try:
+            art = Registry(self.cfg.registry_dir).champion(self.model_name)
+            if art is None:
+                return None
+            art.verify(self.cfg.verify_key, require_signature=not self.cfg.allow_unsigned)
+            scorer = Scorer(art)
+            admit(scorer, self._input_spec())
+        except (ArtifactError, ValueError, OSError) as exc:
+            self.metrics.rejected("registry_champion_refused")
+            log.warning("model.refused", source="registry", reason=str(exc))
+            return None
+        return scorer
+
     def load_initial_model(self) -> None:
-        """Latest announced version first; else the local registry's champion; else fail."""
-        live, challenger = self.watcher.read_to_end()
-        scorer = self.watcher.load_now(live) if live else None
-        if scorer is None and self.cfg.registry_dir:
-            try:
-                art = Registry(self.cfg.registry_dir).champion(self.model_name)
-            except ArtifactError as exc:
-                log.warning("model.registry_unreadable", error=str(exc))
-                art = None
-            if art is not None:
-                try:
-                    art.verify(self.cfg.verify_key, require_signature=bool(self.cfg.verify_key))
-                    scorer = Scorer(art)
-                    scorer.smoke_test()
-                except (ArtifactError, ValueError) as exc:
-                    self.metrics.rejected("registry_champion_refused")
-                    log.warning("model.refused", source="registry", reason=str(exc))
-                    scorer = None
-        if scorer is None:
-            raise ModelUnavailable(
-                f"no usable {self.model_name} model: none announced on "
-                f"{self.cfg.topic(T.MODEL_UPDATES)} and none in the registry",
-                hint=f"run `finscore compress {self.model_name}` then "
-                f"`finscore models promote {self.model_name}`",
+        """The newest announcement that passes every check (an earlier one when the newest is
+        refused); else the local registry's champion; else :class:`ModelUnavailable`. Then the
+        newest acceptable challenger, if any."""
+        if self.cfg.allow_unsigned:
+            log.warning(
+                "security.unsigned_models_allowed",
+                stream=self.cfg.stream,
+                message="FINSCORE_ALLOW_UNSIGNED_MODELS is set: this worker accepts UNSIGNED "
+                "models, anyone who can write to model-updates can replace its model. "
+                "Development only.",
             )
+        elif not self.cfg.verify_key:
+            log.warning(
+                "security.no_verify_key",
+                stream=self.cfg.stream,
+                message="no verify key: every model will be refused",
+            )
+        live, challengers = self.watcher.read_to_end()
+        scorer = None
+        for a in live:
+            if a.artifact is not None and (scorer := self.watcher.load_now(a)) is not None:
+                break
+        if scorer is None:
+            scorer = self._registry_champion()
+        if scorer is None:
+            refused = f" ({len(live)} refused)" if live else ""
+            raise ModelUnavailable(
+                f"no usable {self.model_name} model: none acceptable announced on "
+                f"{self.cfg.topic(T.MODEL_UPDATES)}{refused} and none in the registry",
+                hint=f"run `finscore compress {self.model_name}` then "
+                f"`finscore models promote {self.model_name}` with the signing key matching "
+                "this worker's verify key (see docs/OPERATIONS.md, trust)",
+            )
+        self.watcher.settle(live)
+        if self.cfg.stream == "market":
+            self._start_window = int((scorer.manifest.params or {}).get("window", 0)) or None
         self.slot.stage(scorer)
-        if challenger is not None and challenger.artifact is not None:
-            ch = self.watcher.load_now(challenger)
-            self.slot.stage_challenger(self.watcher.challenger_of(challenger, ch))
+        for c in challengers:  # newest first; an accepted removal means "no challenger"
+            ok, ch = self.watcher.accept(c)
+            if ok:
+                if ch is not None:
+                    self.slot.stage_challenger(self.watcher.challenger_of(c, ch))
+                break
+        self.watcher.settle(challengers)
         self._apply_swap()
 
     def _apply_swap(self) -> None:
@@ -161,9 +219,18 @@ class Worker:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """What /health serves: ``status`` is "ok" only while the worker runs and its health
+        monitor has no problem (outputs acknowledged, required topics present; see
+        :mod:`finscore.streams.health`); otherwise "unhealthy" with the ``problems``."""
         live = self.slot.live
+        problems = self.monitor.problems if self.monitor is not None else []
+        status = "unhealthy" if self._status == "ok" and problems else self._status
+        delivery = self.transport.delivery if self.transport is not None else None
         return {
-            "status": self._status,
+            "status": status,
+            "problems": problems,
+            "unacknowledged": delivery.unacked if delivery is not None else 0,
+            "delivery_failures": delivery.failed if delivery is not None else 0,
             "stream": self.cfg.stream,
             "instance": self.cfg.instance_id,
             "model": {"name": live.name, "version": live.version} if live else None,
@@ -192,12 +259,71 @@ class Worker:
         """Ask the loop to finish its current batch and exit."""
         self._stop.set()
 
+    def required_topics(self) -> list[str]:
+        """Topics this worker reads or writes; it refuses to start without them."""
+        cfg = self.cfg
+        names = [self.stream.input_topic, self.stream.output_topic,
+                 T.dlq(self.stream.input_topic), cfg.topic(T.MODEL_UPDATES)]  # fmt: skip
+        if cfg.stream == "fraud":
+            names += [cfg.topic(T.FRAUD_LABELS), T.dlq(cfg.topic(T.FRAUD_LABELS))]
+        return names
+
+    def _preflight(self) -> None:
+        """Refuse to start (TopicMissing: one sentence and a hint, exit code 2 from the CLI)
+        when a required topic does not exist; warn about catalog topics whose partition count
+        differs from ``expected_partitions`` (they work, but not as the catalog declares)."""
+        cfg = self.cfg
+        required = self.required_topics()
+        require_topics(cfg.client, required)
+        if cfg.expected_partitions is None:
+            return
+        counts = topic_partitions(cfg.client)
+        fixed = {cfg.topic(T.MODEL_UPDATES): 1}
+        for name in required:
+            want = fixed.get(name, cfg.expected_partitions)
+            if counts.get(name, want) != want:
+                log.warning("worker.topic_partitions_differ", topic=name, partitions=counts[name],
+                            catalog=want, hint="recreate it with the catalog's count, or set "
+                            "FINSCORE_PARTITIONS to match")  # fmt: skip
+
+    def _sync_delivery(self) -> None:
+        """Metrics from the transport's acknowledgements: events_out counts delivered
+        records only (outputs and dead letters), never merely queued ones."""
+        if self.transport is None:
+            return
+        st, m = self.transport.delivery, self.metrics
+        for topic in self._counted_topics:
+            n = st.acked.get(topic, 0)
+            d = n - self._reported.get(topic, 0)
+            if d:
+                m.events_out(topic, d)
+                self._reported[topic] = n
+        if st.failed != self._reported_failed:
+            m.delivery_failures.inc(st.failed - self._reported_failed)
+            self._reported_failed = st.failed
+        m.unacked.set(st.unacked)
+
+    def _start_monitor(self) -> None:
+        def changed(healthy: bool, problems: list[str]) -> None:
+            self.metrics.healthy.set(1 if healthy and self._status == "ok" else 0)
+
+        changelog = getattr(self.stream, "changelog_topic", "")  # created by stream.start()
+        self.monitor = HealthMonitor(
+            self.cfg.client,
+            [*self.required_topics(), *([changelog] if changelog else [])],
+            lambda: self.transport.delivery if self.transport is not None else None,
+            grace_s=self.cfg.health_grace_s,
+            interval_s=max(0.2, min(2.0, self.cfg.health_grace_s / 5)),
+            on_change=changed,
+        ).start()
+
     def run(self) -> None:
         """Start, loop until :meth:`stop`, shut down cleanly (drain, commit, leave the group)."""
         cfg = self.cfg
         log.info("worker.starting", stream=cfg.stream, group=cfg.group, eos=cfg.exactly_once)
         self.start_metrics()
         try:
+            self._preflight()
             self.load_initial_model()
             self.stream.start()
             self.transport = KafkaTransport(
@@ -213,20 +339,26 @@ class Worker:
                 on_assign=self.stream.on_assign,
                 on_revoke=self.stream.on_revoke,
             )
+            self.transport.on_refused = self._on_refused
             # Start-up objects (libraries, model, restored state) never become garbage: keep
             # the collector off them, and collect the young generation less often (a batch
             # allocates thousands of short-lived objects).
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
+            self._counted_topics = (self.stream.output_topic, T.dlq(self.stream.input_topic))
             self._status = "ok"
+            self.metrics.healthy.set(1)
+            self._start_monitor()
             log.info("worker.running", stream=cfg.stream, model_version=self.slot.live.version)
             last_lag = 0.0
             while not self._stop.is_set():
+                self._sync_delivery()
                 self.watcher.poll()
                 self._apply_swap()
                 self.stream.before_batch()
                 batch = self.transport.poll_batch(cfg.batch_size, cfg.poll_timeout)
                 if not batch:
+                    self._side_dead_letters()
                     if self._uncommitted and self._commit_due():
                         self._commit()
                     continue
@@ -237,13 +369,39 @@ class Worker:
             self._commit()
         finally:
             self._status = "stopping"
+            self.metrics.healthy.set(0)
+            if self.monitor is not None:
+                self.monitor.stop()
             if self.transport is not None:
                 self.transport.close()
+                self._sync_delivery()
             self.stream.close()
             self.watcher.close()
             if self.server:
                 self.server.stop()
             log.info("worker.stopped", stream=cfg.stream, batches=self.batches)
+
+    def _side_dead_letters(self) -> None:
+        """Dead letters of side inputs (fraud labels) read in this iteration while no input
+        batch came, produced at once; in exactly-once mode in a transaction of their own."""
+        dead = self.stream.take_dead_letters()
+        if not dead:
+            return
+        assert self.transport is not None
+        now = now_ms()
+        records = [self.dlq.encode(d, now) for d in dead]
+        for d in dead:
+            self.metrics.dead_letter(d.error_type)
+        if self.cfg.exactly_once:
+            self.transport.producer.begin_transaction()
+            self.transport.produce_batch(records)
+            self.transport.commit([])  # commits the transaction, no offsets
+        else:
+            self.transport.produce_batch(records)
+
+    def _on_refused(self, record: OutRecord, error: str) -> None:
+        """A record the producer refused (e.g. too large): counted, the loop goes on."""
+        self.metrics.produce_refused.labels(self.cfg.stream, error).inc()
 
     def _handle(self, batch: list) -> None:
         assert self.transport is not None
@@ -267,9 +425,7 @@ class Worker:
         m = self.metrics
         m.events_in.inc(len(batch))
         m.batch_size.observe(len(batch))
-        m.events_out(self.stream.output_topic, result.scored)  # one output per scored input
-        if result.dead_letters:
-            m.events_out(T.dlq(self.stream.input_topic), len(result.dead_letters))
+        # events_out: counted when the broker acknowledges them (_sync_delivery)
         if result.scored:
             m.inference_latency.observe(result.inference_seconds)
         done = time.time()

@@ -12,7 +12,17 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from finscore.features.fraud import FRAUD_FEATURE_NAMES
-from finscore.registry import Artifact, Manifest
+from finscore.registry import Artifact, Manifest, generate_keypair
+
+# One Ed25519 key pair for the whole test session: workers refuse unsigned models by default, so
+# the stream kit signs every announcement with TEST_SIGNING_KEY and workers verify with
+# TEST_VERIFY_KEY unless a test says otherwise.
+TEST_SIGNING_KEY, TEST_VERIFY_KEY = generate_keypair()
+
+
+def signed(a: Artifact) -> Artifact:
+    """``a`` signed with the session's test key."""
+    return a.sign(TEST_SIGNING_KEY)
 
 
 def _session_out(model: bytes, x: np.ndarray) -> np.ndarray:

@@ -28,8 +28,14 @@ class Dashboard:
                 elif self.path.startswith("/api/state"):
                     self._send(200, "application/json", json.dumps(outer.state.snapshot()).encode())
                 elif self.path.startswith("/report/"):
+                    # /report/<family>/<file>.svg or /report/<family>/v<N>/<file>.svg (the
+                    # report kept with registered version N)
                     parts = self.path.split("/")[2:]
-                    f = (reports_dir / parts[0] / parts[-1]) if len(parts) == 2 else None
+                    f = None
+                    if len(parts) == 2:
+                        f = reports_dir / parts[0] / parts[1]
+                    elif len(parts) == 3 and parts[1][:1] == "v" and parts[1][1:].isdigit():
+                        f = reports_dir / parts[0] / parts[1] / parts[2]
                     if (
                         f is not None
                         and f.suffix == ".svg"

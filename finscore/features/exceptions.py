@@ -6,7 +6,11 @@ from finscore.exceptions import FinscoreError
 class FeatureStateError(FinscoreError, ValueError):
     """Feature state cannot hold or read a value (time out of range, unknown snapshot, ...)."""
 
-    hint = "the record is out of what the feature state can represent; it is dead-lettered"
+    hint = (
+        "a value is outside what the feature state can hold; workers check input bounds "
+        "before the state (see FINSCORE_MIN_EVENT_TIME and the other input bounds), so this "
+        "is a bug or a corrupt changelog record: report it with the record"
+    )
 
 
 class UnknownFeature(FinscoreError, KeyError):

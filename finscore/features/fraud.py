@@ -37,7 +37,7 @@ batch sizes, evictions or restores), and the worker's columnar path
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -81,6 +81,7 @@ N_FEATURES = len(FRAUD_FEATURE_NAMES)
 # 4: terminal habit-fraud streak.
 FEATURES_VERSION = 4
 _NIGHT_MS = 7 * 3_600_000  # the handbook's night: hour <= 6
+RECENT = 1024  # event times behind the eviction watermark (its median)
 
 
 def feature_columns(names: Sequence[str]) -> np.ndarray | None:
@@ -105,6 +106,9 @@ class FraudFeatureConfig:
     label_delay_ms: int = 7 * DAY_MS
     windows_days: tuple[int, int, int] = (1, 7, 30)
     habit_ratio: float = 2.5
+    # The earliest storable time (stores then hold ~69 years from it and no record moves that
+    # range); None: centred on the first times written (tests on small synthetic times).
+    time_origin_ms: int | None = None
 
     @property
     def horizon_ms(self) -> int:
@@ -156,10 +160,13 @@ class FraudFeatures:
     def __init__(self, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> None:
         self.cfg = cfg
         self.spans = [w * DAY_MS for w in cfg.windows_days]
-        self._spend = TimeStore(("cents", "sq"), track_changes=True)
-        self._terminals = TimeStore(("fraud", "habit", "late", "label_time"))
-        self._cards = TimeStore(("fraud", "late", "label_time", "cents"))
+        origin = cfg.time_origin_ms
+        self._spend = TimeStore(("cents", "sq"), track_changes=True, origin=origin)
+        self._terminals = TimeStore(("fraud", "habit", "late", "label_time"), origin=origin)
+        self._cards = TimeStore(("fraud", "late", "label_time", "cents"), origin=origin)
         self.latest_ms = 0
+        self._recent = np.zeros(RECENT, dtype=np.int64)  # a ring of recent event times
+        self._recent_n = 0
 
     # -- transactions -------------------------------------------------------------------------
     def transform(self, txs: Iterable[dict]) -> np.ndarray:
@@ -176,6 +183,60 @@ class FraudFeatures:
             [tx["terminal_id"] for tx in txs],
             np.fromiter((to_cents(tx["amount"]) for tx in txs), np.int64, len(txs)),
         )
+
+    def _observe(self, t: np.ndarray) -> None:
+        """Remember the newest event times (for :meth:`watermark_ms`)."""
+        t = t[-RECENT:]
+        at = self._recent_n % RECENT
+        first = min(len(t), RECENT - at)
+        self._recent[at : at + first] = t[:first]
+        self._recent[: len(t) - first] = t[first:]
+        self._recent_n += len(t)
+
+    def watermark_ms(self) -> int:
+        """The stream's time as eviction sees it: the median of the last :data:`RECENT` event
+        times (0 before any). Unlike the newest time, no single record moves it, so one record
+        dated far ahead cannot make the store forget what every other record needs."""
+        if not self._recent_n:
+            return 0
+        return int(np.median(self._recent[: min(self._recent_n, RECENT)]))
+
+    def find_conflicts(
+        self,
+        transaction_id: Sequence[str],
+        event_time: np.ndarray,
+        customer_id: Sequence[str],
+        amount_cents: np.ndarray,
+    ) -> np.ndarray:
+        """Rows that reuse a transaction id already held for their customer (in the state, or
+        earlier in this batch) with a different event time or amount: duplicates, which must
+        not enter the state. A repeat with the same time and amount is a replay (at-least-once
+        redelivery) and is not a conflict. Ids are compared by their 32-bit tag."""
+        n = len(transaction_id)
+        if n == 0:
+            return np.zeros(0, dtype=bool)
+        t = np.asarray(event_time, dtype=np.int64)
+        cents = np.asarray(amount_cents, dtype=np.int64)
+        tags = tags_of(transaction_id)
+        cidx = self._spend.index_of(customer_id, create=False)
+        found, held_t, held_c = self._spend.find_tags(cidx, tags, "cents")
+        conflict = found & ((held_t != t) | (held_c != cents))
+        uniq, counts = np.unique(tags, return_counts=True)
+        if (counts > 1).any():  # rare: a tag repeated inside the batch, compared row by row
+            first: dict[tuple[str, int], tuple[int, int]] = {}
+            for r in np.flatnonzero(np.isin(tags, uniq[counts > 1])).tolist():
+                k = (customer_id[r], int(tags[r]))
+                seen = first.get(k)
+                if seen is None:
+                    if not found[r]:
+                        first[k] = (int(t[r]), int(cents[r]))
+                elif seen != (int(t[r]), int(cents[r])):
+                    conflict[r] = True
+        return conflict
+
+    def accepts_label_times(self, tx_time: np.ndarray) -> np.ndarray:
+        """Which transaction times the outcome (terminal and card) states can hold."""
+        return self._cards.accepts(tx_time) & self._terminals.accepts(tx_time)
 
     def accepts_times(self, event_time: np.ndarray) -> np.ndarray:
         """Which event times the customer state can hold (see the time store's limits)."""
@@ -203,6 +264,7 @@ class FraudFeatures:
             self._spend.insert(cidx[a:b], t[a:b], tags[a:b], {"cents": cents[a:b], "sq": sq[a:b]})
             self._customer_windows(out[a:b], cidx[a:b], t[a:b], cents[a:b])
         self.latest_ms = max(self.latest_ms, int(t.max()))
+        self._observe(t)
         out[:, 0] = cents / 100
         day, ms_of_day = np.divmod(t, DAY_MS)
         out[:, 1] = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
@@ -339,7 +401,7 @@ class FraudFeatures:
     # -- memory and changelog -----------------------------------------------------------------
     def evict(self, now_ms: int | None = None) -> None:
         """Forget what no feature can see any more (older than delay + longest window)."""
-        now = self.latest_ms if now_ms is None else now_ms
+        now = self.watermark_ms() if now_ms is None else now_ms
         self._spend.evict(now - self.spans[-1] - DAY_MS)
         keep_outcomes = now - self.cfg.horizon_ms - DAY_MS
         self._terminals.evict(keep_outcomes)
@@ -352,14 +414,23 @@ class FraudFeatures:
         rebuilds the state. Costs what was added, not what is held."""
         return self._spend.take_changes(partition_of)
 
-    def add_changes(self, records: Iterable[tuple[str, bytes]]) -> None:
+    def add_changes(
+        self, records: Iterable[tuple[str, bytes]], keep: Callable | None = None
+    ) -> int:
         """Rebuild customer state from changelog records (:meth:`take_changes` records or
-        snapshots, any order, repeats harmless), then forget what no feature can see."""
-        self._spend.add_rows(records)
+        snapshots, any order, repeats harmless), then forget what no feature can see. Rows
+        the store cannot hold, or that ``keep(table)`` refuses (int64 rows: time, tag, cents,
+        sq), are dropped; returns how many."""
+        dropped = self._spend.add_rows(records, keep)
         held = self._spend.time_range()
         if held is not None:
             self.latest_ms = max(self.latest_ms, held[1])
-            self._spend.evict(self.latest_ms - self.spans[-1] - DAY_MS)
+            times = np.concatenate([r.times for r in self._spend._runs])
+            if len(times) > RECENT:
+                times = np.partition(times, len(times) - RECENT)[-RECENT:]
+            self._observe(np.sort(times))
+            self._spend.evict(self.watermark_ms() - self.spans[-1] - DAY_MS)
+        return dropped
 
     def forget_changes(self, customer_ids: Iterable[str]) -> None:
         """Drop unreported changes of these customers (their partition was revoked)."""

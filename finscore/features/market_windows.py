@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from finscore.features.exceptions import FeatureStateError
 from finscore.features.market import N_FEATURES, book_array, rows_from_book_array
 
 SCORE_CHUNK = 256  # windows per copy + inference: [256, 100, 40] float32 is 4 MB
@@ -138,6 +139,31 @@ class MarketWindows:
         order = np.argsort(ready.index, kind="stable")
         return [(int(ready.index[k]), windows[k]) for k in order]
 
+    def sequence_jumps(
+        self, instruments: list[str], sequences: np.ndarray, max_gap: int
+    ) -> np.ndarray:
+        """Boolean mask of the ticks whose sequence is more than ``max_gap`` above their
+        instrument's last sequence (for an instrument not seen yet: above the lowest sequence
+        it has in this batch). Such a tick must not be pushed: its sequence would make every
+        later tick of the instrument a replay."""
+        seqs = np.asarray(sequences, dtype=np.int64)
+        n = len(seqs)
+        if n == 0:
+            return np.zeros(0, dtype=bool)
+        codes_of = {s: k for k, s in enumerate(dict.fromkeys(instruments))}
+        codes = np.fromiter(map(codes_of.__getitem__, instruments), dtype=np.int64, count=n)
+        ref = np.full(len(codes_of), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(ref, codes, seqs)  # the batch's lowest, for instruments not seen yet
+        for inst, k in codes_of.items():
+            last = self._last_seq.get(inst)
+            if last is not None:
+                ref[k] = last
+        # seqs - ref cannot overflow past the bound test: compare as ref + gap, saturated
+        limit = np.where(
+            ref > np.iinfo(np.int64).max - max_gap, np.iinfo(np.int64).max, ref + max_gap
+        )
+        return seqs > limit[codes]
+
     def push_rows(
         self, instruments: list[str], sequences: np.ndarray, rows: np.ndarray
     ) -> ReadyWindows:
@@ -187,9 +213,21 @@ class MarketWindows:
         return header + rows.astype(np.float32).tobytes()
 
     def restore(self, instrument: str, snap: bytes) -> None:
-        """Replace an instrument's window with a snapshot."""
-        seq, n = struct.unpack("<qi", snap[:12])
+        """Replace an instrument's window with a snapshot (:meth:`snapshot`). A snapshot that
+        is not one (wrong length, a negative count or sequence, non-finite rows) raises
+        :class:`FeatureStateError` and changes nothing."""
+        if len(snap) < 12:
+            raise FeatureStateError(f"corrupt market snapshot for {instrument!r}: too short")
+        seq, n = struct.unpack_from("<qi", snap)
+        if n < 0 or seq < -1 or len(snap) != 12 + 4 * N_FEATURES * n:
+            raise FeatureStateError(
+                f"corrupt market snapshot for {instrument!r}: {n} rows, sequence {seq}, "
+                f"{len(snap)} bytes"
+            )
+        rows = np.frombuffer(snap, dtype=np.float32, offset=12).reshape(n, N_FEATURES)
+        if not np.isfinite(rows).all():
+            raise FeatureStateError(f"corrupt market snapshot for {instrument!r}: non-finite")
         ring = _Ring(self.window)
-        ring.extend(np.frombuffer(snap[12:], dtype=np.float32).reshape(n, N_FEATURES))
+        ring.extend(rows[-self.window :] if n else rows)
         self._rings[instrument] = ring
         self._last_seq[instrument] = seq

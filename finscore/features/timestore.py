@@ -15,13 +15,15 @@ eighth of it (a two-level log-structured merge): a batch of 5,000 or a single ev
 insert into a small array, not a copy of the whole state.
 
 Limits, checked: at most ``2**KEY_BITS`` live keys (indices are compacted on eviction) and
-times within ``±2**(TIME_BITS - 1)`` ms (±34 years) of the first time seen.
+times within ``2**TIME_BITS`` ms (~69 years) from the store's base: ``origin`` when given (then
+no record moves the range), else ±34 years around the median time of the first write (so a
+few outliers in it cannot move the range either). Restored rows outside the range are dropped.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 
 import numpy as np
@@ -37,6 +39,8 @@ KEY_ROWS_MAGIC = b"FSD1"  # entries added to one key (the changelog record of fi
 _EMPTY = np.zeros(0, dtype=np.int64)
 NO_TIME = -(1 << 62)  # "no such entry" in time queries: earlier than any storable time
 MIN_DELTA = 4096  # the delta run is merged once it exceeds max(MIN_DELTA, main / 8)
+TAG_FILTER_BITS = 23  # find_tags' filter: which tag hashes may be held (8 MB, rebuilt on evict)
+_TAG_MASK = (1 << TAG_FILTER_BITS) - 1
 
 
 class _Run:
@@ -115,16 +119,20 @@ class _Run:
 class TimeStore:
     """Sorted (key, time) entries with integer value columns; see the module docstring."""
 
-    def __init__(self, value_names: Sequence[str], *, track_changes: bool = False) -> None:
-        """``track_changes``: remember inserted entries until :meth:`take_changes`."""
+    def __init__(
+        self, value_names: Sequence[str], *, track_changes: bool = False, origin: int | None = None
+    ) -> None:
+        """``track_changes``: remember inserted entries until :meth:`take_changes`;
+        ``origin``: the earliest storable time (the range is fixed, ~69 years from it)."""
         self.value_names = tuple(value_names)
         self.track_changes = track_changes
         self._changes: list[np.ndarray] = []  # [n, 3 + values] (index, time, tag, values...)
         self._index: dict[str, int] = {}
         self._names: list[str] = []
-        self.base: int | None = None
+        self.base: int | None = origin
         self._main = _Run(self.value_names)
         self._delta = _Run(self.value_names)
+        self._tag_filter: np.ndarray | None = None  # built by the first find_tags
 
     def __len__(self) -> int:
         return len(self._main) + len(self._delta)
@@ -158,13 +166,17 @@ class TimeStore:
         if self.base is None:
             if not len(t):
                 return _EMPTY
-            self.base = int(t.min()) - (1 << (TIME_BITS - 1))
+            self._set_base(t)
         rel = t - self.base
         if len(rel) and (rel.min() < 0 or rel.max() > TIME_MASK):
             raise FeatureStateError(
                 "event time more than 34 years away from the first time this state has seen"
             )
         return (np.asarray(idx, dtype=np.int64) << TIME_BITS) | rel
+
+    def _set_base(self, t: np.ndarray) -> None:
+        """Centre the range on the median of the first times written (not on one of them)."""
+        self.base = int(np.median(t)) - (1 << (TIME_BITS - 1))
 
     def accepts(self, t: np.ndarray) -> np.ndarray:
         """Which times can be stored (all of them before the first insert)."""
@@ -204,6 +216,8 @@ class TimeStore:
             comp, tags, times = comp[keep], tags[keep], times[keep]
             cols = {k: v[keep] for k, v in cols.items()}
         self._delta.insert(comp, tags, times, cols)
+        if self._tag_filter is not None:
+            self._tag_filter[tags & _TAG_MASK] = True
         if self.track_changes and record and len(comp):
             self._changes.append(
                 np.stack([comp >> TIME_BITS, times, tags, *(cols[k] for k in self.value_names)], 1)
@@ -225,6 +239,8 @@ class TimeStore:
             if not keep.all():
                 run.take(keep)
                 dropped = True
+        if dropped and self._tag_filter is not None:
+            self._tag_filter = self._build_tag_filter()
         if dropped and len(self._names) > 1024:
             live = self._live_indices()
             if len(self._names) > 2 * len(live) + 1024:
@@ -305,6 +321,61 @@ class TimeStore:
             found = known & (last >= 0) & ((run.keys[at] >> TIME_BITS) == safe)
             best = np.where(found, np.maximum(best, run.times[at]), best)
         return best
+
+    def find_tags(
+        self, idx: np.ndarray, tags: np.ndarray, column: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, whether key ``idx`` holds an entry tagged ``tags`` at any time, and that
+        entry's time and ``column`` value (0 where not found). Costs what the asked keys hold
+        (their blocks are compared in one gather per run), not what the store holds."""
+        idx = np.asarray(idx, dtype=np.int64)
+        tags = np.asarray(tags, dtype=np.int64)
+        n = len(idx)
+        found = np.zeros(n, dtype=bool)
+        times = np.zeros(n, dtype=np.int64)
+        vals = np.zeros(n, dtype=np.int64)
+        if self._tag_filter is None:
+            self._tag_filter = self._build_tag_filter()
+        ask = np.flatnonzero((idx >= 0) & self._tag_filter[tags & _TAG_MASK])
+        if not len(ask):
+            return found, times, vals
+        got = self._find_tags(idx[ask], tags[ask], column)
+        found[ask], times[ask], vals[ask] = got
+        return found, times, vals
+
+    def _build_tag_filter(self) -> np.ndarray:
+        bits = np.zeros(1 << TAG_FILTER_BITS, dtype=bool)
+        for run in self._runs:
+            bits[run.tags & _TAG_MASK] = True
+        return bits
+
+    def _find_tags(
+        self, idx: np.ndarray, tags: np.ndarray, column: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`find_tags` for known keys, by comparing the keys' whole blocks."""
+        n = len(idx)
+        found = np.zeros(n, dtype=bool)
+        times = np.zeros(n, dtype=np.int64)
+        vals = np.zeros(n, dtype=np.int64)
+        known = np.ones(n, dtype=bool)
+        safe = idx
+        for run in self._runs:
+            if not len(run):
+                continue
+            lo = np.searchsorted(run.keys, safe << TIME_BITS, "left")
+            hi = np.where(known, np.searchsorted(run.keys, (safe + 1) << TIME_BITS, "left"), lo)
+            lens = hi - lo
+            total = int(lens.sum())
+            if not total:
+                continue
+            row = np.repeat(np.arange(n), lens)
+            ends = np.cumsum(lens)
+            pos = np.repeat(lo - (ends - lens), lens) + np.arange(total)
+            hit = run.tags[pos] == tags[row]
+            if hit.any():
+                r, p = row[hit], pos[hit]
+                found[r], times[r], vals[r] = True, run.times[p], run.values[column][p]
+        return found, times, vals
 
     def entries(
         self, idx: int, after: int, upto: int, *, with_times: bool = False
@@ -400,9 +471,15 @@ class TimeStore:
                 out.append((g, _encode_rows([names[k] for k in used.tolist()], table)))
         return out
 
-    def add_rows(self, records: Iterable[tuple[str, bytes]]) -> None:
+    def add_rows(
+        self,
+        records: Iterable[tuple[str, bytes]],
+        keep: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> int:
         """Insert the entries of changelog records (:meth:`take_changes` rows or
-        :meth:`snapshot` snapshots, any order, repeats harmless) in one bulk write."""
+        :meth:`snapshot` snapshots, any order, repeats harmless) in one bulk write. Rows the
+        store cannot hold (time out of range), or that ``keep(rows)`` (the int64 table: time,
+        tag, values...) refuses, are dropped; returns how many were dropped."""
         width = 2 + len(self.value_names)
         tables, owners = [], []
         for name, value in records:
@@ -420,12 +497,21 @@ class TimeStore:
             else:
                 raise FeatureStateError(f"unknown state record format for key {name!r}")
         if not tables:
-            return
+            return 0
         idx = np.concatenate(owners)
         table = np.concatenate(tables)
+        if self.base is None and len(table):
+            self._set_base(table[:, 0])
+        ok = self.accepts(table[:, 0])
+        if keep is not None:
+            ok &= keep(table)
+        dropped = int(len(ok) - ok.sum())
+        if dropped:
+            idx, table = idx[ok], table[ok]
         self.insert(idx, table[:, 0], table[:, 1],
                     {k: table[:, 2 + j] for j, k in enumerate(self.value_names)},
                     record=False)  # fmt: skip
+        return dropped
 
     def forget_changes(self, names: Iterable[str]) -> None:
         """Drop the unreported changes of these keys (e.g. their partition was revoked)."""

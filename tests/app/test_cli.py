@@ -41,9 +41,9 @@ def test_produce_then_tail_10000_events_nothing_missing(client, prefix) -> None:
     assert "sent 10,000 events" in r.stderr
     r = finscore("tail", prefix + T.MARKET_TICKS, "--from-beginning", "--no-follow", env=env)
     assert r.returncode == 0, r.stderr
-    docs = [json.loads(d) for d in r.stdout.replace("}\n{", "}\x00{").split("\x00") if d.strip()]
+    docs = [json.loads(line) for line in r.stdout.splitlines()]  # piped: one record per line
     assert len(docs) == 10000
-    seen = {(d["value"]["instrument"], d["value"]["sequence"]) for d in docs}
+    seen = {(d["instrument"], d["sequence"]) for d in docs}
     assert len(seen) == 10000  # every event, once
     per_instrument: dict[str, list[int]] = {}
     for inst, seq in seen:

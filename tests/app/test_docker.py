@@ -279,19 +279,49 @@ def test_worker_metrics_listen_where_prometheus_can_reach_them() -> None:
         server.stop()
 
 
-def test_the_deployment_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What each finscore container sees (unset ${VAR:-} interpolates to empty) loads cleanly,
-    and an empty signing/verify key means "no key", not an empty one."""
+def test_the_deployment_environment_is_valid_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What each finscore container sees (its environment plus the env files that
+    `finscore models keygen --out docker` writes) loads cleanly: every worker verifies models
+    with the verify key (never "anyone may deploy a model"), only the sidecar and the model
+    jobs hold the signing key, and nobody opts out of signatures."""
+    from click.testing import CliRunner
+
+    from finscore.cli import cli
     from finscore.settings import Settings
 
+    r = CliRunner().invoke(cli, ["models", "keygen", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "signing.env").stat().st_mode & 0o077 == 0
+    env_files = {
+        f: dict(line.split("=", 1) for line in (tmp_path / f).read_text().split())
+        for f in ("signing.env", "verify.env")
+    }
     for name, svc in COMPOSE["services"].items():
         if not str(svc.get("image", "")).startswith("finscore"):
             continue
+        for key in ("FINSCORE_SIGNING_KEY", "FINSCORE_VERIFY_KEY", "FINSCORE_KEY_DIR"):
+            monkeypatch.delenv(key, raising=False)
+        files = svc.get("env_file", [])
+        for f in files:
+            for key, value in env_files[f].items():
+                monkeypatch.setenv(key, value)
         for key, value in svc.get("environment", {}).items():
             monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
-        s = Settings()
+        s = Settings(key_dir=tmp_path / "no-local-keys")
         assert s.bootstrap == "kafka1:9092,kafka2:9092,kafka3:9092", name
-        assert not s.signing_key and not s.verify_key, name
+        assert not s.allow_unsigned_models, name
+        keys = s.model_keys(create=False)
+        if svc["command"][0] == "worker":
+            assert keys.verify_key == env_files["verify.env"]["FINSCORE_VERIFY_KEY"], name
+            assert "signing.env" not in files, f"{name} must not hold the private key"
+        if svc["command"][0] in ("sidecar", "compress"):
+            assert keys.signing_key == env_files["signing.env"]["FINSCORE_SIGNING_KEY"], name
+            assert keys.verify_key == env_files["verify.env"]["FINSCORE_VERIFY_KEY"], name
+        if "signing.env" not in files:
+            assert keys.signing_key is None, name
+    assert not (tmp_path / "no-local-keys").exists()
 
 
 IMAGES = {"finscore-worker": "worker.Dockerfile", "finscore-sidecar": "sidecar.Dockerfile"}

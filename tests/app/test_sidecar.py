@@ -18,6 +18,7 @@ from finscore.registry import Registry
 from finscore.schemas import topics as T
 from finscore.sidecar import OutcomeBuffer, Sidecar, SidecarConfig
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
+from tests.models import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker
@@ -51,7 +52,7 @@ def test_drift_triggers_a_recompression_that_passes_the_gate_and_is_swapped_in(
                 yield prefix + T.FRAUD_LABELS, rec["terminal_id"], "fraud_label", rec
 
     sc = Sidecar(SidecarConfig(client=client, topic_prefix=prefix, registry_dir=tmp_path / "registry",
-                               min_outcomes=3000, ap_drop=0.1, tolerance=0.02, cooldown_s=0,
+                               signing_key=TEST_SIGNING_KEY, min_outcomes=3000, ap_drop=0.1, tolerance=0.02, cooldown_s=0,
                                reports_dir=tmp_path / "reports"))  # fmt: skip
     side = threading.Thread(target=sc.run, daemon=True)
     with running(worker_config(client, prefix)) as w:

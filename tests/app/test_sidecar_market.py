@@ -18,6 +18,7 @@ from finscore.registry import Registry
 from finscore.schemas import topics as T
 from finscore.sidecar import Sidecar, SidecarConfig
 from finscore.sim.market import MarketSimConfig, book_record, simulate_book
+from tests.models import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker
@@ -52,7 +53,7 @@ def test_a_market_regime_change_triggers_a_recompression_that_is_swapped_in(
     make_topics(client, prefix, partitions=2)
     publish(client, prefix, v1)
     cfg = SidecarConfig(client=client, topic_prefix=prefix, registry_dir=tmp_path / "registry",
-                        cooldown_s=0, market_min_outcomes=800, market_f1_drop=0.08, market_epochs=2,
+                        signing_key=TEST_SIGNING_KEY, cooldown_s=0, market_min_outcomes=800, market_f1_drop=0.08, market_epochs=2,
                         reports_dir=tmp_path / "reports")  # fmt: skip
     sc = Sidecar(cfg)
     side = threading.Thread(target=sc.run, daemon=True)

@@ -64,6 +64,10 @@ def produce_records(client: dict, topic: str, items: list[tuple[bytes | None, by
 
 
 def worker_config(client: dict, prefix: str, stream: str = "fraud", **kw) -> WorkerConfig:
+    """A worker config for tests; it verifies with the session's test key unless told."""
+    from tests.models import TEST_VERIFY_KEY
+
+    kw.setdefault("verify_key", TEST_VERIFY_KEY)
     kw.setdefault("metrics_port", None)
     kw.setdefault("session_timeout_ms", 6000)
     return WorkerConfig(stream=stream, client=client, topic_prefix=prefix, **kw)
@@ -112,8 +116,15 @@ def wait_assigned(w: Worker, timeout: float = 20.0) -> None:
 
 
 def publish(client: dict, prefix: str, artifact, action: str = "PROMOTE", **kw) -> None:  # noqa: ANN001
+    """Announce ``artifact``; unless ``sign=False`` the artifact (when unsigned) and the
+    envelope are signed with the session's test key, as a deployment's promoter would."""
     from finscore.streams.announcements import announce
+    from tests.models import TEST_SIGNING_KEY
 
+    if kw.pop("sign", True):
+        kw.setdefault("signing_key", TEST_SIGNING_KEY)
+        if artifact is not None and artifact.signature is None:
+            artifact = artifact.sign(TEST_SIGNING_KEY)
     announce(client, prefix + T.MODEL_UPDATES, artifact, action, **kw)
 
 

@@ -11,9 +11,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from finscore.producing import produce, transaction_events
-from finscore.registry import generate_keypair
 from finscore.schemas import topics as T
-from tests.models import artifact
+from tests.models import TEST_SIGNING_KEY, TEST_VERIFY_KEY, artifact
 from tests.streams.kit import (
     consume_all,
     decode_all,
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture(scope="module")
 def keys() -> tuple[str, str]:
-    return generate_keypair()
+    return TEST_SIGNING_KEY, TEST_VERIFY_KEY
 
 
 def txs_for(prefix: str, n: int, seed: int = 4) -> list:
@@ -85,7 +84,7 @@ def test_tampered_and_unsigned_artifacts_are_refused_while_scoring_continues(
     txs = txs_for(prefix, 600)
     with running(worker_config(client, prefix, verify_key=public)) as w:
         publish(client, prefix, tampered)
-        publish(client, prefix, unsigned)
+        publish(client, prefix, unsigned, sign=False)
         produce(client, iter(txs))
         flags = decode_all(
             consume_all(client, prefix + T.FRAUD_FLAGS, len(txs), settle=1), "fraud_flag"

@@ -24,7 +24,7 @@ from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.producing import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.streams.scoring import Scorer
-from tests.models import artifact
+from tests.models import TEST_VERIFY_KEY, artifact
 from tests.streams.kit import ROOT, consume_all, decode_all, make_topics, publish
 
 pytestmark = pytest.mark.broker
@@ -37,6 +37,7 @@ def spawn_worker(client: dict, prefix: str, eos: bool, tmp_path) -> subprocess.P
         "FINSCORE_TOPIC_PREFIX": prefix,
         "FINSCORE_REGISTRY_DIR": str(tmp_path / "registry"),
         "FINSCORE_LOG_FORMAT": "json",
+        "FINSCORE_VERIFY_KEY": TEST_VERIFY_KEY,  # workers refuse unsigned models
     }
     args = ["worker", "fraud", "--batch-size", "200", "--instance-id", "w1"]
     if eos:
