@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from finscore.compression.export import batch_variance, check_parity, export_onnx, run_onnx
 from finscore.compression.plan import BATCH_ATOL
 from finscore.compression.steps import CompressionStep, StepContext
+from finscore.providers import create_session
 from finscore.registry import KAFKA_DEFAULT_MESSAGE_BYTES, Artifact
 
 Check = tuple[str, Callable[[], None]]
@@ -68,7 +68,7 @@ def check_step(
     x = ctx.data.x_test[:128]
 
     def loads_in_onnxruntime() -> None:
-        s = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        s = create_session(onnx_bytes)
         assert s.get_inputs()[0].name == fam.input_name
         assert s.get_outputs()[0].name == fam.output_name
 
@@ -119,7 +119,7 @@ def check_artifact(
         assert m.size_bytes == len(artifact.onnx)
 
     def loads_and_reproduces_reference_outputs() -> None:
-        s = ort.InferenceSession(artifact.onnx, providers=["CPUExecutionProvider"])
+        s = create_session(artifact.onnx)
         assert s.get_inputs()[0].name == m.input_name
         assert s.get_outputs()[0].name == m.output_name
         assert m.reference_inputs, "no reference inputs for the smoke test"

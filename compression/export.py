@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from finscore.compression.exceptions import ExportError, ParityError
+from finscore.providers import create_session
 
 OPSET = 17
 
@@ -85,15 +87,23 @@ def compact_onnx(model: bytes) -> bytes:
     return proto.SerializeToString()
 
 
-def session(model: bytes, threads: int = 1) -> ort.InferenceSession:
+def session(
+    model: bytes, threads: int = 1, providers: Sequence[str] | None = None
+) -> ort.InferenceSession:
+    """A session with ``threads`` intra-op threads on ``providers`` (None: the process default,
+    ``FINSCORE_EXECUTION_PROVIDERS``; see :mod:`finscore.providers`, unavailable ones dropped
+    with one warning)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    return create_session(model, so, providers)
 
 
-def run_onnx(model: bytes, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-    s = session(model)
+def run_onnx(
+    model: bytes, x: np.ndarray, batch: int = 8192, providers: Sequence[str] | None = None
+) -> np.ndarray:
+    """The first output of ``model`` on ``x``, scored ``batch`` rows at a time."""
+    s = session(model, providers=providers)
     name = s.get_inputs()[0].name
     outs = [
         s.run(None, {name: x[i : i + batch].astype(np.float32)})[0] for i in range(0, len(x), batch)
@@ -132,11 +142,13 @@ def measure_latency(
     repeats: int = 300,
     big: int = 1024,
     threads: int = 1,
+    providers: Sequence[str] | None = None,
 ) -> dict:
     """Batch-1 p50/p99 (ms) over ``repeats`` runs after 20 warm-ups, and batch-``big``
-    throughput (rows/s, at least 0.5 s of runs), ONNX Runtime CPU with ``threads`` intra-op
-    threads (1: per-core numbers)."""
-    s = session(model, threads=threads)
+    throughput (rows/s, at least 0.5 s of runs), ONNX Runtime with ``threads`` intra-op
+    threads (1: per-core numbers) on ``providers`` (None: the configured default, CPU unless
+    ``FINSCORE_EXECUTION_PROVIDERS`` says otherwise)."""
+    s = session(model, threads=threads, providers=providers)
     name = s.get_inputs()[0].name
     one = example_row[None, ...].astype(np.float32)
     for _ in range(20):

@@ -139,6 +139,10 @@ def cli(click_ctx: click.Context, bootstrap_servers: str | None) -> None:
     obj = Ctx(bootstrap_servers)
     click_ctx.obj = obj
     configure_logging(obj.settings.log_level, obj.settings.log_format)
+    from finscore.providers import configure as configure_providers
+
+    # the default for sessions not given a list (compress, the sidecar, registry smoke tests)
+    configure_providers(obj.settings.provider_list())
 
 
 # -- broker --------------------------------------------------------------------------------------
@@ -527,9 +531,13 @@ def worker_config(
     instance_id: str | None = None,
 ) -> Any:
     """A WorkerConfig from settings and CLI options (settings only at the edge)."""
+    from finscore.providers import batch_size_for, resolve
     from finscore.streams.worker import WorkerConfig
 
     extra: dict[str, Any] = {}
+    providers = s.provider_list()
+    # GPUs want large batches: at least FINSCORE_GPU_MIN_BATCH on a GPU provider
+    batch_size = batch_size_for(resolve(providers).primary, batch_size, s.gpu_min_batch)
     if instance_id:
         extra["instance_id"] = instance_id
         extra["transactional_id"] = f"finscore-{stream}-{instance_id}"
@@ -556,6 +564,7 @@ def worker_config(
         health_grace_s=s.health_grace_s,
         expected_partitions=s.partitions,
         bounds=s.input_bounds(),
+        execution_providers=providers,
         **extra,
     )
 

@@ -77,7 +77,5 @@ def print_models(rows: list[dict[str, Any]], title: str, wide: bool = False,
             shown, r["data_fingerprint"][:8], r["created_at"][:10],
         )  # fmt: skip
     Console().print(table)
-    click.echo(
-        "★ champion; metric on the test split; data: fingerprint of the training data "
-        "(--wide: every metric and step, --json: all of it)"
-    )
+    click.echo("★ champion; metric on the test split; data: fingerprint of the training data")
+    click.echo("(--wide: every metric and step; --json: everything, for scripts)")

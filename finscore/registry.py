@@ -276,13 +276,14 @@ class Artifact:
     def smoke_test(self, atol: float = 1e-4) -> None:
         """Run the model on the manifest's reference inputs (onnxruntime) and compare."""
         import numpy as np
-        import onnxruntime as ort
+
+        from finscore.providers import create_session
 
         m = self.manifest
         if not m.reference_inputs:
             return
         try:
-            s = ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"])
+            s = create_session(self.onnx)  # the configured execution providers
             feed = {s.get_inputs()[0].name: np.asarray(m.reference_inputs, np.float32)}
             got = s.run(None, feed)[0]
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -70,6 +70,32 @@ class Settings(BaseSettings):
     allow_unsigned_models: bool = Field(
         False, description="Development only: accept unsigned models (logged loudly at start)."
     )
+    execution_providers: str = Field(
+        "CPU",
+        description="ONNX Runtime execution providers in order of preference, comma-separated "
+        "(CPU, CUDA, TensorRT, OpenVINO, ROCm, DirectML, CoreML, DNNL or full "
+        "...ExecutionProvider names), e.g. CUDA,CPU. Unavailable ones are dropped with one "
+        "warning; CPU is always last. GPU providers need finscore[gpu].",
+    )
+    gpu_min_batch: int = Field(
+        1024,
+        ge=1,
+        description="Smallest worker batch on a GPU provider (GPUs want large batches).",
+    )
+
+    @field_validator("execution_providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        from finscore.providers import parse
+
+        parse(value)  # ValueError (reported by pydantic) for an unknown name
+        return value
+
+    def provider_list(self) -> tuple[str, ...]:
+        """The requested execution providers as onnxruntime names (a plain tuple for cores)."""
+        from finscore.providers import parse
+
+        return parse(self.execution_providers)
 
     # Operations.
     log_level: str = "INFO"

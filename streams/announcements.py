@@ -31,7 +31,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -315,8 +315,10 @@ class ModelWatcher:
         on_rejected: Rejected,
         allow_unsigned: bool = False,
         input_spec: Callable[[], InputSpec] | None = None,
+        providers: Sequence[str] | None = None,
     ) -> None:
         self.topic = topic
+        self.providers = providers  # execution providers of loaded models (None: the default)
         self.model_name = model_name
         self.verify_key = verify_key
         self.allow_unsigned = allow_unsigned
@@ -390,7 +392,7 @@ class ModelWatcher:
             return None
         a.artifact.verify(self.verify_key, require_signature=not self.allow_unsigned, smoke=False)
         try:
-            scorer = Scorer(a.artifact)
+            scorer = Scorer(a.artifact, providers=self.providers)
         except ArtifactError:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types

@@ -70,6 +70,11 @@ class WorkerMetrics:
             "finscore_model_info", "Model versions loaded (1 = loaded).",
             ["stream", "model_name", "version", "role"], registry=r,
         )  # fmt: skip
+        self._provider = Gauge(
+            "finscore_execution_provider",
+            "ONNX Runtime execution provider the live model runs on (1 = in use).",
+            ["stream", "provider"], registry=r,
+        )  # fmt: skip
         self._swaps = Counter(
             "finscore_model_swaps", "Hot swaps done.", ["stream", "model_name"], registry=r
         )
@@ -120,6 +125,13 @@ class WorkerMetrics:
             if labels[1] == name and labels[3] == role:
                 self._model.remove(*labels)
         self._model.labels(self.stream, name, version, role).set(1)
+
+    def execution_provider(self, provider: str) -> None:
+        """Mark ``provider`` (a short name: CPU, CUDA, TensorRT...) as the one the live model
+        runs on; the previous one is cleared."""
+        for labels in list(self._provider._metrics):  # noqa: SLF001
+            self._provider.remove(*labels)
+        self._provider.labels(self.stream, provider).set(1)
 
     def model_unloaded(self, name: str, role: str) -> None:
         for labels in list(self._model._metrics):  # noqa: SLF001

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from finscore.features.fraud import N_FEATURES as FRAUD_WIDTH
 from finscore.features.fraud import feature_columns
 from finscore.features.market import N_FEATURES as MARKET_WIDTH
 from finscore.logging import get_logger
+from finscore.providers import create_session, short
 from finscore.registry import Artifact, ArtifactError, Manifest
 
 log = get_logger(__name__)
@@ -46,13 +48,17 @@ class Scorer:
     feature list keep working; one that needs a feature the worker lacks is refused here.
     """
 
-    def __init__(self, artifact: Artifact, threads: int = 1) -> None:
+    def __init__(
+        self, artifact: Artifact, threads: int = 1, providers: Sequence[str] | None = None
+    ) -> None:
+        """``providers``: execution providers in order of preference (short or full names,
+        see :mod:`finscore.providers`); None = the process default (CPU unless configured).
+        Unavailable ones are dropped (logged once); :attr:`provider` is the one in use."""
         self.artifact = artifact
         self.manifest: Manifest = artifact.manifest
         self.columns = _input_columns(self.manifest)
-        self.session = ort.InferenceSession(
-            artifact.onnx, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        self.session = create_session(artifact.onnx, session_options(threads), providers)
+        self.provider: str = short(self.session.get_providers()[0])
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from finscore.logging import get_logger
+from finscore.providers import resolve as resolve_providers
+from finscore.providers import short as short_provider
 from finscore.registry import ArtifactError, Registry
 from finscore.schemas import topics as T
 from finscore.streams.admin import require_topics, topic_partitions
@@ -72,6 +74,9 @@ class WorkerConfig:
     # SchemaRegistryClient config ({"url": ..., "basic.auth.user.info": ...}): inputs in the
     # Confluent wire format are decoded with it (None: such records are dead letters).
     schema_registry: Mapping[str, str] | None = None
+    # ONNX Runtime execution providers in order of preference (finscore.providers names, e.g.
+    # ("CUDA", "CPU")); unavailable ones are dropped with one warning, CPU is always last.
+    execution_providers: tuple[str, ...] = ("CPU",)
 
     @property
     def group(self) -> str:
@@ -112,6 +117,7 @@ class Worker:
             on_rejected=self._on_rejected,
             allow_unsigned=cfg.allow_unsigned,
             input_spec=self._input_spec,
+            providers=cfg.execution_providers,
         )
         self._start_window: int | None = None  # market: the window of the model started on
         self.transport: KafkaTransport | None = None
@@ -149,7 +155,7 @@ class Worker:
             if art is None:
                 return None
             art.verify(self.cfg.verify_key, require_signature=not self.cfg.allow_unsigned)
-            scorer = Scorer(art)
+            scorer = Scorer(art, providers=self.cfg.execution_providers)
             admit(scorer, self._input_spec())
         except (ArtifactError, ValueError, OSError) as exc:
             self.metrics.rejected("registry_champion_refused")
@@ -209,6 +215,7 @@ class Worker:
         swapped = self.slot.swap_if_staged()
         if swapped is not None:
             self.metrics.model_loaded(swapped.name, swapped.version, "live")
+            self.metrics.execution_provider(swapped.provider)
             self.metrics.swapped(swapped.name)
         ch = self.slot.challenger
         if ch is not before:
@@ -321,6 +328,15 @@ class Worker:
         """Start, loop until :meth:`stop`, shut down cleanly (drain, commit, leave the group)."""
         cfg = self.cfg
         log.info("worker.starting", stream=cfg.stream, group=cfg.group, eos=cfg.exactly_once)
+        placement = resolve_providers(cfg.execution_providers)
+        log.info(
+            "worker.execution_provider",
+            stream=cfg.stream,
+            provider=short_provider(placement.primary),
+            requested=",".join(short_provider(p) for p in placement.requested),
+            using=",".join(short_provider(p) for p in placement.using),
+        )
+        self.metrics.execution_provider(short_provider(placement.primary))
         self.start_metrics()
         try:
             self._preflight()

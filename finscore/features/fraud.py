@@ -82,6 +82,12 @@ N_FEATURES = len(FRAUD_FEATURE_NAMES)
 FEATURES_VERSION = 4
 _NIGHT_MS = 7 * 3_600_000  # the handbook's night: hour <= 6
 RECENT = 1024  # event times behind the eviction watermark (its median)
+# "all_outcomes": a label per transaction (fraud or genuine), the terminal counts come from the
+# labels. "fraud_reports": labels are frauds only, as card issuers get them; a transaction is
+# a known genuine outcome once it is older than the delay and unreported, so the counts come
+# from the transactions themselves (and every transaction's habit flag is decided when it is
+# scored). Both give the same features when every fraud is reported within the delay.
+LABEL_CONTRACTS = ("all_outcomes", "fraud_reports")
 
 
 def feature_columns(names: Sequence[str]) -> np.ndarray | None:
@@ -106,9 +112,24 @@ class FraudFeatureConfig:
     label_delay_ms: int = 7 * DAY_MS
     windows_days: tuple[int, int, int] = (1, 7, 30)
     habit_ratio: float = 2.5
+    # What the labels carry (see LABEL_CONTRACTS): every settled outcome, or fraud reports
+    # only (a transaction nobody reports within the delay is genuine). Same features either way.
+    label_contract: str = "all_outcomes"
     # The earliest storable time (stores then hold ~69 years from it and no record moves that
     # range); None: centred on the first times written (tests on small synthetic times).
     time_origin_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_contract not in LABEL_CONTRACTS:
+            raise ValueError(
+                f"label_contract must be one of {', '.join(LABEL_CONTRACTS)}, "
+                f"not {self.label_contract!r}"
+            )
+
+    @property
+    def reports_only(self) -> bool:
+        """Labels are fraud reports only (the ``fraud_reports`` contract)."""
+        return self.label_contract == "fraud_reports"
 
     @property
     def horizon_ms(self) -> int:
@@ -164,6 +185,13 @@ class FraudFeatures:
         self._spend = TimeStore(("cents", "sq"), track_changes=True, origin=origin)
         self._terminals = TimeStore(("fraud", "habit", "late", "label_time"), origin=origin)
         self._cards = TimeStore(("fraud", "late", "label_time", "cents"), origin=origin)
+        # fraud_reports: every terminal's transactions (time, tag, and whether the amount is
+        # within the card's habit), from this worker's transactions and, in a fleet, from the
+        # other workers' (see take_terminal_entries / add_terminal_entries).
+        self._term_tx: TimeStore | None = None
+        if cfg.reports_only:
+            self._term_tx = TimeStore(("below",), track_changes=True, origin=origin)
+        self.unmatched_reports = 0  # fraud reports whose transaction was not held (counted)
         self.latest_ms = 0
         self._recent = np.zeros(RECENT, dtype=np.int64)  # a ring of recent event times
         self._recent_n = 0
@@ -260,9 +288,11 @@ class FraudFeatures:
         cidx = self._spend.index_of(customer_id, create=True)
         tags = tags_of(transaction_id)
         sq = cents * cents
+        below = np.zeros(n, dtype=np.int64)
         for a, b in _chunks(cidx, t):
             self._spend.insert(cidx[a:b], t[a:b], tags[a:b], {"cents": cents[a:b], "sq": sq[a:b]})
-            self._customer_windows(out[a:b], cidx[a:b], t[a:b], cents[a:b])
+            n30, s30 = self._customer_windows(out[a:b], cidx[a:b], t[a:b], cents[a:b])
+            below[a:b] = cents[a:b] * np.maximum(n30, 1) < self.cfg.habit_ratio * s30
         self.latest_ms = max(self.latest_ms, int(t.max()))
         self._observe(t)
         out[:, 0] = cents / 100
@@ -274,6 +304,9 @@ class FraudFeatures:
         windows = [end - span for span in spans]
         store = self._terminals
         tidx = store.index_of(terminal_id, create=False)
+        if self._term_tx is not None:
+            self._features_from_reports(out, cidx, tidx, customer_id, terminal_id, t, tags, below)
+            return out
         # The habit-fraud run: the window's outcomes after its latest non-habit one.
         run_after = np.maximum(windows[-1], store.last_time_of_zero(tidx, end, "habit"))
         n_tx, sums, late = self._outcomes(store, tidx, t, [*windows, run_after], ("fraud", "habit"))
@@ -295,7 +328,8 @@ class FraudFeatures:
 
     def _customer_windows(
         self, out: np.ndarray, idx: np.ndarray, t: np.ndarray, cents: np.ndarray
-    ) -> None:
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fill the customer columns; returns the longest window's count and cents sum."""
         stats = self._spend.window_sums(idx, [t - span for span in self.spans], t, ("cents", "sq"))
         for k, (count, sums) in enumerate(stats):
             n = count.astype(np.float64)
@@ -309,6 +343,72 @@ class FraudFeatures:
         std_c = np.sqrt(var_c)
         out[:, 15] = np.divide(cents, mean_c, out=np.ones(len(n)), where=mean_c > 0)
         out[:, 16] = np.divide(cents - mean_c, std_c, out=np.zeros(len(n)), where=std_c > 1e-7)
+        return count, sums["cents"]
+
+    def _features_from_reports(
+        self,
+        out: np.ndarray,
+        spend_idx: np.ndarray,
+        tidx: np.ndarray,
+        customer_id: Sequence[str],
+        terminal_id: Sequence[str],
+        t: np.ndarray,
+        tags: np.ndarray,
+        below: np.ndarray,
+    ) -> None:
+        """Terminal and card outcome features under the ``fraud_reports`` contract: the
+        outcomes known at t are every transaction in the delayed window (a transaction older
+        than the delay and not reported is genuine), frauds being the reports known at t. The
+        transactions are held per terminal with their habit flag (this batch's first)."""
+        xs = self._term_tx
+        assert xs is not None
+        n = len(t)
+        end = t - self.cfg.label_delay_ms
+        windows = [end - span for span in self.spans]
+        xidx = xs.index_of(terminal_id, create=True)
+        xs.insert(xidx, t, tags, {"below": below})
+        counts = xs.window_sums(xidx, windows, end)
+        _, sums, _ = self._outcomes(self._terminals, tidx, t, windows, ("fraud", "habit"))
+        for k, (count, _) in enumerate(counts):
+            n_tx = count.astype(np.float64)
+            seen = n_tx > 0
+            out[:, 9 + 2 * k] = n_tx
+            out[:, 10 + 2 * k] = np.divide(sums["fraud"][k], n_tx, out=np.zeros(n), where=seen)
+            out[:, 19 + k] = np.divide(sums["habit"][k], n_tx, out=np.zeros(n), where=seen)
+        # The habit-fraud run: 0 wherever some outcome at the window's latest time is not a
+        # known habit fraud (nearly every row); the others are recounted from their entries.
+        last = xs.last_time(xidx, end)
+        at_last = np.maximum(last - 1, windows[-1])
+        [(c_tx, _)] = xs.window_sums(xidx, [at_last], end)
+        _, c_h, _ = self._outcomes(self._terminals, tidx, t, [at_last], ("habit",))
+        run = np.zeros(n)
+        recount = np.flatnonzero((last > windows[-1]) & (c_h["habit"][0] >= c_tx))
+        for r in recount.tolist():
+            run[r] = self._recount_reports_run(
+                int(xidx[r]), int(tidx[r]), int(windows[-1][r]), int(end[r]), int(t[r])
+            )
+        out[:, 22] = np.log1p(run)
+        [(n_c, _)] = self._spend.window_sums(spend_idx, windows[-1:], end)
+        cidx = self._cards.index_of(customer_id, create=False)
+        _, card, _ = self._outcomes(self._cards, cidx, t, windows[-1:], ("fraud",))
+        f_c, n_card = card["fraud"][0], n_c.astype(np.float64)
+        out[:, 17] = np.divide(f_c, n_card, out=np.zeros(n), where=n_card > 0)
+        out[:, 18] = f_c
+
+    def _recount_reports_run(self, x: int, i: int, after: int, end: int, t: int) -> int:
+        """The habit-fraud run of one terminal under the ``fraud_reports`` contract: its
+        transactions in (after, end] later than the latest one that is not a habit fraud
+        reported by ``t``."""
+        assert self._term_tx is not None
+        tx = self._term_tx.entries(x, after, end, with_times=True, with_tags=True)
+        rep = self._terminals.entries(i, after, end, with_times=True, with_tags=True)
+        hit = (rep["label_time"] <= t) & (rep["habit"] > 0)
+        habit = set(zip(rep["time"][hit].tolist(), rep["tag"][hit].tolist(), strict=True))
+        pairs = zip(tx["time"].tolist(), tx["tag"].tolist(), strict=True)
+        is_habit = np.fromiter((p in habit for p in pairs), bool, len(tx["time"]))
+        other = tx["time"][~is_habit]
+        last = int(other.max()) if len(other) else after
+        return int((tx["time"] > last).sum())
 
     def _outcomes(
         self,

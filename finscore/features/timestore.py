@@ -322,6 +322,23 @@ class TimeStore:
             best = np.where(found, np.maximum(best, run.times[at]), best)
         return best
 
+    def last_time(self, idx: np.ndarray, upto: np.ndarray) -> np.ndarray:
+        """Per row, the latest time <= ``upto`` of any entry of key ``idx`` (:data:`NO_TIME`
+        when there is none, or for ``idx == -1``): one binary search per run for the batch."""
+        idx = np.asarray(idx, dtype=np.int64)
+        known = idx >= 0
+        safe = np.where(known, idx, 0)
+        best = np.full(len(idx), NO_TIME, dtype=np.int64)
+        query = self._clip(safe, np.asarray(upto))
+        for run in self._runs:
+            if not len(run):
+                continue
+            at = np.searchsorted(run.keys, query, "right") - 1
+            ok = np.maximum(at, 0)
+            found = known & (at >= 0) & ((run.keys[ok] >> TIME_BITS) == safe)
+            best = np.where(found, np.maximum(best, run.times[ok]), best)
+        return best
+
     def find_tags(
         self, idx: np.ndarray, tags: np.ndarray, column: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -378,11 +395,13 @@ class TimeStore:
         return found, times, vals
 
     def entries(
-        self, idx: int, after: int, upto: int, *, with_times: bool = False
+        self, idx: int, after: int, upto: int, *, with_times: bool = False, with_tags: bool = False
     ) -> dict[str, np.ndarray]:
         """The value columns of one key's entries with ``after < time <= upto`` (and their
-        times as ``"time"`` when ``with_times``), in no particular order."""
-        names = (*self.value_names, "time") if with_times else self.value_names
+        times as ``"time"`` when ``with_times``, tags as ``"tag"`` when ``with_tags``), in no
+        particular order."""
+        names = (*self.value_names, *(("time",) if with_times else ()),
+                 *(("tag",) if with_tags else ()))  # fmt: skip
         if idx < 0:
             return {c: _EMPTY for c in names}
         one = np.array([idx], dtype=np.int64)
@@ -391,7 +410,7 @@ class TimeStore:
             lo = int(np.searchsorted(run.keys, self._clip(one, np.array([after]))[0], "right"))
             hi = int(np.searchsorted(run.keys, self._clip(one, np.array([upto]))[0], "right"))
             lo = max(lo, int(np.searchsorted(run.keys, idx << TIME_BITS, "left")))
-            cols = {**run.values, "time": run.times}
+            cols = {**run.values, "time": run.times, "tag": run.tags}
             parts.append({c: cols[c][lo : max(lo, hi)] for c in names})
         return {c: np.concatenate([p[c] for p in parts]) for c in names}
 
@@ -470,6 +489,19 @@ class TimeStore:
                 table[:, 0] = inverse
                 out.append((g, _encode_rows([names[k] for k in used.tolist()], table)))
         return out
+
+    def take_change_rows(self) -> tuple[list[str], np.ndarray]:
+        """The entries added since the last call (or :meth:`take_changes`) as (key names,
+        int64 rows: index into those names, time, tag, values...), sorted by key; for callers
+        that encode changes their own way."""
+        if not self._changes:
+            return [], np.zeros((0, 3 + len(self.value_names)), dtype=np.int64)
+        rows = np.concatenate(self._changes)
+        self._changes = []
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        used, inverse = np.unique(rows[:, 0], return_inverse=True)
+        rows[:, 0] = inverse.reshape(-1)
+        return [self._names[k] for k in used.tolist()], rows
 
     def add_rows(
         self,

@@ -248,3 +248,26 @@ def test_the_dashboard_serves_each_registered_versions_own_report(tmp_path) -> N
                 urllib.request.urlopen(dash.url + bad, timeout=5)
     finally:
         dash.stop()
+
+
+def test_models_list_fits_80_columns_and_has_json(tmp_path) -> None:  # noqa: ANN001
+    import dataclasses
+
+    from finscore.registry import Artifact, Registry
+
+    reg = Registry(tmp_path)
+    for seed in (0, 1):
+        a = artifact("fraud", "", seed=seed)
+        metrics = {"ap": 0.61 + seed / 100, "auc": 0.9, "cp100": 0.2, "teacher_ap": 0.63,
+                   "teacher_auc": 0.91}  # fmt: skip
+        steps = [{"step": s} for s in ("distill", "prune_structured", "weight_share")]
+        reg.publish(Artifact(dataclasses.replace(a.manifest, metrics=metrics, steps=steps), a.onnx))
+    reg.promote("fraud", "2")
+    env = {"FINSCORE_REGISTRY_DIR": str(tmp_path), "COLUMNS": "80"}
+    r = finscore("models", "list", env=env)
+    assert r.returncode == 0, r.stderr
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80, r.stdout
+    assert "ap 0.6200 (0.6300)" in r.stdout and "2 ★" in r.stdout, r.stdout
+    j = json.loads(finscore("models", "list", "--json", env=env).stdout)
+    assert [(m["version"], m["champion"]) for m in j] == [("1", False), ("2", True)]
+    assert j[1]["steps"] == ["distill", "prune_structured", "weight_share"]

@@ -189,6 +189,17 @@ def lint_dockerfile(text: str) -> list[str]:
         installs = [i for i, ln in enumerate(st) if "pip install" in ln or "pip wheel" in ln]
         if installs and copies and min(copies) > min(installs):
             problems.append("pip install before the project metadata is copied")
+        sources = [
+            i
+            for i, ln in enumerate(st)
+            if ln.upper().startswith("COPY ")
+            and "--from" not in ln
+            and re.search(r"\b(finscore|streams|schemas|compression)\b", ln)
+        ]
+        if sources and (not installs or min(installs) > min(sources)):
+            problems.append("source copied before the dependencies are installed")
+        if sources and any("--no-deps" not in st[i] for i in installs if i > min(sources)):
+            problems.append("the source layer reinstalls dependencies (no --no-deps)")
     return problems
 
 
@@ -342,3 +353,214 @@ def test_writable_volumes_are_owned_by_the_image_user() -> None:
             if source in COMPOSE["volumes"] and "ro" not in mode:
                 assert target in made and target in chowned, f"{name}: {target}"
     assert IMAGES[COMPOSE["services"]["sidecar"]["image"]] == "sidecar.Dockerfile"
+
+
+# -- issue 16: a deployment that would run ------------------------------------------------------
+JOB_PROFILES = {"models", "traffic"}
+
+
+def _is_job(name: str, svc: dict) -> bool:
+    """One-off services: the model/traffic profiles and the `topics` job others wait for."""
+    waited = any(
+        isinstance(d := s.get("depends_on"), dict)
+        and d.get(name, {}).get("condition") == "service_completed_successfully"
+        for s in COMPOSE["services"].values()
+    )
+    return waited or bool(JOB_PROFILES & set(svc.get("profiles", [])))
+
+
+def _image_healthcheck(svc: dict) -> str | None:
+    dockerfile = IMAGES.get(str(svc.get("image", "")))
+    if dockerfile is None:
+        return None
+    text = re.sub(r"\\\n", " ", (DOCKER / dockerfile).read_text())
+    found = re.search(r"^HEALTHCHECK .*$", text, re.M)
+    return found.group(0) if found else None
+
+
+def _healthcheck(svc: dict) -> str | None:
+    """The command a service's health is checked with (compose overrides the image)."""
+    hc = svc.get("healthcheck")
+    if hc is not None:
+        if hc.get("disable"):
+            return None
+        test = hc["test"]
+        return " ".join(test[1:]) if isinstance(test, list) else str(test)
+    return _image_healthcheck(svc)
+
+
+def _option(command: list[str], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
+
+
+def test_every_long_running_service_has_a_healthcheck_its_command_serves() -> None:
+    """The dashboard container's HEALTHCHECK polled a /health on the worker port it never
+    served: each check must hit the port and path the service's own command listens on, and
+    one-off jobs must not inherit an image check they cannot pass."""
+    s = COMPOSE["services"]
+    for name, svc in s.items():
+        check = _healthcheck(svc)
+        if _is_job(name, svc):
+            assert check is None, f"{name} is a job but inherits the check {check!r}"
+            continue
+        assert check, f"{name} has no healthcheck"
+        if not str(svc.get("image", "")).startswith("finscore"):
+            continue
+        url = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/\S*?)['\")]", check)
+        assert url, f"{name}: no local URL in {check!r}"
+        port, path = url.group(1), url.group(2)
+        assert path == "/health", name
+        command = svc["command"]
+        env = {**COMPOSE["x-finscore-env"], **svc.get("environment", {})}
+        if command[0] == "worker":
+            served = _option(command, "--metrics-port") or env.get("FINSCORE_METRICS_PORT")
+        elif command[0] == "dashboard":
+            served = _option(command, "--port")
+        elif command[0] == "sidecar":
+            served = _option(command, "--metrics-port")
+        else:
+            raise AssertionError(f"{name}: no known health endpoint for {command}")
+        assert served == port, f"{name} checks :{port} but serves :{served}"
+
+
+def test_the_dashboard_serves_the_health_its_container_checks() -> None:
+    import urllib.request
+
+    from finscore.dashboard.server import Dashboard
+    from finscore.dashboard.state import DashboardState
+
+    dash = Dashboard(DashboardState({"bootstrap.servers": "127.0.0.1:9"}), port=0)
+    dash._thread.start()  # the HTTP server only: no broker here
+    try:
+        with urllib.request.urlopen(dash.url + "health", timeout=5) as r:  # noqa: S310
+            assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+    finally:
+        dash.httpd.shutdown()
+        dash.httpd.server_close()
+
+
+def test_the_sidecar_serves_the_health_its_container_checks() -> None:
+    import urllib.request
+
+    from finscore.sidecar_status import StatusServer
+
+    server = StatusServer(lambda: {"state": "waiting", "last_error": None}, 0).start()
+    try:
+        with urllib.request.urlopen(server.url + "/health", timeout=5) as r:  # noqa: S310
+            doc = json.loads(r.read())
+        assert r.status == 200 and doc["status"] == "ok" and doc["state"] == "waiting"
+    finally:
+        server.stop()
+
+
+def test_the_schema_registry_is_healthy_and_the_workers_use_it(monkeypatch) -> None:  # noqa: ANN001
+    from finscore.cli import worker_config
+    from finscore.settings import Settings
+
+    s = COMPOSE["services"]
+    registry = s["schema-registry"]
+    assert "8081" in _healthcheck(registry)
+    url = COMPOSE["x-finscore-env"]["FINSCORE_SCHEMA_REGISTRY_URL"]
+    workers = [n for n, svc in s.items() if svc.get("command", [None])[0] == "worker"]
+    assert workers
+    for name in workers:
+        env = s[name]["environment"]
+        monkeypatch.setenv("FINSCORE_SCHEMA_REGISTRY_URL", env["FINSCORE_SCHEMA_REGISTRY_URL"])
+        cfg = worker_config(Settings(allow_unsigned_models=True), s[name]["command"][1])
+        assert cfg.schema_registry == {"url": url}, name
+        assert s[name]["depends_on"]["schema-registry"]["condition"] == "service_healthy", name
+
+
+def test_outputs_are_written_as_json_standard_kafka_uis_can_read(monkeypatch) -> None:  # noqa: ANN001
+    from finscore.cli import worker_config
+    from finscore.schemas import topics as T
+    from finscore.settings import Settings
+
+    env = COMPOSE["x-finscore-env"]
+    monkeypatch.setenv("FINSCORE_JSON_TOPICS", str(env.get("FINSCORE_JSON_TOPICS", "")))
+    cfg = worker_config(Settings(allow_unsigned_models=True), "fraud")
+    outputs = {T.FRAUD_FLAGS, T.PRICE_SIGNALS, T.shadow(T.FRAUD_FLAGS), T.shadow(T.PRICE_SIGNALS)}
+    assert outputs <= cfg.json_topics
+
+
+def test_the_kafka_nodes_run_a_current_apache_kafka() -> None:
+    images = {svc["image"] for svc in COMPOSE["services"].values()
+              if str(svc.get("image", "")).startswith("apache/kafka")}  # fmt: skip
+    assert len(images) == 1
+    major = int(images.pop().split(":")[1].split(".")[0])
+    assert major >= 4
+
+
+def test_secrets_come_from_git_ignored_env_files_with_committed_examples() -> None:
+    import subprocess
+
+    s = COMPOSE["services"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in s["grafana"].get("environment", {})
+    assert "grafana.env" in s["grafana"].get("env_file", [])
+    files = {f for svc in s.values() for f in svc.get("env_file", [])}
+    for f in sorted(files):
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"docker/{f}"], cwd=ROOT)
+        assert ignored.returncode == 0, f"docker/{f} is not git-ignored"
+        example = DOCKER / f"{f}.example"
+        assert example.exists(), f"no committed docker/{f}.example"
+        kept = subprocess.run(["git", "check-ignore", "-q", f"docker/{f}.example"], cwd=ROOT)
+        assert kept.returncode == 1, f"docker/{f}.example is git-ignored"
+    grafana = dict(
+        line.split("=", 1)
+        for line in (DOCKER / "grafana.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] not in ("", "admin")
+
+
+def test_exactly_once_replicas_have_stable_distinct_transactional_ids() -> None:
+    """A replica of a scaled service gets a random id on each start, so a restarted worker
+    cannot fence its own zombie: every exactly-once worker is its own service with an explicit
+    --instance-id, and still answers to the shared name Prometheus and the dashboard use."""
+    from finscore.cli import worker_config
+    from finscore.settings import Settings
+
+    s = COMPOSE["services"]
+    eos = {n: svc for n, svc in s.items() if "--exactly-once" in svc.get("command", [])}
+    assert len(eos) >= 2
+    tids = set()
+    for name, svc in eos.items():
+        assert svc.get("deploy", {}).get("replicas", 1) == 1, name
+        command = svc["command"]
+        instance = _option(command, "--instance-id")
+        assert instance, f"{name} has no --instance-id"
+        cfg = worker_config(Settings(allow_unsigned_models=True), command[1], True,
+                            instance_id=instance)  # fmt: skip
+        assert cfg.transactional_id and cfg.transactional_id.endswith(instance)
+        tids.add(cfg.transactional_id)
+    assert len(tids) == len(eos)
+    prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    scraped = {n for job in prom["scrape_configs"] for sd in job["dns_sd_configs"]
+               for n in sd["names"]}  # fmt: skip
+    for name, svc in eos.items():
+        aliases = set(svc.get("networks", {}).get("default", {}).get("aliases", []))
+        assert aliases & scraped, f"{name} answers to none of {scraped}"
+
+
+def test_the_model_jobs_run_the_readme_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = COMPOSE["services"]["fraud-model"]["command"]
+    base = [a for a in command if a != "--promote"]
+    assert "finscore " + " ".join(base) in readme
+    assert "--tolerance" not in command  # the default gate, like the README
+
+
+@pytest.mark.parametrize("name", ["worker.Dockerfile", "sidecar.Dockerfile"])
+def test_dockerfiles_install_dependencies_before_copying_the_source(name: str) -> None:
+    """A code change must not reinstall every dependency: the dependency layer is built from
+    pyproject.toml alone, the source is copied after it and installed without dependencies."""
+    problems = [p for p in lint_dockerfile((DOCKER / name).read_text()) if "source" in p]
+    assert problems == []
+
+
+def test_the_linter_catches_a_source_copy_before_the_dependency_layer() -> None:
+    bad = (
+        "FROM python:3.11-slim\nCOPY pyproject.toml ./\nCOPY finscore ./finscore\n"
+        "RUN pip install .\nUSER app\n"
+    )
+    assert any("source" in p for p in lint_dockerfile(bad))
