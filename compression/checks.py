@@ -10,7 +10,8 @@ output names; it reproduces its source (torch stages: the torch module, atol 1e-
 such as int8 quantisation: the fp32 ONNX it came from, within ``atol_quantized``, 0.05 by
 default — int8 rounding); applying it twice with the same seed gives identical ONNX bytes (or,
 failing that, identical outputs); the batch axis is dynamic; the output obeys the family's
-ONNX contract (fraud: ``score`` [N] in [0, 1]; market: ``probs`` [N, 3], rows summing to 1).
+ONNX contract (fraud: ``score`` [N] in [0, 1]; market: ``probs`` [N, 3], rows summing to 1); a
+row scores the same alone and inside a batch (dynamic int8 fails this, by design).
 
 Artifact checks: the manifest's sha256 and size match the bytes; the bytes load in ONNX
 Runtime and reproduce the manifest's reference outputs; the output contract holds on the
@@ -94,11 +95,16 @@ def check_step(
     def obeys_the_output_contract() -> None:
         assert_output_contract(fam.output_name, x, run_onnx(onnx_bytes, x))
 
+    def is_batch_invariant() -> None:
+        err = batch_variance(onnx_bytes, x)
+        assert err <= BATCH_ATOL, f"a row's output depends on its batch (by up to {err:.2g})"
+
     yield "loads_in_onnxruntime", loads_in_onnxruntime
     yield "matches_its_source", matches_its_source
     yield "is_seeded_deterministic", is_seeded_deterministic
     yield "has_a_dynamic_batch_axis", has_a_dynamic_batch_axis
     yield "obeys_the_output_contract", obeys_the_output_contract
+    yield "is_batch_invariant", is_batch_invariant
 
 
 def check_artifact(

@@ -394,3 +394,107 @@ class QuantizeStatic(CompressionStep):
 
         calib = ctx.data.calibration(self.calibration_size, ctx.seed)
         return quantize_static_bytes(model, calib, per_channel=self.per_channel)
+
+
+def _val_measure(src: bytes, ctx: StepContext, rows: int = 512):  # noqa: ANN202
+    """(reference validation metric of ``src``, measure(model) -> (metric, max |diff|))."""
+    from finscore.compression.export import run_onnx
+
+    fam, data = ctx.family, ctx.data
+    want = run_onnx(src, data.x_val[:rows])
+    reference = fam.evaluate(run_onnx(src, data.x_val), data, split="val")[fam.metric]
+
+    def measure(model: bytes) -> tuple[float, float]:
+        metric = fam.evaluate(run_onnx(model, data.x_val), data, split="val")[fam.metric]
+        diff = float(np.max(np.abs(run_onnx(model, data.x_val[:rows]) - want))) if rows else 0.0
+        return float(metric), diff
+
+    return float(reference), measure
+
+
+class Float16(CompressionStep):
+    """Mixed precision: weights and activations in float16 where that is safe, per-operator
+    fallback to float32 chosen by the accuracy gate.
+
+    Inputs and outputs stay float32 (the workers' contract); so do the nodes that read raw
+    inputs (standardisation, window summaries: raw amounts and LOB prices exceed float16's
+    65,504) and the output head (Sigmoid/Softmax). Then, greedily, one operator type at a time
+    (:func:`~finscore.compression.quantize.greedy_fallback`): while the validation metric drops
+    more than ``tolerance`` below the float32 source's, or an output moves more than ``atol``,
+    keep float32 the op type whose fallback recovers most (at most ``max_fallbacks``). The op
+    types kept float32 are recorded as ``fp32_ops`` (so in the manifest). Weights take half
+    the bytes; on GPUs (CUDA/TensorRT) float16 runs on tensor cores, on CPUs ONNX Runtime
+    casts back where it lacks float16 kernels (smaller, not faster). Deterministic and batch
+    invariant (no data-dependent scales)."""
+
+    name = "float16"
+    stage = "onnx"
+
+    def __init__(
+        self, tolerance: float = 0.002, atol: float = 0.01, max_fallbacks: int = 4
+    ) -> None:
+        self.tolerance, self.atol, self.max_fallbacks = tolerance, atol, max_fallbacks
+        self.fp32_ops: list[str] = []
+
+    def apply(self, model: bytes, ctx: StepContext) -> bytes:
+        from finscore.compression.quantize import float16_bytes, float16_op_types, greedy_fallback
+
+        reference, measure = _val_measure(model, ctx)
+        best, _ = greedy_fallback(
+            lambda keep: float16_bytes(model, keep),
+            float16_op_types(model),
+            measure,
+            lambda metric, diff: metric >= reference - self.tolerance and diff <= self.atol,
+            self.max_fallbacks,
+        )
+        self.fp32_ops = list(best.kept_float)
+        return best.model
+
+
+class QuantizePerChannel(CompressionStep):
+    """Per-channel static int8 (QDQ; weight scales per output channel, activation scales fixed
+    at calibration, so outputs never depend on the batch) with an accuracy-aware fallback.
+
+    Every quantisable node is quantised; then, greedily, one node at a time: while the
+    validation metric drops more than ``tolerance`` below the float32 source's, or an output
+    moves more than ``atol``, the node whose return to float recovers most stays float
+    (``nodes_to_exclude``; at most ``max_fallbacks``), as accuracy-aware tuners (Intel Neural
+    Compressor, Olive) do. The nodes left float are recorded as ``float_nodes``
+    (``<op>_<index>`` of the pre-processed graph)."""
+
+    name = "quantize_per_channel"
+    stage = "onnx"
+
+    def __init__(
+        self,
+        calibration_size: int = 2048,
+        tolerance: float = 0.005,
+        atol: float = 0.05,
+        max_fallbacks: int = 4,
+    ) -> None:
+        self.calibration_size, self.tolerance, self.atol = calibration_size, tolerance, atol
+        self.max_fallbacks = max_fallbacks
+        self.float_nodes: list[str] = []
+
+    def apply(self, model: bytes, ctx: StepContext) -> bytes:
+        from finscore.compression.quantize import (
+            greedy_fallback,
+            prepare_static,
+            quantizable_nodes,
+            quantize_static_bytes,
+        )
+
+        calib = ctx.data.calibration(self.calibration_size, ctx.seed)
+        prepared = prepare_static(model)
+        reference, measure = _val_measure(model, ctx)
+        best, _ = greedy_fallback(
+            lambda keep: quantize_static_bytes(
+                prepared, calib, per_channel=True, exclude=keep, prepared=True
+            ),
+            quantizable_nodes(prepared),
+            measure,
+            lambda metric, diff: metric >= reference - self.tolerance and diff <= self.atol,
+            self.max_fallbacks,
+        )
+        self.float_nodes = list(best.kept_float)
+        return best.model

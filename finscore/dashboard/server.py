@@ -1,4 +1,5 @@
-"""The dashboard's HTTP server: ``/`` (a self-contained page), ``/api/state`` (JSON) and
+"""The dashboard's HTTP server: ``/`` (a self-contained page), ``/api/state`` (JSON),
+``/health`` (200 while it serves; says whether the broker answered lately) and
 ``/report/<family>/<file>.svg`` (the compression reports' Pareto plots of the live models)."""
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class Dashboard:
             def do_GET(self) -> None:  # noqa: N802
                 if self.path in ("/", "/index.html"):
                     self._send(200, "text/html; charset=utf-8", page)
+                elif self.path.split("?")[0] == "/health":  # the container's HEALTHCHECK
+                    doc = {"status": "ok", "broker": outer.state.broker_reachable()}
+                    self._send(200, "application/json", json.dumps(doc).encode())
                 elif self.path.startswith("/api/state"):
                     self._send(200, "application/json", json.dumps(outer.state.snapshot()).encode())
                 elif self.path.startswith("/report/"):

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -113,8 +113,9 @@ class FraudFeatureConfig:
     windows_days: tuple[int, int, int] = (1, 7, 30)
     habit_ratio: float = 2.5
     # What the labels carry (see LABEL_CONTRACTS): every settled outcome, or fraud reports
-    # only (a transaction nobody reports within the delay is genuine). Same features either way.
-    label_contract: str = "all_outcomes"
+    # only (a transaction nobody reports within the delay is genuine). Same features either way,
+    # so it is left out of the repr (feature caches key on it and stay shared).
+    label_contract: str = field(default="all_outcomes", repr=False)
     # The earliest storable time (stores then hold ~69 years from it and no record moves that
     # range); None: centred on the first times written (tests on small synthetic times).
     time_origin_ms: int | None = None
@@ -292,7 +293,8 @@ class FraudFeatures:
         for a, b in _chunks(cidx, t):
             self._spend.insert(cidx[a:b], t[a:b], tags[a:b], {"cents": cents[a:b], "sq": sq[a:b]})
             n30, s30 = self._customer_windows(out[a:b], cidx[a:b], t[a:b], cents[a:b])
-            below[a:b] = cents[a:b] * np.maximum(n30, 1) < self.cfg.habit_ratio * s30
+            if self._term_tx is not None:  # the habit flag, as apply_label_columns decides it
+                below[a:b] = cents[a:b] * np.maximum(n30, 1) < self.cfg.habit_ratio * s30
         self.latest_ms = max(self.latest_ms, int(t.max()))
         self._observe(t)
         out[:, 0] = cents / 100
@@ -477,7 +479,22 @@ class FraudFeatures:
 
         Cards first: a fraud counts in the terminal's habit risk when its amount is below
         ``habit_ratio`` times the card's mean over the 30 days up to its transaction, over the
-        labels received so far (this batch's included)."""
+        labels received so far (this batch's included).
+
+        Under the ``fraud_reports`` contract only frauds are kept (a genuine label says what
+        the absence of a report already says) and a fraud's habit flag is the one its
+        transaction got when it was scored (:meth:`transform_columns`, from the card's
+        transactions); a report whose transaction is not held gets none and is counted in
+        :attr:`unmatched_reports`."""
+        if self._term_tx is not None and len(transaction_id):
+            keep = np.flatnonzero(np.asarray(is_fraud, dtype=bool))
+            if len(keep) < len(transaction_id):
+                pick = keep.tolist()
+                transaction_id = [transaction_id[i] for i in pick]
+                customer_id = [customer_id[i] for i in pick]
+                terminal_id = [terminal_id[i] for i in pick]
+                tx_time, label_time = np.asarray(tx_time)[keep], np.asarray(label_time)[keep]
+                is_fraud, amount_cents = np.asarray(is_fraud)[keep], np.asarray(amount_cents)[keep]
         if not len(transaction_id):
             return
         tx_time = np.asarray(tx_time, dtype=np.int64)
@@ -493,6 +510,15 @@ class FraudFeatures:
         tags = tags_of(transaction_id)
         cidx = self._cards.index_of(customer_id, create=True)
         self._cards.insert(cidx, tx_time, tags, values)
+        if self._term_tx is not None:
+            xidx = self._term_tx.index_of(terminal_id, create=False)
+            found, held_t, below = self._term_tx.find_tags(xidx, tags, "below")
+            found &= held_t == tx_time
+            self.unmatched_reports += int(len(found) - found.sum())
+            tidx = self._terminals.index_of(terminal_id, create=True)
+            habit = fraud * (found & (below > 0))
+            self._terminals.insert(tidx, tx_time, tags, {**values, "habit": habit})
+            return
         [(n, sums)] = self._cards.window_sums(cidx, [tx_time - self.spans[-1]], tx_time, ("cents",))
         habit = fraud * (cents * np.maximum(n, 1) < self.cfg.habit_ratio * sums["cents"])
         tidx = self._terminals.index_of(terminal_id, create=True)
@@ -502,10 +528,17 @@ class FraudFeatures:
     def evict(self, now_ms: int | None = None) -> None:
         """Forget what no feature can see any more (older than delay + longest window)."""
         now = self.watermark_ms() if now_ms is None else now_ms
-        self._spend.evict(now - self.spans[-1] - DAY_MS)
+        self._spend.evict(now - self._spend_span_ms() - DAY_MS)
         keep_outcomes = now - self.cfg.horizon_ms - DAY_MS
         self._terminals.evict(keep_outcomes)
         self._cards.evict(keep_outcomes)
+        if self._term_tx is not None:
+            self._term_tx.evict(keep_outcomes)
+
+    def _spend_span_ms(self) -> int:
+        """How far back the customer windows are read: the longest window, or (fraud reports
+        only, where the card's delayed outcomes are its own transactions) the horizon."""
+        return self.cfg.horizon_ms if self._term_tx is not None else self.spans[-1]
 
     def take_changes(self, partition_of: Mapping[str, int]) -> list[tuple[int, bytes]]:
         """The window entries added since the last call, as (partition, record) pairs: a few
@@ -529,8 +562,62 @@ class FraudFeatures:
             if len(times) > RECENT:
                 times = np.partition(times, len(times) - RECENT)[-RECENT:]
             self._observe(np.sort(times))
-            self._spend.evict(self.watermark_ms() - self.spans[-1] - DAY_MS)
+            self._spend.evict(self.watermark_ms() - self._spend_span_ms() - DAY_MS)
         return dropped
+
+    def take_terminal_entries(
+        self, group_of: Callable[[str], int] | None = None, max_rows: int = 1 << 16
+    ) -> list[tuple[int, bytes]]:
+        """Under ``fraud_reports``: the terminal entries (time, tag, habit flag) of the
+        transactions scored here since the last call, as (group, record) pairs coalesced per
+        terminal (:func:`finscore.features.terminal_entries.encode_entries`, ~17 bytes a
+        transaction), grouped by ``group_of(terminal)`` (e.g. the partition of a
+        terminal-keyed topic; all in group 0 when None). What other workers need to count
+        this worker's transactions at their terminals; entries added by
+        :meth:`add_terminal_entries` are not reported again. Empty under ``all_outcomes``."""
+        from finscore.features.terminal_entries import encode_entries
+
+        if self._term_tx is None:
+            return []
+        names, rows = self._term_tx.take_change_rows()
+        if not len(rows):
+            return []
+        group = np.zeros(len(names), dtype=np.int64)
+        if group_of is not None:
+            group = np.fromiter(map(group_of, names), np.int64, len(names))
+        row_group = group[rows[:, 0]]
+        out: list[tuple[int, bytes]] = []
+        for g in np.unique(group).tolist():
+            sel = np.flatnonzero(row_group == g)
+            for a in range(0, len(sel), max_rows):
+                part = rows[sel[a : a + max_rows]]
+                used, local = np.unique(part[:, 0], return_inverse=True)
+                out.append((g, encode_entries([names[k] for k in used.tolist()],
+                                              local.reshape(-1), part[:, 1], part[:, 2],
+                                              part[:, 3])))  # fmt: skip
+        return out
+
+    def add_terminal_entries(self, records: Iterable[bytes]) -> int:
+        """Add terminal entries of other workers' transactions (:meth:`take_terminal_entries`
+        records; any order, repeats harmless, idempotent by terminal, time and tag). Entries
+        the store cannot hold are dropped; returns how many. Raises
+        :class:`~finscore.features.exceptions.FeatureStateError` for a corrupt record (the
+        others of the call are then not applied: apply one at a time to skip it)."""
+        from finscore.features.terminal_entries import decode_entries
+
+        if self._term_tx is None:
+            return 0
+        parts = [decode_entries(v) for v in records]
+        if not parts:
+            return 0
+        store = self._term_tx
+        idx = np.concatenate([store.index_of(p.names, create=True)[p.key] for p in parts])
+        t = np.concatenate([p.times for p in parts])
+        tags = np.concatenate([p.tags for p in parts])
+        below = np.concatenate([p.flags for p in parts])
+        ok = store.accepts(t)
+        store.insert(idx[ok], t[ok], tags[ok], {"below": below[ok]}, record=False)
+        return int(len(ok) - ok.sum())
 
     def forget_changes(self, customer_ids: Iterable[str]) -> None:
         """Drop unreported changes of these customers (their partition was revoked)."""
@@ -565,8 +652,11 @@ class FraudFeatures:
 
     def held(self) -> dict[str, int]:
         """How many entries each store holds (for memory metrics and tests)."""
-        return {"customers": len(self._spend), "terminals": len(self._terminals),
+        held = {"customers": len(self._spend), "terminals": len(self._terminals),
                 "cards": len(self._cards)}  # fmt: skip
+        if self._term_tx is not None:
+            held["terminal_transactions"] = len(self._term_tx)
+        return held
 
     def oldest(self) -> dict[str, int | None]:
         """The oldest time each store holds (None when empty)."""
@@ -583,7 +673,9 @@ def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np
 
     Labels (every transaction's outcome, known ``label_delay`` later) are applied day by day
     before the transactions of that day; since a label only counts once its label time has
-    passed, the result equals what a worker computes on the live stream.
+    passed, the result equals what a worker computes on the live stream. Under the
+    ``fraud_reports`` contract only the frauds are applied (what an issuer receives), and the
+    features are the same.
     """
     n = len(frame)
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
@@ -602,7 +694,14 @@ def featurize_frame(frame, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> np
     for start, end in zip(day_edges[:-1], day_edges[1:], strict=False):
         lo, hi = (int(v) for v in np.searchsorted(t, [start, end]))
         jj = int(np.searchsorted(label_t, end))
-        if jj > j:
+        if jj > j and cfg.reports_only:
+            sel = np.flatnonzero(fraud[j:jj]) + j
+            pick = sel.tolist()
+            ff.apply_label_columns([tid[i] for i in pick], [cust[i] for i in pick],
+                                   [term[i] for i in pick], t[sel], label_t[sel], fraud[sel],
+                                   cents[sel])  # fmt: skip
+            j = jj
+        elif jj > j:
             ff.apply_label_columns(tid[j:jj], cust[j:jj], term[j:jj], t[j:jj], label_t[j:jj],
                                    fraud[j:jj], cents[j:jj])  # fmt: skip
             j = jj
@@ -617,6 +716,7 @@ __all__ = [
     "FEATURES_VERSION",
     "FRAUD_FEATURE_NAMES",
     "HANDBOOK_FEATURES",
+    "LABEL_CONTRACTS",
     "N_FEATURES",
     "FraudFeatureConfig",
     "FraudFeatures",

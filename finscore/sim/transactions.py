@@ -12,7 +12,9 @@ testing: from that day on, every day 30 customers see bursts of five small night
 payments (1–5) at random terminals — what a model trained before the drift has never seen.
 
 Every transaction gets a *label* (its settled outcome, fraud or not) ``label_delay_days``
-later; :meth:`TransactionSimulator.events` merges transactions and labels in time order.
+later; :meth:`TransactionSimulator.events` merges transactions and labels in time order. With
+``label_contract="fraud_reports"`` only the frauds are labelled, as card issuers are fed (fraud
+reports and chargebacks; an unreported transaction is genuine).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class TxSimConfig:
     compromised_terminals_per_day: int = 2
     compromised_customers_per_day: int = 3
     card_testing_customers_per_day: int = 30
+    # "all_outcomes": a label per transaction; "fraud_reports": labels of frauds only.
+    label_contract: str = "all_outcomes"
 
     @property
     def start_ms(self) -> int:
@@ -213,19 +217,25 @@ def label_record(frame: TransactionFrame, i: int, delay_ms: int) -> dict:
     }
 
 
-def merged_events(frame: TransactionFrame, delay_ms: int) -> Iterator[tuple[str, dict]]:
-    """Transactions and their labels, in time order (a label at ``event_time + delay``)."""
+def merged_events(
+    frame: TransactionFrame, delay_ms: int, *, reports_only: bool = False
+) -> Iterator[tuple[str, dict]]:
+    """Transactions and their labels, in time order (a label at ``event_time + delay``);
+    ``reports_only``: labels of frauds only (the ``fraud_reports`` contract)."""
     n = len(frame)
     label_times = frame.event_time + delay_ms
+    labelled = frame.is_fraud != 0 if reports_only else np.ones(n, dtype=bool)
     j = 0
     for i in range(n):
         t = frame.event_time[i]
         while j < n and label_times[j] <= t:
-            yield "label", label_record(frame, j, delay_ms)
+            if labelled[j]:
+                yield "label", label_record(frame, j, delay_ms)
             j += 1
         yield "transaction", transaction_record(frame, i)
     while j < n:
-        yield "label", label_record(frame, j, delay_ms)
+        if labelled[j]:
+            yield "label", label_record(frame, j, delay_ms)
         j += 1
 
 
@@ -243,7 +253,10 @@ class TransactionSimulator:
         return self._frame
 
     def events(self) -> Iterator[tuple[str, dict]]:
-        return merged_events(self.frame, self.cfg.label_delay_days * DAY_MS)
+        reports_only = self.cfg.label_contract == "fraud_reports"
+        return merged_events(
+            self.frame, self.cfg.label_delay_days * DAY_MS, reports_only=reports_only
+        )
 
 
 __all__ = [

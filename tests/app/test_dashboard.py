@@ -126,9 +126,9 @@ def test_a_dashboard_started_before_the_topics_exist_follows_them_once_created(
             p.produce(prefix + T.FRAUD_FLAGS, flag.encode(sample("fraud_flag", i)), str(i).encode())
         p.flush(10)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and state.snapshot()["totals"]["fraud_flags"] < 40:
+        while time.monotonic() < deadline and state.snapshot()["totals"]["scored"] < 40:
             time.sleep(0.2)
-        assert state.snapshot()["totals"]["fraud_flags"] == 40
+        assert state.snapshot()["totals"]["scored"] == 40
     finally:
         state.stop()
 
@@ -182,3 +182,82 @@ def test_worker_rows_show_rates_and_recent_latency_from_two_scrapes() -> None:
         server.stop()
     down = worker_row("http://127.0.0.1:1", scrape("http://127.0.0.1:1"), None)
     assert down["up"] is False and down["models"] == []
+
+
+def _wait(cond, timeout: float = 20.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+def test_the_operator_view_counts_what_the_workers_count(client, prefix) -> None:  # noqa: ANN001
+    """Issue 16: dead letters written before the dashboard started were missing ("0 total"
+    beside a worker showing 2); flags/s was really scored/s; no per-partition group lag, no
+    time series, a linear histogram without the threshold, no sidecar state."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from finscore.sidecar_status import StatusServer
+    from finscore.streams.pipeline import DeadLetter, DeadLetterEncoder
+    from finscore.streams.transport import Message
+
+    make_topics(client, prefix, partitions=2)
+    metrics = WorkerMetrics("fraud")
+    server = MetricsServer(metrics, lambda: {"status": "ok"}).start()
+    sidecar = StatusServer(lambda: {"state": "waiting for labelled data",
+                                    "last_error": "IndexError: boom"}).start()  # fmt: skip
+    p = Producer(client)
+    dlq = DeadLetterEncoder("fraud@test")
+    tx = prefix + T.TRANSACTIONS
+    for i, why in enumerate(["SchemaError", "SchemaError", "OutOfBounds"]):
+        rec = dlq.encode(DeadLetter(Message(tx, 1, 40 + i, b"k", b"junk"), why, f"bad {i}"), 1000)
+        p.produce(rec.topic, rec.value, rec.key)
+        metrics.dead_letter(why)
+    for i in range(30):  # the worker group has read 10 of 30 records on partition 0
+        p.produce(tx, b"x", b"k", partition=0)
+    p.flush(10)
+    group = Consumer({**client, "group.id": prefix + "finscore-fraud"})
+    group.commit(offsets=[TopicPartition(tx, 0, 10)], asynchronous=False)
+    group.close()
+    state = DashboardState(client, prefix, [server.url], sidecar_url=sidecar.url).start()
+    try:
+        time.sleep(1.0)
+        flag = Codec("fraud_flag")
+        for i in range(70):
+            f = sample("fraud_flag", i) | {"score": [0.0004, 0.02, 0.9][i % 3],
+                                           "flagged": i % 7 == 0, "threshold": 0.35}  # fmt: skip
+            p.produce(prefix + T.FRAUD_FLAGS, flag.encode(f), b"k")
+        p.flush(10)
+        assert _wait(lambda: state.snapshot()["totals"]["scored"] == 70)
+        assert _wait(lambda: state.snapshot()["dead_letters"]["workers_total"] == 3)
+        assert _wait(lambda: len(state.snapshot()["series"]["t"]) >= 2)
+        snap = state.snapshot()
+        assert snap["totals"]["flagged"] == 10
+        dead = snap["dead_letters"]
+        assert dead["total"] == dead["workers_total"] == 3
+        assert dead["by_reason"] == {"SchemaError": 2, "OutOfBounds": 1}
+        last = dead["recent"][0]
+        assert (last["error_type"], last["source_partition"], last["source_offset"]) == (
+            "OutOfBounds", 1, 42)
+        assert last["reason"] == "bad 2" and last["source_topic"] == tx
+        lags = {g["group"]: g for g in snap["groups"]}
+        fraud = lags[prefix + "finscore-fraud"]
+        assert fraud["topic"] == tx
+        assert {p["partition"]: p["lag"] for p in fraud["partitions"]}[0] == 20, fraud
+        hist = snap["score_histogram"]
+        assert hist["threshold"] == 0.35 and sum(hist["counts"]) == 70
+        edges = hist["edges"]
+        assert edges[1] / edges[0] == pytest.approx(edges[-1] / edges[-2])  # log-spaced
+        assert max(hist["counts"]) < 70 and len([c for c in hist["counts"] if c]) == 3
+        assert snap["sidecar"]["state"] == "waiting for labelled data"
+        assert snap["sidecar"]["last_error"] == "IndexError: boom"
+        series = snap["series"]
+        assert set(series) >= {"t", "scored", "flagged", "signals", "dead_letters", "lag"}
+        assert max(series["scored"]) > 0
+        assert {"visible", "produced"} <= set(snap["latency_ms"])
+    finally:
+        state.stop()
+        server.stop()
+        sidecar.stop()

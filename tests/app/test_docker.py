@@ -50,7 +50,7 @@ def test_the_vendored_schema_is_the_compose_specification() -> None:
     "mutate",
     [
         lambda d: d["services"]["kafka1"].update(imagee="typo"),
-        lambda d: d["services"]["fraud-worker"].update(deploy={"replicas": "two"}),
+        lambda d: d["services"]["fraud-worker-1"].update(deploy={"replicas": "two"}),
         lambda d: d["services"]["grafana"].update(depends_on=5),
     ],
     ids=["unknown-key", "bad-replicas", "bad-depends-on"],
@@ -86,7 +86,8 @@ def test_the_deployment_has_what_the_issue_asks_for() -> None:
         env = s[n]["environment"]
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
         assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].count("@") == 3
-    assert "schema-registry" in s and s["fraud-worker"]["deploy"]["replicas"] >= 2
+    fraud = [n for n, svc in s.items() if svc.get("command", [])[:2] == ["worker", "fraud"]]
+    assert "schema-registry" in s and len(fraud) >= 2
     assert {"market-worker", "sidecar", "prometheus", "grafana", "dashboard"} <= set(s)
 
 
@@ -231,7 +232,13 @@ def test_prometheus_scrapes_every_worker_and_grafana_uses_real_metrics() -> None
         for sd in job.get("dns_sd_configs", [])
         for n in sd["names"]
     }
-    assert names == {n for n in COMPOSE["services"] if n.endswith("-worker")}
+    workers = {
+        alias
+        for n, svc in COMPOSE["services"].items()
+        if svc.get("command", [None])[0] == "worker"
+        for alias in svc.get("networks", {}).get("default", {}).get("aliases", [n])
+    }
+    assert names == workers
     dash = json.loads((DOCKER / "grafana" / "dashboards" / "finscore.json").read_text())
     used = {
         m

@@ -9,9 +9,11 @@ from finscore.compression.checks import QUANTIZED_ATOL, check_artifact, check_st
 from finscore.compression.steps import (
     ArchitectureSearch,
     Distill,
+    Float16,
     PruneStructured,
     PruneUnstructured,
     QuantizeDynamic,
+    QuantizePerChannel,
     QuantizeStatic,
     WeightShare,
 )
@@ -27,6 +29,9 @@ FRAUD_STEPS = [
     QuantizeDynamic(),
     QuantizeStatic(256),
     QuantizeStatic(256, per_channel=True),
+    Float16(),
+    QuantizePerChannel(256),
+    QuantizePerChannel(256, tolerance=-1.0, max_fallbacks=1),  # forced: one node stays float
 ]
 MARKET_STEPS = [
     Distill(8, epochs=1),
@@ -35,9 +40,12 @@ MARKET_STEPS = [
     WeightShare(8, 0),
     QuantizeDynamic(),
     QuantizeStatic(64),
+    Float16(),
+    QuantizePerChannel(64),
 ]
 CHECKS = ["loads_in_onnxruntime", "matches_its_source", "is_seeded_deterministic",
-          "has_a_dynamic_batch_axis", "obeys_the_output_contract"]  # fmt: skip
+          "has_a_dynamic_batch_axis", "obeys_the_output_contract",
+          "is_batch_invariant"]  # fmt: skip
 ARTIFACT_CHECKS = ["manifest_hash_matches_bytes", "size_is_recorded",
                    "loads_and_reproduces_reference_outputs", "obeys_the_output_contract",
                    "matches_its_source", "is_batch_invariant",
@@ -66,16 +74,24 @@ def test_check_names_are_stable(fraud_ctx) -> None:  # noqa: ANN001
     assert names == CHECKS
 
 
+def _run_checks(step, ctx) -> None:  # noqa: ANN001
+    for name, check in check_step(step, _source(step, ctx), ctx):
+        if name == "is_batch_invariant" and isinstance(step, QuantizeDynamic):
+            # dynamic int8 quantises activations per batch: the check must catch it
+            with pytest.raises(AssertionError, match="depends on its batch"):
+                check()
+            continue
+        check()
+
+
 @pytest.mark.parametrize("step", FRAUD_STEPS, ids=_ids)
 def test_fraud_step_contract(step, fraud_ctx) -> None:  # noqa: ANN001
-    for _, check in check_step(step, _source(step, fraud_ctx), fraud_ctx):
-        check()
+    _run_checks(step, fraud_ctx)
 
 
 @pytest.mark.parametrize("step", MARKET_STEPS, ids=_ids)
 def test_market_step_contract(step, market_ctx) -> None:  # noqa: ANN001
-    for _, check in check_step(step, _source(step, market_ctx), market_ctx):
-        check()
+    _run_checks(step, market_ctx)
 
 
 def test_a_broken_step_fails_its_checks(fraud_ctx) -> None:  # noqa: ANN001
