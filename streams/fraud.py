@@ -14,7 +14,6 @@ their changelog records (:meth:`FraudPipeline.flush_state`), which it does befor
 from __future__ import annotations
 
 import time
-import zlib
 
 import numpy as np
 
@@ -30,7 +29,7 @@ from finscore.streams.fraud_columns import (
     decode_transactions,
 )
 from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, decode_batch, now_ms
-from finscore.streams.scoring import ModelSlot, Scorer
+from finscore.streams.scoring import ModelSlot, Scorer, in_canary
 from finscore.streams.transport import Message, OutRecord
 
 _LABEL_COLUMNAR = ColumnarCodec("fraud_label")
@@ -61,13 +60,6 @@ def validate_transaction(tx: dict, now: int, bounds: InputBounds = DEFAULT_BOUND
         return f"amount is {tx.get('amount')}"
     _, reasons = first_failures(transaction_checks(cols, now, bounds), 1)
     return reasons[0] if reasons else None
-
-
-def in_canary(key: bytes | None, share: float) -> bool:
-    """Deterministic key-based canary split: the same key always lands on the same side."""
-    if share <= 0:
-        return False
-    return (zlib.crc32(key or b"") % 10_000) < share * 10_000
 
 
 class FraudPipeline:

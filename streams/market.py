@@ -7,12 +7,15 @@ into per-instrument windows, scored in chunks of windows copied once each into a
 float32 array (:class:`ReadyWindows`), and the signals are encoded with :class:`ColumnarCodec`.
 
 Nothing is emitted for an instrument until its window holds ``window`` snapshots; a tick whose
-sequence was already seen is skipped. Empty or over-long instrument names, negative sequences,
+sequence was already seen is skipped, and so is one more than ``max_sequence_gap`` above its
+instrument's last (a dead letter). Empty or over-long instrument names, negative sequences,
 crossed or empty books, more than 10 levels, non-positive, NaN or infinite prices, negative
 sizes and event times outside the bounds (:class:`~finscore.streams.bounds.InputBounds`) are
 dead letters (with the reasons of :func:`validate_tick`); so are undecodable records (with the
 reasons of ``Codec.decode``).
-Signals are produced in input order, each after its shadow signal when a challenger runs.
+Signals are produced in input order. A shadow challenger's signal goes to the shadow topic just
+before the live one; a canary challenger's signal replaces the live one for its share of
+instruments (:func:`~finscore.streams.scoring.in_canary`, the same split as every stream).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from finscore.streams.market_ticks import (
     validate_tick,
 )
 from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, now_ms
-from finscore.streams.scoring import ModelSlot, Scorer
+from finscore.streams.scoring import ModelSlot, Scorer, in_canary
 from finscore.streams.transport import Message, OutRecord
 
 __all__ = ["SIGNALS", "MarketPipeline", "validate_tick"]
@@ -159,7 +162,21 @@ class MarketPipeline:
             OutRecord(topic, m.key, v, None, m.timestamp_ms)
             for m, v in zip(msgs, live_values, strict=True)
         ]
-        if challenger is not None and ch_probs is not None:
+        if challenger is not None and ch_probs is not None and challenger.mode == "canary":
+            # the challenger's signals replace the live ones for its share of instruments
+            canary = np.fromiter(
+                (in_canary(m.key, challenger.share) for m in msgs), bool, len(msgs)
+            )
+            if canary.any():
+                sel = np.flatnonzero(canary)
+                ch_values = self._encode(
+                    ticks, rows[sel], [msgs[i] for i in sel.tolist()], challenger.scorer,
+                    ch_probs[order][sel], processing,
+                )  # fmt: skip
+                for i, v in zip(sel.tolist(), ch_values, strict=True):
+                    m = msgs[i]
+                    outs[i] = OutRecord(self.output_topic, m.key, v, None, m.timestamp_ms)
+        elif challenger is not None and ch_probs is not None:
             ch_values = self._encode(
                 ticks, rows, msgs, challenger.scorer, ch_probs[order], processing
             )

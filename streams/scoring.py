@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,15 @@ from finscore.registry import Artifact, ArtifactError, Manifest
 
 log = get_logger(__name__)
 
-__all__ = ["Challenger", "InputSpec", "ModelSlot", "Scorer", "admit", "session_options"]
+__all__ = [
+    "Challenger",
+    "InputSpec",
+    "ModelSlot",
+    "Scorer",
+    "admit",
+    "in_canary",
+    "session_options",
+]
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -190,6 +199,14 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
         raise ArtifactError(
             f"{label}: smoke test does not run: {exc}", reason="smoke_test"
         ) from exc
+
+
+def in_canary(key: bytes | None, share: float) -> bool:
+    """Deterministic key-based canary split: the same key always lands on the same side (every
+    stream splits the same way, so a canary's share is the share of keys it scores)."""
+    if share <= 0:
+        return False
+    return (zlib.crc32(key or b"") % 10_000) < share * 10_000
 
 
 @dataclass(frozen=True)
