@@ -78,7 +78,7 @@ def check_step(
             err = float(np.max(np.abs(run_onnx(onnx_bytes, x) - run_onnx(source, x))))
             assert err <= atol_quantized, f"quantised output differs by {err}"
         else:
-            check_parity(fam.head(source), onnx_bytes, x, 1e-4)
+            check_parity(fam.head(source), onnx_bytes, x, getattr(source, "parity_atol", 1e-4))
 
     def is_seeded_deterministic() -> None:
         again, _ = _onnx_of(step, model, ctx)

@@ -45,7 +45,10 @@ def export_onnx(model: nn.Module, example: np.ndarray, input_name: str, output_n
             )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types
         raise ExportError(f"ONNX export failed: {exc}") from exc
-    return compact_onnx(buf.getvalue())
+    from finscore.compression.qat import fold_weight_quantizers
+
+    # quantization-aware models: fake-quantised weights become int8 initializers
+    return compact_onnx(fold_weight_quantizers(buf.getvalue()))
 
 
 def compact_onnx(model: bytes) -> bytes:

@@ -160,7 +160,9 @@ class Plan:
             applied = applied + [step.describe()]
             cand = self._measure(step.name, model, family, data, applied)
             cand.parent_sha256, parent = parent, cand.sha256
-            if not getattr(model, "weight_shared", False):
+            if not getattr(model, "weight_shared", False) and not getattr(
+                model, "fake_quant", False
+            ):  # ONNX-stage steps start from a dense float model, not a shared or QAT one
                 dense, dense_parent, dense_applied = model, cand.sha256, applied
             cands.append(cand)
         say("gating the candidates")
@@ -211,7 +213,10 @@ class Plan:
     ) -> Candidate:  # fmt: skip
         head = family.head(model).eval()
         onnx_bytes = export_onnx(head, data.x_test, family.input_name, family.output_name)
-        err = check_parity(head, onnx_bytes, data.x_test[:256], FP32_ATOL)
+        # quantization-aware models say how close their int8 export must be (qat.py)
+        err = check_parity(
+            head, onnx_bytes, data.x_test[:256], getattr(model, "parity_atol", FP32_ATOL)
+        )
         if not measure:
             return Candidate(name, onnx_bytes, steps, {}, 0, {}, err, model)
         outputs = run_onnx(onnx_bytes, data.x_test)

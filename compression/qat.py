@@ -23,9 +23,13 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from finscore.compression.nn import MLP
+
 __all__ = ["ActQuant", "QATLinear", "fold_weight_quantizers", "freeze", "prepare_qat"]
 
 QMIN, QMAX = -128, 127
+#: torch emulation vs ONNX Runtime's fused int8 kernels (ties rounded differently).
+QAT_PARITY_ATOL = 0.01
 
 
 class ActQuant(nn.Module):
@@ -72,9 +76,7 @@ class ActQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self.observe(x)
-        return torch.fake_quantize_per_tensor_affine(
-            x, self.scale, self.zero_point, QMIN, QMAX
-        )
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, QMIN, QMAX)
 
 
 class QATLinear(nn.Linear):
@@ -109,7 +111,7 @@ class QATLinear(nn.Linear):
         return F.linear(x, self.quantized_weight(), self.bias)
 
 
-def prepare_qat(mlp: nn.Module, momentum: float = 0.05) -> nn.Module:
+def prepare_qat(mlp: MLP, momentum: float = 0.05) -> MLP:
     """A copy of an :class:`~finscore.compression.nn.MLP` (or subclass) with an
     :class:`ActQuant` before every Linear and every Linear a :class:`QATLinear`; the output
     logits stay float (the head's Sigmoid/Softmax run in float, as in post-training int8)."""
@@ -121,7 +123,7 @@ def prepare_qat(mlp: nn.Module, momentum: float = 0.05) -> nn.Module:
         else:
             layers.append(mod)
     m.body = nn.Sequential(*layers)
-    m.fake_quant = True
+    m.fake_quant = True  # type: ignore[assignment]  # plan.py: not a dense float model
     return m
 
 

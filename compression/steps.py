@@ -498,3 +498,39 @@ class QuantizePerChannel(CompressionStep):
         )
         self.float_nodes = list(best.kept_float)
         return best.model
+
+
+class QuantizationAware(CompressionStep):
+    """Quantization-aware training: fine-tune the incoming MLP student with fake int8
+    quantisation in the forward pass (per-channel symmetric weights, per-tensor activations
+    with ranges observed during training, straight-through gradients; see
+    :mod:`finscore.compression.qat`), distilling from the teacher (T = 2, alpha =
+    ``ctx.fine_tune_alpha``) for ``epochs`` at ``lr``; the result exports as QDQ ONNX with int8
+    weights. The network learns around its own rounding, which post-training int8 cannot.
+
+    The returned module's torch forward *is* the int8 emulation; ONNX Runtime's fused int8
+    kernels round some ties the other way, so parity with the export is checked within
+    ``parity_atol`` (0.01) instead of 1e-4. MLP students only (market: ``WindowMLP``)."""
+
+    name = "qat"
+
+    def __init__(self, epochs: int = 2, lr: float = 2e-4, momentum: float = 0.05) -> None:
+        self.epochs, self.lr, self.momentum = epochs, lr, momentum
+
+    def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        from finscore.compression.qat import QAT_PARITY_ATOL, ActQuant, freeze, prepare_qat
+
+        qat = prepare_qat(_mlp_only(model, self.name), self.momentum)
+        with torch.no_grad():  # initial activation ranges from calibration rows
+            for mod in qat.modules():
+                if isinstance(mod, ActQuant):
+                    mod.train()
+            qat(torch.as_tensor(ctx.data.calibration(2048, ctx.seed), dtype=torch.float32))
+        if self.epochs > 0:
+            qat = ctx.family.train(
+                qat, ctx.data, epochs=self.epochs, seed=ctx.seed + 29, soft=ctx.soft(),
+                temperature=2.0, alpha=ctx.fine_tune_alpha, lr=self.lr,
+            )  # fmt: skip
+        qat = freeze(qat)
+        qat.parity_atol = QAT_PARITY_ATOL  # type: ignore[assignment]
+        return qat

@@ -196,8 +196,10 @@ def topics(ctx: Ctx, create: bool) -> None:
     names = [t for t in check_reachable(ctx.client) if not t.startswith("__")]
     declared = {sp.name: sp for sp in specs}
     table = Table(title=f"topics on {s.bootstrap}")
-    for col in ("topic", "partitions", "messages", "offsets (low..high per partition)", "about"):
-        table.add_column(col)
+    widest = max((len(n) for n in set(names) | set(declared)), default=5)
+    table.add_column("topic", no_wrap=True, min_width=widest)  # whole names, piped or not
+    for col in ("partitions", "messages", "offsets (low..high per partition)", "about"):
+        table.add_column(col, overflow="fold")
     by_topic: dict[str, list] = {}
     for po in offsets(ctx.client, names):
         by_topic.setdefault(po.topic, []).append(po)
@@ -565,6 +567,7 @@ def worker_config(
         expected_partitions=s.partitions,
         bounds=s.input_bounds(),
         execution_providers=providers,
+        label_contract=s.label_contract,
         **extra,
     )
 

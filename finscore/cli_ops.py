@@ -58,9 +58,15 @@ def demo(
 
 @cli.command()
 @click.option("--worker", "workers", multiple=True, help="Worker metrics URL (repeatable).")
+@click.option(
+    "--group", "describe", multiple=True,
+    help="Consumer group to describe: per-partition lag and members (repeatable).",
+)  # fmt: skip
 @pass_ctx
-def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
-    """One screen: broker, topics with lag per group, workers and their models, the registry."""
+def status(ctx: Ctx, workers: tuple[str, ...], describe: tuple[str, ...]) -> None:
+    """One screen: broker, topics with lag per group, workers and their models, the registry;
+    with ``--group G``, G's partitions (committed offset, end offset, lag, owner) as
+    ``kafka-consumer-groups --describe`` shows them, never a negative lag."""
     from finscore.observe import health, scrape
     from finscore.registry import Registry
     from finscore.schemas.topics import catalog
@@ -74,8 +80,9 @@ def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
         f"{len(names)} topics"
     )
     t = Table(title="streams")
-    for col in ("topic", "messages", "consumer group", "lag"):
-        t.add_column(col)
+    t.add_column("topic", no_wrap=True, min_width=max(len(n) for n in names) if names else 5)
+    for col in ("messages", "consumer group", "lag"):
+        t.add_column(col, overflow="fold")
     groups = {
         "transactions": f"{s.topic_prefix}finscore-fraud",
         "market-ticks": f"{s.topic_prefix}finscore-market",
@@ -105,10 +112,12 @@ def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
             "high watermark): that partition's lag is shown as 0 and its message count is low",
             highlight=False,
         )
+    for g in describe:
+        _print_group(console, ctx, g)
     if workers:
         w = Table(title="workers")
         for col in ("url", "status", "stream", "model", "partitions", "in", "out", "dead letters"):
-            w.add_column(col)
+            w.add_column(col, overflow="fold")
         for url in workers:
             h = health(url) or {}
             m = scrape(url)
@@ -124,7 +133,7 @@ def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
     reg = Registry(s.registry_dir)
     r = Table(title=f"models ({s.registry_dir})")
     for col in ("model", "champion", "versions", "bytes", "metrics"):
-        r.add_column(col)
+        r.add_column(col, overflow="fold")
     for name in ("fraud", "market"):
         champ = reg.champion(name)
         versions = reg.list(name)
@@ -137,3 +146,26 @@ def status(ctx: Ctx, workers: tuple[str, ...]) -> None:
             ", ".join(f"{k}={v:.3f}" for k, v in mf.metrics.items() if isinstance(v, float)),
         )  # fmt: skip
     console.print(r)
+
+
+def _print_group(console: Console, ctx: Ctx, group: str) -> None:
+    """One consumer group: a row per partition, lag clamped at 0 and marked where the broker
+    reports an end offset below the committed one."""
+    from finscore.streams.admin import describe_group
+
+    view = describe_group(ctx.client, group)
+    members = "?" if view.members is None else str(len(view.members))
+    t = Table(title=f"group {group} ({view.state}, {members} members)")
+    widest = max((len(p.topic) for p in view.partitions), default=5)
+    t.add_column("topic", no_wrap=True, min_width=widest)  # whole names, piped or not
+    for col in ("partition", "committed", "end", "lag", "owner"):
+        t.add_column(col, overflow="fold")
+    for p in view.partitions:
+        stale = p.lag is not None and p.lag < 0
+        owner = view.owner(p.topic, p.partition)
+        t.add_row(
+            p.topic, str(p.partition), "" if p.committed is None else f"{p.committed:,}",
+            f"{p.high:,}", "" if p.lag is None else f"{max(0, p.lag):,}" + ("*" if stale else ""),
+            f"{owner.client_id}@{owner.host}" if owner else "",
+        )  # fmt: skip
+    console.print(t)

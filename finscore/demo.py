@@ -57,6 +57,8 @@ class DemoState:
     last: dict[str, WorkerSample] = field(default_factory=dict)
     rates: dict[str, tuple[float, float]] = field(default_factory=dict)
     produced: dict[str, int] = field(default_factory=dict)
+    produced_by_topic: dict[str, int] = field(default_factory=dict)
+    sidecar: dict | None = None  # the sidecar's /health: state, last outcome, last error
 
 
 def ensure_keys(settings: Settings, workdir: Path) -> dict[str, str]:
@@ -210,6 +212,7 @@ class Demo:
         def run(name: str, events, rate: float) -> None:  # noqa: ANN001
             def progress(st) -> None:  # noqa: ANN001
                 self.state.produced[name] = st.sent
+                self.state.produced_by_topic.update(st.by_topic or {})
 
             try:
                 produce(self.client(), events, rate=rate, stop=self.stop, on_progress=progress)
@@ -243,8 +246,9 @@ class Demo:
             except ImportError:
                 return
             urls = [p.url for p in self.state.procs if p.url and "worker" in p.name]
+            side = next((p.url for p in self.state.procs if p.name == "sidecar"), None)
             self.dashboard = start_dashboard(
-                self.s, port=self.opts.dashboard_port, worker_urls=urls
+                self.s, port=self.opts.dashboard_port, worker_urls=urls, sidecar_url=side
             )
             self.say(f"dashboard at [bold]http://127.0.0.1:{self.opts.dashboard_port}/[/]")
 
@@ -252,6 +256,9 @@ class Demo:
     def sample(self) -> None:
         for p in self.state.procs:
             if not p.url:
+                continue
+            if p.name == "sidecar":  # no /metrics: its /health says what it is doing
+                self.state.sidecar = health(p.url) or {"state": "not answering"}
                 continue
             s = scrape(p.url)
             if s is None:
@@ -312,7 +319,16 @@ class Demo:
             f"produced: {produced or '-'} · Ctrl-C stops",
             style="bold",
         )
-        return Group(header, t, flags, signals)
+        parts: list[Any] = [header, t]
+        sc = self.state.sidecar
+        if sc is not None:
+            line = f"[bold]sidecar[/]: {sc.get('state', '?')}"
+            if sc.get("last_outcome"):
+                line += f" · last run: {sc['last_outcome']}"
+            if sc.get("last_error"):
+                line += f" · [red]last error: {sc['last_error']}[/]"
+            parts.append(Panel(line, expand=True))
+        return Group(*parts, flags, signals)
 
     # -- run --------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -341,10 +357,23 @@ class Demo:
         finally:
             self.shutdown()
 
+    def unconsumed(self) -> str | None:
+        """How many produced transactions the fraud workers had not consumed at stop (their
+        last scraped input counts against the producer's count), as one sentence."""
+        produced = self.state.produced_by_topic.get(self.s.topic_prefix + T.TRANSACTIONS)
+        fraud = [s for n, s in self.state.last.items() if n.startswith("fraud-worker")]
+        if not produced or not fraud:
+            return None
+        consumed = int(sum(s.events_in for s in fraud))
+        left = max(0, produced - consumed)
+        return (f"transactions: {produced:,} produced, {min(consumed, produced):,} consumed by the "
+                f"fraud workers, {left:,} of {produced:,} not consumed before stop")  # fmt: skip
+
     def shutdown(self) -> None:
         self.stop.set()
         for t in self.threads:
             t.join(10)
+        self.sample()  # the producers have stopped: the workers' counts at stop
         if self.tail:
             self.tail.stop()
         if self.dashboard is not None:
@@ -364,6 +393,13 @@ class Demo:
             self.say(
                 f"{name}: {s.events_in:,.0f} in, {s.events_out:,.0f} out, {s.dead_letters:,.0f} dead letters"
             )
+        gap = self.unconsumed()
+        if gap:
+            self.say(gap)
+        if self.state.sidecar is not None:
+            sc = self.state.sidecar
+            self.say(f"sidecar: {sc.get('state', '?')}"
+                     + (f", last error: {sc['last_error']}" if sc.get("last_error") else ""))  # fmt: skip
         if self.broker is not None:
             self.broker.stop()
             self.say("embedded broker stopped")

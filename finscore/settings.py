@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="Address /metrics and /health listen on (0.0.0.0 in containers)."
     )
+    label_contract: Literal["all_outcomes", "fraud_reports"] = Field(
+        "all_outcomes",
+        description="What fraud-labels carries: every settled outcome (all_outcomes) or fraud "
+        "reports only (fraud_reports: an unreported transaction is genuine; the terminal counts "
+        "come from the transactions, exact on one fraud worker, see docs/ARCHITECTURE.md).",
+    )
     health_grace_s: float = Field(
         10.0,
         gt=0,

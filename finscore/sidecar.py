@@ -21,6 +21,15 @@ has one (``sidecar-commands-dlq``, ``fraud-labels-dlq``, ``market-ticks-dlq``); 
 the workers' outputs (``fraud-flags``, ``price-signals``) have none and are logged and counted
 only. No record stops the sidecar.
 
+**Enough labelled data first**: a fraud recompression (whatever its trigger) waits until the
+buffer holds ``min_labelled`` labelled transactions (default 5,000) and each of its
+train/validation/hold-out windows at least ``min_split_rows`` (default 500) with at least one
+fraud in training; until then it ends with outcome ``waiting`` (no training; a run on a few
+hundred rows used to die in ``np.quantile``). :meth:`Sidecar.status` says what the sidecar is
+doing (``waiting for labelled data (N of M)``, ``watching``, ``recompressing fraud``,
+``cooling down``) and its last outcome and error; ``finscore sidecar --metrics-port P`` serves
+it on ``/health`` (:mod:`finscore.sidecar_status`) for the demo, the dashboard and Docker.
+
 Recompression = the compression issue's plan on the recent labelled window (teacher → distil →
 prune → share → quantise), then a gate **against the live champion** on a held-out recent
 window: the candidate's AP must be at least the champion's minus ``tolerance`` on the same
@@ -82,6 +91,8 @@ class SidecarConfig:
     allow_unsigned: bool = False  # development only: publish unsigned models without a key
     interval_s: float = 0.0
     min_outcomes: int = 5000
+    min_labelled: int = 5000  # labelled transactions before any fraud recompression
+    min_split_rows: int = 500  # rows each train/val/hold-out window needs
     ap_drop: float = 0.10
     psi_threshold: float = 0.25
     tolerance: float = 0.02
@@ -212,6 +223,36 @@ class Sidecar:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        """What the sidecar is doing now, its last recompression's outcome and last error."""
+        st, cfg = self.state, self.cfg
+        runs = st.recompressions
+        errors = [r for r in runs if r.get("outcome") == "error"]
+        labelled = len(self.buffer)
+        left = cfg.cooldown_s - (time.time() - st.last_run)
+        if st.running:
+            state = "recompressing"
+        elif labelled < cfg.min_labelled:
+            state = f"waiting for labelled data ({labelled:,} of {cfg.min_labelled:,})"
+        elif runs and runs[-1].get("outcome") == "waiting":
+            state = "waiting for labelled data (" + str(runs[-1].get("why", "")) + ")"
+        elif left > 0 and runs:
+            state = f"cooling down ({left:.0f} s left)"
+        else:
+            state = "watching"
+        return {
+            "state": state,
+            "labelled": labelled,
+            "min_labelled": cfg.min_labelled,
+            "live_version": self.live_version,
+            "recompressions": len(runs),
+            "last_outcome": runs[-1].get("outcome") if runs else None,
+            "last_reason": runs[-1].get("reason") if runs else None,
+            "last_error": errors[-1].get("why") if errors else None,
+            "bad_records": sum(st.bad_records.values()),
+            "refused_commands": len(st.refused),
+        }
 
     # -- inputs -------------------------------------------------------------------------------
     def poll(self, timeout: float = 0.5) -> list[Command]:
@@ -354,6 +395,10 @@ class Sidecar:
         cfg = self.cfg
         t0 = time.time()
         frame = self.buffer.frame()
+        if len(frame) < cfg.min_labelled:
+            why = f"{len(frame):,} labelled transactions, at least {cfg.min_labelled:,} needed"
+            log.info("sidecar.waiting_for_labels", reason=reason, why=why)
+            return {"reason": reason, "outcome": "waiting", "why": why}
         end = int(frame.event_time[-1]) // DAY_MS * DAY_MS + DAY_MS
         h = cfg.holdout_days * DAY_MS
 
@@ -364,6 +409,14 @@ class Sidecar:
                              val=(day(end - 2 * h), day(end - h)), test=(day(end - h), day(end)))  # fmt: skip
         fam = FraudFamily(teacher_hidden=(128, 64))
         data = split_frame(frame, splits, exclude_known_compromised=False)
+        sizes = {"train": len(data.y_train), "validation": len(data.y_val),
+                 "hold-out": len(data.y_test)}  # fmt: skip
+        short = {k: n for k, n in sizes.items() if n < cfg.min_split_rows}
+        if short or not np.any(data.y_train):
+            why = ", ".join(f"{k} window {n:,} rows" for k, n in short.items()) or "no fraud"
+            why += f" (each window needs {cfg.min_split_rows:,} rows and training a fraud)"
+            log.info("sidecar.waiting_for_labels", reason=reason, why=why)
+            return {"reason": reason, "outcome": "waiting", "why": why}
         reg = Registry(cfg.registry_dir)
         champion = reg.champion("fraud")
         champ_ap = None
@@ -474,7 +527,8 @@ class Sidecar:
 @click.option(
     "--tolerance", type=float, default=0.02, show_default=True, help="Gate vs the champion."
 )
-@click.option("--metrics-port", type=int, default=None, help="Accepted for symmetry with workers.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve the sidecar's status on /health at this port (0 = any free).")  # fmt: skip
 def sidecar(
     interval: float, min_outcomes: int, ap_drop: float, tolerance: float, metrics_port: int | None
 ) -> None:
@@ -498,4 +552,14 @@ def sidecar(
                        else "not published"))  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sc.stop())
     signal.signal(signal.SIGINT, lambda *_: sc.stop())
-    sc.run()
+    server = None
+    if metrics_port is not None:
+        from finscore.sidecar_status import StatusServer
+
+        server = StatusServer(sc.status, metrics_port, s.metrics_host).start()
+        log.info("sidecar.status_server", url=server.url + "/health")
+    try:
+        sc.run()
+    finally:
+        if server is not None:
+            server.stop()

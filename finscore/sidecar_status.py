@@ -25,9 +25,7 @@ log = get_logger(__name__)
 class StatusServer:
     """Serves ``/health`` (``{"status": "ok", **status()}``) on ``host:port`` (0 = any free)."""
 
-    def __init__(
-        self, status: Callable[[], dict], port: int = 0, host: str = "127.0.0.1"
-    ) -> None:
+    def __init__(self, status: Callable[[], dict], port: int = 0, host: str = "127.0.0.1") -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.split("?")[0] != "/health":

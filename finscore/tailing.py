@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import threading
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from confluent_kafka import (
 from finscore.schemas.codec import Codec, to_jsonable
 from finscore.schemas.exceptions import DecodeError
 from finscore.schemas.topics import TopicSpec, catalog
-from finscore.streams.admin import partitions_of
+from finscore.streams.admin import partitions_of, true_ends
 from finscore.streams.exceptions import TransportError
 
 __all__ = ["FORMATS", "Start", "follow", "parse_start", "registry_client", "schema_of", "spec_of"]
@@ -104,39 +103,6 @@ def _consumer(client: Mapping[str, Any]) -> Consumer:
             "isolation.level": "read_committed",
         }
     )
-
-
-def true_ends(client: Mapping[str, Any], topic: str, parts: list[int],
-              timeout: float = 10.0) -> dict[int, tuple[int, int]]:  # fmt: skip
-    """``{partition: (low, end)}`` where ``end`` is one past the last record: the broker's high
-    watermark, or past the last record read from just before it (a stale watermark on the
-    embedded broker points into the last batch)."""
-    c = _consumer(client)
-    try:
-        ends: dict[int, tuple[int, int]] = {}
-        probe = []
-        for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout)
-            ends[p] = (int(low), int(high))
-            if high > low:
-                probe.append(TopicPartition(topic, p, max(int(low), int(high) - 1)))
-        if not probe:
-            return ends
-        c.assign(probe)
-        pending = {tp.partition for tp in probe}
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                    continue
-                low, end = ends[m.partition()]
-                ends[m.partition()] = (low, max(end, m.offset() + 1))
-        return ends
-    finally:
-        c.close()
 
 
 def registry_client(url: str) -> Any:

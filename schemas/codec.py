@@ -445,8 +445,21 @@ class Codec:
             raise EncodeError(f"{self.schema_name} record does not fit its schema: {exc}") from None
         return buf.getvalue()
 
+    def header_for(self, encoding: str) -> bytes:
+        """The bytes before the Avro body in ``encoding``: the 10-byte single-object header for
+        ``avro``, ``0x00`` + the 4-byte big-endian schema id for ``confluent`` (registering the
+        schema under ``subject`` on first use). The body is the same Avro binary in both, so
+        encoders that build bodies themselves (columnar, templates) only swap this prefix."""
+        if encoding == "avro":
+            return self.header
+        if encoding == "confluent":
+            return CONFLUENT_MAGIC + struct.pack(">I", self.schema_id())
+        raise EncodeError(f"no binary header for encoding {encoding!r} (avro or confluent)")
+
     def schema_id(self) -> int:
-        """The registry id of this codec's schema under ``subject`` (registered once, cached)."""
+        """The registry id of this codec's schema under ``subject`` (registered once, cached;
+        the registry applies its compatibility rules to the subject, and a refusal is an
+        :class:`EncodeError` naming the subject)."""
         if self._schema_id is None:
             if self._registry is None:
                 raise EncodeError(

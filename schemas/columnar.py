@@ -164,14 +164,17 @@ class ColumnarCodec:
         rest = np.flatnonzero(~taken).tolist()
         return DecodedBatch(self.schema_name, self.fields, ok, rest, columns, nulls, spans, joined)
 
-    def encode(self, n: int, columns: Mapping[str, Any]) -> list[bytes]:
+    def encode(
+        self, n: int, columns: Mapping[str, Any], header: bytes | None = None
+    ) -> list[bytes]:
         """``n`` records from ``columns`` (scalars broadcast), each byte-identical to
         ``Codec(schema_name).encode(record)``; raises :class:`EncodeError` when one does not
-        fit the schema."""
+        fit the schema. ``header`` replaces the single-object header (e.g. the Confluent wire
+        format's ``Codec.header_for("confluent")``: the Avro body is the same)."""
         if n == 0:
             return []
         asm = Assembler(n)
-        asm.const(self.header)
+        asm.const(self.header if header is None else header)
         encode_fields(asm, self.fields, n, columns, self.schema_name)
         return asm.rows()
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from finscore.logging import get_logger
@@ -133,6 +133,20 @@ def partitions_of(client: ClientConf, topic: str, timeout: float = 5.0) -> list[
     return sorted(t.partitions)
 
 
+def replication_of(client: ClientConf, topic: str, timeout: float = 5.0) -> int:
+    """Replication factor of ``topic`` (the most replicas any partition has); raises
+    TopicMissing when it does not exist. Topics a worker creates for itself (state changelogs)
+    copy it from their input, so they survive what the input survives."""
+    md = admin(client).list_topics(timeout=timeout)  # full listing: see partitions_of
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        raise TopicMissing(
+            f"topic {topic!r} does not exist",
+            hint="create the catalog with `finscore topics --create`",
+        )
+    return max(len(p.replicas) for p in t.partitions.values())
+
+
 @dataclass(frozen=True)
 class PartitionOffsets:
     """Low and high watermark of one partition, and a group's committed offset if asked."""
@@ -195,3 +209,120 @@ def offsets(
         return out
     finally:
         c.close()
+
+
+def true_ends(client: ClientConf, topic: str, parts: list[int],
+              timeout: float = 10.0) -> dict[int, tuple[int, int]]:  # fmt: skip
+    """``{partition: (low, end)}`` where ``end`` is one past the last record: the broker's high
+    watermark, or past the last record read from just before it (a stale watermark on the
+    embedded broker points into the last batch)."""
+    c = Consumer(
+        {
+            **client,
+            "group.id": "finscore-inspect",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        ends: dict[int, tuple[int, int]] = {}
+        probe = []
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout)
+            ends[p] = (int(low), int(high))
+            if high > low:
+                probe.append(TopicPartition(topic, p, max(int(low), int(high) - 1)))
+        if not probe:
+            return ends
+        c.assign(probe)
+        pending = {tp.partition for tp in probe}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.2):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                    continue
+                low, end = ends[m.partition()]
+                ends[m.partition()] = (low, max(end, m.offset() + 1))
+        return ends
+    finally:
+        c.close()
+
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One member of a consumer group and the partitions it owns."""
+
+    member_id: str
+    client_id: str
+    host: str
+    partitions: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """A consumer group as ``kafka-consumer-groups --describe`` shows it: its state, members
+    (None when the broker does not describe groups) and every committed partition's offsets."""
+
+    group: str
+    state: str
+    members: list[GroupMember] | None
+    partitions: list[PartitionOffsets]
+
+    def owner(self, topic: str, partition: int) -> GroupMember | None:
+        """The member that owns ``topic[partition]``, if any."""
+        for m in self.members or []:
+            if (topic, partition) in m.partitions:
+                return m
+        return None
+
+
+def describe_group(client: ClientConf, group: str, timeout: float = 5.0) -> GroupView:
+    """Members, state and per-partition offsets of ``group`` (committed offsets from the
+    broker, end offsets from the partitions). A broker that cannot describe groups still
+    gives the offsets (``members`` is then None)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    a = admin(client)
+    state, members = "unknown", None
+    try:
+        desc = a.describe_consumer_groups([group], request_timeout=timeout)[group].result()
+        state = str(getattr(desc.state, "name", desc.state)).lower()
+        members = [
+            GroupMember(
+                m.member_id,
+                m.client_id,
+                m.host,
+                tuple(
+                    (tp.topic, tp.partition)
+                    for tp in (m.assignment.topic_partitions if m.assignment else [])
+                ),
+            )
+            for m in desc.members
+        ]
+    except KafkaException as exc:
+        log.debug("admin.describe_group_unavailable", group=group, error=str(exc))
+    try:
+        fut = a.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
+        )[group]
+        committed = [tp for tp in fut.result().topic_partitions if tp.offset >= 0]
+    except KafkaException as exc:
+        raise TransportError(
+            f"no committed offsets for group {group!r}: {exc.args[0]}",
+            hint="check the group name (`finscore status` lists the workers' groups)",
+        ) from exc
+    topics = sorted(
+        {tp.topic for tp in committed} | {t for m in members or [] for t, _ in m.partitions}
+    )
+    by_tp = {(p.topic, p.partition): p for p in offsets(client, topics, group, timeout)}
+    for topic in topics:  # a stale high watermark (embedded broker) must not hide lag
+        parts = [p for t, p in by_tp if t == topic]
+        for p, (_, end) in true_ends(client, topic, parts, timeout).items():
+            old = by_tp[(topic, p)]
+            by_tp[(topic, p)] = PartitionOffsets(topic, p, old.low, max(old.high, end), old.committed)
+    return GroupView(group, state, members, [by_tp[k] for k in sorted(by_tp)])

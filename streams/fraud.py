@@ -14,6 +14,7 @@ their changelog records (:meth:`FraudPipeline.flush_state`), which it does befor
 from __future__ import annotations
 
 import time
+import zlib
 
 import numpy as np
 
@@ -80,10 +81,19 @@ class FraudPipeline:
         explain: int = 0,
         evict_interval: float = 30.0,
         bounds: InputBounds = DEFAULT_BOUNDS,
+        entries_topic: str | None = None,
+        entries_partitions: int = 1,
+        entries_key: bytes = b"",
     ) -> None:
         """``evict_interval``: seconds between evictions of state no feature can see (at a
         flush; an eviction scans the whole state, so not at every commit); ``bounds``: what a
-        transaction may hold (others are dead letters)."""
+        transaction may hold (others are dead letters); ``entries_topic`` (``fraud_reports``
+        fleets): where each flush writes the terminal entries of the transactions scored since
+        the previous one, keyed ``entries_key`` (this worker), in the partition of their
+        terminal among ``entries_partitions``."""
+        self.entries_topic = entries_topic
+        self.entries_partitions = max(1, entries_partitions)
+        self.entries_key = entries_key
         self.bounds = bounds
         self.explain = explain
         self.features = features
@@ -224,10 +234,15 @@ class FraudPipeline:
         if time.monotonic() - self._last_evict >= self.evict_interval:
             self.features.evict()
             self._last_evict = time.monotonic()
+        out = []
+        if self.entries_topic:
+            parts, topic = self.entries_partitions, self.entries_topic
+            entries = self.features.take_terminal_entries(lambda t: zlib.crc32(t.encode()) % parts)
+            out += [OutRecord(topic, self.entries_key, rows, p) for p, rows in entries]
         if not self.changelog_topic:
-            return []
+            return out
         topic = self.changelog_topic
-        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes]
+        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes] + out
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop pending changelog updates of revoked partitions (never write the state of a

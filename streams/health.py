@@ -69,8 +69,15 @@ class HealthMonitor:
         self._admin: AdminClient | None = None
 
     # -- observations -----------------------------------------------------------------------
-    def _observe(self, cond: str, present: bool, detail: str = "", now: float = 0.0) -> None:
-        if present:
+    def _observe(
+        self, cond: str, present: bool, detail: str = "", now: float = 0.0, exact: bool = False
+    ) -> None:
+        """Record whether ``cond`` holds; ``now`` is when it began (``exact``: the condition
+        knows its own start, e.g. the last acknowledgement, so a new start replaces the old)."""
+        if present and exact:
+            self._since[cond] = now
+            self._detail[cond] = detail
+        elif present:
             self._since.setdefault(cond, now)
             self._detail[cond] = detail
         else:
@@ -100,6 +107,7 @@ class HealthMonitor:
                 stalled > 0,
                 f"{st.unacked} record(s) unacknowledged for {stalled:.0f} s",
                 now - stalled,
+                exact=True,  # acks progressing restart the clock, pending records or not
             )
             if st.failed != self._failed_seen:  # a problem at once, for a grace after
                 self._failed_seen, self._failed_at = st.failed, now

@@ -217,8 +217,9 @@ class MarketPipeline:
             "source_partition": np.fromiter((m.partition for m in msgs), np.int64, len(msgs)),
             "source_offset": np.fromiter((m.offset for m in msgs), np.int64, len(msgs)),
         }
-        if self.output_encoding == "avro" and len(rows) > SMALL_BATCH:
-            return self.out_columnar.encode(len(rows), cols)
+        if self.output_encoding in ("avro", "confluent") and len(rows) > SMALL_BATCH:
+            header = self.out_codec.header_for(self.output_encoding)  # same Avro body in both
+            return self.out_columnar.encode(len(rows), cols, header=header)
         records = [  # JSON (or Confluent) output, or a few signals: the per-record codec
             {k: (v[j] if isinstance(v, list | np.ndarray) else v) for k, v in cols.items()}
             for j in range(len(rows))

@@ -9,6 +9,7 @@ global whatever partitions a worker owns).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -22,7 +23,7 @@ from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import TopicSpec
-from finscore.streams.admin import ensure_topics, partitions_of
+from finscore.streams.admin import ensure_topics, partitions_of, replication_of
 from finscore.streams.fraud import FraudPipeline, LabelsPipeline
 from finscore.streams.market import MarketPipeline
 from finscore.streams.pipeline import DeadLetter, Pipeline
@@ -56,11 +57,13 @@ class Stream(Protocol):
 def _ensure_changelog(
     cfg: WorkerConfig, input_topic: str, store: str, config: dict[str, str] | None = None
 ) -> str:
-    """The store's changelog topic, co-partitioned with the input (compacted by default)."""
+    """The store's changelog topic, co-partitioned with the input and replicated like it
+    (compacted by default): on a replicated cluster the state survives what the input does."""
     name = T.changelog(cfg.group, store)
     parts = len(partitions_of(cfg.client, input_topic))
     conf = dict(T.COMPACT) if config is None else config
-    ensure_topics(cfg.client, [TopicSpec(name, parts, "state", "key", conf)])
+    rf = replication_of(cfg.client, input_topic)
+    ensure_topics(cfg.client, [TopicSpec(name, parts, "state", "key", conf)], rf)
     return name
 
 
@@ -81,6 +84,26 @@ def registry_client(cfg: WorkerConfig) -> object | None:
     return SchemaRegistryClient(dict(cfg.schema_registry))
 
 
+def output_encoding(cfg: WorkerConfig, topic: str, registry: object | None) -> str:
+    """How a worker writes ``topic``: JSON when listed in ``cfg.json_topics``; else the
+    Confluent wire format when a schema registry is configured (what Kafka UIs and Confluent
+    deserializers read); else Avro single-object. Dead letters keep their own encoding."""
+    if topic in cfg.json_topics:
+        return "json"
+    return "confluent" if registry is not None else "avro"
+
+
+def output_codec(schema: str, topic: str, registry: object | None, encoding: str) -> Codec:
+    """The output codec of ``topic``; for the Confluent wire format its schema is registered now
+    under
+    ``<topic>-value`` (TopicNameStrategy; the registry's compatibility rules apply), so a
+    refused or unreachable registry stops the start-up with that reason, not the first batch."""
+    codec = Codec(schema, registry=registry, subject=f"{topic}-value")
+    if encoding == "confluent":
+        codec.schema_id()
+    return codec
+
+
 class FraudStream:
     """transactions → fraud-flags, customer state in a changelog, labels read globally."""
 
@@ -93,9 +116,15 @@ class FraudStream:
         self.labels_topic = cfg.topic(T.FRAUD_LABELS)
         # The stores' time range starts at the earliest accepted event time: fixed, so no
         # record (valid or not) moves it.
-        self.features = FraudFeatures(
-            FraudFeatureConfig(time_origin_ms=cfg.bounds.min_event_time_ms)
+        features_cfg = FraudFeatureConfig(
+            time_origin_ms=cfg.bounds.min_event_time_ms, label_contract=cfg.label_contract
         )
+        # fraud_reports: the workers exchange their transactions' terminal entries (see
+        # finscore.features.terminal_entries) on <group>-terminal-entries-changelog.
+        self.features = FraudFeatures(features_cfg, share_entries=features_cfg.reports_only)
+        self.entries_topic = ""
+        self._entries_consumer: Consumer | None = None
+        self._entries_key = cfg.instance_id.encode()
         self._registry = registry_client(cfg)
         self.labels = LabelsPipeline(
             self.features, bounds=cfg.bounds, codec=Codec("fraud_label", registry=self._registry)
@@ -113,17 +142,23 @@ class FraudStream:
         self.changelog_topic = _ensure_changelog(
             self.cfg, self.input_topic, "customer-entries", T.APPEND_ONLY_STATE
         )
+        out_encoding = output_encoding(self.cfg, self.output_topic, self._registry)
         self.pipeline = FraudPipeline(
             self.features,
             self.slot,
             self.output_topic,
             threshold=self.cfg.threshold,
-            output_encoding="json" if self.output_topic in self.cfg.json_topics else "avro",
+            output_encoding=out_encoding,
             changelog_topic=self.changelog_topic,
             explain=self.cfg.explain,
             bounds=self.cfg.bounds,
             in_codec=Codec("transaction", registry=self._registry),
+            out_codec=output_codec(
+                self.output_schema, self.output_topic, self._registry, out_encoding
+            ),
         )
+        if self.features.cfg.reports_only:  # before the labels: a report finds its entry
+            self._start_entries()
         conf = {
             **self.cfg.client,
             "group.id": f"{self.cfg.group}-labels",
@@ -140,10 +175,57 @@ class FraudStream:
         n = self._catch_up_labels()
         log.info("labels.caught_up", labels=n)
 
-    def _catch_up_labels(self) -> int:
-        """Read the labels topic to its current end (start-up), so terminal risk is warm."""
-        assert self._labels_consumer is not None
-        c = self._labels_consumer
+    def _start_entries(self) -> None:
+        """Create the terminal-entries topic (append-only, partitioned like the input), have
+        the pipeline write this worker's entries to it at each flush, read every partition of
+        it (``read_committed`` in exactly-once mode) and catch up to its end."""
+        self.entries_topic = _ensure_changelog(
+            self.cfg, self.input_topic, "terminal-entries", T.APPEND_ONLY_STATE
+        )
+        parts = partitions_of(self.cfg.client, self.entries_topic)
+        self.pipeline.entries_topic = self.entries_topic
+        self.pipeline.entries_partitions = len(parts)
+        self.pipeline.entries_key = self._entries_key
+        conf = {**self.cfg.client, "group.id": f"{self.cfg.group}-entries",
+                "enable.auto.commit": False, "fetch.wait.max.ms": 10}  # fmt: skip
+        if self.cfg.exactly_once:
+            conf["isolation.level"] = "read_committed"
+        self._entries_consumer = Consumer(conf)
+        self._entries_consumer.assign(
+            [TopicPartition(self.entries_topic, p, OFFSET_BEGINNING) for p in parts]
+        )
+        # Own records too: a worker restarted under the same instance id starts empty.
+        n = self._catch_up_labels(
+            self._entries_consumer, self.entries_topic, lambda m: self._apply_entries(m, True)
+        )
+        log.info("terminal_entries.caught_up", records=n)
+
+    def _apply_entries(self, raw: list, own: bool = False) -> int:
+        """Add other workers' terminal entries (and this worker's own when ``own``: once
+        running, they are in its state already); a record that is not a valid entries record
+        is skipped with a warning."""
+        key = None if own else self._entries_key
+        values = [m.value() for m in raw if m.error() is None and (key is None or m.key() != key)]
+        values = [v for v in values if v]
+        try:
+            self.features.add_terminal_entries(values)
+        except FeatureStateError:  # a corrupt record: keep every other one
+            for v in values:
+                try:
+                    self.features.add_terminal_entries([v])
+                except FeatureStateError as exc:
+                    log.warning("terminal_entries.record_skipped", reason=str(exc))
+        return len(values)
+
+    def _catch_up_labels(
+        self, consumer: Consumer | None = None, topic: str = "", apply: Callable | None = None
+    ) -> int:
+        """Read the labels topic (or ``topic`` with ``consumer``, each batch given to
+        ``apply``) to its current end (start-up), so terminal risk is warm."""
+        c = consumer or self._labels_consumer
+        assert c is not None
+        topic = topic or self.labels_topic
+        apply = apply or self._apply_labels
         total = 0
         ends = {}
         for tp in c.assignment():
@@ -153,12 +235,12 @@ class FraudStream:
         while any(pos[p] < ends[p] for p in ends):
             msgs = c.consume(20000, 0.5)
             if not msgs:
-                positions = c.position([TopicPartition(self.labels_topic, p) for p in ends])
+                positions = c.position([TopicPartition(topic, p) for p in ends])
                 pos = {tp.partition: max(tp.offset, 0) for tp in positions}
                 if all(pos[p] >= ends[p] for p in ends):
                     break
                 continue
-            total += self._apply_labels(msgs)
+            total += apply(msgs)
             for m in msgs:
                 if m.error() is None:
                     pos[m.partition()] = m.offset() + 1
@@ -184,6 +266,10 @@ class FraudStream:
         return result.scored
 
     def before_batch(self) -> None:
+        if self._entries_consumer is not None:
+            entries = self._entries_consumer.consume(1000, 0)
+            if entries:
+                self._apply_entries(entries)
         if self._labels_consumer is not None:
             msgs = self._labels_consumer.consume(20000, 0)
             if msgs:
@@ -241,6 +327,9 @@ class FraudStream:
         if self._labels_consumer is not None:
             self._labels_consumer.close()
             self._labels_consumer = None
+        if self._entries_consumer is not None:
+            self._entries_consumer.close()
+            self._entries_consumer = None
 
 
 class MarketStream:
@@ -260,15 +349,18 @@ class MarketStream:
         live = self.slot.live
         window = int((live.manifest.params or {}).get("window", 100)) if live else 100
         self.windows = MarketWindows(window=window)
+        registry = registry_client(self.cfg)
+        out_encoding = output_encoding(self.cfg, self.output_topic, registry)
         self.changelog_topic = _ensure_changelog(self.cfg, self.input_topic, "windows")
         self.pipeline = MarketPipeline(
             self.windows,
             self.slot,
             self.output_topic,
-            output_encoding="json" if self.output_topic in self.cfg.json_topics else "avro",
+            output_encoding=out_encoding,
             changelog_topic=self.changelog_topic,
             bounds=self.cfg.bounds,
-            in_codec=Codec("market_tick", registry=registry_client(self.cfg)),
+            in_codec=Codec("market_tick", registry=registry),
+            out_codec=output_codec(self.output_schema, self.output_topic, registry, out_encoding),
         )
 
     def before_batch(self) -> None:

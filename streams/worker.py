@@ -77,6 +77,9 @@ class WorkerConfig:
     # ONNX Runtime execution providers in order of preference (finscore.providers names, e.g.
     # ("CUDA", "CPU")); unavailable ones are dropped with one warning, CPU is always last.
     execution_providers: tuple[str, ...] = ("CPU",)
+    # fraud: what the labels topic carries ("all_outcomes" | "fraud_reports", see
+    # finscore.features.fraud.LABEL_CONTRACTS)
+    label_contract: str = "all_outcomes"
 
     @property
     def group(self) -> str:

@@ -22,7 +22,10 @@ import click
     help="Worker base URL, e.g. http://127.0.0.1:9100 (repeatable; a host name resolving to "
     "several addresses is scraped once per address).",
 )
-def dashboard(port: int, host: str, workers: tuple[str, ...]) -> None:
+@click.option("--sidecar", "sidecar_url", default=None,
+              help="The sidecar's status URL (finscore sidecar --metrics-port), e.g. "
+              "http://sidecar:9100: its state and last error.")  # fmt: skip
+def dashboard(port: int, host: str, workers: tuple[str, ...], sidecar_url: str | None) -> None:
     """Live dashboard: rates, latency, lag, dead letters, models, flags, signals, reports."""
     from finscore.dashboard.server import start_dashboard
     from finscore.settings import Settings
@@ -30,7 +33,7 @@ def dashboard(port: int, host: str, workers: tuple[str, ...]) -> None:
 
     s = Settings()
     check_reachable(s.kafka_config())
-    d = start_dashboard(s, port, list(workers), host=host)
+    d = start_dashboard(s, port, list(workers), host=host, sidecar_url=sidecar_url)
     click.echo(f"dashboard at {d.url} (Ctrl-C stops it)")
     try:
         threading.Event().wait()

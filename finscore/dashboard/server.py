@@ -90,7 +90,10 @@ def start_dashboard(
     worker_urls: list[str] | None = None,
     *,
     host: str = "127.0.0.1",
+    sidecar_url: str | None = None,
 ) -> Dashboard:
-    """Start the dashboard for the cluster in ``settings`` (used by the CLI and the demo)."""
-    state = DashboardState(settings.kafka_config(), settings.topic_prefix, worker_urls)
+    """Start the dashboard for the cluster in ``settings`` (used by the CLI and the demo);
+    ``sidecar_url`` is the sidecar's status server (``finscore sidecar --metrics-port``)."""
+    state = DashboardState(settings.kafka_config(), settings.topic_prefix, worker_urls,
+                           sidecar_url=sidecar_url)  # fmt: skip
     return Dashboard(state, port, host=host).start()

@@ -89,9 +89,7 @@ def expand_worker_urls(
     return out
 
 
-def recent_buckets(
-    now: WorkerSample, before: WorkerSample | None
-) -> list[tuple[float, float]]:
+def recent_buckets(now: WorkerSample, before: WorkerSample | None) -> list[tuple[float, float]]:
     """The latency buckets of the interval since ``before`` (cumulative counts), or the
     worker's lifetime buckets without an earlier scrape, after a restart or an idle interval."""
     buckets = now.e2e_buckets
@@ -375,7 +373,10 @@ class DashboardState:
                 self.sidecar = sidecar
                 self.group_lags = lags
                 self.produced_ms = {
-                    stream: {"p50": _ms(sorted(b.items()), 0.5), "p99": _ms(sorted(b.items()), 0.99)}
+                    stream: {
+                        "p50": _ms(sorted(b.items()), 0.5),
+                        "p99": _ms(sorted(b.items()), 0.99),
+                    }
                     for stream, b in produced.items()
                 }
                 totals = self._series_totals()

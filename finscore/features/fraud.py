@@ -179,7 +179,12 @@ def _chunks(idx: np.ndarray, t: np.ndarray) -> list[tuple[int, int]]:
 class FraudFeatures:
     """Online fraud-feature state: customer spending windows, terminal and card outcomes."""
 
-    def __init__(self, cfg: FraudFeatureConfig = FraudFeatureConfig()) -> None:
+    def __init__(
+        self, cfg: FraudFeatureConfig = FraudFeatureConfig(), *, share_entries: bool = False
+    ) -> None:
+        """``share_entries`` (``fraud_reports`` only): remember the terminal entries of the
+        transactions scored here for :meth:`take_terminal_entries` (a worker in a fleet);
+        otherwise nothing is remembered for it."""
         self.cfg = cfg
         self.spans = [w * DAY_MS for w in cfg.windows_days]
         origin = cfg.time_origin_ms
@@ -191,7 +196,7 @@ class FraudFeatures:
         # other workers' (see take_terminal_entries / add_terminal_entries).
         self._term_tx: TimeStore | None = None
         if cfg.reports_only:
-            self._term_tx = TimeStore(("below",), track_changes=True, origin=origin)
+            self._term_tx = TimeStore(("below",), track_changes=share_entries, origin=origin)
         self.unmatched_reports = 0  # fraud reports whose transaction was not held (counted)
         self.latest_ms = 0
         self._recent = np.zeros(RECENT, dtype=np.int64)  # a ring of recent event times
@@ -289,11 +294,11 @@ class FraudFeatures:
         cidx = self._spend.index_of(customer_id, create=True)
         tags = tags_of(transaction_id)
         sq = cents * cents
-        below = np.zeros(n, dtype=np.int64)
+        below = np.zeros(n, dtype=np.int64) if self._term_tx is not None else None
         for a, b in _chunks(cidx, t):
             self._spend.insert(cidx[a:b], t[a:b], tags[a:b], {"cents": cents[a:b], "sq": sq[a:b]})
             n30, s30 = self._customer_windows(out[a:b], cidx[a:b], t[a:b], cents[a:b])
-            if self._term_tx is not None:  # the habit flag, as apply_label_columns decides it
+            if below is not None:  # the habit flag, as apply_label_columns decides it
                 below[a:b] = cents[a:b] * np.maximum(n30, 1) < self.cfg.habit_ratio * s30
         self.latest_ms = max(self.latest_ms, int(t.max()))
         self._observe(t)
@@ -306,7 +311,7 @@ class FraudFeatures:
         windows = [end - span for span in spans]
         store = self._terminals
         tidx = store.index_of(terminal_id, create=False)
-        if self._term_tx is not None:
+        if below is not None:  # fraud_reports
             self._features_from_reports(out, cidx, tidx, customer_id, terminal_id, t, tags, below)
             return out
         # The habit-fraud run: the window's outcomes after its latest non-habit one.
@@ -574,7 +579,8 @@ class FraudFeatures:
         transaction), grouped by ``group_of(terminal)`` (e.g. the partition of a
         terminal-keyed topic; all in group 0 when None). What other workers need to count
         this worker's transactions at their terminals; entries added by
-        :meth:`add_terminal_entries` are not reported again. Empty under ``all_outcomes``."""
+        :meth:`add_terminal_entries` are not reported again. Empty under ``all_outcomes`` or
+        without ``share_entries``."""
         from finscore.features.terminal_entries import encode_entries
 
         if self._term_tx is None:

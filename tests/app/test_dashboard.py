@@ -32,7 +32,12 @@ def test_dashboard_shows_live_numbers_in_a_real_browser(client, prefix) -> None:
     metrics = WorkerMetrics("fraud")  # a worker's real metrics endpoint, fed by the loop below
     metrics.model_loaded("fraud", "1")
     server = MetricsServer(metrics, lambda: {"status": "ok"}).start()
-    dash = Dashboard(DashboardState(client, prefix, [server.url]), port=0).start()
+    from finscore.sidecar_status import StatusServer
+
+    sidecar = StatusServer(lambda: {"state": "waiting for labelled data (120 of 5,000)",
+                                    "last_error": "IndexError: index -1 is out of bounds"}).start()  # fmt: skip
+    dash = Dashboard(DashboardState(client, prefix, [server.url], sidecar_url=sidecar.url),
+                     port=0).start()  # fmt: skip
     stop = threading.Event()
 
     def feed() -> None:
@@ -43,7 +48,8 @@ def test_dashboard_shows_live_numbers_in_a_real_browser(client, prefix) -> None:
         i = 0
         while not stop.is_set():
             f = sample("fraud_flag", i) | {"score": (i % 97) / 97, "flagged": i % 7 == 0,
-                                             "model_version": "1" if i < 300 else "2"}  # fmt: skip
+                                             "model_version": "1" if i < 300 else "2",
+                                             "threshold": 0.4}  # fmt: skip
             if f["flagged"]:  # ids are data, never markup: the page must show them as text
                 f["transaction_id"] = f"<i>tx{i}</i>"
             p.produce(prefix + T.FRAUD_FLAGS, flag.encode(f), b"k")
@@ -98,6 +104,17 @@ def test_dashboard_shows_live_numbers_in_a_real_browser(client, prefix) -> None:
             row = page.inner_text("#workers tr:nth-child(2)")
             assert "fraud v1 (live)" in row
             assert 2.5 <= float(row.split("\t")[3]) <= 5.0  # p99 within the 2.5-5 ms bucket
+            # issue 16: flagged/s is not scored/s; series, threshold, sidecar, latency labels
+            scored = float(page.inner_text("#rate-scored").replace(",", ""))
+            assert 0 < float(page.inner_text("#rate-flags").replace(",", "")) < scored
+            page.wait_for_function(
+                "document.querySelectorAll('#chart-throughput path').length > 0", timeout=10000
+            )
+            assert page.locator("#hist #threshold").count() == 1
+            assert "waiting for labelled data" in page.inner_text("#sidecar")
+            assert "IndexError" in page.inner_text("#sidecar-error")
+            latency = page.inner_text("#latency")
+            assert "visible" in latency and "produced" in latency
             SHOTS.mkdir(exist_ok=True)
             shot = SHOTS / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -108,6 +125,7 @@ def test_dashboard_shows_live_numbers_in_a_real_browser(client, prefix) -> None:
         feeder.join(10)
         dash.stop()
         server.stop()
+        sidecar.stop()
 
 
 def test_a_dashboard_started_before_the_topics_exist_follows_them_once_created(
@@ -215,9 +233,9 @@ def test_the_operator_view_counts_what_the_workers_count(client, prefix) -> None
         rec = dlq.encode(DeadLetter(Message(tx, 1, 40 + i, b"k", b"junk"), why, f"bad {i}"), 1000)
         p.produce(rec.topic, rec.value, rec.key)
         metrics.dead_letter(why)
-    for i in range(30):  # the worker group has read 10 of 30 records on partition 0
+    for _ in range(30):  # the worker group has read 10 of 30 records on partition 0
         p.produce(tx, b"x", b"k", partition=0)
-    p.flush(10)
+        p.flush(10)  # one record a batch: the embedded broker's end offset counts batches
     group = Consumer({**client, "group.id": prefix + "finscore-fraud"})
     group.commit(offsets=[TopicPartition(tx, 0, 10)], asynchronous=False)
     group.close()
@@ -240,7 +258,10 @@ def test_the_operator_view_counts_what_the_workers_count(client, prefix) -> None
         assert dead["by_reason"] == {"SchemaError": 2, "OutOfBounds": 1}
         last = dead["recent"][0]
         assert (last["error_type"], last["source_partition"], last["source_offset"]) == (
-            "OutOfBounds", 1, 42)
+            "OutOfBounds",
+            1,
+            42,
+        )
         assert last["reason"] == "bad 2" and last["source_topic"] == tx
         lags = {g["group"]: g for g in snap["groups"]}
         fraud = lags[prefix + "finscore-fraud"]

@@ -12,6 +12,7 @@ from finscore.compression.steps import (
     Float16,
     PruneStructured,
     PruneUnstructured,
+    QuantizationAware,
     QuantizeDynamic,
     QuantizePerChannel,
     QuantizeStatic,
@@ -32,6 +33,7 @@ FRAUD_STEPS = [
     Float16(),
     QuantizePerChannel(256),
     QuantizePerChannel(256, tolerance=-1.0, max_fallbacks=1),  # forced: one node stays float
+    QuantizationAware(epochs=1),
 ]
 MARKET_STEPS = [
     Distill(8, epochs=1),
@@ -42,6 +44,7 @@ MARKET_STEPS = [
     QuantizeStatic(64),
     Float16(),
     QuantizePerChannel(64),
+    QuantizationAware(epochs=1),
 ]
 CHECKS = ["loads_in_onnxruntime", "matches_its_source", "is_seeded_deterministic",
           "has_a_dynamic_batch_axis", "obeys_the_output_contract",
@@ -166,7 +169,8 @@ def test_weight_sharing_stores_one_byte_per_weight(fraud_ctx) -> None:  # noqa: 
 @pytest.fixture(scope="module")
 def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
     """Every artifact kind (fp32 teacher/student, pruned, weight-shared, dynamic and static
-    int8) of both families, published, with the source it must match."""
+    int8, float16, per-channel int8 with fallback, quantization-aware int8) of both families,
+    published, with the source it must match."""
     from finscore.compression.plan import QUANT_ATOL, Gate, Plan, to_artifact
     from finscore.registry import Registry
 
@@ -174,8 +178,10 @@ def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
     out = []
     kinds = [
         (fraud_ctx, [Distill(8, epochs=1), PruneStructured(0.5, 0), WeightShare(8, 0),
-                     QuantizeDynamic(), QuantizeStatic(256)]),
-        (market_ctx, [Distill(8, epochs=1), QuantizeDynamic()]),
+                     QuantizeDynamic(), QuantizeStatic(256), Float16(),
+                     QuantizePerChannel(256)]),
+        (market_ctx, [Distill(8, epochs=1), QuantizeDynamic(), Float16(),
+                      QuantizationAware(epochs=1)]),
     ]  # fmt: skip
     for ctx, steps in kinds:
         result = Plan(steps, epochs=1, seed=0).run(
@@ -185,7 +191,8 @@ def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
         for cand in result.candidates:
             art = reg.publish(to_artifact(result, cand, ctx.family, ctx.data))
             if cand.torch_model is not None:
-                source, atol = ctx.family.head(cand.torch_model).eval(), 1e-4
+                source = ctx.family.head(cand.torch_model).eval()
+                atol = getattr(cand.torch_model, "parity_atol", 1e-4)  # QAT: int8 kernels
             else:  # int8: against the fp32 ONNX it was quantised from
                 source, atol = by_sha[cand.parent_sha256].onnx, QUANT_ATOL
             out.append((f"{ctx.family.name}-{cand.name}", art, source, ctx.data.x_test[:64], atol))
@@ -196,8 +203,9 @@ def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
 def test_every_exported_artifact_passes_the_artifact_contract(artifacts, check) -> None:  # noqa: ANN001
     assert [a[0] for a in artifacts] == [
         "fraud-teacher", "fraud-distill", "fraud-prune_structured", "fraud-weight_share",
-        "fraud-quantize_dynamic", "fraud-quantize_static",
-        "market-teacher", "market-distill", "market-quantize_dynamic",
+        "fraud-quantize_dynamic", "fraud-quantize_static", "fraud-float16",
+        "fraud-quantize_per_channel", "market-teacher", "market-distill",
+        "market-quantize_dynamic", "market-float16", "market-qat",
     ]  # fmt: skip
     for name, art, source, x, atol in artifacts:
         checks = dict(check_artifact(art, source, x, atol))

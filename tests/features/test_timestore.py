@@ -192,3 +192,25 @@ def test_corrupt_state_records_are_refused_clearly() -> None:
     assert len(fresh) == 0
     fresh.add_rows([("k", good)])
     assert len(fresh) == 200
+
+
+def test_last_time_is_the_latest_entry_at_or_before_the_bound_in_both_runs() -> None:
+    s = TimeStore(("v",), origin=0)
+    s.insert(np.array([0, 0, 1]), np.array([10, 30, 20]), np.array([1, 2, 3]),
+             {"v": np.array([1, 1, 1])})  # fmt: skip
+    s._merge()  # these in the main run, the next one in the delta run
+    s.insert(np.array([0]), np.array([25]), np.array([4]), {"v": np.array([0])})
+    got = s.last_time(np.array([0, 0, 0, 1, 1, -1]), np.array([29, 30, 9, 19, 99, 99]))
+    assert got.tolist() == [25, 30, NO_TIME, NO_TIME, 20, NO_TIME]
+
+
+def test_take_change_rows_reports_each_insert_once_with_local_key_indices() -> None:
+    s = TimeStore(("v",), track_changes=True, origin=0)
+    s.index_of(["unused"], create=True)
+    s.insert(s.index_of(["b", "a", "b"], create=True), np.array([5, 6, 7]),
+             np.array([1, 2, 3]), {"v": np.array([9, 8, 7])})  # fmt: skip
+    s.insert(s.index_of(["a"], create=True), np.array([6]), np.array([2]), {"v": np.array([8])})
+    names, rows = s.take_change_rows()
+    assert sorted(zip([names[k] for k in rows[:, 0]], rows[:, 1].tolist(), strict=True)) == [
+        ("a", 6), ("b", 5), ("b", 7)]  # fmt: skip
+    assert "unused" not in names and s.take_change_rows()[0] == []

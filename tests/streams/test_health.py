@@ -140,3 +140,26 @@ def test_health_turns_unhealthy_when_the_broker_is_lost_and_recovers_when_it_is_
             assert len(parts[prefix + T.FRAUD_FLAGS].partitions) == 2
     finally:
         broker.stop()
+
+
+def test_a_steady_flow_of_acknowledgements_is_never_a_stall() -> None:
+    """Under load some records are always pending, but acknowledgements keep coming: that is
+    no stall however long it lasts (a stall is pending records and *no* ack for the grace)."""
+    from types import SimpleNamespace
+
+    from finscore.streams.health import HealthMonitor
+    from finscore.streams.kafka import DeliveryStats
+
+    st = DeliveryStats()
+    mon = HealthMonitor({}, ["in"], lambda: st, grace_s=0.2)
+    mon._admin = SimpleNamespace(  # type: ignore[assignment]  # topics listed: a unit test
+        list_topics=lambda timeout: SimpleNamespace(topics={"in": None})
+    )
+    st.unacked = 500
+    for _ in range(8):  # 0.4 s: twice the grace, an ack just before every check
+        time.sleep(0.05)
+        st.acks += 1
+        st.last_progress = time.monotonic()
+        assert mon.check() == []
+    time.sleep(0.3)  # then no ack for longer than the grace: a stall
+    assert [p.split(":")[0] for p in mon.check()] == ["delivery stalled"]
