@@ -261,7 +261,9 @@ def compare(ctx: Ctx, name: str) -> None:
 
     check_reachable(ctx.client)
     try:
-        c = run_compare(ctx.client, ctx.settings.topic_prefix)
+        c = run_compare(
+            ctx.client, ctx.settings.topic_prefix, ctx.settings.schema_registry_config()
+        )
     except ValueError as exc:
         raise FinscoreError(str(exc)) from exc
     t = Table(title=f"{name}: live v{c.live_version} vs challenger v{c.challenger_version}")

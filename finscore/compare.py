@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from finscore.features.metrics import average_precision
 from finscore.schemas import topics as T
-from finscore.schemas.codec import Codec
+from finscore.schemas.codec import Codec, registry_client
 from finscore.schemas.exceptions import DecodeError
 
 
@@ -36,7 +36,10 @@ class Comparison:
 
 
 def _read_all(
-    client: Mapping[str, str | int], topics: dict[str, str], timeout: float = 30.0
+    client: Mapping[str, str | int],
+    topics: dict[str, str],
+    timeout: float = 30.0,
+    registry: Mapping[str, str] | None = None,
 ) -> dict[str, list[dict]]:
     c = Consumer({**client, "group.id": "finscore-compare", "enable.auto.commit": False,
                   "enable.partition.eof": True, "isolation.level": "read_committed"})  # fmt: skip
@@ -48,7 +51,8 @@ def _read_all(
         for p in md.topics[t].partitions
     ]
     c.assign(tps)
-    codecs = {t: Codec(s) for t, s in topics.items()}
+    reg = registry_client(registry)
+    codecs = {t: Codec(s, registry=reg) for t, s in topics.items()}
     out: dict[str, list[dict]] = {t: [] for t in topics}
     done: set[tuple[str, int]] = set()
     deadline = time.monotonic() + timeout
@@ -68,15 +72,22 @@ def _read_all(
     return out
 
 
-def compare(client: Mapping[str, str | int], prefix: str = "") -> Comparison:
-    """Compare the live fraud model with its shadow challenger on the same transactions."""
+def compare(
+    client: Mapping[str, str | int], prefix: str = "", registry: Mapping[str, str] | None = None
+) -> Comparison:
+    """Compare the live fraud model with its shadow challenger on the same transactions.
+
+    ``registry`` (a schema-registry client config) reads flags written in the Confluent wire
+    format (workers with a registry set write them so)."""
     live_t, shadow_t, labels_t = (
         prefix + T.FRAUD_FLAGS,
         prefix + T.shadow(T.FRAUD_FLAGS),
         prefix + T.FRAUD_LABELS,
     )
     data = _read_all(
-        client, {live_t: "fraud_flag", shadow_t: "fraud_flag", labels_t: "fraud_label"}
+        client,
+        {live_t: "fraud_flag", shadow_t: "fraud_flag", labels_t: "fraud_label"},
+        registry=registry,
     )
     challenger = {f["transaction_id"]: f for f in data[shadow_t]}
     if not challenger:

@@ -344,6 +344,7 @@ class Demo:
                 self.client(),
                 {self.s.topic_prefix + T.FRAUD_FLAGS: "fraud_flag",
                  self.s.topic_prefix + T.PRICE_SIGNALS: "price_signal"},
+                self.s.schema_registry_config(),
             ).start()  # fmt: skip
             started = time.monotonic()  # --duration counts streaming time, not setup
             end = started + self.opts.duration if self.opts.duration else None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from finscore.schemas.codec import Codec
+from finscore.schemas.codec import Codec, registry_client
 from finscore.schemas.exceptions import DecodeError
 
 
@@ -112,10 +112,17 @@ def scrape(url: str) -> WorkerSample | None:
 class OutputTail:
     """Follows output topics from their end in a thread; keeps recent records and counts."""
 
-    def __init__(self, client: Mapping[str, str | int], topics: Mapping[str, str]) -> None:
-        """``topics`` maps topic name → schema name."""
+    def __init__(
+        self,
+        client: Mapping[str, str | int],
+        topics: Mapping[str, str],
+        registry: Mapping[str, str] | None = None,
+    ) -> None:
+        """``topics`` maps topic name → schema name; ``registry`` (a schema-registry client
+        config) reads records written in the Confluent wire format."""
         self.topics = dict(topics)
-        self.codecs = {t: Codec(s) for t, s in self.topics.items()}
+        reg = registry_client(registry)
+        self.codecs = {t: Codec(s, registry=reg) for t, s in self.topics.items()}
         self.recent: dict[str, deque] = {t: deque(maxlen=8) for t in self.topics}
         self.counts: dict[str, int] = {t: 0 for t in self.topics}
         self.versions: dict[str, str] = {}

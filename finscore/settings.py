@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         "all_outcomes",
         description="What fraud-labels carries: every settled outcome (all_outcomes) or fraud "
         "reports only (fraud_reports: an unreported transaction is genuine; the terminal counts "
-        "come from the transactions, exact on one fraud worker, see docs/ARCHITECTURE.md).",
+        "come from the transactions, which fraud workers exchange; see docs/ARCHITECTURE.md).",
     )
     health_grace_s: float = Field(
         10.0,
@@ -184,6 +184,17 @@ class Settings(BaseSettings):
             ),
         }
         conf.update({k: v for k, v in optional.items() if v})
+        return conf
+
+    def schema_registry_config(self) -> dict[str, str] | None:
+        """Schema-registry client settings (``url`` and ``basic.auth.user.info`` when set); None
+        when no registry is configured. What every reader and writer of the Confluent wire
+        format is given (workers, sidecar, dashboard, ``models compare``, ``tail``)."""
+        if not self.schema_registry_url:
+            return None
+        conf = {"url": self.schema_registry_url}
+        if self.schema_registry_user_info is not None:
+            conf["basic.auth.user.info"] = self.schema_registry_user_info.get_secret_value()
         return conf
 
     @property

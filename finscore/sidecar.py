@@ -42,6 +42,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +57,7 @@ from finscore.promotion import gated_candidate, over_budget, publish_and_announc
 from finscore.quality import QualityMonitor, psi_against_quantiles
 from finscore.registry import Registry
 from finscore.schemas import topics as T
-from finscore.schemas.codec import Codec
+from finscore.schemas.codec import Codec, registry_client
 from finscore.schemas.exceptions import DecodeError
 from finscore.sidecar_inputs import (
     BadInput,
@@ -107,6 +108,9 @@ class SidecarConfig:
     market_f1_drop: float = 0.10
     market_epochs: int = 4
     max_amount: float = 1_000_000.0  # labels with a larger amount are refused
+    # Schema-registry client config ({"url": ...}): workers with a registry write their flags and
+    # signals in the Confluent wire format, which the quality join reads with it.
+    schema_registry: Mapping[str, str] | None = None
 
 
 class OutcomeBuffer:
@@ -187,8 +191,11 @@ class Sidecar:
         self.buffer = OutcomeBuffer(cfg.history_days)
         self.state = SidecarState()
         self._stop = threading.Event()
-        self._labels, self._flags = Codec("fraud_label"), Codec("fraud_flag")
-        self._ticks, self._signals = Codec("market_tick"), Codec("price_signal")
+        reg = registry_client(cfg.schema_registry)
+        self._labels = Codec("fraud_label", registry=reg)
+        self._flags = Codec("fraud_flag", registry=reg)
+        self._ticks = Codec("market_tick", registry=reg)
+        self._signals = Codec("price_signal", registry=reg)
         self.market = MarketCare(cfg)
         self._thread: threading.Thread | None = None
         self.live_version: str | None = None
@@ -544,6 +551,7 @@ def sidecar(
         client=s.kafka_config(), topic_prefix=s.topic_prefix, registry_dir=s.registry_dir,
         signing_key=s.model_keys().signing_key, allow_unsigned=s.allow_unsigned_models,
         interval_s=interval, min_outcomes=min_outcomes, ap_drop=ap_drop, tolerance=tolerance,
+        schema_registry=s.schema_registry_config(),
     ))  # fmt: skip
     if sc.cfg.signing_key is None:
         log.warning("security.no_signing_key", unsigned_allowed=s.allow_unsigned_models,

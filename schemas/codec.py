@@ -34,7 +34,7 @@ import io
 import itertools
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -212,12 +212,37 @@ def _top_level(schema: dict) -> tuple[dict[str, tuple[int, int]], dict[str, str]
 
 
 # -- the codec -----------------------------------------------------------------------------------
+def registry_client(conf: Mapping[str, str] | str | None) -> Any | None:
+    """A ``SchemaRegistryClient`` for ``conf`` (its client config, e.g. ``{"url": ...,
+    "basic.auth.user.info": ...}``, or a bare URL); None when ``conf`` is empty.
+
+    The client is imported without authlib's deprecation notice (authlib installs an "always"
+    filter of its own on import: silenced after it is set). :class:`SchemaError` with the
+    install hint when the registry extras are missing."""
+    if not conf:
+        return None
+    import contextlib
+    import warnings
+
+    with warnings.catch_warnings():
+        with contextlib.suppress(ImportError):
+            import authlib.deprecate  # noqa: F401
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+        except ImportError as exc:
+            raise SchemaError(
+                f"the schema registry client cannot be imported ({exc})", hint=REGISTRY_EXTRA_HINT
+            ) from None
+        return SchemaRegistryClient({"url": conf} if isinstance(conf, str) else dict(conf))
+
+
 class Codec:
     """Encodes and decodes the records of one schema in the three encodings (see module doc).
 
     ``registry`` is a ``confluent_kafka.schema_registry.SchemaRegistryClient`` (or anything with
-    its ``register_schema``/``get_schema``), or a registry URL from which one is built on first
-    use; needed only for the Confluent wire format. ``subject`` defaults to ``<schema>-value``.
+    its ``register_schema``/``get_schema``), or a registry URL or client config from which one
+    is built on first use (:func:`registry_client`); needed only for the Confluent wire format. ``subject`` defaults to ``<schema>-value``.
     ``writer_schemas`` are other versions of the schema whose single-object bytes this codec
     can read; ``reader_schema`` replaces the bundled schema as the one records are read into
     and written with (a local newer or older version).
@@ -483,15 +508,8 @@ class Codec:
         return self._schema_id
 
     def _client(self) -> Any:
-        if isinstance(self._registry, str):
-            try:
-                from confluent_kafka.schema_registry import SchemaRegistryClient
-            except ImportError as exc:
-                raise SchemaError(
-                    f"the schema registry client cannot be imported ({exc})",
-                    hint=REGISTRY_EXTRA_HINT,
-                ) from None
-            self._registry = SchemaRegistryClient({"url": self._registry})
+        if isinstance(self._registry, str | Mapping):  # a URL or a client config
+            self._registry = registry_client(self._registry)
         return self._registry
 
     def _prepare(self, record: dict) -> dict:

@@ -86,6 +86,9 @@ class KafkaOptions:
     # Exactly-once recovery guard: (output topic, its schema) whose committed records name their
     # source offsets; on assignment the consumer starts after the last input already scored.
     resume_from: tuple[str, str] | None = None
+    # Schema-registry client config ({"url": ...}): how the recovery guard reads outputs written
+    # in the Confluent wire format (None: no registry, outputs are Avro single-object or JSON).
+    schema_registry: Mapping[str, str] | None = None
     consumer_overrides: Mapping[str, str | int] = field(default_factory=dict)
 
 
@@ -221,9 +224,11 @@ class KafkaTransport:
             self._guard_resume(consumer, partitions)
 
     def _guard_resume(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        from finscore.schemas.codec import registry_client
         from finscore.streams.state import resume_offsets
 
         out_topic, schema = self.options.resume_from  # type: ignore[misc]
+        registry = registry_client(self.options.schema_registry)
         by_topic: dict[str, list[int]] = {}
         for p in partitions:
             by_topic.setdefault(p.topic, []).append(p.partition)
@@ -232,7 +237,9 @@ class KafkaTransport:
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 10)
         }
         for topic, parts in by_topic.items():
-            seen = resume_offsets(self.options.client, out_topic, schema, topic, parts)
+            seen = resume_offsets(
+                self.options.client, out_topic, schema, topic, parts, registry=registry
+            )
             for p in partitions:
                 nxt = seen.get(p.partition) if p.topic == topic else None
                 if nxt is not None and nxt > committed.get((p.topic, p.partition), -1):

@@ -111,7 +111,7 @@ class MarketPipeline:
             return result
         rows = rows_from_levels(
             ticks.ask_price, ticks.ask_size, ticks.ask_count,
-            ticks.bid_price, ticks.bid_size, ticks.bid_count,
+            ticks.bid_price, ticks.bid_size, ticks.bid_count, self.windows.layout,
         )  # fmt: skip
         ready = self.windows.push_rows(ticks.instrument, ticks.sequence, rows)
         live = self.slot.live

@@ -166,6 +166,7 @@ def resume_offsets(
     *,
     lookback: int = 5000,
     timeout: float = 20.0,
+    registry: object | None = None,
 ) -> dict[int, int]:
     """Next input offset per partition, judged from what is already committed on the output.
 
@@ -173,12 +174,14 @@ def resume_offsets(
     broker may still hand out the previous committed input offsets for a moment. Reading the
     last ``lookback`` committed outputs of every output partition (read_committed) tells which
     input offsets were already scored; the worker starts after them. Returns only partitions with
-    outputs in the look-back window.
+    outputs in the look-back window. ``registry`` (a schema-registry client, URL or client
+    config) is how outputs written in the Confluent wire format are read: a worker with a
+    registry set writes them so.
     """
     from finscore.schemas.codec import Codec
 
     wanted = set(partitions)
-    codec = Codec(output_schema)
+    codec = Codec(output_schema, registry=registry)
     out: dict[int, int] = {}
     admin = Consumer({**client, "group.id": f"finscore-resume-{output_topic}"})
     try:

@@ -354,6 +354,7 @@ class Worker:
                     session_timeout_ms=cfg.session_timeout_ms,
                     transactional_id=cfg.transactional_id,
                     resume_from=(self.stream.output_topic, self.stream.output_schema),
+                    schema_registry=cfg.schema_registry,
                 ),
                 on_assign=self.stream.on_assign,
                 on_revoke=self.stream.on_revoke,

@@ -95,5 +95,6 @@ def start_dashboard(
     """Start the dashboard for the cluster in ``settings`` (used by the CLI and the demo);
     ``sidecar_url`` is the sidecar's status server (``finscore sidecar --metrics-port``)."""
     state = DashboardState(settings.kafka_config(), settings.topic_prefix, worker_urls,
-                           sidecar_url=sidecar_url)  # fmt: skip
+                           sidecar_url=sidecar_url,
+                           registry=settings.schema_registry_config())  # fmt: skip
     return Dashboard(state, port, host=host).start()

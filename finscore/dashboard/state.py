@@ -39,7 +39,7 @@ from finscore.exceptions import FinscoreError
 from finscore.logging import get_logger
 from finscore.observe import WorkerSample, health, histogram_quantile, scrape
 from finscore.schemas import topics as T
-from finscore.schemas.codec import Codec
+from finscore.schemas.codec import Codec, registry_client
 from finscore.schemas.exceptions import DecodeError
 from finscore.streams.admin import offsets
 
@@ -169,7 +169,10 @@ class DashboardState:
         worker_urls: list[str] | None = None,
         *,
         sidecar_url: str | None = None,
+        registry: Mapping[str, str] | None = None,
     ) -> None:
+        """``registry`` (a schema-registry client config) reads flags and signals written in
+        the Confluent wire format (workers with a registry set write them so)."""
         self.client = dict(client)
         self.prefix = prefix
         self.worker_urls = list(worker_urls or [])
@@ -180,9 +183,10 @@ class DashboardState:
         # consumer group -> the input topic it reads (the workers' default groups)
         self.groups = {prefix + "finscore-fraud": prefix + T.TRANSACTIONS,
                        prefix + "finscore-market": prefix + T.MARKET_TICKS}  # fmt: skip
+        reg = registry_client(registry)
         self._codecs = {
-            self.flags_topic: Codec("fraud_flag"),
-            self.signals_topic: Codec("price_signal"),
+            self.flags_topic: Codec("fraud_flag", registry=reg),
+            self.signals_topic: Codec("price_signal", registry=reg),
         }
         self._dead_codec = Codec("dead_letter")
         self._lock = threading.Lock()

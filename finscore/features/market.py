@@ -5,6 +5,13 @@ size, bid price, bid size — made instrument-invariant: prices as offsets from 
 in basis points, sizes as ``log1p``. Missing levels are padded one tick beyond the last known
 level with size 0. A model sees the last ``window`` rows of an instrument.
 
+Layouts (a model's manifest ``params["layout"]`` names the one it reads; absent means
+``book40``): ``book40`` is the 40 book-shape numbers above; ``book40+mid`` adds a 41st column,
+the snapshot's own mid price as ``1e4·ln(mid)`` (:data:`PATH_LAYOUT`). Every snapshot is still
+computed alone (no state), yet a window of ``book40+mid`` rows carries the mid-price path: the
+model takes each row's log-mid relative to the window's last one (a difference in basis
+points), so the absolute level never reaches its weights.
+
 Labels follow FI-2010/DeepLOB: with m₋ the mean of the previous k mids (current included) and
 m₊ the mean of the next k mids, l = (m₊ − m₋)/m₋; up if l > α, down if l < −α, flat otherwise.
 Classes: down = 0, flat = 1, up = 2.
@@ -22,6 +29,29 @@ if TYPE_CHECKING:  # at run time through __getattr__ below (market_windows impor
 LEVELS = 10
 N_FEATURES = 4 * LEVELS
 DOWN, FLAT, UP = 0, 1, 2
+BOOK_LAYOUT = "book40"
+PATH_LAYOUT = "book40+mid"
+LAYOUTS = {BOOK_LAYOUT: N_FEATURES, PATH_LAYOUT: N_FEATURES + 1}
+
+
+def layout_width(layout: str) -> int:
+    """Values per feature row of ``layout``; :class:`ValueError` for an unknown layout."""
+    try:
+        return LAYOUTS[layout]
+    except KeyError:
+        raise ValueError(f"unknown market feature layout {layout!r}; known: {list(LAYOUTS)}") from None
+
+
+def _with_layout(rows: np.ndarray, mid: np.ndarray, layout: str) -> np.ndarray:
+    """``rows`` [N, 40] float32 extended to ``layout`` (the one place that defines the extra
+    columns, for the offline and the online path alike)."""
+    if layout == BOOK_LAYOUT:
+        return rows
+    layout_width(layout)
+    out = np.empty((len(rows), N_FEATURES + 1), dtype=np.float32)
+    out[:, :N_FEATURES] = rows
+    out[:, N_FEATURES] = np.log(np.asarray(mid, dtype=np.float64).reshape(-1)) * 1e4
+    return out
 
 
 def _pad(levels: list[dict], sign: float) -> tuple[list[float], list[float]]:
@@ -48,8 +78,9 @@ def tick_to_row(record: dict) -> np.ndarray:
     return rows_from_book_array(book[None, :])[0]
 
 
-def rows_from_book_array(book: np.ndarray) -> np.ndarray:
-    """[N, 40] books in LOBSTER order (AskP1, AskS1, BidP1, BidS1, …) → float32 features."""
+def rows_from_book_array(book: np.ndarray, layout: str = BOOK_LAYOUT) -> np.ndarray:
+    """[N, 40] books in LOBSTER order (AskP1, AskS1, BidP1, BidS1, …) → float32 features
+    (``layout``: see the module docstring)."""
     book = np.asarray(book, dtype=np.float64)
     mid = (book[:, 0] + book[:, 2]) / 2
     out = np.empty_like(book)
@@ -57,7 +88,7 @@ def rows_from_book_array(book: np.ndarray) -> np.ndarray:
         out[:, col::4] = (book[:, col::4] - mid[:, None]) / mid[:, None] * 1e4
     for col in (1, 3):
         out[:, col::4] = np.log1p(np.maximum(book[:, col::4], 0))
-    return out.astype(np.float32)
+    return _with_layout(out.astype(np.float32), mid, layout)
 
 
 def direction_labels(mid: np.ndarray, horizon: int, alpha: float) -> np.ndarray:
@@ -76,12 +107,17 @@ def direction_labels(mid: np.ndarray, horizon: int, alpha: float) -> np.ndarray:
     return y
 
 
+def window_ends(labels: np.ndarray, window: int = 100, stride: int = 1) -> np.ndarray:
+    """The last index of every window :func:`make_windows` returns (int64, ascending)."""
+    ends = np.arange(window - 1, len(labels), stride)
+    return ends[labels[ends] >= 0]
+
+
 def make_windows(
     rows: np.ndarray, labels: np.ndarray, window: int = 100, stride: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Windows ending at each labelled index (a view, copied only for the chosen indices)."""
-    ends = np.arange(window - 1, len(rows), stride)
-    ends = ends[labels[ends] >= 0]
+    ends = window_ends(labels, window, stride)
     view = np.lib.stride_tricks.sliding_window_view(rows, (window, rows.shape[1]))[:, 0]
     return np.ascontiguousarray(view[ends - window + 1]), labels[ends].astype(np.int64)
 
@@ -129,8 +165,9 @@ def rows_from_levels(
     bid_price: np.ndarray,
     bid_size: np.ndarray,
     bid_count: np.ndarray,
+    layout: str = BOOK_LAYOUT,
 ) -> np.ndarray:
-    """``rows_from_book_array(book_from_levels(...))`` without the ``[N, 40]`` float64 book
+    """``rows_from_book_array(book_from_levels(...), layout)`` without the ``[N, 40]`` float64 book
     in between: the same operations on the same values, so bit-identical (the worker's path)."""
     ap, asz = _padded(ask_price, ask_size, ask_count, +1.0)
     bp, bsz = _padded(bid_price, bid_size, bid_count, -1.0)
@@ -140,7 +177,7 @@ def rows_from_levels(
     out[:, 1::4] = np.log1p(np.maximum(asz, 0))
     out[:, 2::4] = (bp - mid) / mid * 1e4
     out[:, 3::4] = np.log1p(np.maximum(bsz, 0))
-    return out
+    return _with_layout(out, (ap[:, 0] + bp[:, 0]) / 2, layout)
 
 
 def _padded(

@@ -15,7 +15,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from finscore.features.exceptions import FeatureStateError
-from finscore.features.market import N_FEATURES, book_array, rows_from_book_array
+from finscore.features.market import (
+    BOOK_LAYOUT,
+    N_FEATURES,
+    book_array,
+    layout_width,
+    rows_from_book_array,
+)
 
 SCORE_CHUNK = 256  # windows per copy + inference: [256, 100, 40] float32 is 4 MB
 
@@ -25,9 +31,9 @@ class _Ring:
 
     __slots__ = ("buf", "end", "count", "window")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, width: int = N_FEATURES) -> None:
         self.window = window
-        self.buf = np.zeros((2 * window, N_FEATURES), dtype=np.float32)
+        self.buf = np.zeros((2 * window, width), dtype=np.float32)
         self.end = 0
         self.count = 0
 
@@ -37,7 +43,8 @@ class _Ring:
         if self.end + k > len(self.buf):
             old = self.buf[self.end - keep : self.end]
             if keep + k > len(self.buf):
-                self.buf = np.empty((keep + k + self.window, N_FEATURES), dtype=np.float32)
+                width = self.buf.shape[1]
+                self.buf = np.empty((keep + k + self.window, width), dtype=np.float32)
             self.buf[:keep] = old  # numpy copies overlapping slices safely
             self.end = keep
         first = self.end
@@ -97,7 +104,7 @@ class ReadyWindows:
             if s < e:
                 rs, cs = buf.strides
                 view = np.lib.stride_tricks.as_strided(
-                    buf, (len(buf) - t + 1, t, N_FEATURES), (rs, rs, cs), writeable=False
+                    buf, (len(buf) - t + 1, t, buf.shape[1]), (rs, rs, cs), writeable=False
                 )
                 np.copyto(out[s - lo : e - lo], view[s0 + s - a : s0 + e - a])
         return out[: hi - lo]
@@ -111,19 +118,24 @@ class ReadyWindows:
 
     def array(self) -> np.ndarray:
         """Every window in one new array [len, T, 40]."""
-        out = np.empty((len(self), self.window, N_FEATURES), dtype=np.float32)
+        out = np.empty((len(self), self.window, self._scratch.shape[2]), dtype=np.float32)
         return self.fill(0, len(self), out)
 
 
 class MarketWindows:
-    """Online per-instrument windows of the last ``window`` rows; idempotent by ``sequence``."""
+    """Online per-instrument windows of the last ``window`` rows; idempotent by ``sequence``.
 
-    def __init__(self, window: int = 100) -> None:
+    ``layout`` (see :mod:`finscore.features.market`) fixes the row width (:attr:`width`):
+    :meth:`push` computes rows of that layout, :meth:`push_rows` expects them."""
+
+    def __init__(self, window: int = 100, layout: str = BOOK_LAYOUT) -> None:
         self.window = window
+        self.layout = layout
+        self.width = layout_width(layout)
         self._rings: dict[str, _Ring] = {}
         self._last_seq: dict[str, int] = {}
         self.duplicates = 0
-        self._scratch = np.zeros((SCORE_CHUNK, window, N_FEATURES), dtype=np.float32)
+        self._scratch = np.zeros((SCORE_CHUNK, window, self.width), dtype=np.float32)
 
     def push(self, ticks: list[dict]) -> list[tuple[int, np.ndarray]]:
         """Add ticks in order; returns (index in ``ticks``, window [T, 40] copy) for every tick
@@ -131,7 +143,7 @@ class MarketWindows:
         already seen are skipped. (The record form of :meth:`push_rows`.)"""
         if not ticks:
             return []
-        rows = rows_from_book_array(book_array(ticks))
+        rows = rows_from_book_array(book_array(ticks), self.layout)
         keys = [t["instrument"] for t in ticks]
         seqs = np.fromiter((int(t["sequence"]) for t in ticks), dtype=np.int64, count=len(ticks))
         ready = self.push_rows(keys, seqs, rows)
@@ -177,6 +189,8 @@ class MarketWindows:
         n = len(instruments)
         if n == 0:
             return ready
+        if rows.ndim != 2 or rows.shape[1] != self.width:
+            raise ValueError(f"rows of {self.layout!r} are {self.width} wide, got {rows.shape}")
         codes_of = {s: k for k, s in enumerate(dict.fromkeys(instruments))}
         codes = np.fromiter(map(codes_of.__getitem__, instruments), dtype=np.int64, count=n)
         seqs = np.asarray(sequences, dtype=np.int64)
@@ -197,7 +211,7 @@ class MarketWindows:
             self._last_seq[inst] = max(last, int(s.max()))
             ring = self._rings.get(inst)
             if ring is None:
-                ring = self._rings[inst] = _Ring(self.window)
+                ring = self._rings[inst] = _Ring(self.window, self.width)
             before = ring.count
             first = ring.extend(rows[idx])
             skip = max(0, self.window - 1 - before)  # new rows before the window is full
@@ -208,7 +222,7 @@ class MarketWindows:
     def snapshot(self, instrument: str) -> bytes:
         """The instrument's window and last sequence as bytes (for a compacted changelog)."""
         ring = self._rings.get(instrument)
-        rows = ring.rows() if ring is not None else np.zeros((0, N_FEATURES), np.float32)
+        rows = ring.rows() if ring is not None else np.zeros((0, self.width), np.float32)
         header = struct.pack("<qi", self._last_seq.get(instrument, -1), len(rows))
         return header + rows.astype(np.float32).tobytes()
 
@@ -219,15 +233,15 @@ class MarketWindows:
         if len(snap) < 12:
             raise FeatureStateError(f"corrupt market snapshot for {instrument!r}: too short")
         seq, n = struct.unpack_from("<qi", snap)
-        if n < 0 or seq < -1 or len(snap) != 12 + 4 * N_FEATURES * n:
+        if n < 0 or seq < -1 or len(snap) != 12 + 4 * self.width * n:
             raise FeatureStateError(
                 f"corrupt market snapshot for {instrument!r}: {n} rows, sequence {seq}, "
                 f"{len(snap)} bytes"
             )
-        rows = np.frombuffer(snap, dtype=np.float32, offset=12).reshape(n, N_FEATURES)
+        rows = np.frombuffer(snap, dtype=np.float32, offset=12).reshape(n, self.width)
         if not np.isfinite(rows).all():
             raise FeatureStateError(f"corrupt market snapshot for {instrument!r}: non-finite")
-        ring = _Ring(self.window)
+        ring = _Ring(self.window, self.width)
         ring.extend(rows[-self.window :] if n else rows)
         self._rings[instrument] = ring
         self._last_seq[instrument] = seq

@@ -198,6 +198,9 @@ def test_entries_are_reported_once_and_replays_are_harmless() -> None:
     assert b.held()["terminal_transactions"] == 2
     assert b.take_terminal_entries() == []  # received entries are not re-published
     assert FraudFeatures().take_terminal_entries() == []  # all_outcomes: nothing to exchange
+    alone = FraudFeatures(REPORTS)  # not in a fleet: nothing remembered for the exchange
+    alone.transform([_tx("1", DAY_MS, 3.0)])
+    assert alone.take_terminal_entries() == []
 
 
 def test_an_unknown_label_contract_is_refused() -> None:
