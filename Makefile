@@ -30,6 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[compress,dev]'
 	@bash scripts/ensure-chromium.sh || echo "chromium not installed: the browser test will be skipped"
+	@bash scripts/ensure-tools.sh
 	@touch $@
 
 demo: setup

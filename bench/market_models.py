@@ -44,7 +44,9 @@ from finscore.compression.nn import count_params
 
 def row(fam: MarketFamily, label: str, y: np.ndarray, pred: np.ndarray, **extra: object) -> dict:
     r = {"model": label, **{k: round(v, 4) for k, v in score(y, pred).items()}}
-    r.update({k: round(v, 4) if isinstance(v, float) else v for k, v in signal_pnl(fam, pred).items()})
+    r.update(
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in signal_pnl(fam, pred).items()}
+    )
     r.update(extra)
     click.echo(json.dumps(r))
     return r

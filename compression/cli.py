@@ -198,7 +198,7 @@ def run_compression(
     from rich.console import Console
 
     from finscore.compression.exceptions import GateFailed
-    from finscore.compression.report import write_report
+    from finscore.compression.report import write_report, write_version_report
     from finscore.registry import Registry
 
     torch.set_num_threads(1)
@@ -253,7 +253,7 @@ def run_compression(
     if report_dir is not None:
         if artifact is not None:
             v = artifact.manifest.version
-            path = write_report(result, report_dir / f"v{v}", f"{family} v{v}: {title}")
+            path = write_version_report(result, report_dir, family, v, title)
         else:
             path = write_report(result, report_dir, title + ": not registered")
         if echo:

@@ -33,6 +33,7 @@ from finscore.features.market import (
     rows_from_levels,
     window_ends,
 )
+from finscore.features.metrics import accuracy, macro_f1
 
 LOBSTER_LEVELS = {"GOOG": 10, "AMZN": 5, "AAPL": 1}  # the stored sample files
 
@@ -44,7 +45,6 @@ def relative_path(x: torch.Tensor) -> torch.Tensor:
         return x
     lm = x[..., N_FEATURES:]
     return torch.cat([x[..., :N_FEATURES], lm - lm[:, -1:]], dim=-1)
-from finscore.features.metrics import accuracy, macro_f1
 
 
 class DeepLOB(nn.Module):

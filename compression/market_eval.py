@@ -197,7 +197,7 @@ def train_early_stopping(
             loss = F.cross_entropy(model(xt[idx]), yt[idx])
             loss.backward()
             opt.step()
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
         logits = predict(model, data.x_val, batch_size=1024)
         val_f1 = macro_f1(data.y_val, logits.argmax(1))
         val_loss = float(

@@ -151,3 +151,14 @@ def write_report(result: RunResult, directory: Path, title: str, notes: str = ""
     path = directory / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_version_report(
+    result: RunResult, family_dir: Path, family: str, version: str, title: str, notes: str = ""
+) -> Path:
+    """The report kept with registered version ``version`` of ``family``:
+    ``family_dir/v<version>/report.md`` + plots (:func:`write_report`), titled
+    ``"<family> v<version>: <title>"``. What `finscore compress` and the sidecar both write for
+    a version they register, and what the dashboard's compression panel shows for the live one.
+    Returns the Markdown path."""
+    return write_report(result, family_dir / f"v{version}", f"{family} v{version}: {title}", notes)

@@ -26,7 +26,12 @@ if TYPE_CHECKING:  # imported where used: `finscore --help` stays light (no pyda
 
 
 class Ctx:
-    """Per-invocation state: settings, built once (``-b`` overrides the bootstrap servers)."""
+    """Per-invocation state: settings, built once (``-b`` overrides the bootstrap servers).
+
+    ``bootstrap_source`` says what chose the broker address (the option, the setting, or None
+    for the embedded broker's default): what an unreachable broker's error names."""
+
+    current: Ctx | None = None  # this invocation's, for main()'s error messages
 
     def __init__(self, bootstrap_servers: str | None = None) -> None:
         from finscore.settings import Settings
@@ -35,6 +40,14 @@ class Ctx:
             {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}
         )
         self.settings = Settings(**overrides)
+        self.bootstrap_source: str | None = (
+            "-b/--bootstrap-servers"
+            if bootstrap_servers
+            else "FINSCORE_BOOTSTRAP_SERVERS"
+            if self.settings.bootstrap_servers
+            else None
+        )
+        Ctx.current = self
 
     @property
     def client(self) -> dict[str, Any]:
@@ -588,12 +601,24 @@ def main() -> None:
     except FinscoreError as exc:
         if os.environ.get("FINSCORE_LOG_LEVEL", "").upper() == "DEBUG":
             raise
+        exc = _named_source(exc)
         click.secho(f"error: {exc}", fg="red", err=True)
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         sys.exit(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _named_source(exc: FinscoreError) -> FinscoreError:
+    """An unreachable broker's error, naming where its address came from (this invocation's
+    ``-b``, ``FINSCORE_BOOTSTRAP_SERVERS``, or the embedded default): its hint then says to
+    check that setting, or to start ``finscore broker``."""
+    from finscore.streams.exceptions import BrokerUnreachable
+
+    if isinstance(exc, BrokerUnreachable) and exc.source is None and Ctx.current is not None:
+        return exc.with_source(Ctx.current.bootstrap_source)
+    return exc
 
 
 def dump(obj: Any) -> str:

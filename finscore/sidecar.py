@@ -39,6 +39,7 @@ signed, promoted and announced on ``model-updates``; workers hot-swap it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -52,7 +53,7 @@ import click
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from finscore.logging import get_logger
+from finscore.logging import get_logger, with_kafka_logger
 from finscore.promotion import gated_candidate, over_budget, publish_and_announce
 from finscore.quality import QualityMonitor, psi_against_quantiles
 from finscore.registry import Registry
@@ -102,7 +103,10 @@ class SidecarConfig:
     holdout_days: int = 4
     epochs: int = 20  # small recent windows need many epochs (4 left students 0.2 AP short)
     cooldown_s: float = 60.0
-    reports_dir: Path = Path("reports/sidecar")
+    reports_dir: Path = Path("reports/sidecar")  # every run's report (timestamped folders)
+    # Root of the reports kept with registered versions: <root>/<family>/v<N>/ (as `finscore
+    # compress` writes them; the dashboard's compression panel reads them from there).
+    version_reports_dir: Path = Path("reports")
     markets: bool = True  # also watch and recompress the market model
     market_min_outcomes: int = 2000
     market_f1_drop: float = 0.10
@@ -186,6 +190,8 @@ class Sidecar:
     """Runs the monitor and recompression loop; see the module docstring."""
 
     def __init__(self, cfg: SidecarConfig) -> None:
+        # Its Kafka clients log through structlog, never raw ``%3|...`` lines to stderr.
+        cfg = dataclasses.replace(cfg, client=with_kafka_logger(cfg.client))
         self.cfg = cfg
         self.monitor = QualityMonitor(window=20_000)
         self.buffer = OutcomeBuffer(cfg.history_days)
@@ -390,7 +396,7 @@ class Sidecar:
         from finscore.compression.export import run_onnx
         from finscore.compression.fraud import FraudFamily, FraudSplits, split_frame
         from finscore.compression.plan import Plan
-        from finscore.compression.report import write_report
+        from finscore.compression.report import write_report, write_version_report
         from finscore.compression.steps import (
             Distill,
             PruneStructured,
@@ -464,6 +470,8 @@ class Sidecar:
             log.warning("sidecar.candidate_rejected", **record)
             return record
         art = publish_and_announce(cfg, reg, result, cand, fam, data)
+        report = write_version_report(result, cfg.version_reports_dir / fam.name, fam.name,
+                                      art.manifest.version, f"sidecar recompression ({reason})")  # fmt: skip
         record.update(outcome="promoted", version=art.manifest.version, candidate_ap=cand.metrics["ap"],
                       new_regime_teacher_ap=result.teacher.metrics["ap"],
                       bytes=cand.size_bytes, report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip

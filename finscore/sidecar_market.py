@@ -119,7 +119,7 @@ class MarketCare:
         from finscore.compression.family import TrainData
         from finscore.compression.market import MarketFamily
         from finscore.compression.plan import Plan
-        from finscore.compression.report import write_report
+        from finscore.compression.report import write_report, write_version_report
         from finscore.compression.steps import Distill, PruneUnstructured, QuantizeDynamic
 
         cfg, t0 = self.cfg, time.time()
@@ -175,6 +175,8 @@ class MarketCare:
             result, cfg.reports_dir / f"market-{stamp}", f"sidecar market ({reason})"
         )
         art = publish_and_announce(cfg, reg, result, cand, fam, data)
+        report = write_version_report(result, cfg.version_reports_dir / fam.name, fam.name,
+                                      art.manifest.version, f"sidecar recompression ({reason})")  # fmt: skip
         record.update(outcome="promoted", version=art.manifest.version, bytes=cand.size_bytes,
                       report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip
         log.info("sidecar.promoted", **record)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from finscore.logging import get_logger
+from finscore.logging import get_logger, with_kafka_logger
 from finscore.schemas.topics import TopicSpec
-from finscore.streams.exceptions import TopicMissing, TransportError
+from finscore.streams.exceptions import BrokerUnreachable, TopicMissing, TransportError
 
 log = get_logger(__name__)
 
@@ -26,8 +26,8 @@ ClientConf = Mapping[str, str | int]
 
 
 def admin(client: ClientConf) -> AdminClient:
-    """An AdminClient for the cluster."""
-    return AdminClient(dict(client))
+    """An AdminClient for the cluster (librdkafka's logs through structlog)."""
+    return AdminClient(with_kafka_logger(client))
 
 
 def check_reachable(client: ClientConf, timeout: float = 5.0) -> list[str]:
@@ -35,11 +35,7 @@ def check_reachable(client: ClientConf, timeout: float = 5.0) -> list[str]:
     try:
         md = admin(client).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise TransportError(
-            f"no Kafka broker answers at {client.get('bootstrap.servers')}",
-            hint="start the embedded one with `finscore broker`, or set "
-            "FINSCORE_BOOTSTRAP_SERVERS to your cluster",
-        ) from exc
+        raise BrokerUnreachable(str(client.get("bootstrap.servers"))) from exc
     return sorted(md.topics)
 
 
@@ -87,11 +83,7 @@ def topic_partitions(client: ClientConf, timeout: float = 5.0) -> dict[str, int]
     try:
         md = admin(client).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise TransportError(
-            f"no Kafka broker answers at {client.get('bootstrap.servers')}",
-            hint="start the embedded one with `finscore broker`, or set "
-            "FINSCORE_BOOTSTRAP_SERVERS to your cluster",
-        ) from exc
+        raise BrokerUnreachable(str(client.get("bootstrap.servers"))) from exc
     return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
 
 
@@ -144,7 +136,7 @@ def replication_of(client: ClientConf, topic: str, timeout: float = 5.0) -> int:
             f"topic {topic!r} does not exist",
             hint="create the catalog with `finscore topics --create`",
         )
-    return max(len(p.replicas) for p in t.partitions.values())
+    return max(1, *(len(p.replicas) for p in t.partitions.values()))
 
 
 @dataclass(frozen=True)
@@ -252,7 +244,6 @@ def true_ends(client: ClientConf, topic: str, parts: list[int],
         c.close()
 
 
-
 @dataclass(frozen=True)
 class GroupMember:
     """One member of a consumer group and the partitions it owns."""
@@ -324,5 +315,7 @@ def describe_group(client: ClientConf, group: str, timeout: float = 5.0) -> Grou
         parts = [p for t, p in by_tp if t == topic]
         for p, (_, end) in true_ends(client, topic, parts, timeout).items():
             old = by_tp[(topic, p)]
-            by_tp[(topic, p)] = PartitionOffsets(topic, p, old.low, max(old.high, end), old.committed)
+            by_tp[(topic, p)] = PartitionOffsets(
+                topic, p, old.low, max(old.high, end), old.committed
+            )
     return GroupView(group, state, members, [by_tp[k] for k in sorted(by_tp)])

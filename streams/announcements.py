@@ -38,7 +38,7 @@ from functools import cache
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from finscore.logging import get_logger
+from finscore.logging import get_logger, with_kafka_logger
 from finscore.registry import (
     Artifact,
     ArtifactError,
@@ -215,7 +215,9 @@ def announce(
     key, value = encode_announcement(
         artifact, action, model_name=model_name, canary_share=canary_share, signing_key=signing_key
     )
-    p = Producer({**client, "enable.idempotence": True, "message.max.bytes": 8_000_000})
+    p = Producer(
+        {**with_kafka_logger(client), "enable.idempotence": True, "message.max.bytes": 8_000_000}
+    )
     errors: list[object] = []
     p.produce(topic, value, key, on_delivery=lambda err, _m: errors.append(err) if err else None)
     p.flush(30)
@@ -330,7 +332,7 @@ class ModelWatcher:
         self._codec = model_update_codec()
         self.consumer = Consumer(
             {
-                **client,
+                **with_kafka_logger(client),
                 "group.id": f"finscore-model-watcher-{model_name}",
                 "enable.auto.commit": False,
                 "fetch.message.max.bytes": 8_000_000,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from finscore.logging import get_logger
+from finscore.logging import get_logger, with_kafka_logger
 from finscore.streams.kafka import DeliveryStats
 
 __all__ = ["HealthMonitor"]
@@ -89,7 +89,7 @@ class HealthMonitor:
         now = time.monotonic()
         try:
             if self._admin is None:
-                self._admin = AdminClient(self.client)
+                self._admin = AdminClient(with_kafka_logger(self.client))
             timeout = max(0.5, min(5.0, self.grace_s / 2))
             names = set(self._admin.list_topics(timeout=timeout).topics)
         except KafkaException as exc:

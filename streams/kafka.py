@@ -38,7 +38,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from finscore.logging import get_logger
+from finscore.logging import get_logger, with_kafka_logger
 from finscore.streams.exceptions import TransportError
 from finscore.streams.transport import AssignCallback, Message, OutRecord
 from finscore.streams.transport import TopicPartition as TP
@@ -95,7 +95,7 @@ class KafkaOptions:
 def producer_config(client: Mapping[str, str | int], **extra: str | int) -> dict[str, str | int]:
     """A high-throughput idempotent producer config on top of the client settings."""
     conf: dict[str, str | int] = {
-        **client,
+        **with_kafka_logger(client),
         "enable.idempotence": True,
         "linger.ms": 5,
         "batch.num.messages": 10000,
@@ -168,7 +168,7 @@ class KafkaTransport:
         self._on_revoke = on_revoke
         self._lock = threading.Lock()
         consumer_conf: dict[str, str | int] = {
-            **options.client,
+            **with_kafka_logger(options.client),
             "group.id": options.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from finscore.features.exceptions import UnknownFeature
 from finscore.features.fraud import N_FEATURES as FRAUD_WIDTH
 from finscore.features.fraud import feature_columns
+from finscore.features.market import BOOK_LAYOUT, LAYOUTS, layout_width
 from finscore.features.market import N_FEATURES as MARKET_WIDTH
 from finscore.logging import get_logger
 from finscore.providers import create_session, short
@@ -120,12 +121,14 @@ def _input_columns(manifest: Manifest) -> np.ndarray | None:
 @dataclass(frozen=True)
 class InputSpec:
     """What a stream feeds its model: the model ``family``, the ``width`` of a feature row and
-    (market) the ``window`` of rows per input; ``window=None`` means "not fixed yet" (a market
-    worker adopts the first model's window at start)."""
+    (market) the ``window`` of rows per input and the feature ``layout`` of a row
+    (:mod:`finscore.features.market`); ``None`` means "not fixed yet" (a market worker adopts the
+    first model's window and layout at start)."""
 
     family: str
     width: int
     window: int | None = None
+    layout: str | None = None
 
     @classmethod
     def fraud(cls) -> InputSpec:
@@ -133,9 +136,10 @@ class InputSpec:
         return cls("fraud", FRAUD_WIDTH)
 
     @classmethod
-    def market(cls, window: int | None = None) -> InputSpec:
-        """The market stream: ``window`` book rows of :data:`MARKET_WIDTH` values each."""
-        return cls("market", MARKET_WIDTH, window)
+    def market(cls, window: int | None = None, layout: str | None = None) -> InputSpec:
+        """The market stream: ``window`` rows of ``layout`` (default width: the book's
+        :data:`MARKET_WIDTH` values)."""
+        return cls("market", layout_width(layout) if layout else MARKET_WIDTH, window, layout)
 
 
 def admit(scorer: Scorer, spec: InputSpec) -> None:
@@ -173,7 +177,13 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
                 f"{label} reads windows of {window} rows; the stream provides {spec.window}",
                 reason="input_mismatch",
             )
-        x = np.zeros((n, window, spec.width), dtype=np.float32)
+        layout = str((m.params or {}).get("layout", BOOK_LAYOUT))
+        if layout not in LAYOUTS or (spec.layout is not None and layout != spec.layout):
+            raise ArtifactError(
+                f"{label} reads {layout!r} rows; the stream provides {spec.layout!r}",
+                reason="input_mismatch",
+            )
+        x = np.zeros((n, window, layout_width(layout)), dtype=np.float32)
         want: tuple[int, ...] = (n, 3)
     else:
         x = scorer.select(np.zeros((n, spec.width), dtype=np.float32))

@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from finscore.features.exceptions import FeatureStateError
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
-from finscore.features.market import MarketWindows
+from finscore.features.market import BOOK_LAYOUT, MarketWindows
 from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
@@ -347,8 +347,9 @@ class MarketStream:
 
     def start(self) -> None:
         live = self.slot.live
-        window = int((live.manifest.params or {}).get("window", 100)) if live else 100
-        self.windows = MarketWindows(window=window)
+        params = (live.manifest.params or {}) if live else {}
+        window = int(params.get("window", 100))
+        self.windows = MarketWindows(window=window, layout=str(params.get("layout", BOOK_LAYOUT)))
         registry = registry_client(self.cfg)
         out_encoding = output_encoding(self.cfg, self.output_topic, registry)
         self.changelog_topic = _ensure_changelog(self.cfg, self.input_topic, "windows")

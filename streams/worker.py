@@ -12,6 +12,7 @@ restarts the process and at-least-once replays the batch).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import random
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finscore.logging import get_logger
+from finscore.logging import get_logger, with_kafka_logger
 from finscore.providers import resolve as resolve_providers
 from finscore.providers import short as short_provider
 from finscore.registry import ArtifactError, Registry
@@ -101,6 +102,8 @@ class Worker:
     """Runs one stream until :meth:`stop`; see the module docstring."""
 
     def __init__(self, cfg: WorkerConfig) -> None:
+        # Every Kafka client of the worker logs through structlog, never raw to stderr.
+        cfg = dataclasses.replace(cfg, client=with_kafka_logger(cfg.client))
         self.cfg = cfg
         self.metrics = WorkerMetrics(cfg.stream)
         self.slot = ModelSlot()
@@ -147,7 +150,9 @@ class Worker:
         if self.cfg.stream != "market":
             return InputSpec.fraud()
         windows = getattr(self.stream, "windows", None)
-        return InputSpec.market(windows.window if windows is not None else self._start_window)
+        if windows is not None:
+            return InputSpec.market(windows.window, windows.layout)
+        return InputSpec.market(self._start_window)
 
     def _registry_champion(self) -> Scorer | None:
         """The local registry's champion when it passes every check; else None (counted)."""

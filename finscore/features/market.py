@@ -39,7 +39,9 @@ def layout_width(layout: str) -> int:
     try:
         return LAYOUTS[layout]
     except KeyError:
-        raise ValueError(f"unknown market feature layout {layout!r}; known: {list(LAYOUTS)}") from None
+        raise ValueError(
+            f"unknown market feature layout {layout!r}; known: {list(LAYOUTS)}"
+        ) from None
 
 
 def _with_layout(rows: np.ndarray, mid: np.ndarray, layout: str) -> np.ndarray:
