@@ -73,6 +73,8 @@ class DeadLetterEncoder:
     (key: ``max_key_bytes``) is cut to that many bytes, and its size and SHA-256 are recorded
     (``value_size``/``value_sha256``, ``key_size``/``key_sha256``); the reason is cut to 2,000
     characters and the worker id to 200. The record's own key is the (cut) original key.
+    A dead-letter topic named in ``json_topics`` (with or without ``topic_prefix``) gets JSON,
+    so `kcat` and Kafka UIs can read what was rejected and why; others get ``encoding``.
     """
 
     def __init__(
@@ -83,8 +85,12 @@ class DeadLetterEncoder:
         *,
         max_value_bytes: int = MAX_DEAD_VALUE_BYTES,
         max_key_bytes: int = MAX_DEAD_KEY_BYTES,
+        json_topics: frozenset[str] = frozenset(),
+        topic_prefix: str = "",
     ) -> None:
         self.worker = worker[:200]
+        self.json_topics = json_topics
+        self.topic_prefix = topic_prefix
         self.codec = codec or Codec("dead_letter")
         self.encoding = encoding
         self.max_value_bytes = max_value_bytes
@@ -109,8 +115,14 @@ class DeadLetterEncoder:
             "key_size": key_size,
             "key_sha256": key_sha,
         }
-        encoded = self.codec.encode(record, self.encoding)
-        return OutRecord(dlq(m.topic), key, encoded, timestamp_ms=m.timestamp_ms)
+        topic = dlq(m.topic)
+        as_json = topic in self.json_topics or (
+            bool(self.topic_prefix)
+            and topic.startswith(self.topic_prefix)
+            and topic[len(self.topic_prefix) :] in self.json_topics
+        )
+        encoded = self.codec.encode(record, "json" if as_json else self.encoding)
+        return OutRecord(topic, key, encoded, timestamp_ms=m.timestamp_ms)
 
 
 def decode_batch(

@@ -113,7 +113,11 @@ class Worker:
         self._status = "starting"
         self.batches = 0
         self.server: MetricsServer | None = None
-        self.dlq = DeadLetterEncoder(f"{cfg.stream}@{cfg.instance_id}")
+        self.dlq = DeadLetterEncoder(
+            f"{cfg.stream}@{cfg.instance_id}",
+            json_topics=cfg.json_topics,
+            topic_prefix=cfg.topic_prefix,
+        )
         self.watcher = ModelWatcher(
             cfg.client,
             cfg.topic(T.MODEL_UPDATES),

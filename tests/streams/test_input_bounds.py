@@ -250,3 +250,20 @@ def test_restored_changelog_rows_outside_the_bounds_are_dropped_not_fatal() -> N
     assert fresh.oldest()["customers"] == features.oldest()["customers"]
     later = _fraud(fresh).process(_msgs("transactions", TX, _transactions(400)[200:]))
     assert later.dead_letters == [] and later.scored == 200
+
+
+def test_dead_letters_are_json_on_a_dlq_listed_in_the_json_topics() -> None:
+    """`kcat -C -t transactions-dlq` shows what was rejected, and why, when the DLQ is listed in
+    FINSCORE_JSON_TOPICS (with or without the topic prefix); other DLQs stay Avro."""
+    import base64
+    import json
+
+    from finscore.streams.pipeline import DeadLetter, DeadLetterEncoder
+    from finscore.streams.transport import Message
+
+    enc = DeadLetterEncoder("w", json_topics=frozenset({"transactions-dlq"}), topic_prefix="p-")
+    bad = Message("p-transactions", 0, 5, b"c42", b"not a transaction", 1)
+    doc = json.loads(enc.encode(DeadLetter(bad, "DecodeError", "not Avro"), 7).value)
+    assert base64.b64decode(doc["value"]) == b"not a transaction" and doc["reason"] == "not Avro"
+    label = Message("p-fraud-labels", 0, 5, b"t1", b"junk", 1)
+    assert enc.encode(DeadLetter(label, "DecodeError", "x"), 7).value[:2] == b"\xc3\x01"
