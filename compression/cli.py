@@ -82,9 +82,11 @@ def load(
     seed: int,
     quick: bool,
     sim_size: tuple[int, int] | None = None,
+    layout: str | None = None,
 ) -> tuple[Family, TrainData]:
     """The family and its data; ``sim_size`` = (customers, days) overrides the fraud
-    simulator's size (tiny runs in tests and demos)."""
+    simulator's size (tiny runs in tests and demos); ``layout``: the market feature layout
+    (default ``book40``; ``book40+mid`` keeps the mid-price path)."""
     if family == "fraud":
         from finscore.compression.fraud import FraudFamily
 
@@ -101,7 +103,7 @@ def load(
         )
     from finscore.compression.market import MarketFamily
 
-    mfam = MarketFamily(window=50 if quick else 100)
+    mfam = MarketFamily(window=50 if quick else 100, **({"layout": layout} if layout else {}))
     return mfam, mfam.load_data(data, data_dir=data_dir, seed=seed, quick=quick)
 
 
@@ -181,6 +183,7 @@ def run_compression(
     echo: bool = True,
     sim_size: tuple[int, int] | None = None,
     wide: bool = False,
+    layout: str | None = None,
 ) -> tuple[RunResult, Artifact | None]:
     """Run a plan end to end; returns the result and the published artifact (if any).
 
@@ -211,7 +214,7 @@ def run_compression(
             if st is not None:
                 st.update(f"{family}: {msg}")
 
-        fam, td = load(family, data, data_dir, data_seed, quick, sim_size)
+        fam, td = load(family, data, data_dir, data_seed, quick, sim_size, layout)
         # (students, teacher); fraud: 60 student epochs, a 40-epoch teacher with weight decay
         # 1e-4 (the best validation AP on the handbook data, see docs/BENCHMARKS.md)
         default_epochs = (10, 8) if quick else ((60, 40) if family == "fraud" else (30, 12))
@@ -320,7 +323,7 @@ def _run(family: str, data: str, **kw: Any) -> None:
             registry_dir=(kw["registry_dir"] or s.registry_dir) if kw["publish"] else None,
             report_dir=kw["report_dir"] or Path("reports") / family,
             signing_key=_signing_key(s) if kw["publish"] else None,
-            promote=kw["promote"], sim_size=kw.get("sim_size"),
+            promote=kw["promote"], sim_size=kw.get("sim_size"), layout=kw.get("layout"),
         )  # fmt: skip
     except GateFailed as exc:
         raise click.ClickException(f"{exc}\nhint: {exc.hint}" if exc.hint else str(exc)) from exc
@@ -338,6 +341,9 @@ def fraud(data: str, **kw: Any) -> None:
 
 @compress.command()
 @click.option("--data", type=click.Choice(["sim", "lobster"]), default="sim", show_default=True)
+@click.option("--layout", type=click.Choice(["book40", "book40+mid"]), default="book40",
+              show_default=True,
+              help="Feature layout: book40+mid adds the mid-price path (see docs/BENCHMARKS.md).")  # fmt: skip
 @_common
 def market(data: str, **kw: Any) -> None:
     """Market family (DeepLOB-style teacher; gate: macro-F1)."""

@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 
 from finscore.features.market import (
+    BOOK_LAYOUT,
     book_array,
     direction_labels,
     make_windows,
     rows_from_book_array,
+    with_layout,
 )
 from finscore.features.metrics import macro_f1
 from finscore.logging import get_logger
@@ -127,13 +129,14 @@ class MarketCare:
         champion = reg.champion("market")
         params = champion.manifest.params if champion else {}
         window, horizon = int(params.get("window", 100)), int(params.get("horizon", 10))
-        fam = MarketFamily(window=window, horizon=horizon)
+        layout = str(params.get("layout", BOOK_LAYOUT))  # the champion's, so workers accept it
+        fam = MarketFamily(window=window, horizon=horizon, layout=layout)
         fam.alpha = float(params.get("alpha", 0.0))
         parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[], [], []]
         gap = window + horizon
         for inst in self._seq:
-            rows = np.stack(self._rows[inst])
             mid = np.fromiter(self._mid[inst], dtype=np.float64)
+            rows = with_layout(np.stack(self._rows[inst]), mid, layout)
             cuts = [0, int(0.6 * len(rows)), int(0.75 * len(rows)), len(rows)]
             for i in range(3):
                 lo, hi = cuts[i] + (gap if i else 0), cuts[i + 1]

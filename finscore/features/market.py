@@ -44,7 +44,7 @@ def layout_width(layout: str) -> int:
         ) from None
 
 
-def _with_layout(rows: np.ndarray, mid: np.ndarray, layout: str) -> np.ndarray:
+def with_layout(rows: np.ndarray, mid: np.ndarray, layout: str) -> np.ndarray:
     """``rows`` [N, 40] float32 extended to ``layout`` (the one place that defines the extra
     columns, for the offline and the online path alike)."""
     if layout == BOOK_LAYOUT:
@@ -90,7 +90,7 @@ def rows_from_book_array(book: np.ndarray, layout: str = BOOK_LAYOUT) -> np.ndar
         out[:, col::4] = (book[:, col::4] - mid[:, None]) / mid[:, None] * 1e4
     for col in (1, 3):
         out[:, col::4] = np.log1p(np.maximum(book[:, col::4], 0))
-    return _with_layout(out.astype(np.float32), mid, layout)
+    return with_layout(out.astype(np.float32), mid, layout)
 
 
 def direction_labels(mid: np.ndarray, horizon: int, alpha: float) -> np.ndarray:
@@ -179,7 +179,7 @@ def rows_from_levels(
     out[:, 1::4] = np.log1p(np.maximum(asz, 0))
     out[:, 2::4] = (bp - mid) / mid * 1e4
     out[:, 3::4] = np.log1p(np.maximum(bsz, 0))
-    return _with_layout(out, (ap[:, 0] + bp[:, 0]) / 2, layout)
+    return with_layout(out, (ap[:, 0] + bp[:, 0]) / 2, layout)
 
 
 def _padded(
