@@ -75,14 +75,27 @@ def test_float16_falls_back_per_operator_when_the_gate_demands_it(fraud_ctx) -> 
     kept = step.apply(src, fraud_ctx)
     assert len(step.fp32_ops) == 1
     assert step.describe()["params"]["fp32_ops"] == step.fp32_ops  # recorded in the manifest
-    assert _init_types(kept).get(onnx.TensorProto.FLOAT, 0) > _init_types(
-        Float16().apply(src, fraud_ctx)
-    ).get(onnx.TensorProto.FLOAT, 0)
+
+    # the op type kept really runs in float32: every input of its nodes is float32 (in the
+    # fully converted model the same nodes read float16)
+    def input_types(model: bytes, op_type: str) -> set[int]:
+        g = onnx.shape_inference.infer_shapes(onnx.load_from_string(model)).graph
+        types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input]}
+        types |= {i.name: i.data_type for i in g.initializer}
+        floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+        return {
+            types[x] for n in g.node if n.op_type == op_type for x in n.input
+            if types.get(x) in floats
+        }  # fmt: skip
+
+    [op] = step.fp32_ops
+    assert input_types(kept, op) == {onnx.TensorProto.FLOAT}
+    assert onnx.TensorProto.FLOAT16 in input_types(Float16().apply(src, fraud_ctx), op)
 
 
 def test_per_channel_int8_has_one_scale_per_output_channel(fraud_ctx) -> None:  # noqa: ANN001
     src = _student_onnx(fraud_ctx)
-    q = QuantizePerChannel(256).apply(src, fraud_ctx)
+    q = QuantizePerChannel(256, tolerance=1.0, atol=1.0).apply(src, fraud_ctx)  # no fallback
     g = onnx.load_from_string(q).graph
     inits = {i.name: i for i in g.initializer}
     per_channel = [
