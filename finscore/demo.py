@@ -384,7 +384,16 @@ class Demo:
         self.stop.set()
         for t in self.threads:
             t.join(10)
-        self.sample()  # the producers have stopped: the workers' counts at stop
+        self.sample()  # the producers have stopped: the workers' counts at stop,
+        deadline = time.monotonic() + 10  # once the outputs in flight are acknowledged:
+        before: dict[str, float] = {}  # until no worker's count of outputs moves any more
+        while time.monotonic() < deadline:
+            now = {n: s.events_out + s.dead_letters for n, s in self.state.last.items()}
+            if now == before:
+                break
+            before = now
+            time.sleep(1.0)
+            self.sample()
         if self.tail:
             self.tail.stop()
         if self.dashboard is not None:
