@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from finscore.features.market import MarketWindows
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
+from finscore.streams.bounds import DEFAULT_MIN_EVENT_TIME_MS
 from finscore.streams.market import MarketPipeline
 from finscore.streams.pipeline import BatchResult
 from finscore.streams.scoring import ModelSlot, Scorer
@@ -25,6 +26,14 @@ TICKS = Codec("market_tick")
 SCORER = Scorer(artifact("market", "3", window=WINDOW))
 SIGNALS = "price-signals"
 NOW_S = S.sim_ticks()[-1]["event_time"] / 1e6 + 60  # the clock: a minute after the last tick
+
+
+# Times no bound may accept *for this stream* (the ticks' clock is NOW_S, not the transactions'):
+# before 2000, or more than the allowed skew after the clock.
+_NOW_MS = int(NOW_S * 1000)
+_POISON_TICK_MS = tuple(
+    t for t in S.POISON_MS if t < DEFAULT_MIN_EVENT_TIME_MS or t > _NOW_MS + 3_600_000
+) + (_NOW_MS + 400 * 86_400_000,)
 
 
 def _pipeline() -> MarketPipeline:
@@ -79,7 +88,7 @@ def _poison_tick(draw: st.DrawFn) -> bytes | None:
     kind = draw(st.sampled_from(["time", "crossed", "nan", "size", "empty", "levels", "bytes"]))
     bids, asks = list(rec["bids"]), list(rec["asks"])
     if kind == "time":
-        rec["event_time"] = draw(st.sampled_from(S.POISON_MS)) * 1000
+        rec["event_time"] = draw(st.sampled_from(_POISON_TICK_MS)) * 1000
         if abs(rec["event_time"]) >= 2**63:
             rec["event_time"] = draw(st.sampled_from([0, -1, 2**63 - 1, -(2**63)]))
     elif kind == "crossed":
