@@ -23,7 +23,7 @@ from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import TopicSpec
-from finscore.streams.admin import ensure_topics, partitions_of, replication_of
+from finscore.streams.admin import ensure_topics, partitions_of, replication_of, true_ends
 from finscore.streams.fraud import FraudPipeline, LabelsPipeline
 from finscore.streams.market import MarketPipeline
 from finscore.streams.pipeline import DeadLetter, Pipeline
@@ -227,10 +227,10 @@ class FraudStream:
         topic = topic or self.labels_topic
         apply = apply or self._apply_labels
         total = 0
-        ends = {}
-        for tp in c.assignment():
-            _, high = c.get_watermark_offsets(tp, 10)
-            ends[tp.partition] = high
+        # The true ends, not the high watermarks: the embedded broker's can stop short of its
+        # last batch, and a label missed here would change the first scores after a restart.
+        parts = [tp.partition for tp in c.assignment()]
+        ends = {p: end for p, (_, end) in true_ends(self.cfg.client, topic, parts, 10).items()}
         pos = {p: 0 for p in ends}
         while any(pos[p] < ends[p] for p in ends):
             msgs = c.consume(20000, 0.5)
