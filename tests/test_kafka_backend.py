@@ -74,7 +74,12 @@ def test_three_nodes_replicate_every_partition_three_times(cluster: KafkaCluster
     adm = AdminClient({"bootstrap.servers": boot})
     topic = "replicated"
     adm.create_topics([NewTopic(topic, 3)])[topic].result(30)  # the broker's default factor
-    md = adm.list_topics(topic, timeout=10).topics[topic]
+    deadline = time.monotonic() + 30  # metadata reaches every broker a moment after creation
+    while True:
+        md = adm.list_topics(topic, timeout=10).topics[topic]
+        if len(md.partitions) == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert sorted(len(p.replicas) for p in md.partitions.values()) == [3, 3, 3]
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
     conf = adm.describe_configs([res])[res].result(10)
