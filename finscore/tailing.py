@@ -17,11 +17,9 @@ batch, and starting there would replay that batch.
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import threading
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +34,7 @@ from confluent_kafka import (
 )
 
 from finscore.schemas.codec import Codec, to_jsonable
+from finscore.schemas.codec import registry_client as _registry_client
 from finscore.schemas.exceptions import DecodeError
 from finscore.schemas.topics import TopicSpec, catalog
 from finscore.streams.admin import partitions_of, true_ends
@@ -106,15 +105,8 @@ def _consumer(client: Mapping[str, Any]) -> Consumer:
 
 
 def registry_client(url: str) -> Any:
-    """A ``SchemaRegistryClient`` for ``url``, imported without authlib's deprecation notice
-    (authlib forces its warnings on with a filter of its own: silenced after it is set)."""
-    with warnings.catch_warnings():
-        with contextlib.suppress(ImportError):  # installs authlib's "always" filter first
-            import authlib.deprecate  # noqa: F401
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        return SchemaRegistryClient({"url": url})
+    """A ``SchemaRegistryClient`` for ``url`` (the shared :func:`finscore.schemas.codec.registry_client`)."""
+    return _registry_client(url)
 
 
 def _avro_json(record: dict, codec: Codec) -> Any:

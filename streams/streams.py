@@ -22,6 +22,7 @@ from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAG
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
+from finscore.schemas.codec import registry_client as shared_registry_client
 from finscore.schemas.topics import TopicSpec
 from finscore.streams.admin import ensure_topics, partitions_of, replication_of, true_ends
 from finscore.streams.fraud import FraudPipeline, LabelsPipeline
@@ -70,18 +71,7 @@ def _ensure_changelog(
 def registry_client(cfg: WorkerConfig) -> object | None:
     """A schema-registry client from ``cfg.schema_registry`` (None when unset): what the
     input codecs use to read the Confluent wire format."""
-    if not cfg.schema_registry:
-        return None
-    import contextlib
-    import warnings
-
-    with warnings.catch_warnings():  # authlib's deprecation notice on import (after its
-        with contextlib.suppress(ImportError):  # own "always" filter, so that ours wins)
-            import authlib.deprecate  # noqa: F401
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    return SchemaRegistryClient(dict(cfg.schema_registry))
+    return shared_registry_client(dict(cfg.schema_registry) if cfg.schema_registry else None)
 
 
 def output_encoding(cfg: WorkerConfig, topic: str, registry: object | None) -> str:
