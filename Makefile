@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "finscore needs Python >= 3.11 on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[compress,dev]'
+	$(PY) -m pip install -q -e '.[compress,bench,dev]'
 	@bash scripts/ensure-chromium.sh || echo "chromium not installed: the browser test will be skipped"
 	@bash scripts/ensure-tools.sh
 	@touch $@

@@ -26,7 +26,11 @@ HEAVY = ("torch", "onnxruntime", "confluent_kafka", "numpy", "finscore.compressi
 def main(runs: int, limit: float) -> None:
     """Time `finscore --help` end to end (interpreter start included)."""
     exe = Path(sys.executable).with_name("finscore")
-    cmd = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "finscore.cli", "--help"]
+    cmd = (
+        [str(exe), "--help"]
+        if exe.exists()
+        else [sys.executable, "-m", "finscore.app.cli.main", "--help"]
+    )
     subprocess.run(cmd, capture_output=True, check=True)  # warm-up (page cache, .pyc)
     times = []
     for _ in range(runs):
@@ -34,7 +38,7 @@ def main(runs: int, limit: float) -> None:
         subprocess.run(cmd, capture_output=True, check=True)
         times.append(time.perf_counter() - t0)
     probe = (
-        "import sys\nfrom finscore.cli import cli\n"
+        "import sys\nfrom finscore.app.cli.main import cli\n"
         "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
     )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from finscore.schemas import Codec, sample
-from finscore.schemas.columnar import ColumnarCodec
+from finscore.schemas.columnar.codec import ColumnarCodec
 
 SCALAR_FIELDS = ("model_name", "model_version", "source_topic", "threshold", "horizon",
                  "processing_time")  # fmt: skip

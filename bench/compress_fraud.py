@@ -123,7 +123,7 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, teacher_weight_decay,
     """Run the fraud benchmark over seeds; write ``report.md``, plots and ``bench.json``."""
     import torch
 
-    from finscore.compression.cli import fraud_plan, print_table
+    from finscore.app.cli.compress import fraud_plan, print_table
     from finscore.compression.exceptions import GateFailed
     from finscore.compression.fraud import FraudFamily, FraudSplits
     from finscore.compression.plan import Gate, to_artifact
@@ -284,7 +284,7 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, teacher_weight_decay,
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "per_seed"}, indent=2))
     click.echo(f"report: {path}")
     if registry_dir is not None and dep is not None:
-        from finscore.registry import Registry
+        from finscore.models.registry import Registry
 
         reg = Registry(registry_dir)
         artifact = reg.publish(to_artifact(result, dep, fam, data))

@@ -30,7 +30,7 @@ from torch import nn
 
 from finscore.compression.fraud import FraudSplits, split_frame
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, HANDBOOK_FEATURES
-from finscore.features.metrics import average_precision, card_precision_at_k, roc_auc
+from finscore.models.evaluation import average_precision, card_precision_at_k, roc_auc
 from finscore.sim.handbook import load_handbook_frame
 
 HANDBOOK = {  # test-week results published by the handbook (AUC ROC, AP, CP@100)

@@ -7,7 +7,7 @@ known, then times, on the following days:
 - ``transform_columns`` (the worker's columnar entry point) and ``transform`` (dicts) in
   worker-sized batches (``--batch``), and ``transform`` one transaction at a time (the first
   ``--single`` transactions), side by side with the naive Faust peer's per-event feature code
-  (:mod:`finscore.streams.faust_naive_features`) on the same transactions;
+  (:mod:`finscore.app.bench.faust_peer_features`) on the same transactions;
 - ``apply_labels`` on the labels of those days;
 - ``featurize_frame`` (the offline replay used by training) over the whole history.
 
@@ -25,10 +25,10 @@ import time
 import click
 import numpy as np
 
+from finscore.app.bench.faust_peer_features import PerEventFraudFeatures
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatureConfig, FraudFeatures
 from finscore.features.fraud import featurize_frame as featurize
 from finscore.sim.transactions import DAY_MS, TxSimConfig, label_record, simulate_frame
-from finscore.streams.faust_naive_features import PerEventFraudFeatures
 
 
 def _records(frame, idx: np.ndarray) -> list[dict]:  # noqa: ANN001

@@ -8,7 +8,7 @@ once as single-object Avro messages. Each run warms a fresh pipeline (the regist
 champion; changelog on) on the first half, labels applied as they become known, then times the
 second half in batches of ``--batch`` — decode, validate, features, ONNX, encode and the
 changelog flush a commit makes — and reports the best of ``--repeat`` runs.
-``--baseline REV`` also runs the fraud pipeline of git revision ``REV`` (its ``streams/fraud.py``
+``--baseline REV`` also runs the fraud pipeline of git revision ``REV`` (its ``streams/fraud/pipeline.py``
 and ``finscore/features/fraud.py``, loaded from ``git show``) on the same messages in the same
 process, side by side, and checks that both score the same transactions alike.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from finscore.producing import transaction_events
-from finscore.registry import Registry
+from finscore.app.console.produce import transaction_events
+from finscore.models.registry import Registry
 from finscore.schemas.codec import Codec
 from finscore.settings import Settings
 from finscore.streams.scoring import ModelSlot, Scorer
@@ -65,7 +65,7 @@ def load_revision(rev: str) -> types.ModuleType:
     feats = types.ModuleType("baseline_fraud_features")
     sys.modules[feats.__name__] = feats  # before exec: its dataclasses look their module up
     exec(compile(source("finscore/features/fraud.py"), "baseline_features", "exec"), feats.__dict__)
-    text = source("streams/fraud.py").replace(
+    text = source("streams/fraud/pipeline.py").replace(
         "from finscore.features.fraud import", "from baseline_fraud_features import"
     )
     mod = types.ModuleType("baseline_fraud_pipeline")

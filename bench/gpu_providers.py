@@ -36,8 +36,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from finscore.models.registry import Registry  # noqa: E402
 from finscore.providers import CPU, available, parse, short  # noqa: E402
-from finscore.registry import Registry  # noqa: E402
 
 START, END = "<!-- gpu-providers:start -->", "<!-- gpu-providers:end -->"
 

@@ -7,7 +7,7 @@ Simulated ticks (three instruments) are encoded once as single-object Avro messa
 feeds them in batches of ``--batch`` to a fresh pipeline with the registry's market champion
 (changelog snapshots on, as in the worker) and reports the best of ``--repeat`` runs.
 ``--baseline REV`` also runs the market pipeline of git revision ``REV`` (its
-``streams/market.py`` and ``finscore/features/market.py``, loaded from ``git show``) on the
+``streams/market/pipeline.py`` and ``finscore/features/market.py``, loaded from ``git show``) on the
 same messages in the same process, side by side, and checks that both emit the same signals.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finscore.registry import Registry
+from finscore.models.registry import Registry
 from finscore.schemas.codec import Codec
 from finscore.settings import Settings
 from finscore.sim.market import MarketSimConfig, MarketSimulator
@@ -57,7 +57,7 @@ def load_revision(rev: str) -> types.ModuleType:
         compile(source("finscore/features/market.py"), "baseline_features", "exec"), feats.__dict__
     )
     sys.modules[feats.__name__] = feats
-    text = source("streams/market.py").replace(
+    text = source("streams/market/pipeline.py").replace(
         "from finscore.features.market import", "from baseline_market_features import"
     )
     mod = types.ModuleType("baseline_market_pipeline")
@@ -95,7 +95,7 @@ def main() -> None:
         sys.exit("no market champion: run `finscore compress market --promote` first")
     scorer = Scorer(artifact)
     msgs = messages(args.ticks)
-    import finscore.streams.market as current
+    import finscore.streams.market.pipeline as current
 
     contenders = {"current": current}
     if args.baseline:

@@ -24,14 +24,14 @@ from collections import Counter, defaultdict
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from finscore.broker import EmbeddedBroker, free_port
-from finscore.producing import produce, transaction_events
-from finscore.registry import Registry
+from finscore.app.broker import EmbeddedBroker, free_port
+from finscore.app.console.produce import produce, transaction_events
+from finscore.models.registry import Registry
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.settings import Settings
 from finscore.streams.admin import ensure_topics
-from finscore.streams.announcements import announce
+from finscore.streams.hot_swap import announce
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "finscore.cli",
+                "finscore.app.cli.main",
                 "worker",
                 "fraud",
                 "--exactly-once",

@@ -32,8 +32,8 @@ import numpy as np
 from finscore.compression.export import batch_variance, check_parity, export_onnx, run_onnx
 from finscore.compression.plan import BATCH_ATOL
 from finscore.compression.steps import CompressionStep, StepContext
+from finscore.models.registry import KAFKA_DEFAULT_MESSAGE_BYTES, Artifact
 from finscore.providers import create_session
-from finscore.registry import KAFKA_DEFAULT_MESSAGE_BYTES, Artifact
 
 Check = tuple[str, Callable[[], None]]
 QUANTIZED_ATOL = 0.05

@@ -26,7 +26,7 @@ from finscore.features.fraud import (
     FraudFeatureConfig,
     featurize_frame,
 )
-from finscore.features.metrics import average_precision, card_precision_at_k, roc_auc
+from finscore.models.evaluation import average_precision, card_precision_at_k, roc_auc
 
 DAY_MS = 86_400_000
 

@@ -33,7 +33,7 @@ from finscore.features.market import (
     rows_from_levels,
     window_ends,
 )
-from finscore.features.metrics import accuracy, macro_f1
+from finscore.models.evaluation import accuracy, macro_f1
 
 LOBSTER_LEVELS = {"GOOG": 10, "AMZN": 5, "AAPL": 1}  # the stored sample files
 

@@ -31,7 +31,7 @@ from finscore.compression.family import TrainData
 from finscore.compression.market import MarketFamily
 from finscore.compression.nn import predict, seed_everything
 from finscore.features.market import DOWN, FLAT, UP, direction_labels
-from finscore.features.metrics import accuracy, macro_f1
+from finscore.models.evaluation import accuracy, macro_f1
 
 __all__ = [
     "RETURN_LAGS",

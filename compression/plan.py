@@ -34,7 +34,7 @@ from finscore.compression.export import (
 from finscore.compression.family import Family, TrainData
 from finscore.compression.nn import count_params, seed_everything
 from finscore.compression.steps import CompressionStep, StepContext
-from finscore.registry import Artifact, Manifest
+from finscore.models.registry import Artifact, Manifest
 
 FP32_ATOL = 1e-4
 QUANT_ATOL = 0.05  # int8 candidates: outputs within 0.05 of their fp32 source (plus the gate)

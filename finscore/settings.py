@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from finscore.keys import ModelKeys
+    from finscore.models.keys import ModelKeys
     from finscore.streams.bounds import InputBounds
 
 EMBEDDED_HOST = "127.0.0.1"
@@ -204,8 +204,8 @@ class Settings(BaseSettings):
 
     def model_keys(self, *, create: bool = True) -> ModelKeys:
         """Signing and verify keys: the explicit ones, else the local pair (created when
-        missing and ``create``); see :mod:`finscore.keys`."""
-        from finscore.keys import resolve_keys
+        missing and ``create``); see :mod:`finscore.models.keys`."""
+        from finscore.models.keys import resolve_keys
 
         signing = self.signing_key.get_secret_value() if self.signing_key else None
         return resolve_keys(signing, self.verify_key, self.model_key_dir, create=create)

@@ -225,7 +225,7 @@ class KafkaTransport:
 
     def _guard_resume(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         from finscore.schemas.codec import registry_client
-        from finscore.streams.state import resume_offsets
+        from finscore.streams.changelog import resume_offsets
 
         out_topic, schema = self.options.resume_from  # type: ignore[misc]
         registry = registry_client(self.options.schema_registry)

@@ -24,8 +24,8 @@ from finscore.features.fraud import feature_columns
 from finscore.features.market import BOOK_LAYOUT, LAYOUTS, layout_width
 from finscore.features.market import N_FEATURES as MARKET_WIDTH
 from finscore.logging import get_logger
+from finscore.models.registry import Artifact, ArtifactError, Manifest
 from finscore.providers import create_session, short
-from finscore.registry import Artifact, ArtifactError, Manifest
 
 log = get_logger(__name__)
 

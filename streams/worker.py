@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from finscore.logging import get_logger, with_kafka_logger
+from finscore.models.registry import ArtifactError, Registry
 from finscore.providers import resolve as resolve_providers
 from finscore.providers import short as short_provider
-from finscore.registry import ArtifactError, Registry
 from finscore.schemas import topics as T
 from finscore.streams.admin import require_topics, topic_partitions
-from finscore.streams.announcements import Announcement, ModelWatcher
 from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds
 from finscore.streams.exceptions import ModelUnavailable
 from finscore.streams.health import HealthMonitor
+from finscore.streams.hot_swap import Announcement, ModelWatcher
 from finscore.streams.kafka import KafkaOptions, KafkaTransport
 from finscore.streams.metrics import MetricsServer, WorkerMetrics
 from finscore.streams.pipeline import BatchResult, DeadLetterEncoder, now_ms
 from finscore.streams.scoring import InputSpec, ModelSlot, Scorer, admit
-from finscore.streams.streams import FraudStream, MarketStream, Stream
+from finscore.streams.stream import FraudStream, MarketStream, Stream
 from finscore.streams.transport import Message, OutRecord
 
 log = get_logger(__name__)

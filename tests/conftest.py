@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from finscore.broker import ApacheKafkaBroker, EmbeddedBroker, free_port, kafka_unavailable
+from finscore.app.broker import ApacheKafkaBroker, EmbeddedBroker, free_port, kafka_unavailable
 
 BACKENDS = ("tansu", "kafka")
 

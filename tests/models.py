@@ -12,7 +12,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from finscore.features.fraud import FRAUD_FEATURE_NAMES
-from finscore.registry import Artifact, Manifest, generate_keypair
+from finscore.models.registry import Artifact, Manifest, generate_keypair
 
 # One Ed25519 key pair for the whole test session: workers refuse unsigned models by default, so
 # the stream kit signs every announcement with TEST_SIGNING_KEY and workers verify with

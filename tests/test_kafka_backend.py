@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from finscore.broker import KafkaCluster, kafka_unavailable
+from finscore.app.broker import KafkaCluster, kafka_unavailable
 from tests.conftest import selected_backends
 
 pytestmark = pytest.mark.broker

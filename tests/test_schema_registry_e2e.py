@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from finscore.schemas.codec import Codec, load_schema
-from finscore.schemas.columnar import ColumnarCodec
+from finscore.schemas.columnar.codec import ColumnarCodec
 from tests.models import artifact
 from tests.schemas.registry_server import RegistryServer
 from tests.streams.kit import consume_all, make_topics, publish, running, worker_config

@@ -19,12 +19,7 @@ Classes: down = 0, flat = 1, up = 2.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:  # at run time through __getattr__ below (market_windows imports this module)
-    from finscore.features.market_windows import MarketWindows, ReadyWindows  # noqa: F401
 
 LEVELS = 10
 N_FEATURES = 4 * LEVELS
@@ -201,13 +196,3 @@ def _padded(
         p[short] = ps
         q[short] = np.where(np.arange(LEVELS) < cs[:, None], q[short], 0.0)
     return p, q
-
-
-def __getattr__(name: str) -> object:
-    """The online windows (the worker's state) live in :mod:`finscore.features.market_windows`;
-    they are found here too, where training and the workers have always imported them."""
-    if name in ("MarketWindows", "ReadyWindows"):
-        from finscore.features import market_windows
-
-        return getattr(market_windows, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from finscore.broker import (
+from finscore.app.broker import (
     ApacheKafkaBroker,
     BrokerError,
     KafkaCluster,

@@ -17,18 +17,21 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_importing_the_cli_loads_no_heavy_module() -> None:
-    assert _loaded_after("import finscore.cli") == []
+    assert _loaded_after("import finscore.app.cli.main") == []
 
 
 def test_help_loads_no_heavy_module_and_lists_every_command() -> None:
     code = (
-        "from finscore.cli import cli\n"
+        "from finscore.app.cli.main import cli\n"
         "try:\n    cli.main(['--help'], prog_name='finscore')\n"
         "except SystemExit:\n    pass\n"
     )
     assert _loaded_after(code) == []
     r = subprocess.run(
-        [sys.executable, "-m", "finscore.cli", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "finscore.app.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     for name in ("broker", "topics", "produce", "tail", "worker", "models", "status", "demo",
                  "compress", "dashboard", "sidecar", "bench"):  # fmt: skip
@@ -50,7 +53,7 @@ from tests.streams.kit import ROOT, make_topics, publish, running, worker_config
 def finscore(*args: str, env: dict, stdin: str | None = None,
              timeout: float = 60) -> subprocess.CompletedProcess:  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "finscore.cli", *args], input=stdin, env={**os.environ, **env},
+        [sys.executable, "-m", "finscore.app.cli.main", *args], input=stdin, env={**os.environ, **env},
         cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -120,7 +123,7 @@ def test_tail_offsets_partition_and_envelope(client, prefix) -> None:  # noqa: A
 
 @pytest.mark.broker
 def test_produce_count_counts_transactions_not_labels(client, prefix) -> None:  # noqa: ANN001
-    from finscore.producing import produce
+    from finscore.app.console.produce import produce
     from finscore.schemas import topics as T
 
     make_topics(client, prefix, partitions=1)
@@ -151,7 +154,7 @@ def test_ctrl_c_on_produce_flushes_and_summarises(client, prefix) -> None:  # no
 
     make_topics(client, prefix, partitions=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "finscore.cli", "produce", "ticks", "--rate", "2000"],
+        [sys.executable, "-m", "finscore.app.cli.main", "produce", "ticks", "--rate", "2000"],
         env={**os.environ, **_env(client, prefix)}, cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     from finscore.streams.admin import offsets
@@ -173,7 +176,7 @@ def test_ctrl_c_on_produce_flushes_and_summarises(client, prefix) -> None:  # no
 
 @pytest.mark.broker
 def test_a_confluent_wire_format_transaction_is_scored_with_the_registry_set(client, prefix):  # noqa: ANN001, ANN201
-    from finscore.cli import worker_config as cli_worker_config
+    from finscore.app.cli.worker import worker_config as cli_worker_config
     from finscore.settings import Settings
     from tests.schemas.registry_server import RegistryServer
 
@@ -228,7 +231,7 @@ def test_the_dashboard_serves_each_registered_versions_own_report(tmp_path) -> N
     import urllib.error
     import urllib.request
 
-    from finscore.dashboard.server import Dashboard
+    from finscore.app.dashboard.server import Dashboard
 
     class NoState:  # the report route reads no state
         def start(self) -> None: ...
@@ -253,7 +256,7 @@ def test_the_dashboard_serves_each_registered_versions_own_report(tmp_path) -> N
 def test_models_list_fits_80_columns_and_has_json(tmp_path) -> None:  # noqa: ANN001
     import dataclasses
 
-    from finscore.registry import Artifact, Registry
+    from finscore.models.registry import Artifact, Registry
 
     reg = Registry(tmp_path)
     for seed in (0, 1):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from finscore.dashboard.server import Dashboard
-from finscore.dashboard.state import DashboardState, expand_worker_urls, worker_row
-from finscore.observe import scrape
+from finscore.app.console.observe import scrape
+from finscore.app.dashboard.server import Dashboard
+from finscore.app.dashboard.state import DashboardState, expand_worker_urls, worker_row
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample
@@ -32,7 +32,7 @@ def test_dashboard_shows_live_numbers_in_a_real_browser(client, prefix) -> None:
     metrics = WorkerMetrics("fraud")  # a worker's real metrics endpoint, fed by the loop below
     metrics.model_loaded("fraud", "1")
     server = MetricsServer(metrics, lambda: {"status": "ok"}).start()
-    from finscore.sidecar_status import StatusServer
+    from finscore.app.sidecar.status import StatusServer
 
     sidecar = StatusServer(lambda: {"state": "waiting for labelled data (120 of 5,000)",
                                     "last_error": "IndexError: index -1 is out of bounds"}).start()  # fmt: skip
@@ -217,7 +217,7 @@ def test_the_operator_view_counts_what_the_workers_count(client, prefix) -> None
     time series, a linear histogram without the threshold, no sidecar state."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from finscore.sidecar_status import StatusServer
+    from finscore.app.sidecar.status import StatusServer
     from finscore.streams.pipeline import DeadLetter, DeadLetterEncoder
     from finscore.streams.transport import Message
 

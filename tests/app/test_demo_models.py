@@ -9,8 +9,8 @@ import io
 
 from rich.console import Console
 
-from finscore.demo import Demo, DemoOptions
-from finscore.registry import Registry
+from finscore.app.demo import Demo, DemoOptions
+from finscore.models.registry import Registry
 from finscore.settings import Settings
 from tests.models import artifact
 

@@ -24,7 +24,7 @@ def imports_of(folder: str) -> set[str]:
 
 def test_importing_streams_and_the_worker_cli_never_loads_torch() -> None:
     code = (
-        "import sys, finscore.streams, finscore.streams.worker, finscore.cli, finscore.demo;"
+        "import sys, finscore.streams, finscore.streams.worker, finscore.app.cli.main, finscore.app.demo;"
         "bad = [m for m in ('torch', 'finscore.compression') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

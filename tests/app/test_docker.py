@@ -124,7 +124,7 @@ def test_the_kafka_nodes_would_start_and_keep_their_data() -> None:
 
 
 def _resolve(args: list[str]) -> click.Context:
-    from finscore.cli import cli
+    from finscore.app.cli.main import cli
 
     ctx = cli.make_context("finscore", list(args), resilient_parsing=False)
     cmd: click.Command = cli
@@ -279,7 +279,7 @@ def test_worker_metrics_listen_where_prometheus_can_reach_them() -> None:
     FINSCORE_METRICS_HOST=0.0.0.0, and it reaches the worker's metrics server."""
     import urllib.request
 
-    from finscore.cli import worker_config
+    from finscore.app.cli.worker import worker_config
     from finscore.settings import Settings
     from finscore.streams.metrics import MetricsServer, WorkerMetrics
 
@@ -306,7 +306,7 @@ def test_the_deployment_environment_is_valid_settings(
     jobs hold the signing key, and nobody opts out of signatures."""
     from click.testing import CliRunner
 
-    from finscore.cli import cli
+    from finscore.app.cli.main import cli
     from finscore.settings import Settings
 
     r = CliRunner().invoke(cli, ["models", "keygen", "--out", str(tmp_path)])
@@ -433,8 +433,8 @@ def test_every_long_running_service_has_a_healthcheck_its_command_serves() -> No
 def test_the_dashboard_serves_the_health_its_container_checks() -> None:
     import urllib.request
 
-    from finscore.dashboard.server import Dashboard
-    from finscore.dashboard.state import DashboardState
+    from finscore.app.dashboard.server import Dashboard
+    from finscore.app.dashboard.state import DashboardState
 
     dash = Dashboard(DashboardState({"bootstrap.servers": "127.0.0.1:9"}), port=0)
     dash._thread.start()  # the HTTP server only: no broker here
@@ -449,7 +449,7 @@ def test_the_dashboard_serves_the_health_its_container_checks() -> None:
 def test_the_sidecar_serves_the_health_its_container_checks() -> None:
     import urllib.request
 
-    from finscore.sidecar_status import StatusServer
+    from finscore.app.sidecar.status import StatusServer
 
     server = StatusServer(lambda: {"state": "waiting", "last_error": None}, 0).start()
     try:
@@ -461,7 +461,7 @@ def test_the_sidecar_serves_the_health_its_container_checks() -> None:
 
 
 def test_the_schema_registry_is_healthy_and_the_workers_use_it(monkeypatch) -> None:  # noqa: ANN001
-    from finscore.cli import worker_config
+    from finscore.app.cli.worker import worker_config
     from finscore.settings import Settings
 
     s = COMPOSE["services"]
@@ -479,7 +479,7 @@ def test_the_schema_registry_is_healthy_and_the_workers_use_it(monkeypatch) -> N
 
 
 def test_outputs_are_written_as_json_standard_kafka_uis_can_read(monkeypatch) -> None:  # noqa: ANN001
-    from finscore.cli import worker_config
+    from finscore.app.cli.worker import worker_config
     from finscore.schemas import topics as T
     from finscore.settings import Settings
 
@@ -524,7 +524,7 @@ def test_exactly_once_replicas_have_stable_distinct_transactional_ids() -> None:
     """A replica of a scaled service gets a random id on each start, so a restarted worker
     cannot fence its own zombie: every exactly-once worker is its own service with an explicit
     --instance-id, and still answers to the shared name Prometheus and the dashboard use."""
-    from finscore.cli import worker_config
+    from finscore.app.cli.worker import worker_config
     from finscore.settings import Settings
 
     s = COMPOSE["services"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from finscore.registry import ArtifactError, Registry
+from finscore.models.registry import ArtifactError, Registry
 from tests.models import artifact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def test_models_promote_refuses_a_path_outside_the_registry(tmp_path: Path) -> N
         "FINSCORE_LOG_FORMAT": "console",
     }
     r = subprocess.run(
-        [sys.executable, "-m", "finscore.cli", "models", "promote", "../evil", "1"],
+        [sys.executable, "-m", "finscore.app.cli.main", "models", "promote", "../evil", "1"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode != 0
@@ -76,7 +76,7 @@ def test_models_promote_refuses_a_path_outside_the_registry(tmp_path: Path) -> N
 
 
 def test_a_local_key_pair_is_created_once_private_and_reused(tmp_path: Path) -> None:
-    from finscore.keys import resolve_keys
+    from finscore.models.keys import resolve_keys
 
     keys = resolve_keys(None, None, tmp_path / "keys")
     assert keys.signing_key and keys.verify_key and keys.source == "created"
@@ -91,8 +91,8 @@ def test_a_local_key_pair_is_created_once_private_and_reused(tmp_path: Path) -> 
 
 
 def test_explicit_keys_win_and_a_verify_key_follows_from_a_signing_key(tmp_path: Path) -> None:
-    from finscore.keys import resolve_keys
-    from finscore.registry import generate_keypair
+    from finscore.models.keys import resolve_keys
+    from finscore.models.registry import generate_keypair
 
     private, public = generate_keypair()
     k = resolve_keys(private, None, tmp_path / "keys")
@@ -108,8 +108,8 @@ def test_the_demo_uses_the_machine_key_pair_and_adopts_an_older_demo_pair(
 ) -> None:
     import json
 
-    from finscore.demo import ensure_keys
-    from finscore.registry import generate_keypair
+    from finscore.app.demo import ensure_keys
+    from finscore.models.registry import generate_keypair
     from finscore.settings import Settings
 
     for key in ("FINSCORE_SIGNING_KEY", "FINSCORE_VERIFY_KEY", "FINSCORE_KEY_DIR"):
@@ -151,7 +151,7 @@ def test_promote_and_rollback_leave_the_registry_alone_when_the_announcement_fai
     }
     for args in (["promote", "fraud", "3"], ["rollback", "fraud"]):
         r = subprocess.run(
-            [sys.executable, "-m", "finscore.cli", "models", *args],
+            [sys.executable, "-m", "finscore.app.cli.main", "models", *args],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert r.returncode != 0, r.stdout

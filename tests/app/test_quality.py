@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from finscore.quality import psi, psi_against_quantiles
+from finscore.app.sidecar.quality import psi, psi_against_quantiles
 
 
 def test_psi_is_small_for_the_same_distribution_and_large_for_a_shifted_one() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from finscore.broker import free_port
+from finscore.app.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from finscore.registry import (
+from finscore.models.registry import (
     MAX_ARTIFACT_BYTES,
     Artifact,
     ArtifactError,
@@ -173,6 +173,6 @@ def test_registry_module_is_torch_free() -> None:
     import subprocess
     import sys
 
-    code = "import sys, finscore.registry; assert 'torch' not in sys.modules; print('ok')"
+    code = "import sys, finscore.models.registry; assert 'torch' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"

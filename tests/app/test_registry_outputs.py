@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from finscore.app.sidecar.loop import Sidecar, SidecarConfig
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec, registry_client
-from finscore.sidecar import Sidecar, SidecarConfig
-from finscore.streams.state import resume_offsets
+from finscore.streams.changelog import resume_offsets
 from tests.schemas.registry_server import RegistryServer
 from tests.streams.kit import make_topics, produce_records
 

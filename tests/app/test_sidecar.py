@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 
-from finscore.compression.cli import fraud_plan
+from finscore.app.cli.compress import fraud_plan
+from finscore.app.console.produce import produce
+from finscore.app.sidecar.loop import OutcomeBuffer, Sidecar, SidecarConfig
 from finscore.compression.fraud import FraudFamily, sim_splits, split_frame
 from finscore.compression.plan import Gate, to_artifact
-from finscore.producing import produce
-from finscore.registry import Registry
+from finscore.models.registry import Registry
 from finscore.schemas import topics as T
-from finscore.sidecar import OutcomeBuffer, Sidecar, SidecarConfig
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
 from tests.models import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics, publish, running, worker_config

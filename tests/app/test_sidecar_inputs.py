@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from finscore.app.sidecar.inputs import BadInput, check_label, parse_command
+from finscore.app.sidecar.loop import Sidecar, SidecarConfig
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
-from finscore.sidecar import Sidecar, SidecarConfig
-from finscore.sidecar_inputs import BadInput, check_label, parse_command
 from tests.streams.kit import consume_all, make_topics, produce_records
 
 pytestmark = pytest.mark.broker

@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 
+from finscore.app.console.produce import produce
+from finscore.app.sidecar.loop import Sidecar, SidecarConfig
 from finscore.compression.market import MarketFamily
 from finscore.compression.plan import Gate, Plan, to_artifact
 from finscore.compression.steps import Distill
-from finscore.producing import produce
-from finscore.registry import Registry
+from finscore.models.registry import Registry
 from finscore.schemas import topics as T
-from finscore.sidecar import Sidecar, SidecarConfig
 from finscore.sim.market import MarketSimConfig, book_record, simulate_book
 from tests.models import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics, publish, running, worker_config

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from finscore.sidecar import Sidecar, SidecarConfig
-from finscore.sidecar_status import StatusServer
+from finscore.app.sidecar.loop import Sidecar, SidecarConfig
+from finscore.app.sidecar.status import StatusServer
 from tests.streams.kit import make_topics
 
 pytestmark = pytest.mark.broker

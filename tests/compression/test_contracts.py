@@ -172,7 +172,7 @@ def artifacts(fraud_ctx, market_ctx, tmp_path_factory):  # noqa: ANN001, ANN201
     int8, float16, per-channel int8 with fallback, quantization-aware int8) of both families,
     published, with the source it must match."""
     from finscore.compression.plan import QUANT_ATOL, Gate, Plan, to_artifact
-    from finscore.registry import Registry
+    from finscore.models.registry import Registry
 
     reg = Registry(tmp_path_factory.mktemp("registry"))
     out = []

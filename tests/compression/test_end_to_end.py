@@ -10,8 +10,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from finscore.app.cli.compress import compress
 from finscore.compression.checks import check_artifact
-from finscore.compression.cli import compress
 from finscore.compression.exceptions import GateFailed
 from finscore.compression.plan import Gate, Plan, to_artifact
 from finscore.compression.report import pareto, write_report
@@ -24,7 +24,7 @@ from finscore.compression.steps import (
     WeightShare,
 )
 from finscore.features.fraud import FRAUD_FEATURE_NAMES
-from finscore.registry import Registry, generate_keypair
+from finscore.models.registry import Registry, generate_keypair
 
 STEPS = ["distill", "prune_structured", "prune_unstructured", "weight_share",
          "quantize_dynamic", "quantize_static"]  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from finscore.compression.cli import fraud_plan
+from finscore.app.cli.compress import fraud_plan
 from finscore.compression.fraud import FraudFamily, FraudSplits
 from finscore.compression.nn import Ensemble
 

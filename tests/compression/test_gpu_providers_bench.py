@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from finscore.registry import Registry
+from finscore.models.registry import Registry
 from tests.models import artifact
 
 ROOT = Path(__file__).resolve().parents[2]

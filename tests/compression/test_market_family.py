@@ -9,7 +9,7 @@ import torch
 
 from finscore.compression.export import export_onnx, run_onnx
 from finscore.compression.market import MarketFamily
-from finscore.features.metrics import macro_f1
+from finscore.models.evaluation import macro_f1
 from finscore.sim.data import data_dir
 
 WINDOW, HORIZON = 20, 5

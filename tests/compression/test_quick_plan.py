@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from finscore.compression.cli import compress, load
-from finscore.registry import Registry
+from finscore.app.cli.compress import compress, load
+from finscore.models.registry import Registry
 
 
 def _compress(tmp_path: Path, *args: str) -> tuple[int, str]:

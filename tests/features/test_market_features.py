@@ -8,7 +8,6 @@ import numpy as np
 
 from finscore.features.market import (
     LEVELS,
-    MarketWindows,
     book_array,
     book_from_levels,
     make_windows,
@@ -16,6 +15,7 @@ from finscore.features.market import (
     rows_from_levels,
     tick_to_row,
 )
+from finscore.features.market_windows import MarketWindows
 from finscore.sim.market import MarketSimConfig, MarketSimulator
 
 

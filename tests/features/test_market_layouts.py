@@ -12,13 +12,13 @@ from finscore.features.market import (
     LEVELS,
     N_FEATURES,
     PATH_LAYOUT,
-    MarketWindows,
     book_array,
     layout_width,
     make_windows,
     rows_from_book_array,
     rows_from_levels,
 )
+from finscore.features.market_windows import MarketWindows
 from finscore.sim.market import MarketSimConfig, MarketSimulator
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finscore.features.metrics import (
+from finscore.models.evaluation import (
     accuracy,
     average_precision,
     card_precision_at_k,

@@ -23,11 +23,11 @@ import atheris
 with atheris.instrument_imports(include=["finscore"]):
     from finscore.exceptions import FinscoreError
     from finscore.features.fraud import FraudFeatures
-    from finscore.features.market import MarketWindows
+    from finscore.features.market_windows import MarketWindows
     from finscore.schemas.codec import Codec
-    from finscore.schemas.columnar import ColumnarCodec
+    from finscore.schemas.columnar.codec import ColumnarCodec
     from finscore.schemas.exceptions import DecodeError
-    from finscore.streams import announcements
+    from finscore.streams import hot_swap as announcements
 
 __all__ = ["TARGETS", "main"]
 
@@ -63,7 +63,7 @@ def _announcement(data: bytes) -> None:
 
 
 def _command(data: bytes) -> None:
-    from finscore.sidecar_inputs import BadInput, parse_command
+    from finscore.app.sidecar.inputs import BadInput, parse_command
 
     with contextlib.suppress(BadInput):
         parse_command(data)

@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from finscore.producing import tick_events, transaction_events
+from finscore.app.console.produce import tick_events, transaction_events
 from finscore.schemas import sample
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import EncodeError

@@ -22,14 +22,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from finscore.quality import QualityMonitor
-from finscore.registry import Artifact, ArtifactError, generate_keypair
+from finscore.app.sidecar.loop import OutcomeBuffer, Sidecar, SidecarConfig, SidecarState
+from finscore.app.sidecar.market import MarketCare
+from finscore.app.sidecar.quality import QualityMonitor
+from finscore.models.registry import Artifact, ArtifactError, generate_keypair
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
-from finscore.sidecar import OutcomeBuffer, Sidecar, SidecarConfig, SidecarState
-from finscore.sidecar_market import MarketCare
-from finscore.streams import announcements as A
+from finscore.streams import hot_swap as A
 from finscore.streams.pipeline import DeadLetterEncoder
 from tests.fuzz import strategies as S
 from tests.models import artifact
@@ -315,7 +315,7 @@ def test_no_record_stops_the_sidecar(records: list[tuple[str, bytes | None]]) ->
 @given(value=st.one_of(COMMANDS, st.none()))
 def test_parse_command_returns_a_command_or_raises_bad_input(value: bytes | None) -> None:
     """The pure command parser: a Command for a valid one, BadInput for anything else."""
-    inputs = pytest.importorskip("finscore.sidecar_inputs")
+    inputs = pytest.importorskip("finscore.app.sidecar.inputs")
     try:
         command = inputs.parse_command(value)
     except inputs.BadInput as exc:

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from finscore.exceptions import FinscoreError
 from finscore.features.fraud import FraudFeatures
-from finscore.features.market import MarketWindows
+from finscore.features.market_windows import MarketWindows
 from finscore.schemas.codec import Codec
-from finscore.schemas.columnar import ColumnarCodec
+from finscore.schemas.columnar.codec import ColumnarCodec
 from finscore.schemas.exceptions import DecodeError
-from finscore.streams.fraud_columns import columns_from_records
+from finscore.streams.fraud.columns import columns_from_records
 from tests.fuzz import strategies as S
 
 CONSUMED = ("transaction", "fraud_label", "market_tick", "model_update", "fraud_flag",

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from finscore.features.fraud import FraudFeatures
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
-from finscore.streams.fraud import FraudPipeline, LabelsPipeline
-from finscore.streams.fraud_columns import columns_from_records
+from finscore.streams.fraud.columns import columns_from_records
+from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.pipeline import BatchResult, DeadLetterEncoder
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message

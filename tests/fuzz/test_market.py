@@ -10,11 +10,11 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from finscore.features.market import MarketWindows
+from finscore.features.market_windows import MarketWindows
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 from finscore.streams.bounds import DEFAULT_MIN_EVENT_TIME_MS
-from finscore.streams.market import MarketPipeline
+from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.pipeline import BatchResult
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message

@@ -13,8 +13,9 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from finscore.schemas import Codec, DecodeError, EncodeError, columnar_write, sample
-from finscore.schemas.columnar import ArrayColumn, ColumnarCodec, Unscaled
+from finscore.schemas import Codec, DecodeError, EncodeError, sample
+from finscore.schemas.columnar import write as columnar_write
+from finscore.schemas.columnar.codec import ArrayColumn, ColumnarCodec, Unscaled
 from finscore.schemas.samples import BASE_MS
 
 ALPHABET = list("abcXYZ019-_ ") + ["é", "€", "日本", "😀", "\u0000", "ß"]

@@ -118,7 +118,7 @@ def wait_assigned(w: Worker, timeout: float = 20.0) -> None:
 def publish(client: dict, prefix: str, artifact, action: str = "PROMOTE", **kw) -> None:  # noqa: ANN001
     """Announce ``artifact``; unless ``sign=False`` the artifact (when unsigned) and the
     envelope are signed with the session's test key, as a deployment's promoter would."""
-    from finscore.streams.announcements import announce
+    from finscore.streams.hot_swap import announce
     from tests.models import TEST_SIGNING_KEY
 
     if kw.pop("sign", True):

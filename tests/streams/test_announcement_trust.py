@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from finscore.registry import Artifact, ArtifactError
+from finscore.models.registry import Artifact, ArtifactError
 from finscore.schemas.codec import Codec
-from finscore.streams.announcements import (
+from finscore.streams.hot_swap import (
     _previous_writer,
     check_envelope,
     decode_announcement,
@@ -147,7 +147,7 @@ def test_start_up_settles_on_the_newest_authentic_announcement_only() -> None:
     """A worker that started on the registry champion (or an earlier announcement) refuses a
     later replay of anything older than the newest authentic announcement it saw, while a
     forged far-future envelope cannot block later genuine ones."""
-    from finscore.streams.announcements import ModelWatcher
+    from finscore.streams.hot_swap import ModelWatcher
 
     rejected: list[str] = []
     watcher = ModelWatcher(

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from finscore.producing import produce, transaction_events
+from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
-from finscore.streams.announcements import encode_announcement
 from finscore.streams.exceptions import ModelUnavailable
+from finscore.streams.hot_swap import encode_announcement
 from finscore.streams.worker import Worker
 from tests.models import TEST_VERIFY_KEY, artifact, signed
 from tests.streams.kit import (

@@ -101,7 +101,7 @@ def test_gpu_providers_get_large_batches() -> None:
 def test_a_worker_asked_for_cuda_runs_on_cpu_says_so_once_and_labels_it(
     client, prefix, logs, monkeypatch
 ) -> None:  # noqa: ANN001
-    from finscore.cli import worker_config as edge_config
+    from finscore.app.cli.worker import worker_config as edge_config
     from finscore.streams import worker
     from tests.streams.kit import make_topics, publish, running, worker_config
 

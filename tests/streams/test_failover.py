@@ -29,8 +29,8 @@ from contextlib import ExitStack
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from finscore.broker import KafkaCluster, kafka_unavailable
-from finscore.producing import produce, transaction_events
+from finscore.app.broker import KafkaCluster, kafka_unavailable
+from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.admin import ensure_topics

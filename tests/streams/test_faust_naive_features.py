@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from finscore.app.bench.faust_peer_features import PerEventFraudFeatures
 from finscore.features.fraud import FraudFeatures
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
-from finscore.streams.faust_naive_features import PerEventFraudFeatures
 
 
 def test_per_event_peer_features_equal_the_columnar_features() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from finscore.schemas.codec import Codec
-from finscore.streams import fraud_columns as FC
+from finscore.streams.fraud import columns as FC
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
 from tests.models import artifact

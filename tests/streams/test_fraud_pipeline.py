@@ -9,12 +9,12 @@ import zlib
 import numpy as np
 import pytest
 
+from finscore.app.console.produce import transaction_events
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 from finscore.features.timestore import record_keys
-from finscore.producing import transaction_events
-from finscore.registry import ArtifactError
+from finscore.models.registry import ArtifactError
 from finscore.schemas.codec import Codec
-from finscore.streams.fraud import FraudPipeline, in_canary
+from finscore.streams.fraud.pipeline import FraudPipeline, in_canary
 from finscore.streams.scoring import Challenger, ModelSlot, Scorer
 from finscore.streams.transport import Message
 from tests.models import artifact

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from finscore.app.console.produce import produce
 from finscore.features.fraud import FraudFeatures, featurize_frame
-from finscore.producing import produce
 from finscore.schemas import topics as T
 from finscore.sim.transactions import (
     DAY_MS,

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from finscore.app.console.produce import produce, transaction_events
 from finscore.features.timestore import ROWS_MAGIC
-from finscore.producing import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample

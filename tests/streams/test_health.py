@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from finscore.broker import EmbeddedBroker, free_port
-from finscore.producing import produce, transaction_events
+from finscore.app.broker import EmbeddedBroker, free_port
+from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.streams.admin import ensure_topics
 from finscore.streams.exceptions import TopicMissing

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from finscore.producing import produce, transaction_events
+from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
 from tests.models import TEST_SIGNING_KEY, TEST_VERIFY_KEY, artifact
 from tests.streams.kit import (
@@ -145,7 +145,7 @@ def test_shadow_challenger_writes_to_the_shadow_topic_only(client, prefix) -> No
 
 
 def test_compare_reports_live_versus_shadow_on_the_same_transactions(client, prefix) -> None:
-    from finscore.compare import compare
+    from finscore.app.sidecar.compare import compare
 
     make_topics(client, prefix, partitions=1)
     publish(client, prefix, artifact("fraud", "1"))

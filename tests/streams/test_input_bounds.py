@@ -12,16 +12,17 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from finscore.app.console.produce import transaction_events
 from finscore.features.exceptions import FeatureStateError
 from finscore.features.fraud import FraudFeatures
-from finscore.features.market import N_FEATURES, MarketWindows
+from finscore.features.market import N_FEATURES
+from finscore.features.market_windows import MarketWindows
 from finscore.features.timestore import ROWS_MAGIC
-from finscore.producing import transaction_events
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample
 from finscore.sim.market import MarketSimConfig, MarketSimulator
-from finscore.streams.fraud import FraudPipeline, LabelsPipeline
-from finscore.streams.market import MarketPipeline
+from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
+from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.pipeline import DeadLetter, DeadLetterEncoder
 from finscore.streams.scoring import ModelSlot, Scorer
 from finscore.streams.transport import Message

@@ -16,13 +16,13 @@ from finscore.compression.market import MarketFamily
 from finscore.features.market import (
     BOOK_LAYOUT,
     PATH_LAYOUT,
-    MarketWindows,
     book_array,
     make_windows,
     rows_from_book_array,
 )
-from finscore.registry import Artifact, ArtifactError
-from finscore.streams.market import MarketPipeline
+from finscore.features.market_windows import MarketWindows
+from finscore.models.registry import Artifact, ArtifactError
+from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.scoring import InputSpec, ModelSlot, Scorer, admit
 from tests.models import _session_out, artifact
 from tests.streams.test_market_pipeline import NOW_S, SIGNALS, messages, run, sim_ticks

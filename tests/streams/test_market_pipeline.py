@@ -10,12 +10,13 @@ import json
 import numpy as np
 import pytest
 
-from finscore.features.market import MarketWindows, book_array, make_windows, rows_from_book_array
+from finscore.features.market import book_array, make_windows, rows_from_book_array
+from finscore.features.market_windows import MarketWindows
 from finscore.schemas.codec import Codec
-from finscore.schemas.columnar import ColumnarCodec
+from finscore.schemas.columnar.codec import ColumnarCodec
 from finscore.sim.market import MarketSimConfig, MarketSimulator
-from finscore.streams.market import MarketPipeline, validate_tick
-from finscore.streams.market_ticks import decode_ticks, impossible_ticks
+from finscore.streams.market.columns import decode_ticks, impossible_ticks
+from finscore.streams.market.pipeline import MarketPipeline, validate_tick
 from finscore.streams.scoring import Challenger, ModelSlot, Scorer
 from finscore.streams.transport import Message
 from tests.models import artifact

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from finscore.producing import produce, tick_events
+from finscore.app.console.produce import produce, tick_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from tests.models import artifact

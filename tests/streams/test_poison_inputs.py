@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from finscore.producing import transaction_events
+from finscore.app.console.produce import transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample

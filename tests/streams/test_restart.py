@@ -20,8 +20,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from finscore.app.console.produce import produce, transaction_events
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
-from finscore.producing import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.streams.scoring import Scorer
 from tests.models import TEST_VERIFY_KEY, artifact
@@ -44,7 +44,7 @@ def spawn_worker(client: dict, prefix: str, eos: bool, tmp_path) -> subprocess.P
         args.append("--exactly-once")
     log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "finscore.cli", *args], env=env, cwd=ROOT, stderr=log
+        [sys.executable, "-m", "finscore.app.cli.main", *args], env=env, cwd=ROOT, stderr=log
     )
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from finscore.producing import produce, transaction_events
+from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
 from tests.models import artifact
 from tests.streams.kit import consume_all, decode_all, make_topics, publish, running, worker_config

@@ -1,0 +1,105 @@
+"""`finscore worker fraud|market`: one scoring worker, configured from the settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from finscore.settings import Settings
+
+from finscore.app.cli.context import Ctx, pass_ctx
+
+
+# -- workers -------------------------------------------------------------------------------------
+@click.command()
+@click.argument("stream", type=click.Choice(["fraud", "market"]))
+@click.option("--exactly-once", is_flag=True, help="Kafka transactions (read_committed outputs).")
+@click.option("--metrics-port", type=int, default=None, help="/metrics + /health port (0 = any).")
+@click.option("--batch-size", type=int, default=5000, show_default=True)
+@click.option("--commit-interval", type=float, default=1.0, show_default=True,
+              help="Seconds between commits (state changelog + offsets); EOS commits per batch.")  # fmt: skip
+@click.option("--threshold", type=float, default=None, help="Fraud decision threshold override.")
+@click.option("--explain", type=int, default=0, show_default=True,
+              help="Fraud: add the top-K unusual features to each flag (costs throughput).")  # fmt: skip
+@click.option("--group", default=None, help="Consumer group (default finscore-<stream>).")
+@click.option("--instance-id", default=None, help="Stable id (transactional.id in EOS mode).")
+@pass_ctx
+def worker(
+    ctx: Ctx,
+    stream: str,
+    exactly_once: bool,
+    metrics_port: int | None,
+    batch_size: int,
+    commit_interval: float,
+    threshold: float | None,
+    explain: int,
+    group: str | None,
+    instance_id: str | None,
+) -> None:
+    """Run a scoring worker (fraud or market) until Ctrl-C/SIGTERM."""
+    from finscore.streams.admin import check_reachable
+    from finscore.streams.worker import Worker
+
+    check_reachable(ctx.client)
+    cfg = worker_config(
+        ctx.settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id
+    )
+    cfg = dataclasses.replace(cfg, explain=explain, commit_interval=commit_interval)
+    w = Worker(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: w.stop())
+    signal.signal(signal.SIGINT, lambda *_: w.stop())
+    w.run()
+
+
+def worker_config(
+    s: Settings,
+    stream: str,
+    exactly_once: bool = False,
+    metrics_port: int | None = None,
+    batch_size: int = 5000,
+    threshold: float | None = None,
+    group: str | None = None,
+    instance_id: str | None = None,
+) -> Any:
+    """A WorkerConfig from settings and CLI options (settings only at the edge)."""
+    from finscore.providers import batch_size_for, resolve
+    from finscore.streams.worker import WorkerConfig
+
+    extra: dict[str, Any] = {}
+    providers = s.provider_list()
+    # GPUs want large batches: at least FINSCORE_GPU_MIN_BATCH on a GPU provider
+    batch_size = batch_size_for(resolve(providers).primary, batch_size, s.gpu_min_batch)
+    if instance_id:
+        extra["instance_id"] = instance_id
+        extra["transactional_id"] = f"finscore-{stream}-{instance_id}"
+    if s.schema_registry_url:  # inputs in the Confluent wire format are read with it
+        registry = {"url": s.schema_registry_url}
+        if s.schema_registry_user_info is not None:
+            registry["basic.auth.user.info"] = s.schema_registry_user_info.get_secret_value()
+        extra["schema_registry"] = registry
+    return WorkerConfig(
+        stream=stream,
+        client=s.kafka_config(),
+        topic_prefix=s.topic_prefix,
+        group_id=group,
+        exactly_once=exactly_once,
+        batch_size=batch_size,
+        session_timeout_ms=s.session_timeout_ms,
+        verify_key=s.model_keys(create=False).verify_key,  # explicit, else the local pair
+        allow_unsigned=s.allow_unsigned_models,
+        registry_dir=s.registry_dir,
+        json_topics=s.json_topic_set(),
+        threshold=threshold,
+        metrics_port=metrics_port if metrics_port is not None else s.metrics_port,
+        metrics_host=s.metrics_host,
+        health_grace_s=s.health_grace_s,
+        expected_partitions=s.partitions,
+        bounds=s.input_bounds(),
+        execution_providers=providers,
+        label_contract=s.label_contract,
+        **extra,
+    )

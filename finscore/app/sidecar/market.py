@@ -1,0 +1,186 @@
+"""The market half of the sidecar: live macro-F1 from price signals and realised moves, and
+recompression of the market model on the recent book history.
+
+Ticks (from ``market-ticks``) are kept per instrument as feature rows and mid prices, ordered by
+sequence. A signal's outcome is the FI-2010 direction label of its tick's sequence, computed
+from those mids with the live model's horizon and α — so the sidecar judges the model exactly
+as it was trained. Recompression trains on the older part of the buffer and gates on the most
+recent part: first against a teacher trained on the same (new-regime) data, then against the
+live champion on the same windows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from finscore.app.sidecar.gate import gated_candidate, over_budget, publish_and_announce
+from finscore.features.market import (
+    BOOK_LAYOUT,
+    book_array,
+    direction_labels,
+    make_windows,
+    rows_from_book_array,
+    with_layout,
+)
+from finscore.logging import get_logger
+from finscore.models.evaluation import macro_f1
+from finscore.models.registry import Registry
+
+log = get_logger("sidecar.market")
+CLASSES = {"DOWN": 0, "FLAT": 1, "UP": 2}
+
+
+class MarketCare:
+    """Buffers ticks and signals; says when to recompress; recompresses and publishes."""
+
+    def __init__(self, cfg: Any, max_rows: int = 60_000, window: int = 5_000) -> None:
+        self.cfg = cfg
+        self.max_rows = max_rows
+        self.window = window
+        self._seq: dict[str, deque[int]] = {}
+        self._rows: dict[str, deque[np.ndarray]] = {}
+        self._mid: dict[str, deque[float]] = {}
+        self._signals: dict[str, dict[int, tuple[int, str]]] = {}
+        self.best_f1: dict[str, float] = {}
+
+    # -- inputs -------------------------------------------------------------------------------
+    def add_ticks(self, ticks: list[dict]) -> None:
+        if not ticks:
+            return
+        rows = rows_from_book_array(book_array(ticks))
+        for t, row in zip(ticks, rows, strict=True):
+            inst = t["instrument"]
+            if inst not in self._seq:
+                self._seq[inst] = deque(maxlen=self.max_rows)
+                self._rows[inst] = deque(maxlen=self.max_rows)
+                self._mid[inst] = deque(maxlen=self.max_rows)
+            seqs = self._seq[inst]
+            if seqs and t["sequence"] <= seqs[-1]:
+                continue  # replay
+            seqs.append(int(t["sequence"]))
+            self._rows[inst].append(row)
+            self._mid[inst].append((t["bids"][0]["price"] + t["asks"][0]["price"]) / 2)
+
+    def add_signals(self, signals: list[dict]) -> None:
+        for s in signals:
+            self._signals.setdefault(s["instrument"], {})[int(s["sequence"])] = (
+                CLASSES[s["signal"]],
+                s["model_version"],
+            )
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._seq.values())
+
+    # -- quality --------------------------------------------------------------------------------
+    def quality(self, version: str, horizon: int, alpha: float) -> tuple[int, float | None]:
+        """(outcomes, macro-F1) of ``version`` over its last ``window`` signals with known moves."""
+        y_true: list[int] = []
+        y_pred: list[int] = []
+        for inst, sigs in self._signals.items():
+            if inst not in self._seq:
+                continue
+            seqs = np.fromiter(self._seq[inst], dtype=np.int64)
+            labels = direction_labels(
+                np.fromiter(self._mid[inst], dtype=np.float64), horizon, alpha
+            )
+            first = int(seqs[0]) if len(seqs) else 0
+            for seq, (pred, ver) in sigs.items():
+                k = seq - first
+                if ver == version and 0 <= k < len(labels) and seqs[k] == seq and labels[k] >= 0:
+                    y_true.append(int(labels[k]))
+                    y_pred.append(pred)
+        y_true, y_pred = y_true[-self.window :], y_pred[-self.window :]
+        if len(y_true) < 100:
+            return len(y_true), None
+        return len(y_true), macro_f1(np.asarray(y_true), np.asarray(y_pred))
+
+    def trigger(self, min_outcomes: int, f1_drop: float) -> str | None:
+        champion = Registry(self.cfg.registry_dir).champion("market")
+        if champion is None:
+            return None
+        p = champion.manifest.params
+        v = champion.manifest.version
+        n, f1 = self.quality(v, int(p.get("horizon", 10)), float(p.get("alpha", 0.0)))
+        if f1 is None or n < min_outcomes:
+            return None
+        best = max(self.best_f1.get(v, 0.0), f1)
+        self.best_f1[v] = best
+        if f1 < best - f1_drop:
+            return f"drift: rolling macro-F1 of market v{v} fell from {best:.3f} to {f1:.3f}"
+        return None
+
+    # -- recompression ------------------------------------------------------------------------
+    def recompress(self, reason: str, seed: int = 0) -> dict[str, Any]:
+        from finscore.compression.exceptions import GateFailed
+        from finscore.compression.export import run_onnx
+        from finscore.compression.family import TrainData
+        from finscore.compression.market import MarketFamily
+        from finscore.compression.plan import Plan
+        from finscore.compression.report import write_report, write_version_report
+        from finscore.compression.steps import Distill, PruneUnstructured, QuantizeDynamic
+
+        cfg, t0 = self.cfg, time.time()
+        reg = Registry(cfg.registry_dir)
+        champion = reg.champion("market")
+        params = champion.manifest.params if champion else {}
+        window, horizon = int(params.get("window", 100)), int(params.get("horizon", 10))
+        layout = str(params.get("layout", BOOK_LAYOUT))  # the champion's, so workers accept it
+        fam = MarketFamily(window=window, horizon=horizon, layout=layout)
+        fam.alpha = float(params.get("alpha", 0.0))
+        parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[], [], []]
+        gap = window + horizon
+        for inst in self._seq:
+            mid = np.fromiter(self._mid[inst], dtype=np.float64)
+            rows = with_layout(np.stack(self._rows[inst]), mid, layout)
+            cuts = [0, int(0.6 * len(rows)), int(0.75 * len(rows)), len(rows)]
+            for i in range(3):
+                lo, hi = cuts[i] + (gap if i else 0), cuts[i + 1]
+                if hi - lo <= 2 * gap:
+                    continue
+                y = direction_labels(mid[lo:hi], horizon, fam.alpha)
+                parts[i].append(make_windows(rows[lo:hi], y, window, 2))
+        if not all(parts):
+            return {"reason": reason, "outcome": "rejected", "why": "not enough recent ticks"}
+        (xtr, ytr), (xva, yva), (xte, yte) = (
+            (np.concatenate([x for x, _ in p]), np.concatenate([y for _, y in p])) for p in parts
+        )
+        data = TrainData(xtr, ytr, xva, yva, xte, yte, meta={"alpha": fam.alpha})
+        champ_f1 = None
+        if champion is not None:
+            champ_f1 = fam.evaluate(run_onnx(champion.onnx, data.x_test), data)["macro_f1"]
+        plan = Plan([Distill(32), PruneUnstructured(0.5, 2), QuantizeDynamic()],
+                    teacher_epochs=cfg.market_epochs, epochs=cfg.market_epochs, seed=seed)  # fmt: skip
+        record: dict[str, Any] = {"model": "market", "reason": reason, "windows": len(xtr),
+                                  "champion_macro_f1": champ_f1}  # fmt: skip
+        try:
+            result, cand = gated_candidate(plan, fam, data, "macro_f1", cfg.tolerance)
+        except GateFailed as exc:
+            record.update(outcome="rejected", why=str(exc))
+            return record
+        assert cand is not None
+        record.update(candidate_macro_f1=cand.metrics["macro_f1"],
+                      new_regime_teacher_macro_f1=result.teacher.metrics["macro_f1"])  # fmt: skip
+        if champ_f1 is not None and cand.metrics["macro_f1"] < champ_f1 - cfg.tolerance:
+            record.update(outcome="rejected", why="worse than the champion on the recent windows")
+            log.warning("sidecar.candidate_rejected", **record)
+            return record
+        if over_budget(cand, champion, cfg.max_bytes):
+            record.update(outcome="rejected", why="size or latency over budget")
+            log.warning("sidecar.candidate_rejected", **record)
+            return record
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        report = write_report(
+            result, cfg.reports_dir / f"market-{stamp}", f"sidecar market ({reason})"
+        )
+        art = publish_and_announce(cfg, reg, result, cand, fam, data)
+        report = write_version_report(result, cfg.version_reports_dir / fam.name, fam.name,
+                                      art.manifest.version, f"sidecar recompression ({reason})")  # fmt: skip
+        record.update(outcome="promoted", version=art.manifest.version, bytes=cand.size_bytes,
+                      report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip
+        log.info("sidecar.promoted", **record)
+        return record

@@ -1,0 +1,364 @@
+"""The fraud pipeline (pure): transactions → shared features → model → fraud flags.
+
+Per batch, on columns rather than per-record dicts: decode (see
+:mod:`finscore.streams.fraud.columns`), validate (impossible values become dead letters),
+featurise with :meth:`finscore.features.fraud.FraudFeatures.transform_columns` (the same code
+training uses), score with the live model (and a challenger, if one is set), encode flags keyed
+like their input. Validation is explicit bounds (:class:`~finscore.streams.bounds.InputBounds`:
+ids, amount, event time against the wall clock) and the duplicate policy of
+:meth:`FraudPipeline._duplicates` (a reused id with other content is a
+``duplicate_transaction_id`` dead letter; an identical repeat is a replay, scored again). Customers whose state changed are remembered until the worker asks for
+their changelog records (:meth:`FraudPipeline.flush_state`), which it does before it commits.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+import numpy as np
+
+from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures, to_cents
+from finscore.schemas.codec import Codec
+from finscore.schemas.columnar.codec import ColumnarCodec
+from finscore.schemas.topics import shadow
+from finscore.streams.bounds import DEFAULT_BOUNDS, Check, InputBounds, first_failures
+from finscore.streams.fraud.columns import (
+    FlagEncoder,
+    TxColumns,
+    columns_from_records,
+    decode_transactions,
+)
+from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, decode_batch, now_ms
+from finscore.streams.scoring import ModelSlot, Scorer, in_canary
+from finscore.streams.transport import Message, OutRecord
+
+_LABEL_COLUMNAR = ColumnarCodec("fraud_label")
+
+
+DUPLICATE = "duplicate_transaction_id"
+DUPLICATE_ERROR = "DuplicateTransactionId"
+
+
+def transaction_checks(cols: TxColumns, now: int, bounds: InputBounds) -> list[Check]:
+    """The bounds a transaction must meet, on whole columns (see :mod:`finscore.streams.bounds`):
+    ids, amount, event time against the wall clock ``now`` (ms)."""
+    return [
+        *bounds.id_checks("transaction_id", cols.transaction_id),
+        *bounds.id_checks("customer_id", cols.customer_id),
+        *bounds.id_checks("terminal_id", cols.terminal_id),
+        *bounds.amount_checks(cols.cents),
+        *bounds.time_checks("event_time", cols.event_time, now),
+    ]
+
+
+def validate_transaction(tx: dict, now: int, bounds: InputBounds = DEFAULT_BOUNDS) -> str | None:
+    """Why a decoded transaction is out of bounds, or None when it is fine (the pipeline's
+    rules, on one record; a non-finite amount is refused)."""
+    try:
+        cols = columns_from_records([Message("", 0, 0, None, None)], [tx])
+    except (ValueError, ArithmeticError, OverflowError):
+        return f"amount is {tx.get('amount')}"
+    _, reasons = first_failures(transaction_checks(cols, now, bounds), 1)
+    return reasons[0] if reasons else None
+
+
+class FraudPipeline:
+    """Scores a batch of transaction messages; see the module docstring."""
+
+    def __init__(
+        self,
+        features: FraudFeatures,
+        slot: ModelSlot,
+        output_topic: str,
+        *,
+        threshold: float | None = None,
+        output_encoding: str = "avro",
+        changelog_topic: str | None = None,
+        clock: Clock = time.time,
+        in_codec: Codec | None = None,
+        out_codec: Codec | None = None,
+        explain: int = 0,
+        evict_interval: float = 30.0,
+        bounds: InputBounds = DEFAULT_BOUNDS,
+        entries_topic: str | None = None,
+        entries_partitions: int = 1,
+        entries_key: bytes = b"",
+    ) -> None:
+        """``evict_interval``: seconds between evictions of state no feature can see (at a
+        flush; an eviction scans the whole state, so not at every commit); ``bounds``: what a
+        transaction may hold (others are dead letters); ``entries_topic`` (``fraud_reports``
+        fleets): where each flush writes the terminal entries of the transactions scored since
+        the previous one, keyed ``entries_key`` (this worker), in the partition of their
+        terminal among ``entries_partitions``."""
+        self.entries_topic = entries_topic
+        self.entries_partitions = max(1, entries_partitions)
+        self.entries_key = entries_key
+        self.bounds = bounds
+        self.explain = explain
+        self.features = features
+        self.slot = slot
+        self.output_topic = output_topic
+        self.threshold_override = threshold
+        self.changelog_topic = changelog_topic
+        self.clock = clock
+        self.in_codec = in_codec or Codec("transaction")
+        self.flags = FlagEncoder(out_codec or Codec("fraud_flag"), output_encoding)
+        self._dirty: dict[str, int] = {}  # customer -> input partition, since the last flush
+        self.evict_interval = evict_interval
+        self._last_evict = time.monotonic()
+
+    @property
+    def output_encoding(self) -> str:
+        return self.flags.encoding
+
+    def threshold_of(self, scorer: Scorer) -> float:
+        """The decision threshold: the override, else the manifest's, else 0.5."""
+        if self.threshold_override is not None:
+            return self.threshold_override
+        t = scorer.manifest.threshold
+        return 0.5 if t is None else float(t)
+
+    def process(self, messages: list[Message]) -> BatchResult:
+        """Decode → validate → featurise → score → encode one batch."""
+        result = BatchResult()
+        cols, result.dead_letters = decode_transactions(self.in_codec, messages)
+        cols, impossible = self._validate(cols, now_ms(self.clock))
+        result.dead_letters += impossible
+        if len(cols):
+            cols, repeated = self._duplicates(cols)
+            result.dead_letters += repeated
+            result.duplicates = len(repeated)
+        live = self.slot.live
+        if not len(cols) or live is None:
+            if len(cols):  # no model: nothing may be dropped silently
+                result.dead_letters += [
+                    DeadLetter(m, "NoModel", "no model loaded") for m in cols.messages
+                ]
+            return result
+        x = self.features.transform_columns(
+            cols.transaction_id, cols.event_time, cols.customer_id, cols.terminal_id, cols.cents
+        )
+        self._dirty.update(zip(cols.customer_id, [m.partition for m in cols.messages], strict=True))
+        t0 = time.perf_counter()
+        x_live = live.select(x)
+        scores = live.score_batch(x_live)
+        challenger = self.slot.challenger
+        ch_scores = (
+            challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
+        )
+        result.inference_seconds = time.perf_counter() - t0
+        result.model_version = live.version
+        result.scored = len(cols)
+        processing = now_ms(self.clock)
+        top = self._top_features(x_live, live, self.explain) if self.explain else None
+        if challenger is not None and ch_scores is not None and challenger.mode == "shadow":
+            ch = challenger.scorer
+            values = self.flags.encode(cols, ch_scores, ch, self.threshold_of(ch), processing)
+            result.outputs += self._records(shadow(self.output_topic), cols.messages, values)
+        if challenger is not None and ch_scores is not None and challenger.mode == "canary":
+            ch = challenger.scorer
+            canary = np.fromiter(
+                (in_canary(m.key, challenger.share) for m in cols.messages), bool, len(cols)
+            )
+            values = self.flags.encode(cols, scores, live, self.threshold_of(live), processing, top)
+            if canary.any():
+                rows = np.flatnonzero(canary)
+                sub = cols.take(rows)
+                sub_top = [top[i] for i in rows] if top is not None else None
+                ch_values = self.flags.encode(
+                    sub, ch_scores[rows], ch, self.threshold_of(ch), processing, sub_top
+                )
+                for i, v in zip(rows.tolist(), ch_values, strict=True):
+                    values[i] = v
+        else:
+            values = self.flags.encode(cols, scores, live, self.threshold_of(live), processing, top)
+        result.outputs += self._records(self.output_topic, cols.messages, values)
+        return result
+
+    @staticmethod
+    def _records(topic: str, messages: list[Message], values: list[bytes]) -> list[OutRecord]:
+        return [
+            OutRecord(topic, m.key, v, None, m.timestamp_ms)
+            for m, v in zip(messages, values, strict=True)
+        ]
+
+    def _validate(self, cols: TxColumns, now: int) -> tuple[TxColumns, list[DeadLetter]]:
+        """Split off transactions out of bounds (the reasons of :func:`validate_transaction`;
+        the feature state's range is a last check the bounds already imply)."""
+        t = cols.event_time
+        checks = [
+            *transaction_checks(cols, now, self.bounds),
+            (~self.features.accepts_times(t),
+             lambda i: f"event_time {int(t[i])} is out of the feature state's range"),
+        ]  # fmt: skip
+        rows, reasons = first_failures(checks, len(cols))
+        if not len(rows):
+            return cols, []
+        dead = [
+            DeadLetter(cols.messages[i], "ImpossibleValue", why)
+            for i, why in zip(rows.tolist(), reasons, strict=True)
+        ]
+        keep = np.ones(len(cols), dtype=bool)
+        keep[rows] = False
+        return cols.take(np.flatnonzero(keep)), dead
+
+    def _duplicates(self, cols: TxColumns) -> tuple[TxColumns, list[DeadLetter]]:
+        """Split off reused transaction ids (policy: the first occurrence is scored; a repeat
+        for the same customer within the state's horizon with another event time or amount
+        is a ``duplicate_transaction_id`` dead letter and never enters the state; an identical
+        repeat is an at-least-once replay, scored again and counted once)."""
+        conflict = self.features.find_conflicts(
+            cols.transaction_id, cols.event_time, cols.customer_id, cols.cents
+        )
+        if not conflict.any():
+            return cols, []
+        dead = [
+            DeadLetter(
+                cols.messages[i],
+                DUPLICATE_ERROR,
+                f"{DUPLICATE}: transaction {cols.transaction_id[i]!r} of customer "
+                f"{cols.customer_id[i]!r} was already scored with another event time or amount",
+            )
+            for i in np.flatnonzero(conflict).tolist()
+        ]
+        return cols.take(np.flatnonzero(~conflict)), dead
+
+    def flush_state(self) -> list[OutRecord]:
+        """Changelog records for the customers changed since the last flush: the window entries
+        added since then (an append-only changelog, see ``FraudFeatures.take_changes``), a few
+        records per input partition, each in the partition its customers live in. Every
+        ``evict_interval`` seconds also forgets what no feature can see any more."""
+        dirty, self._dirty = self._dirty, {}
+        changes = self.features.take_changes(dirty)
+        if time.monotonic() - self._last_evict >= self.evict_interval:
+            self.features.evict()
+            self._last_evict = time.monotonic()
+        out = []
+        if self.entries_topic:
+            parts, topic = self.entries_partitions, self.entries_topic
+            entries = self.features.take_terminal_entries(lambda t: zlib.crc32(t.encode()) % parts)
+            out += [OutRecord(topic, self.entries_key, rows, p) for p, rows in entries]
+        if not self.changelog_topic:
+            return out
+        topic = self.changelog_topic
+        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes] + out
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop pending changelog updates of revoked partitions (never write the state of a
+        key a new owner has; it rebuilds ours by replaying the uncommitted input)."""
+        gone = [c for c, p in self._dirty.items() if p in partitions]
+        self.features.forget_changes(gone)
+        self._dirty = {c: p for c, p in self._dirty.items() if p not in partitions}
+
+    @staticmethod
+    def _top_features(x: np.ndarray, scorer: Scorer, k: int) -> list[list[dict]]:
+        """Per row, the k features furthest from the training mean, in standard deviations.
+
+        Uses ``feature_mean``/``feature_std`` from the manifest's params (a cheap, model-agnostic
+        "what is unusual about this transaction"); empty lists when the manifest has none.
+        """
+        params = scorer.manifest.params or {}
+        mean, std = params.get("feature_mean"), params.get("feature_std")
+        if not mean or not std:
+            return [[] for _ in range(len(x))]
+        z = (x - np.asarray(mean, dtype=np.float32)) / np.maximum(np.asarray(std, np.float32), 1e-6)
+        order = np.argsort(-np.abs(z), axis=1)[:, :k]
+        names = scorer.manifest.feature_names or list(FRAUD_FEATURE_NAMES)
+        return [
+            [
+                {"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])}
+                for j in row
+            ]
+            for r, row in enumerate(order.tolist())
+        ]
+
+
+class LabelsPipeline:
+    """Applies delayed fraud labels to the terminal-risk state; bad labels are dead letters.
+
+    Every worker reads every label (terminal risk is global), so this path is columnar too:
+    the vectorised decoder for our own Avro labels, the per-record codec for the rest. Labels
+    are checked like transactions (ids, amount, ``tx_time`` and ``label_time`` within the
+    bounds, and a label never known before its transaction happened); one out of bounds is a
+    dead letter and never reaches the state.
+    """
+
+    def __init__(
+        self,
+        features: FraudFeatures,
+        codec: Codec | None = None,
+        *,
+        bounds: InputBounds = DEFAULT_BOUNDS,
+        clock: Clock = time.time,
+    ) -> None:
+        self.features = features
+        self.codec = codec or Codec("fraud_label")
+        self.bounds = bounds
+        self.clock = clock
+
+    def process(self, messages: list[Message]) -> BatchResult:
+        """Decode → check → apply one batch of labels; ``scored`` counts those applied."""
+        result = BatchResult()
+        batch = _LABEL_COLUMNAR.decode([m.value if m.value is not None else b"" for m in messages])
+        names = ("transaction_id", "customer_id", "terminal_id")
+        cols: dict[str, list] = {k: list(batch[k]) if len(batch) else [] for k in names}
+        if len(batch):
+            assert batch.scales["amount"] == 2, "the label schema's amounts are in cents"
+        msgs = [messages[i] for i in batch.ok.tolist()]
+        tx_t, label_t, fraud, cents = (
+            [np.asarray(batch[k], np.int64)] if len(batch) else []
+            for k in ("tx_time", "label_time", "is_fraud", "amount")
+        )
+        decoded, result.dead_letters = decode_batch(self.codec, [messages[i] for i in batch.rest])
+        for m, lab in decoded:
+            try:
+                amount = to_cents(lab["amount"])
+            except (ValueError, ArithmeticError, OverflowError):
+                result.dead_letters.append(
+                    DeadLetter(m, "ImpossibleValue", f"amount is {lab['amount']}")
+                )
+                continue
+            msgs.append(m)
+            for k in names:
+                cols[k].append(lab[k])
+            for col, v in ((tx_t, lab["tx_time"]), (label_t, lab["label_time"]),
+                           (fraud, bool(lab["is_fraud"])), (cents, amount)):  # fmt: skip
+                col.append(np.array([int(v)], np.int64))
+        if not msgs:
+            return result
+        tt, lt, ff, cc = (np.concatenate(c) for c in (tx_t, label_t, fraud, cents))
+        rows, reasons = first_failures(self._checks(cols, tt, lt, cc), len(msgs))
+        if len(rows):
+            result.dead_letters += [
+                DeadLetter(msgs[i], "ImpossibleValue", why)
+                for i, why in zip(rows.tolist(), reasons, strict=True)
+            ]
+            keep = np.ones(len(msgs), dtype=bool)
+            keep[rows] = False
+            ok = np.flatnonzero(keep)
+            cols = {k: [v[i] for i in ok.tolist()] for k, v in cols.items()}
+            tt, lt, ff, cc = tt[ok], lt[ok], ff[ok], cc[ok]
+        self.features.apply_label_columns(
+            cols["transaction_id"], cols["customer_id"], cols["terminal_id"], tt, lt,
+            ff.astype(bool), cc,
+        )  # fmt: skip
+        result.scored = len(tt)
+        return result
+
+    def _checks(
+        self, cols: dict[str, list], tx_time: np.ndarray, label_time: np.ndarray, cents: np.ndarray
+    ) -> list[Check]:
+        b, now = self.bounds, now_ms(self.clock)
+        return [
+            *b.id_checks("transaction_id", cols["transaction_id"]),
+            *b.id_checks("customer_id", cols["customer_id"]),
+            *b.id_checks("terminal_id", cols["terminal_id"]),
+            *b.amount_checks(cents),
+            *b.time_checks("tx_time", tx_time, now),
+            *b.time_checks("label_time", label_time, now),
+            (label_time < tx_time,
+             lambda i: f"label_time {int(label_time[i])} is before tx_time {int(tx_time[i])}"),
+            (~self.features.accepts_label_times(tx_time),
+             lambda i: f"tx_time {int(tx_time[i])} is out of the feature state's range"),
+        ]  # fmt: skip

@@ -1,0 +1,469 @@
+"""Model announcements on the compacted ``model-updates`` topic, and the worker-side watcher.
+
+An announcement carries the manifest, the ONNX bytes and the signature, so a worker on any
+machine can load a model with nothing shared but Kafka. Keys: ``<model>`` for the live model
+(PROMOTE, ROLLBACK) and ``<model>:challenger`` for SHADOW/CANARY, so compaction keeps the
+latest of each. A SHADOW announcement with an empty version removes the challenger.
+
+Trust (issue 14). Besides the artifact's own signature, an announcement carries an
+``envelope_signature`` over everything that says what to do with the artifact (see
+:func:`envelope_payload`): model name, family, version, action, canary share, issue time, the
+artifact's sha256 and the manifest's sha256. A worker accepts an announcement only when
+
+- both signatures verify against its verify key (unless unsigned models are explicitly allowed,
+  a development setting; the artifact's hash is checked always),
+- it names the worker's model, and its manifest names the same model and version,
+- it is newer (``announced_at``) than the last one the worker accepted for that slot (live or
+  challenger): an old announcement replayed later is refused, a rollback is a new announcement,
+- the model passes :func:`~finscore.streams.scoring.admit` for the worker's stream (family,
+  threshold, reference inputs, input shape, smoke test).
+
+Anything else is refused with a reason (counted by the worker) and the current model stays.
+Announcements written before the envelope signature existed still decode (the previous schema
+is a known writer) and are refused as ``unsigned`` unless unsigned models are allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from finscore.logging import get_logger, with_kafka_logger
+from finscore.models.registry import (
+    Artifact,
+    ArtifactError,
+    Manifest,
+    sign_bytes,
+    signature_valid,
+)
+from finscore.schemas.codec import Codec, load_schema
+from finscore.schemas.exceptions import DecodeError
+from finscore.streams.scoring import Challenger, InputSpec, Scorer, admit
+
+log = get_logger(__name__)
+
+__all__ = [
+    "Announcement",
+    "ModelWatcher",
+    "announce",
+    "announcement_key",
+    "decode_announcement",
+    "encode_announcement",
+    "envelope_payload",
+    "model_update_codec",
+]
+
+LIVE_ACTIONS = ("PROMOTE", "ROLLBACK")
+CHALLENGER_ACTIONS = ("SHADOW", "CANARY")
+ENVELOPE_FORMAT = "finscore-announcement-v1"
+#: Announcements kept per slot while a worker reads the topic at start (newest first).
+START_CANDIDATES = 16
+
+
+@cache
+def _previous_writer() -> dict:
+    """The model_update schema before ``envelope_signature`` (records written by older
+    announcers)."""
+    schema = copy.deepcopy(load_schema("model_update"))
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != "envelope_signature"]
+    return schema
+
+
+def model_update_codec() -> Codec:
+    """A codec for ``model-updates`` that also reads records of the previous schema."""
+    return Codec("model_update", writer_schemas=[_previous_writer()])
+
+
+def envelope_payload(
+    *,
+    model_name: str,
+    family: str,
+    version: str,
+    action: str,
+    canary_share: float,
+    announced_at: int,
+    artifact_sha256: str,
+    manifest_sha256: str,
+) -> bytes:
+    """What the envelope signature covers: a format tag and canonical JSON of the fields."""
+    body = {
+        "action": action,
+        "announced_at": int(announced_at),
+        "artifact_sha256": artifact_sha256,
+        "canary_share": float(canary_share),
+        "family": family,
+        "manifest_sha256": manifest_sha256,
+        "model_name": model_name,
+        "version": version,
+    }
+    return (
+        ENVELOPE_FORMAT + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"))
+    ).encode()
+
+
+def _sha(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One decoded model-update record."""
+
+    model_name: str
+    version: str
+    action: str
+    artifact: Artifact | None
+    canary_share: float
+    announced_at: int
+    offset: int = -1
+    envelope_signature: bytes | None = None
+    manifest_json: str = ""
+
+    @property
+    def is_live(self) -> bool:
+        return self.action in LIVE_ACTIONS
+
+    @property
+    def slot(self) -> str:
+        """``live`` or ``challenger``: announcements of each slot are ordered separately."""
+        return "live" if self.is_live else "challenger"
+
+    def payload(self) -> bytes:
+        """The bytes the envelope signature must cover (see :func:`envelope_payload`)."""
+        return envelope_payload(
+            model_name=self.model_name,
+            family=self.artifact.manifest.family if self.artifact else "",
+            version=self.version,
+            action=self.action,
+            canary_share=self.canary_share,
+            announced_at=self.announced_at,
+            artifact_sha256=self.artifact.sha256 if self.artifact else "",
+            manifest_sha256=_sha(self.manifest_json) if self.artifact else "",
+        )
+
+
+def announcement_key(model_name: str, action: str) -> bytes:
+    """Compaction key: live and challenger announcements of a model are kept separately."""
+    return (model_name if action in LIVE_ACTIONS else f"{model_name}:challenger").encode()
+
+
+def encode_announcement(
+    artifact: Artifact | None,
+    action: str,
+    *,
+    model_name: str | None = None,
+    canary_share: float = 0.0,
+    codec: Codec | None = None,
+    signing_key: str | None = None,
+    announced_at: int | None = None,
+) -> tuple[bytes, bytes]:
+    """(key, value) of an announcement; ``artifact=None`` (SHADOW only) clears the challenger.
+
+    ``model_name`` defaults to the artifact's (a different one is written as given: workers
+    refuse the mismatch). With ``signing_key`` the envelope is signed; ``announced_at``
+    defaults to now (epoch ms)."""
+    codec = codec or Codec("model_update")
+    name = model_name or (artifact.manifest.name if artifact else None)
+    if not name:
+        raise ValueError("model_name is required when no artifact is given")
+    manifest_json = artifact.manifest.to_json() if artifact else ""
+    a = Announcement(
+        model_name=name,
+        version=artifact.manifest.version if artifact else "",
+        action=action,
+        artifact=artifact,
+        canary_share=float(canary_share),
+        announced_at=int(time.time() * 1000) if announced_at is None else int(announced_at),
+        manifest_json=manifest_json,
+    )
+    record = {
+        "model_name": name,
+        "version": a.version,
+        "action": action,
+        "manifest_json": manifest_json,
+        "artifact": artifact.onnx if artifact else b"",
+        "signature": artifact.signature if artifact else None,
+        "canary_share": a.canary_share,
+        "announced_at": a.announced_at,
+        "envelope_signature": sign_bytes(signing_key, a.payload()) if signing_key else None,
+    }
+    return announcement_key(name, action), codec.encode(record, "avro")
+
+
+def announce(
+    client: Mapping[str, str | int],
+    topic: str,
+    artifact: Artifact | None,
+    action: str = "PROMOTE",
+    *,
+    model_name: str | None = None,
+    canary_share: float = 0.0,
+    signing_key: str | None = None,
+) -> None:
+    """Publish one announcement (its envelope signed with ``signing_key`` when given) and wait
+    for the broker's acknowledgement."""
+    key, value = encode_announcement(
+        artifact, action, model_name=model_name, canary_share=canary_share, signing_key=signing_key
+    )
+    p = Producer(
+        {**with_kafka_logger(client), "enable.idempotence": True, "message.max.bytes": 8_000_000}
+    )
+    errors: list[object] = []
+    p.produce(topic, value, key, on_delivery=lambda err, _m: errors.append(err) if err else None)
+    p.flush(30)
+    if errors:
+        raise RuntimeError(f"announcement not delivered: {errors[0]}")
+    log.info(
+        "model.announced",
+        model=key.decode(),
+        version=artifact.manifest.version if artifact else "",
+        action=action,
+        bytes=len(value),
+        signed=signing_key is not None,
+    )
+
+
+def decode_announcement(value: bytes, offset: int = -1, codec: Codec | None = None) -> Announcement:
+    """Decode a model-update record (raises DecodeError or ArtifactError on garbage)."""
+    rec = (codec or model_update_codec()).decode(value)
+    artifact = None
+    if rec["version"]:
+        manifest = Manifest.from_json(rec["manifest_json"])
+        artifact = Artifact(manifest=manifest, onnx=rec["artifact"], signature=rec["signature"])
+    return Announcement(
+        rec["model_name"],
+        rec["version"],
+        rec["action"],
+        artifact,
+        float(rec["canary_share"]),
+        int(rec["announced_at"]),
+        offset,
+        rec.get("envelope_signature"),
+        rec["manifest_json"],
+    )
+
+
+def check_envelope(
+    a: Announcement, model_name: str, verify_key: str | None, allow_unsigned: bool
+) -> None:
+    """Raise :class:`ArtifactError` unless the announcement is bound to what it announces:
+    ``wrong_model`` (another model's name, or a manifest naming another model or version),
+    ``invalid`` (a canary share outside (0, 1), a live action without an artifact),
+    ``no_key`` / ``unsigned`` / ``bad_signature`` for the envelope signature (an unsigned
+    envelope passes only with ``allow_unsigned``; a present one is always checked when a key
+    is set)."""
+    if a.model_name != model_name:
+        raise ArtifactError(f"announcement for {a.model_name!r}", reason="wrong_model")
+    m = a.artifact.manifest if a.artifact else None
+    if m is not None and (m.name != a.model_name or m.version != a.version):
+        raise ArtifactError(
+            f"announcement of {a.model_name} v{a.version} carries {m.name} v{m.version}",
+            reason="wrong_model",
+        )
+    if a.artifact is None and a.action != "SHADOW":
+        raise ArtifactError(f"{a.action} announcement without an artifact", reason="invalid")
+    if a.action == "CANARY" and not 0.0 < a.canary_share < 1.0:
+        raise ArtifactError(f"canary share {a.canary_share} outside (0, 1)", reason="invalid")
+    if a.envelope_signature is None:
+        if allow_unsigned:
+            return
+        if not verify_key:
+            raise ArtifactError("a signature is required but no verify key is set", reason="no_key")
+        raise ArtifactError(
+            f"announcement of {a.model_name} v{a.version} is unsigned", reason="unsigned"
+        )
+    if verify_key and not signature_valid(verify_key, a.payload(), a.envelope_signature):
+        raise ArtifactError(
+            f"announcement of {a.model_name} v{a.version}: bad signature", reason="bad_signature"
+        )
+    if not verify_key and not allow_unsigned:
+        raise ArtifactError("a signature is required but no verify key is set", reason="no_key")
+
+
+Loaded = Callable[[Announcement, Scorer | None], None]
+Rejected = Callable[[Announcement | None, str], None]
+
+
+class ModelWatcher:
+    """Follows ``model-updates`` for one model name; verifies and loads off the hot path.
+
+    ``read_to_end`` returns the announcements so far (for start-up), newest first; ``poll``
+    hands new ones to a loader thread, which checks them (:func:`check_envelope`, newer than
+    the last accepted one of its slot, the artifact's hash and signature, :func:`admit` against
+    ``input_spec()``), builds a :class:`Scorer` and calls ``on_loaded``; a refusal calls
+    ``on_rejected`` with a reason and leaves the current model in place.
+    ``allow_unsigned`` (development only) accepts unsigned announcements and artifacts; every
+    other check still applies.
+    """
+
+    def __init__(
+        self,
+        client: Mapping[str, str | int],
+        topic: str,
+        model_name: str,
+        *,
+        verify_key: str | None,
+        on_loaded: Loaded,
+        on_rejected: Rejected,
+        allow_unsigned: bool = False,
+        input_spec: Callable[[], InputSpec] | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.providers = providers  # execution providers of loaded models (None: the default)
+        self.model_name = model_name
+        self.verify_key = verify_key
+        self.allow_unsigned = allow_unsigned
+        self.input_spec = input_spec or (lambda: InputSpec.fraud())
+        self.on_loaded = on_loaded
+        self.on_rejected = on_rejected
+        # Issue time of the last accepted announcement per slot (live, challenger).
+        self.accepted_at: dict[str, int] = {"live": -1, "challenger": -1}
+        self._codec = model_update_codec()
+        self.consumer = Consumer(
+            {
+                **with_kafka_logger(client),
+                "group.id": f"finscore-model-watcher-{model_name}",
+                "enable.auto.commit": False,
+                "fetch.message.max.bytes": 8_000_000,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+        self._lock = threading.Lock()
+
+    def _decode(self, msgs: list) -> list[Announcement]:
+        out = []
+        for m in msgs:
+            if m.error() is not None or m.value() is None:
+                continue
+            try:
+                a = decode_announcement(m.value(), m.offset(), self._codec)
+            except (DecodeError, ArtifactError, ValueError, KeyError, TypeError) as exc:
+                log.warning("model.bad_announcement", offset=m.offset(), error=str(exc))
+                self.on_rejected(None, "undecodable")
+                continue
+            if a.model_name == self.model_name:
+                out.append(a)
+        return out
+
+    def read_to_end(self, timeout: float = 10.0) -> tuple[list[Announcement], list[Announcement]]:
+        """Consume everything announced so far; (live, challenger) announcements, newest issue
+        time first (at most :data:`START_CANDIDATES` each), so a start-up can fall back to an
+        earlier verified one when the newest is refused."""
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout)
+        keep: dict[str, deque[Announcement]] = {
+            "live": deque(maxlen=START_CANDIDATES),
+            "challenger": deque(maxlen=START_CANDIDATES),
+        }
+        position = low
+        deadline = time.monotonic() + timeout
+        while position < high and time.monotonic() < deadline:
+            msgs = self.consumer.consume(500, 0.5)
+            for a in self._decode(msgs):
+                keep[a.slot].append(a)
+            if msgs:
+                position = msgs[-1].offset() + 1
+
+        def newest_first(q: deque[Announcement]) -> list[Announcement]:
+            return sorted(q, key=lambda a: (a.announced_at, a.offset), reverse=True)
+
+        return newest_first(keep["live"]), newest_first(keep["challenger"])
+
+    def poll(self) -> None:
+        """Pick up new announcements (non-blocking) and load them in the background."""
+        for a in self._decode(self.consumer.consume(50, 0)):
+            self._pool.submit(self._load, a)
+
+    def check(self, a: Announcement) -> Scorer | None:
+        """Every check but the issue time; the scorer (None for a challenger removal).
+        Raises :class:`ArtifactError` with a reason."""
+        check_envelope(a, self.model_name, self.verify_key, self.allow_unsigned)
+        if a.artifact is None:
+            return None
+        a.artifact.verify(self.verify_key, require_signature=not self.allow_unsigned, smoke=False)
+        try:
+            scorer = Scorer(a.artifact, providers=self.providers)
+        except ArtifactError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise ArtifactError(f"model does not load: {exc}", reason="load_failed") from exc
+        admit(scorer, self.input_spec())
+        return scorer
+
+    def accept(self, a: Announcement) -> tuple[bool, Scorer | None]:
+        """(accepted, scorer): verify ``a`` and, when it passes and is newer than the last
+        accepted announcement of its slot, record it as accepted. A refusal is logged and
+        reported to ``on_rejected``; the caller keeps its current model."""
+        with self._lock:
+            last = self.accepted_at[a.slot]
+            try:
+                if a.announced_at <= last:
+                    raise ArtifactError(
+                        f"announcement issued at {a.announced_at} is not newer than the one "
+                        f"accepted ({last}): a replay",
+                        reason="stale",
+                    )
+                scorer = self.check(a)
+            except ArtifactError as exc:
+                log.warning(
+                    "model.refused",
+                    model=a.model_name,
+                    version=a.version,
+                    action=a.action,
+                    offset=a.offset,
+                    reason=exc.reason,
+                    error=str(exc),
+                )
+                self.on_rejected(a, exc.reason)
+                return False, None
+            self.accepted_at[a.slot] = a.announced_at
+            return True, scorer
+
+    def settle(self, seen: list[Announcement]) -> None:
+        """After start-up, raise each slot's watermark to the newest *authentic* announcement
+        seen on the topic (its envelope signature verifies), whether its model was loaded,
+        refused, or skipped for the registry champion: a later replay of anything older is
+        then refused as ``stale``. Forged envelopes never move the watermark (a forger could
+        otherwise block every future announcement with a far-future issue time)."""
+        with self._lock:
+            for a in seen:
+                try:
+                    check_envelope(a, self.model_name, self.verify_key, self.allow_unsigned)
+                except ArtifactError:
+                    continue
+                if a.announced_at > self.accepted_at[a.slot]:
+                    self.accepted_at[a.slot] = a.announced_at
+
+    def load_now(self, a: Announcement) -> Scorer | None:
+        """Verify and load synchronously; None (and ``on_rejected``) when refused."""
+        if a.artifact is None:
+            return None
+        return self.accept(a)[1]
+
+    def _load(self, a: Announcement) -> None:
+        ok, scorer = self.accept(a)
+        if ok:
+            self.on_loaded(a, scorer)
+
+    def challenger_of(self, a: Announcement, scorer: Scorer | None) -> Challenger | None:
+        """The challenger an announcement describes (None = remove)."""
+        if scorer is None:
+            return None
+        mode = "canary" if a.action == "CANARY" else "shadow"
+        return Challenger(scorer, mode, a.canary_share)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.consumer.close()
