@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = [
     "KAFKA_VERSION",
@@ -35,6 +36,7 @@ __all__ = [
     "BrokerError",
     "EmbeddedBroker",
     "KafkaCluster",
+    "LocalBroker",
     "free_port",
     "free_ports",
     "java_binary",
@@ -89,7 +91,51 @@ def free_ports(n: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in socks]
 
 
-class EmbeddedBroker:
+class LocalBroker:
+    """What every local broker shares: an address, a port check, a context manager.
+
+    Subclasses implement :meth:`start` (return once the broker answers metadata, or raise
+    :class:`BrokerError`), :meth:`stop` and :attr:`running`.
+    """
+
+    host: str
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers string for clients."""
+        return f"{self.host}:{self.port}"
+
+    def _check_port_free(self) -> None:
+        if port_open(self.host, self.port):
+            raise BrokerError(
+                f"port {self.port} on {self.host} is already in use",
+                hint="stop what runs there, or set FINSCORE_BROKER_PORT to another port",
+            )
+
+    def start(self, timeout: float = 20.0) -> Self:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start() if not self.running else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(LocalBroker):
     """Runs one Tansu broker process on ``host:port`` until :meth:`stop`.
 
     Use as a context manager. ``start`` returns once the broker answers Kafka metadata
@@ -104,18 +150,9 @@ class EmbeddedBroker:
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def bootstrap(self) -> str:
-        """Bootstrap servers string for clients."""
-        return f"{self.host}:{self.port}"
-
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Start the broker and wait until it serves metadata."""
-        if port_open(self.host, self.port):
-            raise BrokerError(
-                f"port {self.port} on {self.host} is already in use",
-                hint="stop what runs there, or set FINSCORE_BROKER_PORT to another port",
-            )
+        self._check_port_free()
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
             tansu_binary(),
@@ -173,17 +210,6 @@ class EmbeddedBroker:
     def running(self) -> bool:
         """True while the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start() if not self.running else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # -- Apache Kafka (KRaft) ---------------------------------------------------------------------------
@@ -633,7 +659,7 @@ class KafkaCluster:
         self.stop()
 
 
-class ApacheKafkaBroker:
+class ApacheKafkaBroker(LocalBroker):
     """One Apache Kafka 4.4 node (KRaft, combined broker and controller) on ``host:port``.
 
     Same surface as :class:`EmbeddedBroker`: a context manager, ``bootstrap``, ``start``
@@ -664,18 +690,9 @@ class ApacheKafkaBroker:
             jvm_options=jvm_options,
         )
 
-    @property
-    def bootstrap(self) -> str:
-        """Bootstrap servers string for clients."""
-        return f"{self.host}:{self.port}"
-
     def start(self, timeout: float = 60.0) -> ApacheKafkaBroker:
         """Format storage, start the broker and wait until it serves metadata."""
-        if port_open(self.host, self.port):
-            raise BrokerError(
-                f"port {self.port} on {self.host} is already in use",
-                hint="stop what runs there, or set FINSCORE_BROKER_PORT to another port",
-            )
+        self._check_port_free()
         self._cluster.start(timeout)
         return self
 
@@ -687,14 +704,3 @@ class ApacheKafkaBroker:
     def running(self) -> bool:
         """True while the broker process is alive."""
         return self._cluster.running
-
-    def __enter__(self) -> ApacheKafkaBroker:
-        return self.start() if not self.running else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
