@@ -29,7 +29,7 @@ def main(runs: int, limit: float) -> None:
     cmd = (
         [str(exe), "--help"]
         if exe.exists()
-        else [sys.executable, "-m", "finscore.app.cli.main", "--help"]
+        else [sys.executable, "-m", "finscore.app.cli", "--help"]
     )
     subprocess.run(cmd, capture_output=True, check=True)  # warm-up (page cache, .pyc)
     times = []
@@ -38,7 +38,7 @@ def main(runs: int, limit: float) -> None:
         subprocess.run(cmd, capture_output=True, check=True)
         times.append(time.perf_counter() - t0)
     probe = (
-        "import sys\nfrom finscore.app.cli.main import cli\n"
+        "import sys\nfrom finscore.app.cli.group import cli\n"
         "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
     )

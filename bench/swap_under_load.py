@@ -62,7 +62,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "finscore.app.cli.main",
+                "finscore.app.cli.group",
                 "worker",
                 "fraud",
                 "--exactly-once",

@@ -14,7 +14,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from finscore.models.keys import ModelKeys
-    from finscore.streams.bounds import InputBounds
 
 EMBEDDED_HOST = "127.0.0.1"
 
@@ -137,24 +136,25 @@ class Settings(BaseSettings):
         128, ge=1, description="Longest accepted id (transaction, customer, terminal, instrument)."
     )
 
-    def input_bounds(self) -> InputBounds:
-        """The bounds input records are checked against (a plain value for the core)."""
+    def input_bounds_values(self) -> dict[str, int | None]:
+        """The input bounds as plain values, the keyword arguments of
+        :class:`finscore.streams.bounds.InputBounds` (the worker's entry point builds it: the
+        settings are ground and never import the workers). Raises ValueError for a
+        ``FINSCORE_MIN_EVENT_TIME`` without a time zone."""
         from datetime import datetime
-
-        from finscore.streams.bounds import InputBounds
 
         start = datetime.fromisoformat(self.min_event_time.replace("Z", "+00:00"))
         if start.tzinfo is None:
             raise ValueError("FINSCORE_MIN_EVENT_TIME needs a time zone (e.g. Z)")
         age = self.max_event_age_days
-        return InputBounds(
-            max_future_ms=int(self.max_future_skew_s * 1000),
-            min_event_time_ms=int(start.timestamp() * 1000),
-            max_event_age_ms=None if age is None else int(age * 86_400_000),
-            min_amount_cents=round(self.min_amount * 100),
-            max_amount_cents=round(self.max_amount * 100),
-            max_id_length=self.max_id_length,
-        )
+        return {
+            "max_future_ms": int(self.max_future_skew_s * 1000),
+            "min_event_time_ms": int(start.timestamp() * 1000),
+            "max_event_age_ms": None if age is None else int(age * 86_400_000),
+            "min_amount_cents": round(self.min_amount * 100),
+            "max_amount_cents": round(self.max_amount * 100),
+            "max_id_length": self.max_id_length,
+        }
 
     @property
     def embedded(self) -> bool:

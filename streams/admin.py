@@ -99,16 +99,25 @@ def partition_mismatches(
     ]
 
 
+def missing_topics_error(existing: Iterable[str], names: Iterable[str]) -> TopicMissing | None:
+    """The :class:`TopicMissing` (one sentence, hint: ``finscore topics --create``) naming every
+    topic of ``names`` not in ``existing``; None when all exist."""
+    have = set(existing)
+    missing = [n for n in names if n not in have]
+    if not missing:
+        return None
+    return TopicMissing(
+        f"required topic(s) do not exist: {', '.join(missing)}",
+        hint="create the catalog with `finscore topics --create` (same FINSCORE_TOPIC_PREFIX)",
+    )
+
+
 def require_topics(client: ClientConf, names: Iterable[str], timeout: float = 5.0) -> None:
     """Raise :class:`TopicMissing` (one sentence, hint: ``finscore topics --create``) naming
     every topic of ``names`` that does not exist."""
-    existing = topic_partitions(client, timeout)
-    missing = [n for n in names if n not in existing]
-    if missing:
-        raise TopicMissing(
-            f"required topic(s) do not exist: {', '.join(missing)}",
-            hint="create the catalog with `finscore topics --create` (same FINSCORE_TOPIC_PREFIX)",
-        )
+    err = missing_topics_error(topic_partitions(client, timeout), names)
+    if err is not None:
+        raise err
 
 
 def partitions_of(client: ClientConf, topic: str, timeout: float = 5.0) -> list[int]:

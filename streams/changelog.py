@@ -16,68 +16,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from finscore.logging import get_logger
+from finscore.streams.transport import Message, TransportFactory, read_partitions
 
 log = get_logger(__name__)
 
 
-def read_to_end(
-    client: Mapping[str, str | int],
+def _read(
+    transports: TransportFactory,
     topic: str,
     starts: Mapping[int, int | None],
-    handle: Callable[[Any], None],
+    handle: Callable[[Message], None],
     *,
-    read_committed: bool = False,
-    purpose: str = "read",
-    timeout: float = 30.0,
+    read_committed: bool,
+    purpose: str,
+    timeout: float,
 ) -> list[int]:
-    """Read ``topic``'s partitions from their start offsets (None = the beginning) to the high
-    watermark they had when called, handing every record to ``handle``; with
-    ``read_committed`` also wait until no transaction is pending on them. Returns the
-    partitions that held records; logs a warning when the deadline cut a read short."""
-    conf = {**client, "group.id": f"finscore-{purpose}-{topic}", "enable.auto.commit": False,
-            "enable.partition.eof": True, "fetch.wait.max.ms": 10}  # fmt: skip
-    if read_committed:
-        conf["isolation.level"] = "read_committed"
-    c = Consumer(conf)
+    """:func:`~finscore.streams.transport.read_partitions` on a reader of its own."""
+    reader = transports.reader(topic, group=f"finscore-{purpose}-{topic}",
+                               read_committed=read_committed)  # fmt: skip
     try:
-        ends, assign = {}, []
-        for p, start in starts.items():
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), 10)
-            if high > low:
-                ends[p] = high
-                first = OFFSET_BEGINNING if start is None else max(low, start)
-                assign.append(TopicPartition(topic, p, first))
-        if not assign:
-            return []
-        c.assign(assign)
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(done) < len(ends) and time.monotonic() < deadline:
-            for m in c.consume(10000, 0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        done.add(m.partition())
-                    continue
-                if m.offset() >= ends[m.partition()] - 1:
-                    done.add(m.partition())
-                handle(m)
-        if read_committed:  # a just-committed transaction must be fully visible
-            _settle(c, topic, list(ends), deadline + 10, handle)
-        if len(done) < len(ends):
-            log.warning("state.read_incomplete", topic=topic, partitions=sorted(ends))
-        return sorted(ends)
+        return read_partitions(reader, starts, handle, settle_committed=read_committed,
+                               timeout=timeout)  # fmt: skip
     finally:
-        c.close()
+        reader.close()
 
 
 def read_changelog(
-    client: Mapping[str, str | int],
+    transports: TransportFactory,
     topic: str,
     partitions: Iterable[int],
     *,
@@ -90,8 +57,8 @@ def read_changelog(
         return {}
     t0 = time.monotonic()
     state: dict[bytes, bytes] = {}
-    read_to_end(client, topic, dict.fromkeys(parts), lambda m: _keep(state, m),
-                read_committed=read_committed, purpose="restore", timeout=timeout)  # fmt: skip
+    _read(transports, topic, dict.fromkeys(parts), lambda m: _keep(state, m),
+          read_committed=read_committed, purpose="restore", timeout=timeout)  # fmt: skip
     log.info(
         "state.restored",
         topic=topic,
@@ -103,7 +70,7 @@ def read_changelog(
 
 
 def read_changelog_records(
-    client: Mapping[str, str | int],
+    transports: TransportFactory,
     topic: str,
     partitions: Iterable[int],
     *,
@@ -118,43 +85,24 @@ def read_changelog_records(
     t0 = time.monotonic()
     out: list[tuple[bytes, bytes]] = []
 
-    def keep(m: Any) -> None:
-        if m.key() is not None and m.value() is not None:
-            out.append((m.key(), m.value()))
+    def keep(m: Message) -> None:
+        if m.key is not None and m.value is not None:
+            out.append((m.key, m.value))
 
-    read_to_end(client, topic, dict.fromkeys(parts), keep, read_committed=read_committed,
-                purpose="restore", timeout=timeout)  # fmt: skip
+    _read(transports, topic, dict.fromkeys(parts), keep, read_committed=read_committed,
+          purpose="restore", timeout=timeout)  # fmt: skip
     log.info("state.restored", topic=topic, partitions=parts, records=len(out),
              seconds=round(time.monotonic() - t0, 3))  # fmt: skip
     return out
 
 
-def _keep(state: dict[bytes, bytes], m: object) -> None:
-    key = m.key()  # type: ignore[attr-defined]
-    if key is None:
+def _keep(state: dict[bytes, bytes], m: Message) -> None:
+    if m.key is None:
         return
-    if m.value() is None:  # type: ignore[attr-defined]
-        state.pop(key, None)
+    if m.value is None:
+        state.pop(m.key, None)
     else:
-        state[key] = m.value()  # type: ignore[attr-defined]
-
-
-def _settle(c: Consumer, topic: str, partitions: list[int], deadline: float, handle) -> None:  # noqa: ANN001
-    """Keep reading until the read_committed position reaches the high watermark on every
-    partition, i.e. no transaction is pending (a just-committed one is fully visible)."""
-    while time.monotonic() < deadline:
-        positions = {
-            tp.partition: tp.offset
-            for tp in c.position([TopicPartition(topic, p) for p in partitions])
-        }
-        behind = [p for p in partitions
-                  if positions.get(p, -1) < c.get_watermark_offsets(TopicPartition(topic, p), 5)[1]]  # fmt: skip
-        if not behind:
-            return
-        for m in c.consume(10000, 0.1):
-            if m.error() is None:
-                handle(m)
-    log.warning("state.transactions_pending", topic=topic, partitions=partitions)
+        state[m.key] = m.value
 
 
 def resume_offsets(
@@ -179,30 +127,31 @@ def resume_offsets(
     registry set writes them so.
     """
     from finscore.schemas.codec import Codec
+    from finscore.streams.exceptions import TopicMissing
+    from finscore.streams.kafka import KafkaTransportFactory
 
     wanted = set(partitions)
     codec = Codec(output_schema, registry=registry)
     out: dict[int, int] = {}
-    admin = Consumer({**client, "group.id": f"finscore-resume-{output_topic}"})
+    transports = KafkaTransportFactory(client)
     try:
-        md = admin.list_topics(timeout=10)
-        if output_topic not in md.topics:
-            return out
-        starts = {}
-        for p in md.topics[output_topic].partitions:
-            _, high = admin.get_watermark_offsets(TopicPartition(output_topic, p), 10)
-            starts[p] = high - lookback
+        parts = transports.partitions(output_topic)
+    except TopicMissing:
+        return out
+    probe = transports.reader(output_topic, group=f"finscore-resume-{output_topic}")
+    try:
+        starts: dict[int, int | None] = {p: probe.watermarks(p, 10)[1] - lookback for p in parts}
     finally:
-        admin.close()
-    read_to_end(client, output_topic, starts,
-                lambda m: _note(out, _decode_or_none(codec, m), source_topic, wanted),
-                read_committed=True, purpose="resume", timeout=timeout)  # fmt: skip
+        probe.close()
+    _read(transports, output_topic, starts,
+          lambda m: _note(out, _decode_or_none(codec, m), source_topic, wanted),
+          read_committed=True, purpose="resume", timeout=timeout)  # fmt: skip
     return out
 
 
-def _decode_or_none(codec: object, m: object) -> dict | None:
+def _decode_or_none(codec: object, m: Message) -> dict | None:
     try:
-        return codec.decode(m.value())  # type: ignore[attr-defined, no-any-return]
+        return codec.decode(m.value)  # type: ignore[attr-defined, no-any-return]
     except Exception:  # noqa: BLE001
         return None
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from finscore.logging import get_logger, with_kafka_logger
-from finscore.streams.kafka import DeliveryStats
+from finscore.streams.exceptions import TransportError
+from finscore.streams.transport import DeliveryStats
 
 __all__ = ["HealthMonitor"]
 
@@ -51,8 +52,12 @@ class HealthMonitor:
         grace_s: float = 10.0,
         interval_s: float = 1.0,
         on_change: Callable[[bool, list[str]], None] | None = None,
+        list_topics: Callable[[float], Iterable[str]] | None = None,
     ) -> None:
+        """``list_topics(timeout)``: the names of the topics on the bus (raising when it cannot
+        be reached); default: an admin client on ``client``."""
         self.client = dict(client)
+        self.list_topics = list_topics
         self.required = tuple(required_topics)
         self.delivery = delivery
         self.grace_s = grace_s
@@ -88,12 +93,16 @@ class HealthMonitor:
         """Observe once; returns the problems (conditions older than the grace)."""
         now = time.monotonic()
         try:
-            if self._admin is None:
-                self._admin = AdminClient(with_kafka_logger(self.client))
             timeout = max(0.5, min(5.0, self.grace_s / 2))
-            names = set(self._admin.list_topics(timeout=timeout).topics)
-        except KafkaException as exc:
-            self._observe("broker unreachable", True, str(exc.args[0]), now)
+            if self.list_topics is not None:
+                names = set(self.list_topics(timeout))
+            else:
+                if self._admin is None:
+                    self._admin = AdminClient(with_kafka_logger(self.client))
+                names = set(self._admin.list_topics(timeout=timeout).topics)
+        except (KafkaException, TransportError) as exc:
+            detail = str(exc.args[0]) if isinstance(exc, KafkaException) else str(exc)
+            self._observe("broker unreachable", True, detail, now)
             self._observe("topics missing", False)
         else:
             self._observe("broker unreachable", False)

@@ -1,4 +1,10 @@
-"""Model announcements on the compacted ``model-updates`` topic, and the worker-side watcher.
+"""The hot swap: model announcements on the compacted ``model-updates`` topic, the
+worker-side watcher that verifies and loads them off the hot path, and the model slot that
+makes a swap atomic per batch.
+
+A :class:`ModelSlot` holds the live scorer and at most one staged successor (plus an optional
+challenger for shadow/canary scoring). The worker calls :meth:`ModelSlot.swap_if_staged`
+between two batches, so every event is scored by exactly one version and outputs name it.
 
 An announcement carries the manifest, the ONNX bytes and the signature, so a worker on any
 machine can load a model with nothing shared but Kafka. Keys: ``<model>`` for the live model
@@ -36,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from finscore.logging import get_logger, with_kafka_logger
 from finscore.models.registry import (
@@ -49,17 +55,20 @@ from finscore.models.registry import (
 from finscore.schemas.codec import Codec, load_schema
 from finscore.schemas.exceptions import DecodeError
 from finscore.streams.scoring import Challenger, InputSpec, Scorer, admit
+from finscore.streams.transport import Message, TopicReader
 
 log = get_logger(__name__)
 
 __all__ = [
     "Announcement",
+    "ModelSlot",
     "ModelWatcher",
     "announce",
     "announcement_key",
     "decode_announcement",
     "encode_announcement",
     "envelope_payload",
+    "load_scorer",
     "model_update_codec",
 ]
 
@@ -290,6 +299,35 @@ def check_envelope(
         raise ArtifactError("a signature is required but no verify key is set", reason="no_key")
 
 
+def load_scorer(
+    artifact: Artifact,
+    *,
+    verify_key: str | None,
+    allow_unsigned: bool,
+    spec: InputSpec,
+    providers: Sequence[str] | None = None,
+) -> Scorer:
+    """Verify ``artifact`` (hash, size, signature), load it in ONNX Runtime once and
+    :func:`admit` it for ``spec``: one session per load, its smoke test run once, on the session
+    that will score. Raises :class:`ArtifactError` with a reason (``load_failed`` when ONNX
+    Runtime refuses the bytes)."""
+    artifact.verify(verify_key, require_signature=not allow_unsigned, smoke=False)
+    try:
+        scorer = Scorer(artifact, providers=providers)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        raise ArtifactError(f"model does not load: {exc}", reason="load_failed") from exc
+    admit(scorer, spec)
+    return scorer
+
+
+def watcher_reader_options(model_name: str) -> dict:
+    """How a :class:`ModelWatcher`'s reader is opened (announcements carry whole models)."""
+    return {"group": f"finscore-model-watcher-{model_name}", "max_message_bytes": 8_000_000,
+            "fetch_wait_ms": 50}  # fmt: skip
+
+
 Loaded = Callable[[Announcement, Scorer | None], None]
 Rejected = Callable[[Announcement | None, str], None]
 
@@ -308,7 +346,7 @@ class ModelWatcher:
 
     def __init__(
         self,
-        client: Mapping[str, str | int],
+        client: Mapping[str, str | int] | None,
         topic: str,
         model_name: str,
         *,
@@ -318,7 +356,10 @@ class ModelWatcher:
         allow_unsigned: bool = False,
         input_spec: Callable[[], InputSpec] | None = None,
         providers: Sequence[str] | None = None,
+        reader: TopicReader | None = None,
     ) -> None:
+        """``reader`` follows ``topic`` (default: a Kafka reader on ``client``); the watcher
+        assigns it partition 0 from the beginning and closes it."""
         self.topic = topic
         self.providers = providers  # execution providers of loaded models (None: the default)
         self.model_name = model_name
@@ -330,28 +371,24 @@ class ModelWatcher:
         # Issue time of the last accepted announcement per slot (live, challenger).
         self.accepted_at: dict[str, int] = {"live": -1, "challenger": -1}
         self._codec = model_update_codec()
-        self.consumer = Consumer(
-            {
-                **with_kafka_logger(client),
-                "group.id": f"finscore-model-watcher-{model_name}",
-                "enable.auto.commit": False,
-                "fetch.message.max.bytes": 8_000_000,
-                "fetch.wait.max.ms": 50,
-            }
-        )
-        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        if reader is None:
+            from finscore.streams.kafka import KafkaTopicReader
+
+            reader = KafkaTopicReader(client or {}, topic, **watcher_reader_options(model_name))
+        self.reader = reader
+        self.reader.assign({0: None})
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self._lock = threading.Lock()
 
-    def _decode(self, msgs: list) -> list[Announcement]:
+    def _decode(self, msgs: list[Message]) -> list[Announcement]:
         out = []
         for m in msgs:
-            if m.error() is not None or m.value() is None:
+            if m.value is None:
                 continue
             try:
-                a = decode_announcement(m.value(), m.offset(), self._codec)
+                a = decode_announcement(m.value, m.offset, self._codec)
             except (DecodeError, ArtifactError, ValueError, KeyError, TypeError) as exc:
-                log.warning("model.bad_announcement", offset=m.offset(), error=str(exc))
+                log.warning("model.bad_announcement", offset=m.offset, error=str(exc))
                 self.on_rejected(None, "undecodable")
                 continue
             if a.model_name == self.model_name:
@@ -362,7 +399,7 @@ class ModelWatcher:
         """Consume everything announced so far; (live, challenger) announcements, newest issue
         time first (at most :data:`START_CANDIDATES` each), so a start-up can fall back to an
         earlier verified one when the newest is refused."""
-        low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout)
+        low, high = self.reader.watermarks(0, timeout)
         keep: dict[str, deque[Announcement]] = {
             "live": deque(maxlen=START_CANDIDATES),
             "challenger": deque(maxlen=START_CANDIDATES),
@@ -370,11 +407,11 @@ class ModelWatcher:
         position = low
         deadline = time.monotonic() + timeout
         while position < high and time.monotonic() < deadline:
-            msgs = self.consumer.consume(500, 0.5)
+            msgs = self.reader.read(500, 0.5)
             for a in self._decode(msgs):
                 keep[a.slot].append(a)
             if msgs:
-                position = msgs[-1].offset() + 1
+                position = msgs[-1].offset + 1
 
         def newest_first(q: deque[Announcement]) -> list[Announcement]:
             return sorted(q, key=lambda a: (a.announced_at, a.offset), reverse=True)
@@ -383,7 +420,7 @@ class ModelWatcher:
 
     def poll(self) -> None:
         """Pick up new announcements (non-blocking) and load them in the background."""
-        for a in self._decode(self.consumer.consume(50, 0)):
+        for a in self._decode(self.reader.read(50, 0)):
             self._pool.submit(self._load, a)
 
     def check(self, a: Announcement) -> Scorer | None:
@@ -392,15 +429,9 @@ class ModelWatcher:
         check_envelope(a, self.model_name, self.verify_key, self.allow_unsigned)
         if a.artifact is None:
             return None
-        a.artifact.verify(self.verify_key, require_signature=not self.allow_unsigned, smoke=False)
-        try:
-            scorer = Scorer(a.artifact, providers=self.providers)
-        except ArtifactError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            raise ArtifactError(f"model does not load: {exc}", reason="load_failed") from exc
-        admit(scorer, self.input_spec())
-        return scorer
+        return load_scorer(a.artifact, verify_key=self.verify_key,
+                           allow_unsigned=self.allow_unsigned, spec=self.input_spec(),
+                           providers=self.providers)  # fmt: skip
 
     def accept(self, a: Announcement) -> tuple[bool, Scorer | None]:
         """(accepted, scorer): verify ``a`` and, when it passes and is newer than the last
@@ -466,4 +497,54 @@ class ModelWatcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.consumer.close()
+        self.reader.close()
+
+
+class ModelSlot:
+    """The live model of a worker, a staged successor, and an optional challenger.
+
+    ``stage`` may be called from any thread (loading happens off the hot path);
+    ``swap_if_staged`` is called by the worker loop between batches and is the only place the
+    live model changes.
+    """
+
+    def __init__(self, live: Scorer | None = None) -> None:
+        self._live = live
+        self._staged: Scorer | None = None
+        self._challenger: Challenger | None = None
+        self._staged_challenger: Challenger | None | bool = False
+        self._lock = threading.Lock()
+        self.swaps: list[tuple[float, str, str]] = []  # (time, from_version, to_version)
+
+    @property
+    def live(self) -> Scorer | None:
+        return self._live
+
+    @property
+    def challenger(self) -> Challenger | None:
+        return self._challenger
+
+    def stage(self, scorer: Scorer) -> None:
+        """Queue ``scorer`` to become live at the next batch boundary."""
+        with self._lock:
+            self._staged = scorer
+
+    def stage_challenger(self, challenger: Challenger | None) -> None:
+        """Queue a challenger (or its removal with ``None``) for the next batch boundary."""
+        with self._lock:
+            self._staged_challenger = challenger
+
+    def swap_if_staged(self) -> Scorer | None:
+        """Make the staged model live; returns it, or None when nothing was staged."""
+        with self._lock:
+            staged, self._staged = self._staged, None
+            if self._staged_challenger is not False:
+                self._challenger = self._staged_challenger or None  # type: ignore[assignment]
+                self._staged_challenger = False
+        if staged is None:
+            return None
+        old = self._live.version if self._live else ""
+        self._live = staged
+        self.swaps.append((time.time(), old, staged.version))
+        log.info("model.swapped", model=staged.name, old_version=old, version=staged.version)
+        return staged

@@ -28,6 +28,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -39,36 +40,34 @@ from confluent_kafka import (
 )
 
 from finscore.logging import get_logger, with_kafka_logger
-from finscore.streams.exceptions import TransportError
-from finscore.streams.transport import AssignCallback, Message, OutRecord
+from finscore.schemas.topics import TopicSpec
+from finscore.streams.admin import (
+    ensure_topics,
+    partitions_of,
+    replication_of,
+    true_ends,
+)
+from finscore.streams.exceptions import BrokerUnreachable, TransportError
+from finscore.streams.transport import (
+    AssignCallback,
+    DeliveryStats,
+    Message,
+    OutRecord,
+    TransportSpec,
+)
 from finscore.streams.transport import TopicPartition as TP
 
 log = get_logger(__name__)
 
-
-class DeliveryStats:
-    """Acknowledgement bookkeeping of one transport.
-
-    Written by the transport's thread (delivery callbacks run inside its ``poll``); plain
-    attributes, so a health thread may read them at any time.
-    """
-
-    __slots__ = ("acked", "acks", "failed", "last_error", "last_progress", "unacked")
-
-    def __init__(self) -> None:
-        self.acked: Counter[str] = Counter()  # records acknowledged, per topic
-        self.acks = 0  # acknowledgements received (successes), all topics
-        self.failed = 0  # records whose delivery failed (or whose transaction aborted)
-        self.last_error = ""
-        self.unacked = 0  # records produced and not yet acknowledged
-        self.last_progress = time.monotonic()  # last ack, or last time nothing was pending
-
-    def stalled_s(self, now: float | None = None) -> float:
-        """Seconds since acknowledgements last progressed while records are pending (0 when
-        nothing is pending)."""
-        if self.unacked <= 0:
-            return 0.0
-        return max(0.0, (time.monotonic() if now is None else now) - self.last_progress)
+__all__ = [
+    "DeliveryStats",
+    "KafkaOptions",
+    "KafkaTopicReader",
+    "KafkaTransport",
+    "KafkaTransportFactory",
+    "consume_available",
+    "producer_config",
+]
 
 
 @dataclass(frozen=True)
@@ -348,6 +347,31 @@ class KafkaTransport:
         if tally is not None and tally[record.topic] > 0:
             tally[record.topic] -= 1
 
+    def produce_alone(self, records: Sequence[OutRecord]) -> None:
+        """Produce records that belong to no polled batch; in exactly-once mode in a
+        transaction of their own (committed with no offsets)."""
+        if not self.options.exactly_once:
+            self.produce_batch(records)
+            return
+        self.producer.begin_transaction()
+        self.produce_batch(records)
+        self.commit([])
+
+    def lag(self) -> dict[TP, int]:
+        """Records behind the (cached) high watermark per assigned partition with a known
+        position; best effort (empty when the client cannot tell yet)."""
+        c = self.consumer
+        out: dict[TP, int] = {}
+        try:
+            tps = [TopicPartition(t, p) for t, p in self.assignment()]
+            for tp in c.position(tps):
+                _, high = c.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        except Exception as exc:  # noqa: BLE001 - lag is best effort
+            log.debug("transport.lag_unavailable", error=str(exc))
+        return out
+
     def commit(self, batch: Sequence[Message]) -> None:
         """Mark ``batch`` done: commit its offsets when its outputs are safely on the bus."""
         offsets = _next_offsets(batch)
@@ -442,3 +466,133 @@ class KafkaTransport:
         finally:
             self.consumer.close()
             log.info("transport.closed", group=self.options.group_id)
+
+
+def to_message(m: Any) -> Message:
+    """A confluent-kafka message as a :class:`Message`."""
+    return Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+
+
+class KafkaTopicReader:
+    """A :class:`~finscore.streams.transport.TopicReader` on a consumer that is assigned
+    partitions (it joins no group and commits nothing); broker-side errors (partition EOF, ...)
+    are skipped, never returned."""
+
+    def __init__(
+        self,
+        client: Mapping[str, str | int],
+        topic: str,
+        *,
+        group: str,
+        read_committed: bool = False,
+        max_message_bytes: int | None = None,
+        fetch_wait_ms: int = 10,
+    ) -> None:
+        self.topic = topic
+        self.client = client
+        conf: dict[str, str | int] = {**with_kafka_logger(client), "group.id": group,
+                                      "enable.auto.commit": False,
+                                      "fetch.wait.max.ms": fetch_wait_ms}  # fmt: skip
+        if max_message_bytes is not None:
+            conf["fetch.message.max.bytes"] = max_message_bytes
+        if read_committed:
+            conf["isolation.level"] = "read_committed"
+        self.consumer = Consumer(conf)
+        self._assigned: list[int] = []
+
+    def assign(self, starts: Mapping[int, int | None]) -> None:
+        """Read ``starts``' partitions from their offsets (None: the beginning)."""
+        self._assigned = sorted(starts)
+        self.consumer.assign(
+            [
+                TopicPartition(self.topic, p, OFFSET_BEGINNING if o is None else o)
+                for p, o in starts.items()
+            ]
+        )
+
+    def assigned(self) -> list[int]:
+        return list(self._assigned)
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to ``max_messages`` records, waiting at most ``timeout`` seconds."""
+        return [to_message(m) for m in self.consumer.consume(max_messages, timeout)
+                if m.error() is None]  # fmt: skip
+
+    def watermarks(self, partition: int, timeout: float = 10.0) -> tuple[int, int]:
+        low, high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), timeout
+        )
+        return int(low), int(high)
+
+    def true_ends(self, partitions: Sequence[int], timeout: float = 10.0) -> dict[int, tuple[int, int]]:  # fmt: skip
+        return true_ends(self.client, self.topic, list(partitions), timeout)
+
+    def positions(self) -> dict[int, int]:
+        tps = [TopicPartition(self.topic, p) for p in self._assigned]
+        return {tp.partition: tp.offset for tp in self.consumer.position(tps)}
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaTransportFactory:
+    """The :class:`~finscore.streams.transport.TransportFactory` of a Kafka cluster (``client``:
+    connection + security settings); what a worker uses unless a test injects another."""
+
+    def __init__(self, client: Mapping[str, str | int]) -> None:
+        self.client = client
+        self._admin: Any = None
+
+    def transport(
+        self,
+        spec: TransportSpec,
+        on_assign: AssignCallback | None = None,
+        on_revoke: AssignCallback | None = None,
+    ) -> KafkaTransport:
+        options = KafkaOptions(
+            client=self.client,
+            group_id=spec.group_id,
+            topics=spec.topics,
+            exactly_once=spec.exactly_once,
+            session_timeout_ms=spec.session_timeout_ms,
+            transactional_id=spec.transactional_id,
+            resume_from=spec.resume_from,
+            schema_registry=spec.schema_registry,
+        )
+        return KafkaTransport(options, on_assign=on_assign, on_revoke=on_revoke)
+
+    def reader(
+        self,
+        topic: str,
+        *,
+        group: str,
+        read_committed: bool = False,
+        max_message_bytes: int | None = None,
+        fetch_wait_ms: int = 10,
+    ) -> KafkaTopicReader:
+        return KafkaTopicReader(self.client, topic, group=group, read_committed=read_committed,
+                                max_message_bytes=max_message_bytes,
+                                fetch_wait_ms=fetch_wait_ms)  # fmt: skip
+
+    def partitions(self, topic: str) -> list[int]:
+        return partitions_of(self.client, topic)
+
+    def topic_partitions(self, timeout: float = 5.0) -> dict[str, int]:
+        """Every topic with its partition count, on one long-lived admin client (the health
+        monitor asks every few seconds)."""
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin is None:
+            self._admin = AdminClient(with_kafka_logger(self.client))
+        try:
+            md = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnreachable(str(self.client.get("bootstrap.servers"))) from exc
+        return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+    def ensure_topic_like(self, name: str, like: str, config: Mapping[str, str]) -> None:
+        """Create ``name`` with ``like``'s partition count and replication factor (a worker's
+        changelogs are co-partitioned with its input and survive what it survives)."""
+        parts = len(partitions_of(self.client, like))
+        rf = replication_of(self.client, like)
+        ensure_topics(self.client, [TopicSpec(name, parts, "state", "key", dict(config))], rf)

@@ -1,16 +1,13 @@
-"""Scoring with ONNX Runtime, and the model slot that makes hot swaps atomic per batch.
+"""Scoring with ONNX Runtime: a :class:`Scorer` is one loaded model version; :func:`admit`
+says whether it can serve a stream; a :class:`Challenger` scores beside the live model.
 
-A :class:`Scorer` is one loaded model version. A :class:`ModelSlot` holds the live scorer and
-at most one staged successor (plus an optional challenger for shadow/canary scoring). The
-worker calls :meth:`ModelSlot.swap_if_staged` between two batches, so every event is scored
-by exactly one version and outputs name it.
+The slot that makes hot swaps atomic per batch (``ModelSlot``) is in
+:mod:`finscore.streams.hot_swap`, with the rest of the swap.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +29,6 @@ log = get_logger(__name__)
 __all__ = [
     "Challenger",
     "InputSpec",
-    "ModelSlot",
     "Scorer",
     "admit",
     "in_canary",
@@ -227,53 +223,3 @@ class Challenger:
     scorer: Scorer
     mode: str
     share: float = 0.0
-
-
-class ModelSlot:
-    """The live model of a worker, a staged successor, and an optional challenger.
-
-    ``stage`` may be called from any thread (loading happens off the hot path);
-    ``swap_if_staged`` is called by the worker loop between batches and is the only place the
-    live model changes.
-    """
-
-    def __init__(self, live: Scorer | None = None) -> None:
-        self._live = live
-        self._staged: Scorer | None = None
-        self._challenger: Challenger | None = None
-        self._staged_challenger: Challenger | None | bool = False
-        self._lock = threading.Lock()
-        self.swaps: list[tuple[float, str, str]] = []  # (time, from_version, to_version)
-
-    @property
-    def live(self) -> Scorer | None:
-        return self._live
-
-    @property
-    def challenger(self) -> Challenger | None:
-        return self._challenger
-
-    def stage(self, scorer: Scorer) -> None:
-        """Queue ``scorer`` to become live at the next batch boundary."""
-        with self._lock:
-            self._staged = scorer
-
-    def stage_challenger(self, challenger: Challenger | None) -> None:
-        """Queue a challenger (or its removal with ``None``) for the next batch boundary."""
-        with self._lock:
-            self._staged_challenger = challenger
-
-    def swap_if_staged(self) -> Scorer | None:
-        """Make the staged model live; returns it, or None when nothing was staged."""
-        with self._lock:
-            staged, self._staged = self._staged, None
-            if self._staged_challenger is not False:
-                self._challenger = self._staged_challenger or None  # type: ignore[assignment]
-                self._staged_challenger = False
-        if staged is None:
-            return None
-        old = self._live.version if self._live else ""
-        self._live = staged
-        self.swaps.append((time.time(), old, staged.version))
-        log.info("model.swapped", model=staged.name, old_version=old, version=staged.version)
-        return staged

@@ -29,17 +29,30 @@ from finscore.models.registry import ArtifactError, Registry
 from finscore.providers import resolve as resolve_providers
 from finscore.providers import short as short_provider
 from finscore.schemas import topics as T
-from finscore.streams.admin import require_topics, topic_partitions
+from finscore.streams.admin import missing_topics_error
 from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds
 from finscore.streams.exceptions import ModelUnavailable
+from finscore.streams.fraud.stream import FraudStream
 from finscore.streams.health import HealthMonitor
-from finscore.streams.hot_swap import Announcement, ModelWatcher
-from finscore.streams.kafka import KafkaOptions, KafkaTransport
+from finscore.streams.hot_swap import (
+    Announcement,
+    ModelSlot,
+    ModelWatcher,
+    load_scorer,
+    watcher_reader_options,
+)
+from finscore.streams.market.stream import MarketStream
 from finscore.streams.metrics import MetricsServer, WorkerMetrics
 from finscore.streams.pipeline import BatchResult, DeadLetterEncoder, now_ms
-from finscore.streams.scoring import InputSpec, ModelSlot, Scorer, admit
-from finscore.streams.stream import FraudStream, MarketStream, Stream
-from finscore.streams.transport import Message, OutRecord
+from finscore.streams.scoring import InputSpec, Scorer
+from finscore.streams.stream import Stream, default_transports
+from finscore.streams.transport import (
+    Message,
+    OutRecord,
+    Transport,
+    TransportFactory,
+    TransportSpec,
+)
 
 log = get_logger(__name__)
 
@@ -90,24 +103,33 @@ class WorkerConfig:
         return self.topic_prefix + name
 
 
-def build_stream(cfg: WorkerConfig, slot: ModelSlot) -> Stream:
+def build_stream(
+    cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
+) -> Stream:
+    """The stream ``cfg.stream`` names, opening what it reads through ``transports``."""
     if cfg.stream == "fraud":
-        return FraudStream(cfg, slot)
+        return FraudStream(cfg, slot, transports)
     if cfg.stream == "market":
-        return MarketStream(cfg, slot)
+        return MarketStream(cfg, slot, transports)
     raise ValueError(f"unknown stream {cfg.stream!r}: expected fraud or market")
 
 
 class Worker:
-    """Runs one stream until :meth:`stop`; see the module docstring."""
+    """Runs one stream until :meth:`stop`; see the module docstring.
 
-    def __init__(self, cfg: WorkerConfig) -> None:
+    ``transports`` opens everything the worker uses on the bus (its group transport, the
+    readers of side inputs, changelogs and announcements); default: Kafka at ``cfg.client``.
+    Tests inject :class:`finscore.streams.testing.InMemoryBus`.
+    """
+
+    def __init__(self, cfg: WorkerConfig, transports: TransportFactory | None = None) -> None:
         # Every Kafka client of the worker logs through structlog, never raw to stderr.
         cfg = dataclasses.replace(cfg, client=with_kafka_logger(cfg.client))
         self.cfg = cfg
+        self.transports = transports or default_transports(cfg)
         self.metrics = WorkerMetrics(cfg.stream)
         self.slot = ModelSlot()
-        self.stream = build_stream(cfg, self.slot)
+        self.stream = build_stream(cfg, self.slot, self.transports)
         self.model_name = cfg.stream
         self._stop = threading.Event()
         self._status = "starting"
@@ -128,9 +150,12 @@ class Worker:
             allow_unsigned=cfg.allow_unsigned,
             input_spec=self._input_spec,
             providers=cfg.execution_providers,
+            reader=self.transports.reader(
+                cfg.topic(T.MODEL_UPDATES), **watcher_reader_options(self.model_name)
+            ),
         )
         self._start_window: int | None = None  # market: the window of the model started on
-        self.transport: KafkaTransport | None = None
+        self.transport: Transport | None = None
         self.monitor: HealthMonitor | None = None
         self._counted_topics: tuple[str, ...] = ()
         self._reported: dict[str, int] = {}
@@ -166,9 +191,9 @@ class Worker:
             art = Registry(self.cfg.registry_dir).champion(self.model_name)
             if art is None:
                 return None
-            art.verify(self.cfg.verify_key, require_signature=not self.cfg.allow_unsigned)
-            scorer = Scorer(art, providers=self.cfg.execution_providers)
-            admit(scorer, self._input_spec())
+            scorer = load_scorer(art, verify_key=self.cfg.verify_key,
+                                 allow_unsigned=self.cfg.allow_unsigned, spec=self._input_spec(),
+                                 providers=self.cfg.execution_providers)  # fmt: skip
         except (ArtifactError, ValueError, OSError) as exc:
             self.metrics.rejected("registry_champion_refused")
             log.warning("model.refused", source="registry", reason=str(exc))
@@ -293,10 +318,12 @@ class Worker:
         differs from ``expected_partitions`` (they work, but not as the catalog declares)."""
         cfg = self.cfg
         required = self.required_topics()
-        require_topics(cfg.client, required)
+        counts = self.transports.topic_partitions()
+        missing = missing_topics_error(counts, required)
+        if missing is not None:
+            raise missing
         if cfg.expected_partitions is None:
             return
-        counts = topic_partitions(cfg.client)
         fixed = {cfg.topic(T.MODEL_UPDATES): 1}
         for name in required:
             want = fixed.get(name, cfg.expected_partitions)
@@ -334,6 +361,7 @@ class Worker:
             grace_s=self.cfg.health_grace_s,
             interval_s=max(0.2, min(2.0, self.cfg.health_grace_s / 5)),
             on_change=changed,
+            list_topics=lambda timeout: self.transports.topic_partitions(timeout),
         ).start()
 
     def run(self) -> None:
@@ -354,9 +382,8 @@ class Worker:
             self._preflight()
             self.load_initial_model()
             self.stream.start()
-            self.transport = KafkaTransport(
-                KafkaOptions(
-                    client=cfg.client,
+            self.transport = self.transports.transport(
+                TransportSpec(
                     group_id=cfg.group,
                     topics=(self.stream.input_topic,),
                     exactly_once=cfg.exactly_once,
@@ -421,12 +448,7 @@ class Worker:
         records = [self.dlq.encode(d, now) for d in dead]
         for d in dead:
             self.metrics.dead_letter(d.error_type)
-        if self.cfg.exactly_once:
-            self.transport.producer.begin_transaction()
-            self.transport.produce_batch(records)
-            self.transport.commit([])  # commits the transaction, no offsets
-        else:
-            self.transport.produce_batch(records)
+        self.transport.produce_alone(records)
 
     def _on_refused(self, record: OutRecord, error: str) -> None:
         """A record the producer refused (e.g. too large): counted, the loop goes on."""
@@ -486,14 +508,5 @@ class Worker:
 
     def _report_lag(self) -> None:
         assert self.transport is not None
-        from confluent_kafka import TopicPartition
-
-        c = self.transport.consumer
-        try:
-            tps = [TopicPartition(t, p) for t, p in self.transport.assignment()]
-            for tp in c.position(tps):
-                _, high = c.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    self.metrics.lag(tp.partition, max(0, high - tp.offset))
-        except Exception as exc:  # noqa: BLE001 - lag is best effort
-            log.debug("worker.lag_unavailable", error=str(exc))
+        for (_, partition), behind in self.transport.lag().items():
+            self.metrics.lag(partition, behind)

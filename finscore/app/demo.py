@@ -176,7 +176,7 @@ class Demo:
                 self._run_cli(["models", "promote", name, champ.manifest.version])
 
     def _run_cli(self, args: list[str], check: bool = True) -> bool:
-        cmd = [sys.executable, "-m", "finscore.app.cli.main", *args]
+        cmd = [sys.executable, "-m", "finscore.app.cli", *args]
         r = subprocess.run(cmd, env={**self.env, "FINSCORE_LOG_LEVEL": "WARNING"}, check=False)
         if r.returncode != 0 and check:
             raise FinscoreError(f"`finscore {' '.join(args)}` failed (exit {r.returncode})")
@@ -188,7 +188,7 @@ class Demo:
         log = self.opts.workdir / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         popen = subprocess.Popen(
-            [sys.executable, "-m", "finscore.app.cli.main", *args, *extra],
+            [sys.executable, "-m", "finscore.app.cli", *args, *extra],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(log, "ab"),  # noqa: SIM115 - owned by the child

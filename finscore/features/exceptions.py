@@ -2,6 +2,11 @@
 
 from finscore.exceptions import FinscoreError
 
+__all__ = [
+    "FeatureStateError",
+    "UnknownFeature",
+]
+
 
 class FeatureStateError(FinscoreError, ValueError):
     """Feature state cannot hold or read a value (time out of range, unknown snapshot, ...)."""

@@ -21,6 +21,28 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "BOOK_LAYOUT",
+    "DOWN",
+    "FLAT",
+    "LAYOUTS",
+    "LEVELS",
+    "N_FEATURES",
+    "PATH_LAYOUT",
+    "UP",
+    "book_array",
+    "book_from_levels",
+    "direction_labels",
+    "layout_width",
+    "make_windows",
+    "mid_price",
+    "rows_from_book_array",
+    "rows_from_levels",
+    "tick_to_row",
+    "window_ends",
+    "with_layout",
+]
+
 LEVELS = 10
 N_FEATURES = 4 * LEVELS
 DOWN, FLAT, UP = 0, 1, 2

@@ -23,6 +23,12 @@ from finscore.features.market import (
     rows_from_book_array,
 )
 
+__all__ = [
+    "SCORE_CHUNK",
+    "MarketWindows",
+    "ReadyWindows",
+]
+
 SCORE_CHUNK = 256  # windows per copy + inference: [256, 100, 40] float32 is 4 MB
 
 

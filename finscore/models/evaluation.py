@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "accuracy",
+    "average_precision",
+    "card_precision_at_k",
+    "macro_f1",
+    "roc_auc",
+]
+
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
     """Area under the ROC curve (ties get half credit, Mann-Whitney U)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finscore.exceptions import FinscoreError
-from finscore.models.registry import ArtifactError, generate_keypair, public_key_of
+from finscore.models.artifact import ArtifactError, generate_keypair, public_key_of
 
 __all__ = ["ModelKeys", "resolve_keys", "SIGNING_FILE", "VERIFY_FILE"]
 

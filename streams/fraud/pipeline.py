@@ -29,8 +29,9 @@ from finscore.streams.fraud.columns import (
     columns_from_records,
     decode_transactions,
 )
+from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, decode_batch, now_ms
-from finscore.streams.scoring import ModelSlot, Scorer, in_canary
+from finscore.streams.scoring import Scorer, in_canary
 from finscore.streams.transport import Message, OutRecord
 
 _LABEL_COLUMNAR = ColumnarCodec("fraud_label")

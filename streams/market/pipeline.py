@@ -30,6 +30,7 @@ from finscore.schemas.codec import Codec
 from finscore.schemas.columnar.codec import ColumnarCodec
 from finscore.schemas.topics import shadow
 from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds
+from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.market.columns import (
     SMALL_BATCH,
     TickColumns,
@@ -38,7 +39,7 @@ from finscore.streams.market.columns import (
     validate_tick,
 )
 from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, now_ms
-from finscore.streams.scoring import ModelSlot, Scorer, in_canary
+from finscore.streams.scoring import Scorer, in_canary
 from finscore.streams.transport import Message, OutRecord
 
 __all__ = ["SIGNALS", "MarketPipeline", "validate_tick"]

@@ -32,7 +32,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 60) -> subproces
 
 
 def _finscore(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "finscore.app.cli.main", *args], env)
+    return _run([sys.executable, "-m", "finscore.app.cli", *args], env)
 
 
 def test_unreachable_set_bootstrap_servers_names_the_setting_and_says_check_it() -> None:

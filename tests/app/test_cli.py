@@ -22,7 +22,7 @@ pytestmark = pytest.mark.broker
 
 def finscore(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "finscore.app.cli.main", *args],
+        [sys.executable, "-m", "finscore.app.cli", *args],
         env={**os.environ, **env},
         cwd=ROOT,
         capture_output=True,

@@ -17,18 +17,18 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_importing_the_cli_loads_no_heavy_module() -> None:
-    assert _loaded_after("import finscore.app.cli.main") == []
+    assert _loaded_after("import finscore.app.cli.group") == []
 
 
 def test_help_loads_no_heavy_module_and_lists_every_command() -> None:
     code = (
-        "from finscore.app.cli.main import cli\n"
+        "from finscore.app.cli.group import cli\n"
         "try:\n    cli.main(['--help'], prog_name='finscore')\n"
         "except SystemExit:\n    pass\n"
     )
     assert _loaded_after(code) == []
     r = subprocess.run(
-        [sys.executable, "-m", "finscore.app.cli.main", "--help"],
+        [sys.executable, "-m", "finscore.app.cli", "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -53,7 +53,7 @@ from tests.streams.kit import ROOT, make_topics, publish, running, worker_config
 def finscore(*args: str, env: dict, stdin: str | None = None,
              timeout: float = 60) -> subprocess.CompletedProcess:  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "finscore.app.cli.main", *args], input=stdin, env={**os.environ, **env},
+        [sys.executable, "-m", "finscore.app.cli", *args], input=stdin, env={**os.environ, **env},
         cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -154,7 +154,7 @@ def test_ctrl_c_on_produce_flushes_and_summarises(client, prefix) -> None:  # no
 
     make_topics(client, prefix, partitions=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "finscore.app.cli.main", "produce", "ticks", "--rate", "2000"],
+        [sys.executable, "-m", "finscore.app.cli", "produce", "ticks", "--rate", "2000"],
         env={**os.environ, **_env(client, prefix)}, cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     from finscore.streams.admin import offsets

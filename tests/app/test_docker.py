@@ -124,7 +124,7 @@ def test_the_kafka_nodes_would_start_and_keep_their_data() -> None:
 
 
 def _resolve(args: list[str]) -> click.Context:
-    from finscore.app.cli.main import cli
+    from finscore.app.cli.group import cli
 
     ctx = cli.make_context("finscore", list(args), resilient_parsing=False)
     cmd: click.Command = cli
@@ -306,7 +306,7 @@ def test_the_deployment_environment_is_valid_settings(
     jobs hold the signing key, and nobody opts out of signatures."""
     from click.testing import CliRunner
 
-    from finscore.app.cli.main import cli
+    from finscore.app.cli.group import cli
     from finscore.settings import Settings
 
     r = CliRunner().invoke(cli, ["models", "keygen", "--out", str(tmp_path)])

@@ -67,7 +67,7 @@ def test_models_promote_refuses_a_path_outside_the_registry(tmp_path: Path) -> N
         "FINSCORE_LOG_FORMAT": "console",
     }
     r = subprocess.run(
-        [sys.executable, "-m", "finscore.app.cli.main", "models", "promote", "../evil", "1"],
+        [sys.executable, "-m", "finscore.app.cli", "models", "promote", "../evil", "1"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode != 0
@@ -151,7 +151,7 @@ def test_promote_and_rollback_leave_the_registry_alone_when_the_announcement_fai
     }
     for args in (["promote", "fraud", "3"], ["rollback", "fraud"]):
         r = subprocess.run(
-            [sys.executable, "-m", "finscore.app.cli.main", "models", *args],
+            [sys.executable, "-m", "finscore.app.cli", "models", *args],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert r.returncode != 0, r.stdout

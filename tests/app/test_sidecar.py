@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 
-from finscore.app.cli.compress import fraud_plan
 from finscore.app.console.produce import produce
-from finscore.app.sidecar.loop import OutcomeBuffer, Sidecar, SidecarConfig
+from finscore.app.sidecar import OutcomeBuffer, Sidecar, SidecarConfig
 from finscore.compression.fraud import FraudFamily, sim_splits, split_frame
 from finscore.compression.plan import Gate, to_artifact
+from finscore.compression.plans import fraud_plan
 from finscore.models.registry import Registry
 from finscore.schemas import topics as T
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame

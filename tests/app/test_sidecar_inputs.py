@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from finscore.app.sidecar import Sidecar, SidecarConfig
 from finscore.app.sidecar.inputs import BadInput, check_label, parse_command
-from finscore.app.sidecar.loop import Sidecar, SidecarConfig
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from tests.streams.kit import consume_all, make_topics, produce_records

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from finscore.app.console.produce import produce
-from finscore.app.sidecar.loop import Sidecar, SidecarConfig
+from finscore.app.sidecar import Sidecar, SidecarConfig
 from finscore.compression.market import MarketFamily
 from finscore.compression.plan import Gate, Plan, to_artifact
 from finscore.compression.steps import Distill

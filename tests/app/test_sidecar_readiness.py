@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from finscore.app.sidecar.loop import Sidecar, SidecarConfig
+from finscore.app.sidecar import Sidecar, SidecarConfig
 from finscore.app.sidecar.status import StatusServer
 from tests.streams.kit import make_topics
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finscore.app.sidecar.loop import Sidecar, SidecarConfig
+from finscore.app.sidecar import Sidecar, SidecarConfig
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
 from tests.models import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics

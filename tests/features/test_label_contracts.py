@@ -211,8 +211,8 @@ def test_an_unknown_label_contract_is_refused() -> None:
 def test_the_label_contract_setting_reaches_the_fraud_workers_features(monkeypatch) -> None:  # noqa: ANN001
     from finscore.app.cli.worker import worker_config
     from finscore.settings import Settings
-    from finscore.streams.scoring import ModelSlot as Slot
-    from finscore.streams.stream import FraudStream
+    from finscore.streams.fraud.stream import FraudStream
+    from finscore.streams.hot_swap import ModelSlot as Slot
     from finscore.streams.worker import WorkerConfig
 
     monkeypatch.setenv("FINSCORE_LABEL_CONTRACT", "fraud_reports")

@@ -10,7 +10,6 @@ commands.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import time
@@ -22,15 +21,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from finscore.app.sidecar.loop import OutcomeBuffer, Sidecar, SidecarConfig, SidecarState
-from finscore.app.sidecar.market import MarketCare
-from finscore.app.sidecar.quality import QualityMonitor
+from finscore.app.sidecar import Sidecar, SidecarConfig
 from finscore.models.registry import Artifact, ArtifactError, generate_keypair
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 from finscore.streams import hot_swap as A
-from finscore.streams.pipeline import DeadLetterEncoder
+from finscore.streams.transport import Message
 from tests.fuzz import strategies as S
 from tests.models import artifact
 
@@ -207,46 +204,25 @@ def test_an_older_signed_announcement_replayed_is_refused(gap: int, order: list[
 
 
 # -- the sidecar's inputs -----------------------------------------------------------------------
-@dataclasses.dataclass
-class _Msg:
-    """A consumed record as confluent_kafka gives it (the sidecar's loop reads these)."""
+class _FakeInputs:
+    """The sidecar's consumer in memory: every input topic exists (no dead-letter topic), one
+    batch, then nothing (a unit test of the poll loop)."""
 
-    _topic: str
-    _value: bytes | None
-    _offset: int
-    _ts: int
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-
-class _FakeConsumer:
-    """An in-memory consumer: one batch, then nothing (a unit test of the poll loop)."""
-
-    def __init__(self, msgs: list[_Msg]) -> None:
+    def __init__(self, msgs: list[Message]) -> None:
         self.msgs = msgs
 
-    def consume(self, _n: int, _timeout: float) -> list[_Msg]:
+    def topics(self) -> dict[str, list[int]]:
+        return {t: [0] for t in SIDECAR_TOPICS}
+
+    def assign_from_beginning(self, _partitions: list[tuple[str, int]]) -> None:
+        return None
+
+    def consume(self, _n: int, _timeout: float) -> list[Message]:
         out, self.msgs = self.msgs, []
         return out
+
+    def close(self) -> None:
+        return None
 
 
 class _NoProducer:
@@ -260,21 +236,10 @@ class _NoProducer:
         return 0
 
 
-def _sidecar(msgs: list[_Msg]) -> Sidecar:
-    """A Sidecar whose consumer is in memory (its constructor needs a broker)."""
+def _sidecar(msgs: list[Message]) -> Sidecar:
+    """A Sidecar on an in-memory consumer (no broker)."""
     cfg = SidecarConfig(client=OFFLINE, markets=True)
-    sc = object.__new__(Sidecar)
-    attrs = {
-        "cfg": cfg, "monitor": QualityMonitor(window=20_000), "buffer": OutcomeBuffer(40),
-        "state": SidecarState(), "_labels": Codec("fraud_label"), "_flags": Codec("fraud_flag"),
-        "_ticks": Codec("market_tick"), "_signals": Codec("price_signal"),
-        "market": MarketCare(cfg), "_thread": None, "live_version": None,
-        "consumer": _FakeConsumer(msgs), "_started_ms": 0, "_dlq_topics": set(),
-        "_dead": DeadLetterEncoder("sidecar"), "_dlq_producer": _NoProducer(), "_last_seq": {},
-    }  # fmt: skip
-    for k, v in attrs.items():
-        setattr(sc, k, v)
-    return sc
+    return Sidecar(cfg, consumer=_FakeInputs(msgs), producer=_NoProducer())
 
 
 COMMANDS = st.one_of(
@@ -305,7 +270,7 @@ SIDECAR_TOPICS = {
 def test_no_record_stops_the_sidecar(records: list[tuple[str, bytes | None]]) -> None:
     """Any record on any topic the sidecar follows: poll returns, and only valid commands
     (recompress a known model) come out, at most one per command record."""
-    msgs = [_Msg(t, v, i, 10**13) for i, (t, v) in enumerate(records)]
+    msgs = [Message(t, 0, i, None, v, 10**13) for i, (t, v) in enumerate(records)]
     commands = _sidecar(msgs).poll(0)
     assert len(commands) <= sum(t == T.SIDECAR_COMMANDS for t, _ in records)
     for c in commands:

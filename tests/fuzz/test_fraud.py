@@ -21,8 +21,9 @@ from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 from finscore.streams.fraud.columns import columns_from_records
 from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
+from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import BatchResult, DeadLetterEncoder
-from finscore.streams.scoring import ModelSlot, Scorer
+from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
 from tests.fuzz import strategies as S
 from tests.models import artifact

@@ -14,9 +14,10 @@ from finscore.features.market_windows import MarketWindows
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 from finscore.streams.bounds import DEFAULT_MIN_EVENT_TIME_MS
+from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.pipeline import BatchResult
-from finscore.streams.scoring import ModelSlot, Scorer
+from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
 from tests.fuzz import strategies as S
 from tests.models import artifact

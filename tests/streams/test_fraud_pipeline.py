@@ -15,7 +15,8 @@ from finscore.features.timestore import record_keys
 from finscore.models.registry import ArtifactError
 from finscore.schemas.codec import Codec
 from finscore.streams.fraud.pipeline import FraudPipeline, in_canary
-from finscore.streams.scoring import Challenger, ModelSlot, Scorer
+from finscore.streams.hot_swap import ModelSlot
+from finscore.streams.scoring import Challenger, Scorer
 from finscore.streams.transport import Message
 from tests.models import artifact
 

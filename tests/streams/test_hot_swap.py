@@ -1,4 +1,8 @@
-"""Hot swap in running workers: exact accounting by key and version, refusals, rollback."""
+"""Hot swap in running workers: exact accounting by key and version, refusals, rollback.
+
+The tests observe a worker only through what it publishes: its Prometheus metrics (the
+``/metrics`` text, :meth:`WorkerMetrics.exposition`) and :meth:`Worker.health` (``/health``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
@@ -24,6 +29,21 @@ from tests.streams.kit import (
 )
 
 pytestmark = pytest.mark.broker
+
+
+def metric(w, name: str) -> float:  # noqa: ANN001
+    """The sum of the worker's ``name`` samples over every label, as ``/metrics`` serves them
+    (0 before the first one)."""
+    text = w.metrics.exposition().decode()
+    return sum(
+        s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+    )
+
+
+def live_version(w) -> str | None:  # noqa: ANN001
+    """The live model's version, as ``/health`` reports it."""
+    model = w.health()["model"]
+    return model["version"] if model else None
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +71,13 @@ def test_swap_under_load_loses_nothing_duplicates_nothing_and_is_monotonic(
             target=lambda: produce(client, iter(txs), rate=3000, stop=stop), daemon=True
         )
         feeder.start()
-        while w.metrics.events_in._value.get() < 3000:  # v1 is scoring under load
+        while metric(w, "finscore_events_in_total") < 3000:  # v1 is scoring under load
             time.sleep(0.05)
         announced = time.time()
         publish(client, prefix, artifact("fraud", "2", seed=2).sign(private))
         feeder.join(60)
         msgs = consume_all(client, prefix + T.FRAUD_FLAGS, len(txs), read_committed=True, settle=2)
-        swaps = list(w.slot.swaps)
+        swaps = w.health()["swaps"]
     flags = decode_all(msgs, "fraud_flag")
     counts = Counter(f["transaction_id"] for f in flags)
     assert len(counts) == len(txs) and max(counts.values()) == 1  # none lost, none twice
@@ -68,7 +88,7 @@ def test_swap_under_load_loses_nothing_duplicates_nothing_and_is_monotonic(
         versions = [int(v) for _, v in sorted(rows)]
         assert versions == sorted(versions), "a partition went back to an older version"
     assert {f["model_version"] for f in flags} == {"1", "2"}
-    swap_time = [t for t, _, to in swaps if to == "2"][0]
+    swap_time = [s["at"] for s in swaps if s["to"] == "2"][0]
     assert swap_time - announced <= 2.0
 
 
@@ -90,20 +110,10 @@ def test_tampered_and_unsigned_artifacts_are_refused_while_scoring_continues(
             consume_all(client, prefix + T.FRAUD_FLAGS, len(txs), settle=1), "fraud_flag"
         )
         deadline = time.monotonic() + 10
-        while (
-            time.monotonic() < deadline
-            and sum(
-                s.value
-                for s in w.metrics._rejections.collect()[0].samples
-                if s.name.endswith("_total")
-            )
-            < 2
-        ):
+        while time.monotonic() < deadline and metric(w, "finscore_model_rejections_total") < 2:
             time.sleep(0.1)
-        rejections = sum(
-            s.value for s in w.metrics._rejections.collect()[0].samples if s.name.endswith("_total")
-        )
-        live = w.slot.live.version
+        rejections = metric(w, "finscore_model_rejections_total")
+        live = live_version(w)
     assert len(flags) == len(txs)
     assert {f["model_version"] for f in flags} == {"1"}
     assert rejections == 2 and live == "1"
@@ -114,10 +124,10 @@ def test_rollback_is_an_announcement_and_late_workers_start_on_the_latest(client
     publish(client, prefix, artifact("fraud", "1"))
     publish(client, prefix, artifact("fraud", "2", seed=3))
     with running(worker_config(client, prefix)) as w:  # starts late: v2 already announced
-        assert w.slot.live.version == "2"
+        assert live_version(w) == "2"
         publish(client, prefix, artifact("fraud", "1"), action="ROLLBACK")
         deadline = time.monotonic() + 10
-        while w.slot.live.version != "1" and time.monotonic() < deadline:
+        while live_version(w) != "1" and time.monotonic() < deadline:
             time.sleep(0.05)
         txs = txs_for(prefix, 200)
         produce(client, iter(txs))
@@ -131,7 +141,7 @@ def test_shadow_challenger_writes_to_the_shadow_topic_only(client, prefix) -> No
     with running(worker_config(client, prefix)) as w:
         publish(client, prefix, artifact("fraud", "2", seed=8), action="SHADOW")
         deadline = time.monotonic() + 10
-        while w.slot.challenger is None and time.monotonic() < deadline:
+        while w.health()["challenger"] is None and time.monotonic() < deadline:
             time.sleep(0.05)
         txs = txs_for(prefix, 300)
         produce(client, iter(txs))
@@ -155,7 +165,7 @@ def test_compare_reports_live_versus_shadow_on_the_same_transactions(client, pre
     with running(worker_config(client, prefix)) as w:
         publish(client, prefix, artifact("fraud", "2", seed=8), action="SHADOW")
         deadline = time.monotonic() + 10
-        while w.slot.challenger is None and time.monotonic() < deadline:
+        while w.health()["challenger"] is None and time.monotonic() < deadline:
             time.sleep(0.05)
         produce(client, iter(txs))
         consume_all(client, prefix + T.shadow(T.FRAUD_FLAGS), len(txs))

@@ -22,9 +22,10 @@ from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample
 from finscore.sim.market import MarketSimConfig, MarketSimulator
 from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
+from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.pipeline import DeadLetter, DeadLetterEncoder
-from finscore.streams.scoring import ModelSlot, Scorer
+from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
 from tests.models import artifact
 

@@ -15,9 +15,10 @@ from finscore.features.market_windows import MarketWindows
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar.codec import ColumnarCodec
 from finscore.sim.market import MarketSimConfig, MarketSimulator
+from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.market.columns import decode_ticks, impossible_ticks
 from finscore.streams.market.pipeline import MarketPipeline, validate_tick
-from finscore.streams.scoring import Challenger, ModelSlot, Scorer
+from finscore.streams.scoring import Challenger, Scorer
 from finscore.streams.transport import Message
 from tests.models import artifact
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import pytest
 
 from finscore.schemas.codec import Codec
-from finscore.streams.scoring import Challenger, ModelSlot, Scorer, in_canary
+from finscore.streams.hot_swap import ModelSlot
+from finscore.streams.scoring import Challenger, Scorer, in_canary
 from finscore.streams.transport import Message
 from tests.models import artifact
 from tests.streams import test_fraud_pipeline as fraud_cases

@@ -44,7 +44,7 @@ def spawn_worker(client: dict, prefix: str, eos: bool, tmp_path) -> subprocess.P
         args.append("--exactly-once")
     log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "finscore.app.cli.main", *args], env=env, cwd=ROOT, stderr=log
+        [sys.executable, "-m", "finscore.app.cli", *args], env=env, cwd=ROOT, stderr=log
     )
 
 

@@ -1,6 +1,6 @@
 """`finscore compress fraud|market`: run a plan, print the table, write the report, register.
 
-Mounted lazily by ``finscore.app.cli.main`` so that worker commands never import torch.
+Mounted lazily by ``finscore.app.cli.group`` so that worker commands never import torch.
 """
 
 from __future__ import annotations
@@ -13,66 +13,12 @@ from typing import Any
 import click
 
 from finscore.compression.family import Family, TrainData
-from finscore.compression.plan import Gate, Plan, RunResult, to_artifact
-from finscore.compression.steps import (
-    ArchitectureSearch,
-    Distill,
-    PruneStructured,
-    PruneUnstructured,
-    QuantizeDynamic,
-    QuantizeStatic,
-    WeightShare,
-)
+from finscore.compression.plan import Gate, RunResult
+from finscore.compression.plans import PLAN_NAMES, fraud_plan, market_plan
 from finscore.models.registry import Artifact
 
-
-def fraud_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
-    """``quick``: one width-32 student distilled at a high learning rate (T = 2, alpha = 0.9,
-    lr 5e-3), a quarter of its neurons pruned, weights shared (32 clusters), both fine-tuned by
-    distillation, and static int8 (the README tour, demos). It passes its gate (validation AP
-    within 0.05 of the teacher's) on its default data with a margin: seeds 0-2 lose 0.001-0.011
-    AP. The former recipe (lr 1e-3, half the neurons pruned, dynamic int8) lost 0.05-0.2: too
-    slow a student for 10 epochs, too aggressive a pruning, and dynamic int8 never deploys
-    (its outputs depend on the batch).
-    ``default``: a width search under 16 kB distilled at a high learning rate (T = 2,
-    alpha = 0.9), then structured pruning and weight sharing (64 clusters) fine-tuned by
-    distillation, and both int8 quantisations branching from the pruned model (the benchmark's
-    plan). No unstructured pruning: with weight sharing every weight costs one byte, zero or
-    not, so it saves nothing and cost validation AP on the handbook data."""
-    if name == "quick":
-        steps = [
-            Distill(32, temperature=2.0, alpha=0.9, lr=5e-3),
-            PruneStructured(0.25, 3),
-            WeightShare(32, 3),
-            QuantizeStatic(1024),
-        ]
-        return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed,
-                    fine_tune_lr=2e-3, fine_tune_alpha=0.9)  # fmt: skip
-    ft = max(2, epochs // 4)
-    steps = [
-        ArchitectureSearch(
-            (16, 32, 64, (32, 32, 16)), budget_bytes=16_000, temperature=2.0, alpha=0.9, lr=5e-3
-        ),
-        PruneStructured(0.25, ft),
-        WeightShare(64, ft),
-        QuantizeDynamic(),
-        QuantizeStatic(2048),
-    ]
-    return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed,
-                fine_tune_lr=2e-3, fine_tune_alpha=0.9)  # fmt: skip
-
-
-def market_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
-    if name == "quick":
-        steps = [Distill(16), PruneUnstructured(0.5, 1), QuantizeDynamic()]
-    else:
-        steps = [
-            ArchitectureSearch((8, 16, 32)),
-            PruneUnstructured(0.5, 2),
-            QuantizeDynamic(),
-            QuantizeStatic(1024),
-        ]
-    return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed)
+__all__ = ["compress", "fraud_plan", "gate_hint", "load", "market_plan", "print_table",
+           "run_compression"]  # fmt: skip
 
 
 def load(
@@ -200,6 +146,7 @@ def run_compression(
     import torch
     from rich.console import Console
 
+    from finscore.app.sidecar.gate import register
     from finscore.compression.exceptions import GateFailed
     from finscore.compression.report import write_report, write_version_report
     from finscore.models.registry import Registry
@@ -242,8 +189,10 @@ def run_compression(
     artifact = None
     if registry_dir is not None and result.deployed is not None:
         reg = Registry(registry_dir)
-        artifact = reg.publish(to_artifact(result, result.deployed, fam, td), signing_key)
-        if promote:
+        artifact = register(reg, result, result.deployed, fam, td, signing_key)
+        if (
+            promote
+        ):  # the registry's champion only: nothing is announced (`finscore models promote`)
             reg.promote(family, artifact.manifest.version)
         if echo:
             m = artifact.manifest
@@ -273,7 +222,7 @@ def _common(f):  # noqa: ANN001, ANN202
     options = [
         click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                      help="Real data folder (default FINSCORE_DATA_DIR)."),
-        click.option("--plan", "plan_name", type=click.Choice(["quick", "default"]),
+        click.option("--plan", "plan_name", type=click.Choice(PLAN_NAMES),
                      default="quick", show_default=True),
         click.option("--epochs", type=int, default=None, help="Student / fine-tune epochs."),
         click.option("--teacher-epochs", type=int, default=None),

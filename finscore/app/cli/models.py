@@ -10,6 +10,7 @@ Model names and versions are checked against the registry's patterns before anyt
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -18,6 +19,10 @@ from rich.table import Table
 from finscore.app.cli.context import Ctx, pass_ctx
 from finscore.exceptions import FinscoreError
 from finscore.logging import get_logger
+
+if TYPE_CHECKING:
+    from finscore.app.sidecar.gate import Announcer
+    from finscore.models.registry import Artifact, Registry
 
 log = get_logger("finscore.models")
 
@@ -46,8 +51,8 @@ def _version(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
         raise click.BadParameter(str(exc)) from exc
 
 
-def _registry(ctx: Ctx):  # noqa: ANN202 - lazy import keeps `finscore --help` light
-    from finscore.models.registry import Registry
+def _registry(ctx: Ctx) -> Registry:
+    from finscore.models.registry import Registry  # lazy: keeps `finscore --help` light
 
     return Registry(ctx.settings.registry_dir)
 
@@ -72,15 +77,30 @@ def _signing_key(ctx: Ctx) -> str | None:
     )
 
 
-def _signed(ctx: Ctx, artifact):  # noqa: ANN001, ANN202
-    """``artifact`` checked (hash, size, smoke test, its signature when it has one) and signed
-    with this machine's key when it is not; raises FinscoreError when it cannot be trusted."""
+def _announcer(ctx: Ctx) -> Announcer:
+    """Announcements to this bus's ``model-updates``, signed with this machine's key (checked
+    reachable first: a bus that is not there fails fast, before anything changes)."""
+    from finscore.app.sidecar.gate import Announcer
+    from finscore.schemas.topics import MODEL_UPDATES
+    from finscore.streams.admin import check_reachable
+
+    key = _signing_key(ctx)
+    check_reachable(ctx.client)
+    return Announcer(ctx.client, ctx.settings.topic_prefix + MODEL_UPDATES, key)
+
+
+def _trusted(ctx: Ctx, reg: Registry, name: str, version: str) -> Artifact:
+    """Version ``version`` of ``name``, checked (hash, size, smoke test, its signature when it
+    has one) and, when unsigned, signed with this machine's key — the signature kept in the
+    registry (:func:`finscore.app.sidecar.gate.trusted`). FinscoreError when it cannot be
+    trusted."""
+    from finscore.app.sidecar.gate import trusted
     from finscore.models.registry import ArtifactError
 
     key = _signing_key(ctx)
     verify = ctx.settings.model_keys().verify_key
     try:
-        artifact.verify(verify, require_signature=artifact.signature is not None)
+        return trusted(reg, reg.get(name, version), signing_key=key, verify_key=verify)
     except ArtifactError as exc:
         raise FinscoreError(
             f"refusing to announce it: {exc}",
@@ -89,26 +109,6 @@ def _signed(ctx: Ctx, artifact):  # noqa: ANN001, ANN202
             if exc.reason == "bad_signature"
             else exc.hint,
         ) from exc
-    if artifact.signature is None and key is not None:
-        return artifact.sign(key)
-    return artifact
-
-
-def _announce(ctx: Ctx, artifact, action: str, **kw) -> None:  # noqa: ANN001
-    from finscore.schemas.topics import MODEL_UPDATES
-    from finscore.streams.admin import check_reachable
-    from finscore.streams.hot_swap import announce
-
-    key = _signing_key(ctx)
-    check_reachable(ctx.client)
-    announce(
-        ctx.client,
-        ctx.settings.topic_prefix + MODEL_UPDATES,
-        artifact,
-        action,
-        signing_key=key,
-        **kw,
-    )
 
 
 @click.group()
@@ -145,9 +145,10 @@ def promote(ctx: Ctx, name: str, version: str | None) -> None:
                 f"no {name} model in the registry", hint=f"run `finscore compress {name}`"
             )
         version = versions[-1].version
-    artifact = _signed(ctx, reg.get(name, version))  # checked before anything changes
-    _announce(ctx, artifact, "PROMOTE")  # the registry moves only once workers can see it
-    reg.promote(name, version)
+    from finscore.app.sidecar.gate import promote as announce_and_promote
+
+    artifact = _trusted(ctx, reg, name, version)  # checked before anything changes
+    announce_and_promote(reg, _announcer(ctx), artifact)  # the registry moves once acknowledged
     click.echo(f"{name} v{version} promoted and announced")
 
 
@@ -156,10 +157,12 @@ def promote(ctx: Ctx, name: str, version: str | None) -> None:
 @pass_ctx
 def rollback(ctx: Ctx, name: str) -> None:
     """Return to the previous champion: just another announcement."""
+    from finscore.app.sidecar.gate import rollback as announce_and_roll_back
+
     reg = _registry(ctx)
     manifest = reg.previous(name)
-    _announce(ctx, _signed(ctx, reg.get(name, manifest.version)), "ROLLBACK")
-    reg.rollback(name)  # only after the announcement is acknowledged
+    artifact = _trusted(ctx, reg, name, manifest.version)
+    announce_and_roll_back(reg, _announcer(ctx), artifact)  # the registry moves once acknowledged
     click.echo(f"{name} rolled back to v{manifest.version} and announced")
 
 
@@ -170,11 +173,14 @@ def rollback(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def shadow(ctx: Ctx, name: str, version: str | None, clear: bool) -> None:
     """Score VERSION beside the live model; its outputs go to <output>-shadow."""
+    from finscore.app.sidecar.gate import challenge
+
     if clear or version is None:
-        _announce(ctx, None, "SHADOW", model_name=name)
+        challenge(_announcer(ctx), name, None, "SHADOW")
         click.echo(f"{name}: challenger removed")
         return
-    _announce(ctx, _signed(ctx, _registry(ctx).get(name, version)), "SHADOW")
+    artifact = _trusted(ctx, _registry(ctx), name, version)
+    challenge(_announcer(ctx), name, artifact, "SHADOW")
     click.echo(f"{name} v{version} now scores in shadow")
 
 
@@ -187,7 +193,10 @@ def canary(ctx: Ctx, name: str, version: str, share: float) -> None:
     """Let VERSION score a share of keys (its outputs replace the live model's for them)."""
     if not 0 < share < 1:
         raise click.BadParameter("share must be between 0 and 1", param_hint="--share")
-    _announce(ctx, _signed(ctx, _registry(ctx).get(name, version)), "CANARY", canary_share=share)
+    from finscore.app.sidecar.gate import challenge
+
+    artifact = _trusted(ctx, _registry(ctx), name, version)
+    challenge(_announcer(ctx), name, artifact, "CANARY", share)
     click.echo(f"{name} v{version} scores {share:.0%} of keys")
 
 

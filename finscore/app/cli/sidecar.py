@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from finscore.app.sidecar.loop import Sidecar, SidecarConfig
+from finscore.app.sidecar import Sidecar, SidecarConfig
 from finscore.logging import get_logger
 
 log = get_logger("sidecar")
@@ -24,7 +24,8 @@ log = get_logger("sidecar")
 def sidecar(
     interval: float, min_outcomes: int, ap_drop: float, tolerance: float, metrics_port: int | None
 ) -> None:
-    """Watch model quality and drift; recompress, gate, sign and hot-swap fraud models."""
+    """Watch model quality and drift; recompress, gate, sign and hot-swap fraud and market
+    models."""
     import signal
 
     from finscore.settings import Settings

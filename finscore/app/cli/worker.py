@@ -67,6 +67,7 @@ def worker_config(
 ) -> Any:
     """A WorkerConfig from settings and CLI options (settings only at the edge)."""
     from finscore.providers import batch_size_for, resolve
+    from finscore.streams.bounds import InputBounds
     from finscore.streams.worker import WorkerConfig
 
     extra: dict[str, Any] = {}
@@ -98,7 +99,7 @@ def worker_config(
         metrics_host=s.metrics_host,
         health_grace_s=s.health_grace_s,
         expected_partitions=s.partitions,
-        bounds=s.input_bounds(),
+        bounds=InputBounds(**s.input_bounds_values()),  # type: ignore[arg-type]
         execution_providers=providers,
         label_contract=s.label_contract,
         **extra,

@@ -1,12 +1,17 @@
 """The market half of the sidecar: live macro-F1 from price signals and realised moves, and
 recompression of the market model on the recent book history.
 
+Inputs (given by the loop, :mod:`finscore.app.sidecar.loop`): ``market-ticks`` (each checked by
+:meth:`MarketSidecar.check_tick`: bounds and sequence) and ``price-signals``.
+
 Ticks (from ``market-ticks``) are kept per instrument as feature rows and mid prices, ordered by
 sequence. A signal's outcome is the FI-2010 direction label of its tick's sequence, computed
 from those mids with the live model's horizon and α — so the sidecar judges the model exactly
 as it was trained. Recompression trains on the older part of the buffer and gates on the most
 recent part: first against a teacher trained on the same (new-regime) data, then against the
-live champion on the same windows.
+live champion on the same windows, in the sequence both halves share
+(:func:`~finscore.app.sidecar.gate.recompress_and_publish`; plan:
+:func:`~finscore.compression.plans.market_recompress`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from finscore.app.sidecar.gate import gated_candidate, over_budget, publish_and_announce
+from finscore.app.sidecar.config import SidecarConfig
+from finscore.app.sidecar.gate import Recompression, recompress_and_publish
+from finscore.app.sidecar.inputs import check_tick
 from finscore.features.market import (
     BOOK_LAYOUT,
     book_array,
@@ -31,14 +38,16 @@ from finscore.logging import get_logger
 from finscore.models.evaluation import macro_f1
 from finscore.models.registry import Registry
 
+__all__ = ["CLASSES", "MarketSidecar"]
+
 log = get_logger("sidecar.market")
 CLASSES = {"DOWN": 0, "FLAT": 1, "UP": 2}
 
 
-class MarketCare:
+class MarketSidecar:
     """Buffers ticks and signals; says when to recompress; recompresses and publishes."""
 
-    def __init__(self, cfg: Any, max_rows: int = 60_000, window: int = 5_000) -> None:
+    def __init__(self, cfg: SidecarConfig, max_rows: int = 60_000, window: int = 5_000) -> None:
         self.cfg = cfg
         self.max_rows = max_rows
         self.window = window
@@ -47,8 +56,17 @@ class MarketCare:
         self._mid: dict[str, deque[float]] = {}
         self._signals: dict[str, dict[int, tuple[int, str]]] = {}
         self.best_f1: dict[str, float] = {}
+        self._last_seq: dict[str, int] = {}  # newest sequence checked, per instrument
 
     # -- inputs -------------------------------------------------------------------------------
+    def check_tick(self, tick: dict[str, Any]) -> dict[str, Any]:
+        """``tick`` when it is within bounds and not behind its instrument's sequence
+        (:func:`~finscore.app.sidecar.inputs.check_tick`); raises ``BadInput`` otherwise."""
+        inst = tick.get("instrument", "")
+        check_tick(tick, self._last_seq.get(inst))
+        self._last_seq[tick["instrument"]] = max(tick["sequence"], self._last_seq.get(inst, -1))
+        return tick
+
     def add_ticks(self, ticks: list[dict]) -> None:
         if not ticks:
             return
@@ -99,7 +117,11 @@ class MarketCare:
             return len(y_true), None
         return len(y_true), macro_f1(np.asarray(y_true), np.asarray(y_pred))
 
-    def trigger(self, min_outcomes: int, f1_drop: float) -> str | None:
+    def trigger(self) -> str | None:
+        """The drift that calls for a recompression now (the champion's rolling macro-F1 fell
+        ``market_f1_drop`` below its best over at least ``market_min_outcomes`` signals), or
+        None."""
+        min_outcomes, f1_drop = self.cfg.market_min_outcomes, self.cfg.market_f1_drop
         champion = Registry(self.cfg.registry_dir).champion("market")
         if champion is None:
             return None
@@ -116,13 +138,12 @@ class MarketCare:
 
     # -- recompression ------------------------------------------------------------------------
     def recompress(self, reason: str, seed: int = 0) -> dict[str, Any]:
-        from finscore.compression.exceptions import GateFailed
+        """Train, compress and gate a candidate on the recent book history (train on the older
+        60 %, validate on the next 15 %, hold out the newest 25 %); publish it if it passes."""
         from finscore.compression.export import run_onnx
         from finscore.compression.family import TrainData
         from finscore.compression.market import MarketFamily
-        from finscore.compression.plan import Plan
-        from finscore.compression.report import write_report, write_version_report
-        from finscore.compression.steps import Distill, PruneUnstructured, QuantizeDynamic
+        from finscore.compression.plans import market_recompress
 
         cfg, t0 = self.cfg, time.time()
         reg = Registry(cfg.registry_dir)
@@ -145,7 +166,8 @@ class MarketCare:
                 y = direction_labels(mid[lo:hi], horizon, fam.alpha)
                 parts[i].append(make_windows(rows[lo:hi], y, window, 2))
         if not all(parts):
-            return {"reason": reason, "outcome": "rejected", "why": "not enough recent ticks"}
+            return {"model": "market", "reason": reason, "outcome": "rejected",
+                    "why": "not enough recent ticks"}  # fmt: skip
         (xtr, ytr), (xva, yva), (xte, yte) = (
             (np.concatenate([x for x, _ in p]), np.concatenate([y for _, y in p])) for p in parts
         )
@@ -153,34 +175,12 @@ class MarketCare:
         champ_f1 = None
         if champion is not None:
             champ_f1 = fam.evaluate(run_onnx(champion.onnx, data.x_test), data)["macro_f1"]
-        plan = Plan([Distill(32), PruneUnstructured(0.5, 2), QuantizeDynamic()],
-                    teacher_epochs=cfg.market_epochs, epochs=cfg.market_epochs, seed=seed)  # fmt: skip
-        record: dict[str, Any] = {"model": "market", "reason": reason, "windows": len(xtr),
-                                  "champion_macro_f1": champ_f1}  # fmt: skip
-        try:
-            result, cand = gated_candidate(plan, fam, data, "macro_f1", cfg.tolerance)
-        except GateFailed as exc:
-            record.update(outcome="rejected", why=str(exc))
-            return record
-        assert cand is not None
-        record.update(candidate_macro_f1=cand.metrics["macro_f1"],
-                      new_regime_teacher_macro_f1=result.teacher.metrics["macro_f1"])  # fmt: skip
-        if champ_f1 is not None and cand.metrics["macro_f1"] < champ_f1 - cfg.tolerance:
-            record.update(outcome="rejected", why="worse than the champion on the recent windows")
-            log.warning("sidecar.candidate_rejected", **record)
-            return record
-        if over_budget(cand, champion, cfg.max_bytes):
-            record.update(outcome="rejected", why="size or latency over budget")
-            log.warning("sidecar.candidate_rejected", **record)
-            return record
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        report = write_report(
-            result, cfg.reports_dir / f"market-{stamp}", f"sidecar market ({reason})"
-        )
-        art = publish_and_announce(cfg, reg, result, cand, fam, data)
-        report = write_version_report(result, cfg.version_reports_dir / fam.name, fam.name,
-                                      art.manifest.version, f"sidecar recompression ({reason})")  # fmt: skip
-        record.update(outcome="promoted", version=art.manifest.version, bytes=cand.size_bytes,
-                      report=str(report), seconds=round(time.time() - t0, 1))  # fmt: skip
-        log.info("sidecar.promoted", **record)
-        return record
+        run = Recompression(
+            family=fam, data=data, plan=market_recompress(cfg.market_epochs, seed),
+            champion=champion, champion_metric=champ_f1,
+            record={"model": "market", "reason": reason, "windows": len(xtr)},
+            run_dir=cfg.reports_dir / f"market-{stamp}",
+            title=f"sidecar recompression ({reason})", started=t0,
+        )  # fmt: skip
+        return recompress_and_publish(run, reg, cfg)

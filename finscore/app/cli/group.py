@@ -147,6 +147,3 @@ def _named_source(exc: FinscoreError) -> FinscoreError:
         return exc.with_source(Ctx.current.bootstrap_source)
     return exc
 
-
-if __name__ == "__main__":  # pragma: no cover - `python -m finscore.app.cli.main`
-    main()

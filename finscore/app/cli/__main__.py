@@ -1,0 +1,5 @@
+"""``python -m finscore.app.cli``: the ``finscore`` console."""
+
+from finscore.app.cli.group import main
+
+main()

@@ -1,0 +1,222 @@
+"""The fraud stream: transactions → fraud-flags, customer state in an append-only changelog,
+the delayed labels of *all* partitions read as a side input (terminal risk is global whatever
+partitions a worker owns), and in ``fraud_reports`` fleets the workers' terminal entries
+exchanged on their own topic."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from finscore.features.exceptions import FeatureStateError
+from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
+from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
+from finscore.logging import get_logger
+from finscore.schemas import topics as T
+from finscore.schemas.codec import Codec
+from finscore.streams.changelog import read_changelog_records
+from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
+from finscore.streams.hot_swap import ModelSlot
+from finscore.streams.pipeline import DeadLetter
+from finscore.streams.stream import (
+    default_transports,
+    ensure_changelog,
+    output_codec,
+    output_encoding,
+    registry_client,
+)
+from finscore.streams.transport import Message, TopicReader, TransportFactory, catch_up
+from finscore.streams.transport import TopicPartition as TP
+
+if TYPE_CHECKING:
+    from finscore.streams.worker import WorkerConfig
+
+__all__ = ["MAX_PENDING_DEAD", "FraudStream"]
+
+log = get_logger(__name__)
+
+MAX_PENDING_DEAD = 10_000  # label dead letters kept while this worker has no partitions yet
+
+
+class FraudStream:
+    """transactions → fraud-flags, customer state in a changelog, labels read globally."""
+
+    def __init__(
+        self, cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.slot = slot
+        self.transports = transports or default_transports(cfg)
+        self.input_topic = cfg.topic(T.TRANSACTIONS)
+        self.output_topic = cfg.topic(T.FRAUD_FLAGS)
+        self.output_schema = "fraud_flag"
+        self.labels_topic = cfg.topic(T.FRAUD_LABELS)
+        # The stores' time range starts at the earliest accepted event time: fixed, so no
+        # record (valid or not) moves it.
+        features_cfg = FraudFeatureConfig(
+            time_origin_ms=cfg.bounds.min_event_time_ms, label_contract=cfg.label_contract
+        )
+        # fraud_reports: the workers exchange their transactions' terminal entries (see
+        # finscore.features.terminal_entries) on <group>-terminal-entries-changelog.
+        self.features = FraudFeatures(features_cfg, share_entries=features_cfg.reports_only)
+        self.entries_topic = ""
+        self._entries_reader: TopicReader | None = None
+        self._entries_key = cfg.instance_id.encode()
+        self._registry = registry_client(cfg)
+        self.labels = LabelsPipeline(
+            self.features, bounds=cfg.bounds, codec=Codec("fraud_label", registry=self._registry)
+        )
+        self._labels_reader: TopicReader | None = None
+        self._dead: list[DeadLetter] = []
+        self._owned: set[int] = set()
+        self._assigned_once = False  # until then label dead letters wait for their owner
+        self.changelog_topic = ""
+        self.pipeline: FraudPipeline  # set in start()
+
+    def start(self) -> None:
+        # Append-only (each record holds a customer's new window entries), so it is pruned by
+        # time, not compacted: kept longer than any feature looks back.
+        self.changelog_topic = ensure_changelog(
+            self.cfg, self.transports, self.input_topic, "customer-entries", T.APPEND_ONLY_STATE
+        )
+        out_encoding = output_encoding(self.cfg, self.output_topic, self._registry)
+        self.pipeline = FraudPipeline(
+            self.features,
+            self.slot,
+            self.output_topic,
+            threshold=self.cfg.threshold,
+            output_encoding=out_encoding,
+            changelog_topic=self.changelog_topic,
+            explain=self.cfg.explain,
+            bounds=self.cfg.bounds,
+            in_codec=Codec("transaction", registry=self._registry),
+            out_codec=output_codec(
+                self.output_schema, self.output_topic, self._registry, out_encoding
+            ),
+        )
+        if self.features.cfg.reports_only:  # before the labels: a report finds its entry
+            self._start_entries()
+        self._labels_reader = self._follow(self.labels_topic, "labels")
+        n = catch_up(self._labels_reader, self._apply_labels)
+        log.info("labels.caught_up", labels=n)
+
+    def _follow(self, topic: str, name: str) -> TopicReader:
+        """A reader of every partition of ``topic`` from the beginning (``read_committed`` in
+        exactly-once mode)."""
+        reader = self.transports.reader(
+            topic, group=f"{self.cfg.group}-{name}", read_committed=self.cfg.exactly_once
+        )
+        reader.assign(dict.fromkeys(self.transports.partitions(topic)))
+        return reader
+
+    def _start_entries(self) -> None:
+        """Create the terminal-entries topic (append-only, partitioned like the input), have
+        the pipeline write this worker's entries to it at each flush, read every partition of
+        it (``read_committed`` in exactly-once mode) and catch up to its end."""
+        self.entries_topic = ensure_changelog(
+            self.cfg, self.transports, self.input_topic, "terminal-entries", T.APPEND_ONLY_STATE
+        )
+        self._entries_reader = self._follow(self.entries_topic, "entries")
+        self.pipeline.entries_topic = self.entries_topic
+        self.pipeline.entries_partitions = len(self._entries_reader.assigned())
+        self.pipeline.entries_key = self._entries_key
+        # Own records too: a worker restarted under the same instance id starts empty.
+        n = catch_up(self._entries_reader, lambda m: self._apply_entries(m, True))
+        log.info("terminal_entries.caught_up", records=n)
+
+    def _apply_entries(self, msgs: list[Message], own: bool = False) -> int:
+        """Add other workers' terminal entries (and this worker's own when ``own``: once
+        running, they are in its state already); a record that is not a valid entries record
+        is skipped with a warning."""
+        key = None if own else self._entries_key
+        values = [m.value for m in msgs if m.value and (key is None or m.key != key)]
+        try:
+            self.features.add_terminal_entries(values)
+        except FeatureStateError:  # a corrupt record: keep every other one
+            for v in values:
+                try:
+                    self.features.add_terminal_entries([v])
+                except FeatureStateError as exc:
+                    log.warning("terminal_entries.record_skipped", reason=str(exc))
+        return len(values)
+
+    def _apply_labels(self, msgs: list[Message]) -> int:
+        result = self.labels.process(msgs)
+        # Each bad label is reported by the worker owning that partition number; before this
+        # worker's first assignment (the start-up catch-up) they wait, at most MAX_PENDING.
+        if self._assigned_once:
+            self._dead += [d for d in result.dead_letters if d.message.partition in self._owned]
+        else:
+            self._dead += result.dead_letters
+            if len(self._dead) > MAX_PENDING_DEAD:
+                log.warning("labels.dead_letters_dropped", count=len(self._dead) - MAX_PENDING_DEAD)
+                self._dead = self._dead[-MAX_PENDING_DEAD:]
+        return result.scored
+
+    def before_batch(self) -> None:
+        if self._entries_reader is not None:
+            entries = self._entries_reader.read(1000, 0)
+            if entries:
+                self._apply_entries(entries)
+        if self._labels_reader is not None:
+            msgs = self._labels_reader.read(20000, 0)
+            if msgs:
+                self._apply_labels(msgs)
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        """Dead letters of labels read since the last call that this worker reports (those
+        of the label partitions numbered like its input partitions)."""
+        if not self._assigned_once:
+            return []
+        dead, self._dead = self._dead, []
+        return [d for d in dead if d.message.partition in self._owned]
+
+    def on_assign(self, tps: list[TP]) -> None:
+        parts = [p for t, p in tps if t == self.input_topic]
+        self._owned.update(parts)
+        self._assigned_once = True
+        records = read_changelog_records(
+            self.transports, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
+        )
+        good = []
+        for key, value in records:
+            if value[:4] in (ROWS_MAGIC, KEY_ROWS_MAGIC, SNAPSHOT_MAGIC):
+                good.append((key.decode(errors="replace"), value))
+            else:  # not ours: rebuilt from the stream instead
+                log.warning("state.record_skipped", key=key.decode(errors="replace"))
+        b = self.cfg.bounds
+        latest = b.latest_ms(int(time.time() * 1000))
+
+        def keep(rows: np.ndarray) -> np.ndarray:  # rows: time, tag, cents, sq
+            t, cents = rows[:, 0], rows[:, 2]
+            return ((t >= b.min_event_time_ms) & (t <= latest)
+                    & (cents >= b.min_amount_cents) & (cents <= b.max_amount_cents))  # fmt: skip
+
+        dropped = 0
+        try:
+            dropped = self.features.add_changes(good, keep)
+        except FeatureStateError:  # a corrupt record: keep every other one
+            for record in good:
+                try:
+                    dropped += self.features.add_changes([record], keep)
+                except FeatureStateError as exc:
+                    log.warning("state.record_skipped", key=record[0], reason=str(exc))
+        if dropped:
+            log.warning("state.rows_out_of_bounds_dropped", topic=self.changelog_topic,
+                        rows=dropped)  # fmt: skip
+
+    def on_revoke(self, tps: list[TP]) -> None:
+        parts = {p for t, p in tps if t == self.input_topic}
+        self._owned.difference_update(parts)
+        if hasattr(self, "pipeline"):  # their new owner replays what was not committed
+            self.pipeline.forget_partitions(parts)
+
+    def close(self) -> None:
+        if self._labels_reader is not None:
+            self._labels_reader.close()
+            self._labels_reader = None
+        if self._entries_reader is not None:
+            self._entries_reader.close()
+            self._entries_reader = None
