@@ -9,14 +9,20 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do command 
 DEMO_ARGS ?=
 TEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean kafka kafka-fetch
+.PHONY: setup demo test lint bench clean kafka kafka-fetch registry-fetch
 
-setup: $(VENV)/.installed kafka-fetch
+setup: $(VENV)/.installed kafka-fetch registry-fetch
 
 # Apache Kafka 4.4's jars (the second test backend, `make kafka`), fetched once with Maven into
 # .cache/kafka/lib; without Java 17+ or Maven this prints a note and those tests are skipped.
 kafka-fetch:
 	@bash scripts/kafka/fetch.sh
+
+# A real schema registry for the tests (Apicurio Registry 2.4.2, Confluent-compatible API, in
+# memory), built once with Maven into .cache/registry/app; without Java 17+ or Maven this prints a
+# note and the registry tests are skipped.
+registry-fetch:
+	@bash scripts/registry/fetch.sh .cache/registry
 
 # One Apache Kafka 4.4 broker (KRaft, broker+controller, data in a temp dir) in the foreground on
 # FINSCORE_BROKER_PORT (default 9092); KAFKA_ARGS='--nodes 3' starts a 3-node cluster instead.
@@ -46,4 +52,4 @@ bench: setup
 	$(VENV)/bin/finscore bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info var reports .cache/kafka
+	rm -rf $(VENV) build *.egg-info var reports .cache/kafka .cache/registry

@@ -29,7 +29,8 @@ from finscore.app.console.produce import transaction_events
 from finscore.models.registry import Registry
 from finscore.schemas.codec import Codec
 from finscore.settings import Settings
-from finscore.streams.scoring import ModelSlot, Scorer
+from finscore.streams.hot_swap import ModelSlot
+from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
 
 ROOT = Path(__file__).resolve().parents[1]

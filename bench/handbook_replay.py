@@ -215,7 +215,8 @@ class FlagObserver:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         conf = {**client, "group.id": f"replay-observer-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False, "enable.partition.eof": False}  # fmt: skip
+                "enable.auto.commit": False, "enable.partition.eof": False,
+                "fetch.wait.max.ms": 10}  # fmt: skip
         if read_committed:
             conf["isolation.level"] = "read_committed"
         self._consumer = Consumer(conf)
@@ -354,11 +355,13 @@ def replay_through_worker(
 
     from finscore.app.cli.worker import worker_config
     from finscore.settings import Settings
-    from finscore.streams.admin import ensure_topics
+    from finscore.streams.admin import ensure_topics, offsets
     from finscore.streams.worker import Worker
 
     prefix = prefix if prefix is not None else f"replay-{uuid.uuid4().hex[:8]}-"
-    ensure_topics(client, T.catalog(partitions, prefix))
+    catalog = T.catalog(partitions, prefix)
+    ensure_topics(client, catalog)
+    offsets(client, [t.name for t in catalog], timeout=30)  # leaders elected (Apache Kafka)
     run = StreamRun(contract, np.full(len(frame), np.nan))
     with tempfile.TemporaryDirectory(prefix="finscore-replay-") as tmp:
         verify = signed_registry(artifact, Path(tmp) / "registry")

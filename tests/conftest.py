@@ -88,3 +88,23 @@ def client(broker: EmbeddedBroker | ApacheKafkaBroker) -> dict[str, str | int]:
 def prefix() -> str:
     """A unique topic prefix so tests sharing the broker never see each other's records."""
     return f"t{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real schema registry's Confluent API URL for the session: the one at
+    FINSCORE_TEST_SCHEMA_REGISTRY_URL, else Apicurio Registry built by ``make setup``
+    (:mod:`tests.schemas.apicurio`); skipped, with the reason, where neither can run."""
+    import os
+
+    from tests.schemas.apicurio import ApicurioRegistry, unavailable
+
+    if os.environ.get("FINSCORE_TEST_SCHEMA_REGISTRY_URL"):
+        yield os.environ["FINSCORE_TEST_SCHEMA_REGISTRY_URL"]
+        return
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    log = tmp_path_factory.mktemp("registry") / "apicurio.log"
+    with ApicurioRegistry(log_path=log) as reg:
+        yield reg.url

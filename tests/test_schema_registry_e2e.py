@@ -1,10 +1,11 @@
 """The schema registry end to end: with a registry set, workers read and WRITE the Confluent wire
 format, so Confluent's own ``AvroSerializer``/``AvroDeserializer`` interoperate with them.
 
-The registry is a real HTTP server speaking the Confluent REST API: the schema tests' stand-in
-(:mod:`tests.schemas.registry_server`) by default, or the server at
-``FINSCORE_TEST_SCHEMA_REGISTRY_URL`` when that is set (a real Confluent-compatible registry;
-the compatibility test needs one and is skipped on the stand-in, which applies no rules).
+The registry is a real one: Apicurio Registry (Confluent-compatible API, built by ``make setup``
+into .cache/registry; :mod:`tests.schemas.apicurio`), or the server at
+``FINSCORE_TEST_SCHEMA_REGISTRY_URL`` when that is set (e.g. Confluent's own). Where neither can
+run (no Java or Maven), these tests are skipped with the reason; the schema tests' stand-in
+(:mod:`tests.schemas.registry_server`) serves only the codec's unit tests.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +22,6 @@ import pytest
 from finscore.schemas.codec import Codec, load_schema
 from finscore.schemas.columnar.codec import ColumnarCodec
 from tests.models import artifact
-from tests.schemas.registry_server import RegistryServer
 from tests.streams.kit import consume_all, make_topics, publish, running, worker_config
 
 sr = pytest.importorskip(
@@ -36,15 +35,10 @@ from confluent_kafka.serialization import MessageField, SerializationContext  # 
 REAL_URL = os.environ.get("FINSCORE_TEST_SCHEMA_REGISTRY_URL")
 
 
-@pytest.fixture(scope="module")
-def registry_url() -> Iterator[str]:
-    """A registry's URL: the real one named by FINSCORE_TEST_SCHEMA_REGISTRY_URL, else a
-    stand-in served on a free local port for this module."""
-    if REAL_URL:
-        yield REAL_URL
-        return
-    with RegistryServer() as url:
-        yield url
+@pytest.fixture
+def registry_url(schema_registry_url: str) -> str:
+    """The session's real registry (tests/conftest.py: Apicurio, or FINSCORE_TEST_SCHEMA_REGISTRY_URL)."""
+    return schema_registry_url
 
 
 def _client(url: str) -> Any:
@@ -115,18 +109,14 @@ def test_a_worker_scores_a_confluent_transaction_and_its_flag_is_confluent(  # n
     assert raw[:1] == b"\x00", raw[:10]  # the Confluent wire format, not single-object
     flag = AvroDeserializer(reg)(raw, SerializationContext(flag_topic, MessageField.VALUE))
     assert flag["transaction_id"] == "e2e-1" and flag["model_version"] == "4"
-    latest = reg.get_latest_version(f"{flag_topic}-value") if REAL_URL else None
-    if latest is not None:
-        assert latest.schema_id == int.from_bytes(raw[1:5], "big")
+    latest = reg.get_latest_version(f"{flag_topic}-value")  # the worker registered its subject
+    assert latest.schema_id == int.from_bytes(raw[1:5], "big")
     # finscore's own readers still decode it, given the registry
     assert Codec("fraud_flag", registry=registry_url).decode(raw)["transaction_id"] == "e2e-1"
 
 
-@pytest.mark.skipif(
-    not REAL_URL, reason="needs a real registry (FINSCORE_TEST_SCHEMA_REGISTRY_URL)"
-)
 def test_the_registry_refuses_an_incompatible_flag_schema(registry_url) -> None:  # noqa: ANN001
-    """Subjects are real: under the registry's default BACKWARD rule, a flag schema that adds
+    """Subjects are real: under the registry's BACKWARD rule (Confluent's default), a flag schema that adds
     a field without a default cannot follow the one a worker registered."""
     from finscore.schemas.exceptions import EncodeError
 

@@ -175,29 +175,30 @@ def test_ctrl_c_on_produce_flushes_and_summarises(client, prefix) -> None:  # no
 
 
 @pytest.mark.broker
-def test_a_confluent_wire_format_transaction_is_scored_with_the_registry_set(client, prefix):  # noqa: ANN001, ANN201
+def test_a_confluent_wire_format_transaction_is_scored_with_the_registry_set(
+    client, prefix, schema_registry_url
+):  # noqa: ANN001, ANN201
     from finscore.app.cli.worker import worker_config as cli_worker_config
     from finscore.settings import Settings
-    from tests.schemas.registry_server import RegistryServer
 
     make_topics(client, prefix, partitions=1)
     publish(client, prefix, artifact("fraud", "4"))
-    with RegistryServer() as url:
-        env = {**_env(client, prefix), "FINSCORE_SCHEMA_REGISTRY_URL": url}
-        cfg = cli_worker_config(Settings(schema_registry_url=url), "fraud")
-        assert cfg.schema_registry == {"url": url}  # the setting reaches workers
-        r = finscore("produce", "transactions", "-", "--encoding", "confluent", env=env,
-                     stdin=json.dumps(_tx(7)) + "\n")  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        raw = finscore("tail", "transactions", "-o", "beginning", "-e", "--envelope", env=env)
-        assert json.loads(raw.stdout)["value"]["transaction_id"] == "console-7", raw.stdout
-        assert "DeprecationWarning" not in r.stderr + raw.stderr  # authlib's, on import
-        with running(worker_config(client, prefix, schema_registry={"url": url})):
-            deadline, flags = time.monotonic() + 30, ""
-            while time.monotonic() < deadline and not flags:
-                flags = finscore("tail", "fraud-flags", "-o", "beginning", "-e", env=env).stdout
-                time.sleep(0.3)
-        dlq = finscore("tail", "transactions-dlq", "-o", "beginning", "-e", env=env).stdout
+    url = schema_registry_url
+    env = {**_env(client, prefix), "FINSCORE_SCHEMA_REGISTRY_URL": url}
+    cfg = cli_worker_config(Settings(schema_registry_url=url), "fraud")
+    assert cfg.schema_registry == {"url": url}  # the setting reaches workers
+    r = finscore("produce", "transactions", "-", "--encoding", "confluent", env=env,
+                 stdin=json.dumps(_tx(7)) + "\n")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    raw = finscore("tail", "transactions", "-o", "beginning", "-e", "--envelope", env=env)
+    assert json.loads(raw.stdout)["value"]["transaction_id"] == "console-7", raw.stdout
+    assert "DeprecationWarning" not in r.stderr + raw.stderr  # authlib's, on import
+    with running(worker_config(client, prefix, schema_registry={"url": url})):
+        deadline, flags = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and not flags:
+            flags = finscore("tail", "fraud-flags", "-o", "beginning", "-e", env=env).stdout
+            time.sleep(0.3)
+    dlq = finscore("tail", "transactions-dlq", "-o", "beginning", "-e", env=env).stdout
     assert dlq == "", dlq
     assert json.loads(flags)["transaction_id"] == "console-7"
 
