@@ -8,15 +8,14 @@ once as single-object Avro messages. Each run warms a fresh pipeline (the regist
 champion; changelog on) on the first half, labels applied as they become known, then times the
 second half in batches of ``--batch`` — decode, validate, features, ONNX, encode and the
 changelog flush a commit makes — and reports the best of ``--repeat`` runs.
-``--baseline REV`` also runs the fraud pipeline of git revision ``REV`` (its ``streams/fraud/pipeline.py``
-and ``finscore/features/fraud.py``, loaded from ``git show``) on the same messages in the same
-process, side by side, and checks that both score the same transactions alike.
+``--baseline REV`` also runs the fraud pipeline of git revision ``REV`` (with that revision's own
+code, whatever its layout: ``bench/revision.py``) on the same messages in the same process, side
+by side, and checks that both score the same transactions alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import types
@@ -33,7 +32,11 @@ from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from revision import import_from  # noqa: E402  (bench/ is a folder of scripts)
+
+# Where the fraud pipeline lives: its own folder now, one module before the redesign (2151666).
+PIPELINE_MODULES = ("finscore.streams.fraud.pipeline", "finscore.streams.fraud")
 
 
 def messages(n: int) -> tuple[list[Message], list[Message], list[int]]:
@@ -56,32 +59,22 @@ def messages(n: int) -> tuple[list[Message], list[Message], list[int]]:
 
 
 def load_revision(rev: str) -> types.ModuleType:
-    """The fraud pipeline module of git revision ``rev`` (with its own features module)."""
-
-    def source(path: str) -> str:
-        return subprocess.run(
-            ["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout
-
-    feats = types.ModuleType("baseline_fraud_features")
-    sys.modules[feats.__name__] = feats  # before exec: its dataclasses look their module up
-    exec(compile(source("finscore/features/fraud.py"), "baseline_features", "exec"), feats.__dict__)
-    text = source("streams/fraud/pipeline.py").replace(
-        "from finscore.features.fraud import", "from baseline_fraud_features import"
-    )
-    mod = types.ModuleType("baseline_fraud_pipeline")
-    sys.modules[mod.__name__] = mod
-    exec(compile(text, "baseline_fraud", "exec"), mod.__dict__)
-    mod.FraudFeatures = feats.FraudFeatures  # type: ignore[attr-defined]
+    """The fraud pipeline of git revision ``rev`` with that revision's own code (features,
+    columns, codecs), whatever its layout (see ``bench/revision.py``)."""
+    pipeline = import_from(rev, PIPELINE_MODULES, "FraudPipeline")
+    features = import_from(rev, ("finscore.features.fraud",), "FraudFeatures")
+    mod = types.ModuleType(f"fraud_pipeline_{rev}")
+    mod.__dict__.update(pipeline.__dict__)
+    mod.FraudFeatures = features.FraudFeatures  # type: ignore[attr-defined]
     return mod
 
 
 def current() -> types.ModuleType:
     from finscore.features.fraud import FraudFeatures
-    from finscore.streams import fraud
+    from finscore.streams.fraud import pipeline
 
     mod = types.ModuleType("current_fraud_pipeline")
-    mod.__dict__.update(fraud.__dict__)
+    mod.__dict__.update(pipeline.__dict__)
     mod.FraudFeatures = FraudFeatures  # type: ignore[attr-defined]
     return mod
 
@@ -132,9 +125,9 @@ def main() -> None:
     if champion is None:
         sys.exit("no fraud champion in the registry (finscore compress fraud --promote)")
     data = messages(args.transactions)
-    contenders = {"columnar (this revision)": current()}
+    contenders = {"this working tree": current()}
     if args.baseline:
-        contenders = {f"per-record (revision {args.baseline})": load_revision(args.baseline),
+        contenders = {f"revision {args.baseline}": load_revision(args.baseline),
                       **contenders}  # fmt: skip
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     scores: dict[str, dict[str, float]] = {}

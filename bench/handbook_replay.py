@@ -14,7 +14,10 @@ The feed, in event time, one chunk (``--chunk-hours``, default a day) at a time:
 1. the labels *released* in the chunk (``label_time = tx_time + 7 days`` in
    ``[chunk start, chunk end)``): under ``all_outcomes`` every transaction's outcome, under
    ``fraud_reports`` the frauds only (an unreported transaction is genuine), each keyed by
-   terminal as ``finscore produce`` keys them;
+   terminal as ``finscore produce`` keys them (``--label-key customer``: by card, so one
+   card's labels share a partition and arrive in transaction order, which the habit flags of
+   ``all_outcomes`` need; keyed by terminal, a few of them can differ, see
+   docs/BENCHMARKS.md);
 2. a wait until the worker has applied all of them (its label pipeline is observed, never
    changed);
 3. the chunk's transactions, keyed by customer, then a wait until the worker has scored them
@@ -172,12 +175,22 @@ def chunks(
         yield Chunk(lo, hi, lab[a:b], np.arange(i, j))
 
 
-def chunk_events(frame: TransactionFrame, chunk: Chunk, prefix: str) -> tuple[list, list]:
-    """(label events, transaction events) of one chunk for :func:`produce`."""
-    labels = [(prefix + T.FRAUD_LABELS, str(k), "fraud_label", v) for k, v in zip(
-        frame.terminal_id[chunk.labels], encode_labels(frame, chunk.labels, DELAY_MS),
+LABEL_KEYS = ("terminal", "customer")
+
+
+def chunk_events(
+    frame: TransactionFrame, chunk: Chunk, prefix: str, label_key: str = "terminal"
+) -> tuple[list[Event], list[Event]]:
+    """(label events, transaction events) of one chunk, ready for :func:`send`. Labels are
+    keyed by terminal as ``finscore produce`` keys them, or by card (``label_key="customer"``:
+    one card's labels then share a partition, so they arrive in transaction order)."""
+    if label_key not in LABEL_KEYS:
+        raise ValueError(f"label_key must be one of {LABEL_KEYS}, not {label_key!r}")
+    keys = frame.terminal_id if label_key == "terminal" else frame.customer_id
+    labels: list[Event] = [(prefix + T.FRAUD_LABELS, str(k), "fraud_label", v) for k, v in zip(
+        keys[chunk.labels], encode_labels(frame, chunk.labels, DELAY_MS),
         strict=True)]  # fmt: skip
-    txs = [(prefix + T.TRANSACTIONS, str(k), "transaction", v) for k, v in zip(
+    txs: list[Event] = [(prefix + T.TRANSACTIONS, str(k), "transaction", v) for k, v in zip(
         frame.customer_id[chunk.transactions], encode_transactions(frame, chunk.transactions),
         strict=True)]  # fmt: skip
     return labels, txs
@@ -286,6 +299,10 @@ class LabelCounter:
         return self.applied + self.dead
 
 
+def _at_least(count: Callable[[], int], n: int) -> Callable[[], bool]:
+    return lambda: count() >= n
+
+
 def wait_for(
     what: str, done: Callable[[], bool], progress: Callable[[], int], failed: Callable[[], str],
     stall_s: float = 120.0,
@@ -347,10 +364,12 @@ def replay_through_worker(
     chunk_ms: int = DAY_MS,
     exactly_once: bool = False,
     batch_size: int = 5000,
+    label_key: str = "terminal",
     on_chunk: Callable[[Chunk, StreamRun], None] | None = None,
 ) -> StreamRun:
     """Replay ``frame`` through one fraud worker fed ``contract`` (see the module doc) on the
-    broker at ``client``; topics get ``prefix`` (default: a fresh one)."""
+    broker at ``client``; topics get ``prefix`` (default: a fresh one); labels keyed by
+    ``label_key`` (see :func:`chunk_events`)."""
     from confluent_kafka import Producer
 
     from finscore.app.cli.worker import worker_config
@@ -405,21 +424,21 @@ def replay_through_worker(
             run.start_seconds = time.monotonic() - t0
             t_feed = time.monotonic()
             for c in chunks(frame, contract, chunk_ms):
-                labels, txs = chunk_events(frame, c, prefix)
+                labels, txs = chunk_events(frame, c, prefix, label_key)
                 if labels:
                     send(producer, labels)
                     run.labels += len(labels)
-                    n = run.labels
                     run.wait_labels_s += wait_for(
-                        "labels", lambda n=n: counter.taken >= n, lambda: counter.taken, failed
-                    )
+                        "labels", _at_least(lambda: counter.taken, run.labels),
+                        lambda: counter.taken, failed,
+                    )  # fmt: skip
                 if txs:
                     send(producer, txs)
                     run.transactions += len(txs)
-                    n = run.transactions
                     run.wait_flags_s += wait_for(
-                        "flags", lambda n=n: observer.scored >= n, lambda: observer.scored, failed
-                    )
+                        "flags", _at_least(lambda: observer.scored, run.transactions),
+                        lambda: observer.scored, failed,
+                    )  # fmt: skip
                 if on_chunk is not None:
                     on_chunk(c, run)
             run.seconds = time.monotonic() - t_feed
@@ -475,7 +494,11 @@ def metrics(frame: TransactionFrame, rows: np.ndarray, scores: np.ndarray) -> di
     ``frame``) over ``rows``; ``missing`` counts rows with no score (then no metric)."""
     s = scores[rows]
     y = frame.is_fraud[rows].astype(np.int64)
-    out: dict[str, Any] = {"n": len(rows), "frauds": int(y.sum()), "missing": int(np.isnan(s).sum())}
+    out: dict[str, Any] = {
+        "n": len(rows),
+        "frauds": int(y.sum()),
+        "missing": int(np.isnan(s).sum()),
+    }
     if out["missing"] or not len(rows):
         return out | {"ap": None, "auc": None, "cp100": None}
     day = frame.event_time[rows] // DAY_MS
@@ -502,7 +525,9 @@ def score_diff(a: np.ndarray, b: np.ndarray, atol: float = 1e-6) -> dict[str, An
 def _model(registry: Path, version: str | None) -> Artifact:
     art = Registry(registry).get("fraud", version)
     if art.manifest.family != "fraud":
-        raise click.ClickException(f"{registry}: fraud v{art.manifest.version} is not a fraud model")
+        raise click.ClickException(
+            f"{registry}: fraud v{art.manifest.version} is not a fraud model"
+        )
     return art
 
 
@@ -519,8 +544,8 @@ def _fmt(v: Any, nd: int = 4) -> str:
               "Settings.registry_dir).")  # fmt: skip
 @click.option("--version", default=None, help="Model version (default: the champion).")
 @click.option("--start", default=DEFAULT_START, show_default=True,
-              help="First day replayed (the features need delay + 30 days of history before "
-              "the test week, and the habit flags 30 more).")  # fmt: skip
+              help="First day replayed. Default: the rows bench/compress_fraud.py featurises "
+              "(the test week's features need delay + 30 days of history).")  # fmt: skip
 @click.option("--days", type=int, default=DEFAULT_DAYS, show_default=True,
               help="Days replayed from --start (the protocol's test week must be inside).")  # fmt: skip
 @click.option("--contracts", default=",".join(CONTRACTS), show_default=True)
@@ -529,11 +554,14 @@ def _fmt(v: Any, nd: int = 4) -> str:
 @click.option("--partitions", type=int, default=6, show_default=True)
 @click.option("--chunk-hours", type=float, default=24.0, show_default=True,
               help="Feed step: labels released in a step are applied before its transactions.")  # fmt: skip
+@click.option("--label-key", type=click.Choice(LABEL_KEYS), default="terminal", show_default=True,
+              help="Key of the labels: terminal (as `finscore produce`), or customer (a card's "
+              "labels in one partition, hence in transaction order).")  # fmt: skip
 @click.option("--exactly-once", is_flag=True, help="Run the worker with Kafka transactions.")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)
 def main(data_dir, registry, version, start, days, contracts, backend, partitions, chunk_hours,
-         exactly_once, batch_size, json_out) -> None:  # noqa: ANN001  # fmt: skip
+         label_key, exactly_once, batch_size, json_out) -> None:  # noqa: ANN001  # fmt: skip
     """Replay the handbook through a fraud worker per label contract; compare with offline."""
     from finscore.app.broker import ApacheKafkaBroker, EmbeddedBroker, free_port
     from finscore.logging import configure_logging
@@ -584,7 +612,9 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
             broker_s = time.monotonic() - t_b
             last = [time.monotonic()]
 
-            def progress(c: Chunk, r: StreamRun, contract: str = contract) -> None:
+            def progress(
+                c: Chunk, r: StreamRun, contract: str = contract, last: list[float] = last
+            ) -> None:
                 if time.monotonic() - last[0] >= 15:
                     last[0] = time.monotonic()
                     click.echo(f"  {contract}: {datetime.fromtimestamp(c.end / 1000, UTC):%m-%d}"
@@ -593,7 +623,8 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
             run = replay_through_worker(
                 {"bootstrap.servers": broker.bootstrap}, win, contract, art,
                 partitions=partitions, chunk_ms=int(chunk_hours * 3_600_000),
-                exactly_once=exactly_once, batch_size=batch_size, on_chunk=progress,
+                exactly_once=exactly_once, batch_size=batch_size, label_key=label_key,
+                on_chunk=progress,
             )  # fmt: skip
         runs[contract] = run
         results[contract] = {
@@ -623,8 +654,10 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
          f"({results[c]['vs_offline']['rows_over_atol']})")
         for c in runs
     ]  # fmt: skip
-    click.echo("\n| feed | AP | CP@100 | AUC | test rows (frauds) | transactions | labels "
-               "| max abs score diff vs offline (rows > 1e-6) | seconds |")
+    click.echo(
+        "\n| feed | AP | CP@100 | AUC | test rows (frauds) | transactions | labels "
+        "| max abs score diff vs offline (rows > 1e-6) | seconds |"
+    )
     click.echo("|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for name, r, diff in rows:
         mm = r["metrics"]
@@ -632,8 +665,11 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
                    f"{mm['n']:,} ({mm['frauds']}) | {r['transactions']:,} | "
                    f"{_fmt(r.get('labels'))} | {diff} | {r['seconds']:.1f} |")  # fmt: skip
     total = time.monotonic() - t_all
-    click.echo(f"\ntotal {total:.0f} s ({backend}, {partitions} partitions, chunks of "
-               f"{chunk_hours:g} h, {'exactly-once' if exactly_once else 'at-least-once'})")
+    click.echo(
+        f"\ntotal {total:.0f} s ({backend}, {partitions} partitions, chunks of "
+        f"{chunk_hours:g} h, labels keyed by {label_key}, "
+        f"{'exactly-once' if exactly_once else 'at-least-once'})"
+    )
     if json_out is not None:
         doc = {
             "command": " ".join(sys.argv),
@@ -641,6 +677,7 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
                       "bytes": m.size_bytes, "training_metrics": m.metrics},
             "window": {"start": start, "days": days, "transactions": len(win)},
             "backend": backend, "partitions": partitions, "chunk_hours": chunk_hours,
+            "label_key": label_key,
             "exactly_once": exactly_once, "results": results, "total_seconds": total,
             "env": {"python": platform.python_version(), "machine": platform.machine()},
         }  # fmt: skip

@@ -6,16 +6,15 @@
 Simulated ticks (three instruments) are encoded once as single-object Avro messages; each run
 feeds them in batches of ``--batch`` to a fresh pipeline with the registry's market champion
 (changelog snapshots on, as in the worker) and reports the best of ``--repeat`` runs.
-``--baseline REV`` also runs the market pipeline of git revision ``REV`` (its
-``streams/market/pipeline.py`` and ``finscore/features/market.py``, loaded from ``git show``) on the
-same messages in the same process, side by side, and checks that both emit the same signals.
+``--baseline REV`` also runs the market pipeline of git revision ``REV`` (with that revision's own
+code, whatever its layout: ``bench/revision.py``) on the same messages in the same process, side
+by side, and checks that both emit the same signals.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import subprocess
 import sys
 import time
 import types
@@ -31,7 +30,13 @@ from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from revision import import_from  # noqa: E402  (bench/ is a folder of scripts)
+
+# Where the pipeline and the windows live: their own modules now, before the redesign (2151666)
+# streams/market.py and finscore/features/market.py.
+PIPELINE_MODULES = ("finscore.streams.market.pipeline", "finscore.streams.market")
+WINDOWS_MODULES = ("finscore.features.market_windows", "finscore.features.market")
 
 
 def messages(n: int) -> list[Message]:
@@ -46,25 +51,13 @@ def messages(n: int) -> list[Message]:
 
 
 def load_revision(rev: str) -> types.ModuleType:
-    """The market pipeline module of git revision ``rev`` (with its own features module)."""
-
-    def source(path: str) -> str:
-        return subprocess.run(
-            ["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout
-
-    feats = types.ModuleType("baseline_market_features")
-    exec(
-        compile(source("finscore/features/market.py"), "baseline_features", "exec"), feats.__dict__
-    )
-    sys.modules[feats.__name__] = feats
-    text = source("streams/market/pipeline.py").replace(
-        "from finscore.features.market import", "from baseline_market_features import"
-    )
-    mod = types.ModuleType("baseline_market_pipeline")
-    mod.__dict__["__name__"] = mod.__name__
-    exec(compile(text, "baseline_market", "exec"), mod.__dict__)
-    mod.MarketWindows = feats.MarketWindows  # type: ignore[attr-defined]
+    """The market pipeline of git revision ``rev`` with that revision's own code (features,
+    columns, codecs), whatever its layout (see ``bench/revision.py``)."""
+    pipeline = import_from(rev, PIPELINE_MODULES, "MarketPipeline")
+    windows = import_from(rev, WINDOWS_MODULES, "MarketWindows")
+    mod = types.ModuleType(f"market_pipeline_{rev}")
+    mod.__dict__.update(pipeline.__dict__)
+    mod.MarketWindows = windows.MarketWindows  # type: ignore[attr-defined]
     return mod
 
 
@@ -98,7 +91,7 @@ def main() -> None:
     msgs = messages(args.ticks)
     import finscore.streams.market.pipeline as current
 
-    contenders = {"current": current}
+    contenders = {"this working tree": current}
     if args.baseline:
         contenders = {f"baseline {args.baseline}": load_revision(args.baseline), **contenders}
     best: dict[str, float] = {}

@@ -169,7 +169,7 @@ class PartitionOffsets:
         return self.high - max(self.committed, self.low)
 
 
-def _watermarks(c: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+def partition_watermarks(c: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
     """(low, high) of one partition, waiting out a just-created partition's leader election
     (Apache Kafka answers NOT_LEADER_FOR_PARTITION for a moment after creation)."""
     deadline = time.monotonic() + timeout
@@ -205,7 +205,7 @@ def offsets(
                     if tp.offset >= 0:
                         committed[tp.partition] = tp.offset
             for p in parts:
-                low, high = _watermarks(c, TopicPartition(topic, p), timeout)
+                low, high = partition_watermarks(c, TopicPartition(topic, p), timeout)
                 out.append(PartitionOffsets(topic, p, low, high, committed.get(p)))
         return out
     finally:
@@ -230,7 +230,7 @@ def true_ends(client: ClientConf, topic: str, parts: list[int],
         ends: dict[int, tuple[int, int]] = {}
         probe = []
         for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout)
+            low, high = partition_watermarks(c, TopicPartition(topic, p), timeout)
             ends[p] = (int(low), int(high))
             if high > low:
                 probe.append(TopicPartition(topic, p, max(int(low), int(high) - 1)))

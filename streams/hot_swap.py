@@ -32,7 +32,6 @@ is a known writer) and are refused as ``unsigned`` unless unsigned models are al
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import threading
 import time
@@ -45,16 +44,11 @@ from functools import cache
 from confluent_kafka import Producer
 
 from finscore.logging import get_logger, with_kafka_logger
-from finscore.models.registry import (
-    Artifact,
-    ArtifactError,
-    Manifest,
-    sign_bytes,
-    signature_valid,
-)
+from finscore.models.artifact import check_manifest, check_signature, sha256_hex
+from finscore.models.registry import Artifact, ArtifactError, Manifest, sign_bytes
 from finscore.schemas.codec import Codec, load_schema
 from finscore.schemas.exceptions import DecodeError
-from finscore.streams.scoring import Challenger, InputSpec, Scorer, admit
+from finscore.streams.scoring import Challenger, ChallengerMode, InputSpec, Scorer, admit
 from finscore.streams.transport import Message, TopicReader
 
 log = get_logger(__name__)
@@ -120,10 +114,6 @@ def envelope_payload(
     ).encode()
 
 
-def _sha(text: str | bytes) -> str:
-    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
-
-
 @dataclass(frozen=True)
 class Announcement:
     """One decoded model-update record."""
@@ -157,7 +147,7 @@ class Announcement:
             canary_share=self.canary_share,
             announced_at=self.announced_at,
             artifact_sha256=self.artifact.sha256 if self.artifact else "",
-            manifest_sha256=_sha(self.manifest_json) if self.artifact else "",
+            manifest_sha256=sha256_hex(self.manifest_json) if self.artifact else "",
         )
 
 
@@ -218,9 +208,11 @@ def announce(
     model_name: str | None = None,
     canary_share: float = 0.0,
     signing_key: str | None = None,
+    timeout: float = 30.0,
 ) -> None:
     """Publish one announcement (its envelope signed with ``signing_key`` when given) and wait
-    for the broker's acknowledgement."""
+    up to ``timeout`` seconds for the broker's acknowledgement; RuntimeError when it was
+    refused or did not come (nothing may count as announced that is not on the topic)."""
     key, value = encode_announcement(
         artifact, action, model_name=model_name, canary_share=canary_share, signing_key=signing_key
     )
@@ -229,9 +221,14 @@ def announce(
     )
     errors: list[object] = []
     p.produce(topic, value, key, on_delivery=lambda err, _m: errors.append(err) if err else None)
-    p.flush(30)
+    queued = p.flush(timeout)
     if errors:
         raise RuntimeError(f"announcement not delivered: {errors[0]}")
+    if queued:
+        raise RuntimeError(
+            f"announcement not acknowledged within {timeout:g} s: the broker at "
+            f"{client.get('bootstrap.servers')} did not answer (the record is not on {topic})"
+        )
     log.info(
         "model.announced",
         model=key.decode(),
@@ -265,38 +262,30 @@ def decode_announcement(value: bytes, offset: int = -1, codec: Codec | None = No
 def check_envelope(
     a: Announcement, model_name: str, verify_key: str | None, allow_unsigned: bool
 ) -> None:
-    """Raise :class:`ArtifactError` unless the announcement is bound to what it announces:
-    ``wrong_model`` (another model's name, or a manifest naming another model or version),
-    ``invalid`` (a canary share outside (0, 1), a live action without an artifact),
-    ``no_key`` / ``unsigned`` / ``bad_signature`` for the envelope signature (an unsigned
-    envelope passes only with ``allow_unsigned``; a present one is always checked when a key
-    is set)."""
+    """Raise :class:`ArtifactError` unless the announcement is bound to what it announces, in
+    order: ``wrong_model`` (another model's name), the manifest it carries
+    (:func:`~finscore.models.artifact.check_manifest`: ``wrong_model`` for another model or
+    version, ``bad_threshold``), ``invalid`` (a live action without an artifact, a canary share
+    outside (0, 1)), then the envelope signature (:func:`check_envelope_signature`: ``no_key``,
+    ``unsigned``, ``bad_signature``; an unsigned envelope passes only with ``allow_unsigned``,
+    a present one is always checked when a key is set)."""
     if a.model_name != model_name:
         raise ArtifactError(f"announcement for {a.model_name!r}", reason="wrong_model")
-    m = a.artifact.manifest if a.artifact else None
-    if m is not None and (m.name != a.model_name or m.version != a.version):
-        raise ArtifactError(
-            f"announcement of {a.model_name} v{a.version} carries {m.name} v{m.version}",
-            reason="wrong_model",
-        )
+    if a.artifact is not None:
+        check_manifest(a.artifact.manifest, expect_name=a.model_name, expect_version=a.version)
     if a.artifact is None and a.action != "SHADOW":
         raise ArtifactError(f"{a.action} announcement without an artifact", reason="invalid")
     if a.action == "CANARY" and not 0.0 < a.canary_share < 1.0:
         raise ArtifactError(f"canary share {a.canary_share} outside (0, 1)", reason="invalid")
-    if a.envelope_signature is None:
-        if allow_unsigned:
-            return
-        if not verify_key:
-            raise ArtifactError("a signature is required but no verify key is set", reason="no_key")
-        raise ArtifactError(
-            f"announcement of {a.model_name} v{a.version} is unsigned", reason="unsigned"
-        )
-    if verify_key and not signature_valid(verify_key, a.payload(), a.envelope_signature):
-        raise ArtifactError(
-            f"announcement of {a.model_name} v{a.version}: bad signature", reason="bad_signature"
-        )
-    if not verify_key and not allow_unsigned:
-        raise ArtifactError("a signature is required but no verify key is set", reason="no_key")
+    check_envelope_signature(a, verify_key, allow_unsigned)
+
+
+def check_envelope_signature(a: Announcement, verify_key: str | None, allow_unsigned: bool) -> None:
+    """Raise :class:`ArtifactError` (``no_key``, ``unsigned``, ``bad_signature``) unless the
+    envelope signature is acceptable: :func:`~finscore.models.artifact.check_signature`, the
+    rule artifacts' signatures follow too, required unless ``allow_unsigned``."""
+    check_signature(verify_key, a.payload(), a.envelope_signature, required=not allow_unsigned,
+                    label=f"announcement of {a.model_name} v{a.version}")  # fmt: skip
 
 
 def load_scorer(
@@ -472,8 +461,13 @@ class ModelWatcher:
             for a in seen:
                 try:
                     check_envelope(a, self.model_name, self.verify_key, self.allow_unsigned)
-                except ArtifactError:
-                    continue
+                except ArtifactError as exc:
+                    if exc.reason != "bad_threshold":
+                        continue
+                    try:  # a model refused for its threshold: authentic if its envelope is
+                        check_envelope_signature(a, self.verify_key, self.allow_unsigned)
+                    except ArtifactError:
+                        continue
                 if a.announced_at > self.accepted_at[a.slot]:
                     self.accepted_at[a.slot] = a.announced_at
 
@@ -492,7 +486,7 @@ class ModelWatcher:
         """The challenger an announcement describes (None = remove)."""
         if scorer is None:
             return None
-        mode = "canary" if a.action == "CANARY" else "shadow"
+        mode: ChallengerMode = "canary" if a.action == "CANARY" else "shadow"
         return Challenger(scorer, mode, a.canary_share)
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ from finscore.logging import get_logger, with_kafka_logger
 from finscore.schemas.topics import TopicSpec
 from finscore.streams.admin import (
     ensure_topics,
+    partition_watermarks,
     partitions_of,
     replication_of,
     true_ends,
@@ -519,10 +520,7 @@ class KafkaTopicReader:
                 if m.error() is None]  # fmt: skip
 
     def watermarks(self, partition: int, timeout: float = 10.0) -> tuple[int, int]:
-        low, high = self.consumer.get_watermark_offsets(
-            TopicPartition(self.topic, partition), timeout
-        )
-        return int(low), int(high)
+        return partition_watermarks(self.consumer, TopicPartition(self.topic, partition), timeout)
 
     def true_ends(self, partitions: Sequence[int], timeout: float = 10.0) -> dict[int, tuple[int, int]]:  # fmt: skip
         return true_ends(self.client, self.topic, list(partitions), timeout)

@@ -8,9 +8,7 @@ can run in one process (tests, the demo) without clashing. :class:`MetricsServer
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +18,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from finscore.http import Response, StatusHTTPServer
+
+__all__ = ["MetricsServer", "WorkerMetrics"]
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0,
@@ -148,8 +150,10 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-class MetricsServer:
-    """Serves ``/metrics`` and ``/health`` for one worker on ``host:port`` (0 = any free)."""
+class MetricsServer(StatusHTTPServer):
+    """Serves ``/metrics`` (Prometheus text format) and ``/health`` (the ``health()`` document
+    as JSON: 200 while its ``status`` is ``ok``, else 503) for one worker on ``host:port``
+    (0 = any free), on :class:`~finscore.http.StatusHTTPServer`; other paths are 404."""
 
     def __init__(
         self,
@@ -158,40 +162,16 @@ class MetricsServer:
         port: int = 0,
         host: str = "127.0.0.1",
     ) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                if self.path.startswith("/metrics"):
-                    body, ctype, code = outer.metrics.exposition(), CONTENT_TYPE_LATEST, 200
-                elif self.path.startswith("/health"):
-                    state = outer.health()
-                    code = 200 if state.get("status") == "ok" else 503
-                    body, ctype = json.dumps(state).encode(), "application/json"
-                else:
-                    body, ctype, code = b"not found\n", "text/plain", 404
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:  # silence per-request logs
-                pass
-
         self.metrics = metrics
         self.health = health
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        shown = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - display only
-        self.url = f"http://{shown}:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(self.route, port, host, name="worker-metrics")
 
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def route(self, path: str) -> Response:
+        """The answer to a GET of ``path``."""
+        if path.startswith("/metrics"):
+            return Response(200, CONTENT_TYPE_LATEST, self.metrics.exposition())
+        if path.startswith("/health"):
+            state = self.health()
+            code = 200 if state.get("status") == "ok" else 503
+            return Response(code, "application/json", json.dumps(state).encode())
+        return Response.not_found()

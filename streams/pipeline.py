@@ -1,24 +1,70 @@
-"""The pure core shared by every worker: batches in, outputs and dead letters out.
+"""The pure core shared by every worker: batches in, outputs and dead letters out, and the
+skeleton every stream's pipeline is built on.
 
 Nothing here talks to a broker. A pipeline's ``process(messages)`` decodes, validates,
 featurises, scores and encodes one batch and returns a :class:`BatchResult`; failures are data
 (:class:`DeadLetter` records for ``<input>-dlq``), never exceptions out of the hot path.
+
+:class:`StreamPipeline` is that batch written once; a stream (``fraud/``, ``market/``) fills in
+what is its own:
+
+1. ``decode(messages)``: columns and dead letters (each stream's columnar decoder first, the
+   per-record :class:`~finscore.schemas.codec.Codec` for what it leaves: other encodings,
+   other writer versions, malformed records; see ``fraud/columns.py``, ``market/columns.py``);
+2. ``checks()``: the validation stages, in order; the rows a stage refuses become dead letters
+   with its reasons (:func:`split_off`) and never reach the next stage;
+3. ``score(cols, messages, result)``: features, state, the models, and the outputs through
+   :meth:`StreamPipeline.emit`, the one challenger step: a ``shadow`` challenger scores every
+   key into the shadow topic, a ``canary`` one replaces the live outputs of its share of keys
+   (:func:`~finscore.streams.scoring.in_canary`), whatever the stream;
+4. the state flush its class declares (:data:`FlushPolicy`): ``at_commit``, the worker asks
+   :meth:`StreamPipeline.flush_state` for the changelog records just before it commits;
+   ``every_batch``, ``process`` puts them in :attr:`BatchResult.state` of every batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
+
+import numpy as np
 
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
-from finscore.schemas.topics import dlq
+from finscore.schemas.topics import dlq, shadow
+from finscore.streams.scoring import in_canary
 from finscore.streams.transport import Message, OutRecord
 
+if TYPE_CHECKING:
+    from finscore.streams.hot_swap import ModelSlot
+    from finscore.streams.scoring import Challenger, Scorer
+
+__all__ = [
+    "BatchResult",
+    "Clock",
+    "DeadLetter",
+    "DeadLetterEncoder",
+    "Encode",
+    "FlushPolicy",
+    "Pipeline",
+    "Stage",
+    "StreamPipeline",
+    "decode_batch",
+    "no_model",
+    "now_ms",
+    "records",
+    "split_off",
+    "split_valid",
+]
+
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
+
+#: When a pipeline's state goes to its changelog: ``at_commit`` (the worker calls
+#: ``flush_state()`` just before each commit) or ``every_batch`` (in every batch's result).
+FlushPolicy = Literal["at_commit", "every_batch"]
 
 # A record whose event time is further than this in the future is impossible.
 MAX_FUTURE_SKEW_MS = 60 * 60 * 1000
@@ -47,9 +93,13 @@ class BatchResult:
 
 
 class Pipeline(Protocol):
-    """What a worker runs per batch."""
+    """What a worker runs per batch, and when it asks for the pipeline's state."""
+
+    flush: FlushPolicy
 
     def process(self, messages: list[Message]) -> BatchResult: ...
+
+    def flush_state(self) -> list[OutRecord]: ...
 
 
 # What of an original a dead letter keeps: a dead letter must always fit in a message (the
@@ -162,3 +212,156 @@ def split_valid(
 def now_ms(clock: Clock = time.time) -> int:
     """The clock's current time in epoch milliseconds."""
     return int(clock() * 1000)
+
+
+# -- the skeleton -----------------------------------------------------------------------------
+
+
+class Columns(Protocol):
+    """A stream's decoded batch: one entry per row, rows taken by index."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, rows: np.ndarray): ...  # noqa: ANN201 - the same columns type
+
+
+C = TypeVar("C", bound=Columns)
+
+#: One validation stage: ``(columns, now_ms) -> (rows refused, their reasons)``.
+Stage = Callable[[C, int], tuple[np.ndarray, Sequence[str]]]
+
+#: Encodes outputs: ``(rows or None for all, scorer, its scores of those rows, shadow) ->
+#: values``; ``shadow`` is True for a shadow challenger's outputs.
+Encode = Callable[[np.ndarray | None, "Scorer", np.ndarray, bool], list[bytes]]
+
+
+def split_off(
+    cols: C,
+    rows: np.ndarray,
+    reasons: Sequence[str],
+    message_at: Callable[[int], Message],
+    error_type: str = "ImpossibleValue",
+) -> tuple[C, list[DeadLetter]]:
+    """(``cols`` without ``rows``, a dead letter per refused row with its reason), the rows
+    kept in order; ``message_at(i)`` is the message of row ``i``."""
+    if not len(rows):
+        return cols, []
+    dead = [
+        DeadLetter(message_at(i), error_type, why)
+        for i, why in zip(rows.tolist(), reasons, strict=True)
+    ]
+    keep = np.ones(len(cols), dtype=bool)
+    keep[rows] = False
+    return cols.take(np.flatnonzero(keep)), dead
+
+
+def no_model(messages: Sequence[Message]) -> list[DeadLetter]:
+    """Dead letters for records that would have been scored with no model loaded (nothing
+    may be dropped silently)."""
+    return [DeadLetter(m, "NoModel", "no model loaded") for m in messages]
+
+
+def records(topic: str, messages: Sequence[Message], values: list[bytes]) -> list[OutRecord]:
+    """One output record per message, keyed and timestamped like its input."""
+    # positional OutRecord(topic, key, value, partition, timestamp): measurably faster
+    return [
+        OutRecord(topic, m.key, v, None, m.timestamp_ms)
+        for m, v in zip(messages, values, strict=True)
+    ]
+
+
+class StreamPipeline(Generic[C]):
+    """One batch of a stream, written once: decode → validate → score → emit (+ the state
+    flush the class declares). See the module docstring for what a stream fills in."""
+
+    #: When the state goes to the changelog (see :data:`FlushPolicy`); every stream declares it.
+    flush: ClassVar[FlushPolicy]
+
+    def __init__(
+        self, slot: ModelSlot, output_topic: str, *, changelog_topic: str | None, clock: Clock
+    ) -> None:
+        self.slot = slot
+        self.output_topic = output_topic
+        self.changelog_topic = changelog_topic
+        self.clock = clock
+
+    # -- what a stream provides ------------------------------------------------------------
+
+    def decode(self, messages: list[Message]) -> tuple[C, list[DeadLetter]]:
+        """The batch's decodable messages as columns, and dead letters for the others."""
+        raise NotImplementedError
+
+    def checks(self) -> Sequence[tuple[str, Stage[C]]]:
+        """The validation stages, in order, each with the error type of its dead letters."""
+        raise NotImplementedError
+
+    def message_at(self, cols: C, messages: list[Message]) -> Callable[[int], Message]:
+        """The message of a row of ``cols`` (decoded from ``messages``)."""
+        raise NotImplementedError
+
+    def score(self, cols: C, messages: list[Message], result: BatchResult) -> None:
+        """Features, state and models on the valid rows; outputs through :meth:`emit`."""
+        raise NotImplementedError
+
+    def flush_state(self) -> list[OutRecord]:
+        """The changelog records of the state changed since the last flush."""
+        return []
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def process(self, messages: list[Message]) -> BatchResult:
+        """Decode → validate → score → encode one batch (see the module docstring)."""
+        result = BatchResult()
+        cols, result.dead_letters = self.decode(messages)
+        now = now_ms(self.clock)
+        for error_type, check in self.checks():
+            if not len(cols):
+                break
+            rows, reasons = check(cols, now)
+            if len(rows):
+                cols, dead = split_off(
+                    cols, rows, reasons, self.message_at(cols, messages), error_type
+                )
+                result.dead_letters += dead
+        if len(cols):
+            self.score(cols, messages, result)
+        if self.flush == "every_batch":
+            result.state = self.flush_state()
+        return result
+
+    def emit(
+        self,
+        result: BatchResult,
+        messages: Sequence[Message],
+        live: Scorer,
+        scores: np.ndarray,
+        challenger: Challenger | None,
+        challenger_scores: np.ndarray | None,
+        encode: Encode,
+    ) -> None:
+        """The challenger step, the same for every stream: add the outputs of the scored rows
+        (``messages``, ``scores`` by ``live``, in output order) to ``result``. A ``shadow``
+        challenger's outputs (``challenger_scores``) go to the shadow topic, every row, each
+        just before its live one; a ``canary`` challenger's replace the live ones of its share
+        of keys (:func:`~finscore.streams.scoring.in_canary`)."""
+        topic = self.output_topic
+        values = encode(None, live, scores, False)
+        if challenger is not None and challenger_scores is not None:
+            ch = challenger.scorer
+            if challenger.mode == "canary":
+                canary = np.fromiter(
+                    (in_canary(m.key, challenger.share) for m in messages), bool, len(messages)
+                )
+                if canary.any():
+                    rows = np.flatnonzero(canary)
+                    ch_values = encode(rows, ch, challenger_scores[rows], False)
+                    for i, v in zip(rows.tolist(), ch_values, strict=True):
+                        values[i] = v
+            else:  # each shadow output just before its live one
+                shadows = records(
+                    shadow(topic), messages, encode(None, ch, challenger_scores, True)
+                )
+                lives = records(topic, messages, values)
+                result.outputs += [r for pair in zip(shadows, lives, strict=True) for r in pair]
+                return
+        result.outputs += records(topic, messages, values)

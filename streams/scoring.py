@@ -7,10 +7,10 @@ The slot that makes hot swaps atomic per batch (``ModelSlot``) is in
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +21,7 @@ from finscore.features.fraud import feature_columns
 from finscore.features.market import BOOK_LAYOUT, LAYOUTS, layout_width
 from finscore.features.market import N_FEATURES as MARKET_WIDTH
 from finscore.logging import get_logger
+from finscore.models.artifact import check_reference_outputs
 from finscore.models.registry import Artifact, ArtifactError, Manifest
 from finscore.providers import create_session, short
 
@@ -28,6 +29,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "Challenger",
+    "ChallengerMode",
     "InputSpec",
     "Scorer",
     "admit",
@@ -91,14 +93,10 @@ class Scorer:
         return np.asarray(out)
 
     def smoke_test(self, atol: float = 1e-4) -> None:
-        """Raise ValueError unless the model reproduces its manifest's reference outputs."""
-        ref_in = self.manifest.reference_inputs
-        if not ref_in:
-            return
-        got = self.score_batch(np.asarray(ref_in, dtype=np.float32))
-        want = np.asarray(self.manifest.reference_outputs, dtype=np.float32)
-        if got.shape != want.shape or not np.allclose(got, want, atol=atol):
-            raise ValueError("smoke test failed: outputs differ from the manifest's reference")
+        """Raise :class:`ArtifactError` (``smoke_test``) unless the model reproduces its
+        manifest's reference outputs within ``atol``, on this session
+        (:func:`~finscore.models.artifact.check_reference_outputs`)."""
+        check_reference_outputs(self.manifest, self.score_batch, atol)
 
 
 def _input_columns(manifest: Manifest) -> np.ndarray | None:
@@ -141,12 +139,13 @@ class InputSpec:
 def admit(scorer: Scorer, spec: InputSpec) -> None:
     """Raise :class:`ArtifactError` unless ``scorer`` can serve a stream fed as ``spec`` says.
 
-    Checked at load time, before a model can become live or a challenger, in order: the family
-    (``wrong_family``); a threshold, when set, finite and within [0, 1] (``bad_threshold``);
-    reference inputs and outputs present (``no_reference``: the smoke test must run); a dry run
-    on a batch shaped exactly as the stream provides it, whose output must have the stream's
-    shape, [N] for fraud and [N, 3] for market (``input_mismatch``: wrong rank, width, feature
-    names or window); the reference outputs reproduced within 1e-4 (``smoke_test``).
+    Checked at load time (:func:`~finscore.streams.hot_swap.load_scorer`, after the artifact's
+    verification, which refuses a threshold outside [0, 1]), before a model can become live or
+    a challenger, in order: the family (``wrong_family``); reference inputs and outputs present
+    (``no_reference``: the smoke test must run); a dry run on a batch shaped exactly as the
+    stream provides it, whose output must have the stream's shape, [N] for fraud and [N, 3]
+    for market (``input_mismatch``: wrong rank, width, feature names or window); the reference
+    outputs reproduced within 1e-4 (``smoke_test``: :meth:`Scorer.smoke_test`).
     """
     m = scorer.manifest
     label = f"{m.name} v{m.version}"
@@ -155,11 +154,6 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
             f"{label} is a {m.family!r} model; this worker scores {spec.family}",
             reason="wrong_family",
         )
-    t = m.threshold
-    if t is not None and (
-        not isinstance(t, int | float) or not math.isfinite(t) or not 0.0 <= t <= 1.0
-    ):
-        raise ArtifactError(f"{label}: threshold {t!r} is outside [0, 1]", reason="bad_threshold")
     if not m.reference_inputs or not m.reference_outputs:
         raise ArtifactError(
             f"{label} has no reference inputs/outputs: it cannot be smoke-tested",
@@ -199,8 +193,8 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
         )
     try:
         scorer.smoke_test()
-    except ValueError as exc:
-        raise ArtifactError(f"{label}: {exc}", reason="smoke_test") from exc
+    except ArtifactError:
+        raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime on malformed reference inputs
         raise ArtifactError(
             f"{label}: smoke test does not run: {exc}", reason="smoke_test"
@@ -215,11 +209,19 @@ def in_canary(key: bytes | None, share: float) -> bool:
     return (zlib.crc32(key or b"") % 10_000) < share * 10_000
 
 
+ChallengerMode = Literal["shadow", "canary"]
+
+
 @dataclass(frozen=True)
 class Challenger:
     """A model scoring beside the live one: ``mode`` is ``shadow`` (every key, outputs to the
-    shadow topic) or ``canary`` (``share`` of keys, its outputs replace the live ones)."""
+    shadow topic) or ``canary`` (``share`` of keys, its outputs replace the live ones; see
+    :meth:`finscore.streams.pipeline.StreamPipeline.emit`). Any other mode is a ValueError."""
 
     scorer: Scorer
-    mode: str
+    mode: ChallengerMode
     share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("shadow", "canary"):
+            raise ValueError(f"challenger mode {self.mode!r}: expected 'shadow' or 'canary'")

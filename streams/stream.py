@@ -21,10 +21,12 @@ from finscore.streams.transport import TopicPartition as TP
 from finscore.streams.transport import TransportFactory
 
 if TYPE_CHECKING:
+    from finscore.streams.hot_swap import ModelSlot
     from finscore.streams.worker import WorkerConfig
 
 __all__ = [
     "Stream",
+    "StreamBase",
     "default_transports",
     "ensure_changelog",
     "output_codec",
@@ -45,6 +47,47 @@ class Stream(Protocol):
     def on_assign(self, tps: list[TP]) -> None: ...
     def on_revoke(self, tps: list[TP]) -> None: ...
     def close(self) -> None: ...
+
+
+class StreamBase:
+    """What every stream starts from: the worker's config, model slot and transports (default:
+    Kafka at ``cfg.client``), the topics it reads and writes (catalog names, prefixed with
+    ``cfg.topic_prefix``), the schema of its outputs, and the hooks a stream without side
+    inputs leaves empty (``before_batch``, ``take_dead_letters``, ``on_revoke``, ``close``).
+    A stream's class sets ``pipeline`` in ``start()`` and restores its state in
+    ``on_assign``."""
+
+    pipeline: Pipeline
+
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        slot: ModelSlot,
+        transports: TransportFactory | None,
+        *,
+        input_topic: str,
+        output_topic: str,
+        output_schema: str,
+    ) -> None:
+        self.cfg = cfg
+        self.slot = slot
+        self.transports = transports or default_transports(cfg)
+        self.input_topic = cfg.topic(input_topic)
+        self.output_topic = cfg.topic(output_topic)
+        self.output_schema = output_schema
+        self.changelog_topic = ""  # set in start() by a stream that keeps state
+
+    def before_batch(self) -> None:
+        return None
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        return []
+
+    def on_revoke(self, tps: list[TP]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 def ensure_changelog(

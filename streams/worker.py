@@ -485,8 +485,10 @@ class Worker:
                 m.e2e_latency.observe(max(0.0, done - msg.timestamp_ms / 1000))
 
     def _flush_state(self) -> list[OutRecord]:
-        flush = getattr(self.stream.pipeline, "flush_state", None)
-        return flush() if flush is not None else []
+        """The pipeline's changelog records at a commit, when its declared flush policy is
+        ``at_commit`` (an ``every_batch`` pipeline's state came with each batch's result)."""
+        pipeline = self.stream.pipeline
+        return pipeline.flush_state() if pipeline.flush == "at_commit" else []
 
     def _commit_due(self) -> bool:
         return time.monotonic() - self._last_commit >= self.cfg.commit_interval

@@ -1,6 +1,8 @@
 """The fraud pipeline (pure): transactions → shared features → model → fraud flags.
 
-Per batch, on columns rather than per-record dicts: decode (see
+Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`: the batch,
+the validation stages, the challenger step and the flush protocol are the skeleton's). Per
+batch, on columns rather than per-record dicts: decode (see
 :mod:`finscore.streams.fraud.columns`), validate (impossible values become dead letters),
 featurise with :meth:`finscore.features.fraud.FraudFeatures.transform_columns` (the same code
 training uses), score with the live model (and a challenger, if one is set), encode flags keyed
@@ -15,13 +17,13 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures, to_cents
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar.codec import ColumnarCodec
-from finscore.schemas.topics import shadow
 from finscore.streams.bounds import DEFAULT_BOUNDS, Check, InputBounds, first_failures
 from finscore.streams.fraud.columns import (
     FlagEncoder,
@@ -30,8 +32,17 @@ from finscore.streams.fraud.columns import (
     decode_transactions,
 )
 from finscore.streams.hot_swap import ModelSlot
-from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, decode_batch, now_ms
-from finscore.streams.scoring import Scorer, in_canary
+from finscore.streams.pipeline import (
+    BatchResult,
+    Clock,
+    DeadLetter,
+    Stage,
+    StreamPipeline,
+    decode_batch,
+    no_model,
+    now_ms,
+)
+from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message, OutRecord
 
 _LABEL_COLUMNAR = ColumnarCodec("fraud_label")
@@ -64,8 +75,12 @@ def validate_transaction(tx: dict, now: int, bounds: InputBounds = DEFAULT_BOUND
     return reasons[0] if reasons else None
 
 
-class FraudPipeline:
-    """Scores a batch of transaction messages; see the module docstring."""
+class FraudPipeline(StreamPipeline[TxColumns]):
+    """Scores a batch of transaction messages on the stream skeleton
+    (:class:`~finscore.streams.pipeline.StreamPipeline`); see the module docstring. The state
+    goes to the changelog at each commit (``flush = "at_commit"``)."""
+
+    flush = "at_commit"
 
     def __init__(
         self,
@@ -92,17 +107,14 @@ class FraudPipeline:
         fleets): where each flush writes the terminal entries of the transactions scored since
         the previous one, keyed ``entries_key`` (this worker), in the partition of their
         terminal among ``entries_partitions``."""
+        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock)
         self.entries_topic = entries_topic
         self.entries_partitions = max(1, entries_partitions)
         self.entries_key = entries_key
         self.bounds = bounds
         self.explain = explain
         self.features = features
-        self.slot = slot
-        self.output_topic = output_topic
         self.threshold_override = threshold
-        self.changelog_topic = changelog_topic
-        self.clock = clock
         self.in_codec = in_codec or Codec("transaction")
         self.flags = FlagEncoder(out_codec or Codec("fraud_flag"), output_encoding)
         self._dirty: dict[str, int] = {}  # customer -> input partition, since the last flush
@@ -121,22 +133,30 @@ class FraudPipeline:
         return 0.5 if t is None else float(t)
 
     def process(self, messages: list[Message]) -> BatchResult:
-        """Decode → validate → featurise → score → encode one batch."""
-        result = BatchResult()
-        cols, result.dead_letters = decode_transactions(self.in_codec, messages)
-        cols, impossible = self._validate(cols, now_ms(self.clock))
-        result.dead_letters += impossible
-        if len(cols):
-            cols, repeated = self._duplicates(cols)
-            result.dead_letters += repeated
-            result.duplicates = len(repeated)
+        """Decode → validate → featurise → score → encode one batch; ``duplicates`` counts the
+        ``duplicate_transaction_id`` dead letters."""
+        result = super().process(messages)
+        result.duplicates = sum(d.error_type == DUPLICATE_ERROR for d in result.dead_letters)
+        return result
+
+    def decode(self, messages: list[Message]) -> tuple[TxColumns, list[DeadLetter]]:
+        return decode_transactions(self.in_codec, messages)
+
+    def message_at(self, cols: TxColumns, messages: list[Message]) -> Callable[[int], Message]:
+        return cols.messages.__getitem__
+
+    def checks(self) -> list[tuple[str, Stage[TxColumns]]]:
+        """Out of bounds (the reasons of :func:`validate_transaction`; the feature state's range
+        is a last check the bounds already imply), then reused ids (:meth:`_duplicates`)."""
+        return [("ImpossibleValue", self._impossible), (DUPLICATE_ERROR, self._duplicates)]
+
+    def score(self, cols: TxColumns, messages: list[Message], result: BatchResult) -> None:
+        """Features (the state remembers the customers for the next flush), the live model and
+        the challenger, flags (with the top features when ``explain``)."""
         live = self.slot.live
-        if not len(cols) or live is None:
-            if len(cols):  # no model: nothing may be dropped silently
-                result.dead_letters += [
-                    DeadLetter(m, "NoModel", "no model loaded") for m in cols.messages
-                ]
-            return result
+        if live is None:  # dead letters, and the state is not touched
+            result.dead_letters += no_model(cols.messages)
+            return
         x = self.features.transform_columns(
             cols.transaction_id, cols.event_time, cols.customer_id, cols.terminal_id, cols.cents
         )
@@ -153,77 +173,43 @@ class FraudPipeline:
         result.scored = len(cols)
         processing = now_ms(self.clock)
         top = self._top_features(x_live, live, self.explain) if self.explain else None
-        if challenger is not None and ch_scores is not None and challenger.mode == "shadow":
-            ch = challenger.scorer
-            values = self.flags.encode(cols, ch_scores, ch, self.threshold_of(ch), processing)
-            result.outputs += self._records(shadow(self.output_topic), cols.messages, values)
-        if challenger is not None and ch_scores is not None and challenger.mode == "canary":
-            ch = challenger.scorer
-            canary = np.fromiter(
-                (in_canary(m.key, challenger.share) for m in cols.messages), bool, len(cols)
-            )
-            values = self.flags.encode(cols, scores, live, self.threshold_of(live), processing, top)
-            if canary.any():
-                rows = np.flatnonzero(canary)
-                sub = cols.take(rows)
-                sub_top = [top[i] for i in rows] if top is not None else None
-                ch_values = self.flags.encode(
-                    sub, ch_scores[rows], ch, self.threshold_of(ch), processing, sub_top
-                )
-                for i, v in zip(rows.tolist(), ch_values, strict=True):
-                    values[i] = v
-        else:
-            values = self.flags.encode(cols, scores, live, self.threshold_of(live), processing, top)
-        result.outputs += self._records(self.output_topic, cols.messages, values)
-        return result
 
-    @staticmethod
-    def _records(topic: str, messages: list[Message], values: list[bytes]) -> list[OutRecord]:
-        return [
-            OutRecord(topic, m.key, v, None, m.timestamp_ms)
-            for m, v in zip(messages, values, strict=True)
-        ]
+        def encode(
+            rows: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool
+        ) -> list[bytes]:
+            sub = cols if rows is None else cols.take(rows)
+            t = None if top is None or shadow else top
+            if t is not None and rows is not None:
+                t = [t[i] for i in rows.tolist()]
+            return self.flags.encode(sub, s, scorer, self.threshold_of(scorer), processing, t)
 
-    def _validate(self, cols: TxColumns, now: int) -> tuple[TxColumns, list[DeadLetter]]:
-        """Split off transactions out of bounds (the reasons of :func:`validate_transaction`;
-        the feature state's range is a last check the bounds already imply)."""
+        self.emit(result, cols.messages, live, scores, challenger, ch_scores, encode)
+
+    def _impossible(self, cols: TxColumns, now: int) -> tuple[np.ndarray, list[str]]:
+        """Rows out of bounds and why (:func:`transaction_checks`, then the state's range)."""
         t = cols.event_time
         checks = [
             *transaction_checks(cols, now, self.bounds),
             (~self.features.accepts_times(t),
              lambda i: f"event_time {int(t[i])} is out of the feature state's range"),
         ]  # fmt: skip
-        rows, reasons = first_failures(checks, len(cols))
-        if not len(rows):
-            return cols, []
-        dead = [
-            DeadLetter(cols.messages[i], "ImpossibleValue", why)
-            for i, why in zip(rows.tolist(), reasons, strict=True)
-        ]
-        keep = np.ones(len(cols), dtype=bool)
-        keep[rows] = False
-        return cols.take(np.flatnonzero(keep)), dead
+        return first_failures(checks, len(cols))
 
-    def _duplicates(self, cols: TxColumns) -> tuple[TxColumns, list[DeadLetter]]:
-        """Split off reused transaction ids (policy: the first occurrence is scored; a repeat
-        for the same customer within the state's horizon with another event time or amount
-        is a ``duplicate_transaction_id`` dead letter and never enters the state; an identical
+    def _duplicates(self, cols: TxColumns, now: int) -> tuple[np.ndarray, list[str]]:
+        """Reused transaction ids (policy: the first occurrence is scored; a repeat for the
+        same customer within the state's horizon with another event time or amount is a
+        ``duplicate_transaction_id`` dead letter and never enters the state; an identical
         repeat is an at-least-once replay, scored again and counted once)."""
-        conflict = self.features.find_conflicts(
-            cols.transaction_id, cols.event_time, cols.customer_id, cols.cents
-        )
-        if not conflict.any():
-            return cols, []
-        dead = [
-            DeadLetter(
-                cols.messages[i],
-                DUPLICATE_ERROR,
-                f"{DUPLICATE}: transaction {cols.transaction_id[i]!r} of customer "
-                f"{cols.customer_id[i]!r} was already scored with another event time or amount",
+        conflict = np.flatnonzero(
+            self.features.find_conflicts(
+                cols.transaction_id, cols.event_time, cols.customer_id, cols.cents
             )
-            for i in np.flatnonzero(conflict).tolist()
+        )
+        return conflict, [
+            f"{DUPLICATE}: transaction {cols.transaction_id[i]!r} of customer "
+            f"{cols.customer_id[i]!r} was already scored with another event time or amount"
+            for i in conflict.tolist()
         ]
-        return cols.take(np.flatnonzero(~conflict)), dead
 
     def flush_state(self) -> list[OutRecord]:
         """Changelog records for the customers changed since the last flush: the window entries

@@ -1,6 +1,7 @@
 """The market pipeline (pure): book snapshots → rolling windows → model → price signals.
 
-Columnar from end to end: the batch is decoded into columns (:func:`decode_ticks`), checked
+Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`), columnar
+from end to end: the batch is decoded into columns (:func:`decode_ticks`), checked
 with the rules of :func:`validate_tick` on all rows at once, turned into feature rows
 (:func:`rows_from_levels`, bit-identical to the training path ``rows_from_book_array(book_array)``), pushed
 into per-instrument windows, scored in chunks of windows copied once each into a reused
@@ -13,14 +14,18 @@ crossed or empty books, more than 10 levels, non-positive, NaN or infinite price
 sizes and event times outside the bounds (:class:`~finscore.streams.bounds.InputBounds`) are
 dead letters (with the reasons of :func:`validate_tick`); so are undecodable records (with the
 reasons of ``Codec.decode``).
-Signals are produced in input order. A shadow challenger's signal goes to the shadow topic just
-before the live one; a canary challenger's signal replaces the live one for its share of
-instruments (:func:`~finscore.streams.scoring.in_canary`, the same split as every stream).
+Signals are produced in input order. The challenger step is the skeleton's
+(:meth:`~finscore.streams.pipeline.StreamPipeline.emit`, the same for every stream): a shadow
+challenger's signal goes to the shadow topic just before the live one; a canary
+challenger's signals replace the live ones for its share of instruments
+(:func:`~finscore.streams.scoring.in_canary`). The windows of the instruments a batch touched
+go to the changelog with that batch (:meth:`MarketPipeline.flush_state`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,7 +33,6 @@ from finscore.features.market import rows_from_levels
 from finscore.features.market_windows import MarketWindows, ReadyWindows
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar.codec import ColumnarCodec
-from finscore.schemas.topics import shadow
 from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.market.columns import (
@@ -38,8 +42,16 @@ from finscore.streams.market.columns import (
     impossible_ticks,
     validate_tick,
 )
-from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, now_ms
-from finscore.streams.scoring import Scorer, in_canary
+from finscore.streams.pipeline import (
+    BatchResult,
+    Clock,
+    DeadLetter,
+    Stage,
+    StreamPipeline,
+    no_model,
+    now_ms,
+)
+from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message, OutRecord
 
 __all__ = ["SIGNALS", "MarketPipeline", "validate_tick"]
@@ -47,8 +59,13 @@ __all__ = ["SIGNALS", "MarketPipeline", "validate_tick"]
 SIGNALS = ("DOWN", "FLAT", "UP")
 
 
-class MarketPipeline:
-    """Scores a batch of market-tick messages; see the module docstring."""
+class MarketPipeline(StreamPipeline[TickColumns]):
+    """Scores a batch of market-tick messages on the stream skeleton
+    (:class:`~finscore.streams.pipeline.StreamPipeline`); see the module docstring. The windows
+    of the instruments a batch touched go to the changelog with that batch
+    (``flush = "every_batch"``)."""
+
+    flush = "every_batch"
 
     def __init__(
         self,
@@ -65,73 +82,69 @@ class MarketPipeline:
     ) -> None:
         """``bounds``: what a tick may hold (see :func:`impossible_ticks`); others are dead
         letters."""
+        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock)
         self.bounds = bounds
         self.windows = windows
-        self.slot = slot
-        self.output_topic = output_topic
         self.output_encoding = output_encoding
-        self.changelog_topic = changelog_topic
-        self.clock = clock
         self.in_codec = in_codec or Codec("market_tick")
         self.out_codec = out_codec or Codec("price_signal")
         self.in_columnar = ColumnarCodec("market_tick")
         self.out_columnar = ColumnarCodec("price_signal")
+        self._dirty: dict[str, int] = {}  # instrument -> input partition, since the last flush
 
-    def process(self, messages: list[Message]) -> BatchResult:
-        """Decode → validate → window → score the full windows → encode signals."""
-        result = BatchResult()
-        now_us = now_ms(self.clock) * 1000
-        ticks, result.dead_letters = decode_ticks(self.in_columnar, self.in_codec, messages)
-        bad, reasons = impossible_ticks(ticks, now_us, self.bounds)
-        if len(bad):
-            result.dead_letters += [
-                DeadLetter(messages[int(ticks.index[i])], "ImpossibleValue", why)
-                for i, why in zip(bad.tolist(), reasons, strict=True)
-            ]
-            keep = np.ones(len(ticks), dtype=bool)
-            keep[bad] = False
-            ticks = ticks.take(keep)
-        jumps = np.flatnonzero(
-            self.windows.sequence_jumps(
-                ticks.instrument, ticks.sequence, self.bounds.max_sequence_gap
-            )
-        )
-        if len(jumps):
-            result.dead_letters += [
-                DeadLetter(
-                    messages[int(ticks.index[i])],
-                    "ImpossibleValue",
-                    f"sequence {int(ticks.sequence[i])} more than "
-                    f"{self.bounds.max_sequence_gap} above its instrument's last",
-                )
-                for i in jumps.tolist()
-            ]
-            keep = np.ones(len(ticks), dtype=bool)
-            keep[jumps] = False
-            ticks = ticks.take(keep)
-        if not len(ticks):
-            return result
+    def decode(self, messages: list[Message]) -> tuple[TickColumns, list[DeadLetter]]:
+        return decode_ticks(self.in_columnar, self.in_codec, messages)
+
+    def message_at(self, cols: TickColumns, messages: list[Message]) -> Callable[[int], Message]:
+        index = cols.index
+        return lambda i: messages[int(index[i])]
+
+    def checks(self) -> list[tuple[str, Stage[TickColumns]]]:
+        """Impossible ticks (:func:`impossible_ticks`), then sequence jumps."""
+        return [("ImpossibleValue", self._impossible), ("ImpossibleValue", self._jumps)]
+
+    def _impossible(self, ticks: TickColumns, now: int) -> tuple[np.ndarray, list[str]]:
+        return impossible_ticks(ticks, now * 1000, self.bounds)
+
+    def _jumps(self, ticks: TickColumns, now: int) -> tuple[np.ndarray, list[str]]:
+        """Ticks more than ``max_sequence_gap`` above their instrument's last sequence."""
+        gap = self.bounds.max_sequence_gap
+        jumps = np.flatnonzero(self.windows.sequence_jumps(ticks.instrument, ticks.sequence, gap))
+        return jumps, [
+            f"sequence {int(ticks.sequence[i])} more than {gap} above its instrument's last"
+            for i in jumps.tolist()
+        ]
+
+    def score(self, ticks: TickColumns, messages: list[Message], result: BatchResult) -> None:
+        """Window → score the full windows → encode signals in input order."""
         rows = rows_from_levels(
             ticks.ask_price, ticks.ask_size, ticks.ask_count,
             ticks.bid_price, ticks.bid_size, ticks.bid_count, self.windows.layout,
         )  # fmt: skip
         ready = self.windows.push_rows(ticks.instrument, ticks.sequence, rows)
-        live = self.slot.live
-        if len(ready) and live is None:
-            result.dead_letters += [
-                DeadLetter(messages[int(ticks.index[i])], "NoModel", "no model loaded")
-                for i in np.sort(ready.index).tolist()
-            ]
-        elif len(ready) and live is not None:
-            self._score(result, messages, ticks, ready, live)
         if self.changelog_topic:
             parts = map(messages.__getitem__, ticks.index.tolist())
-            latest = dict(zip(ticks.instrument, (m.partition for m in parts), strict=True))
-            result.state = [
-                OutRecord(self.changelog_topic, inst.encode(), self.windows.snapshot(inst), p)
-                for inst, p in latest.items()
-            ]
-        return result
+            self._dirty.update(zip(ticks.instrument, (m.partition for m in parts), strict=True))
+        live = self.slot.live
+        if len(ready) and live is None:
+            index = ticks.index
+            result.dead_letters += no_model(
+                [messages[int(index[i])] for i in np.sort(ready.index).tolist()]
+            )
+        elif len(ready) and live is not None:
+            self._score(result, messages, ticks, ready, live)
+
+    def flush_state(self) -> list[OutRecord]:
+        """The window snapshot of every instrument changed since the last flush (in the
+        partition of its latest tick)."""
+        if not self.changelog_topic:
+            return []
+        dirty, self._dirty = self._dirty, {}
+        topic = self.changelog_topic
+        return [
+            OutRecord(topic, inst.encode(), self.windows.snapshot(inst), p)
+            for inst, p in dirty.items()
+        ]
 
     def _score(
         self,
@@ -142,7 +155,8 @@ class MarketPipeline:
         live: Scorer,
     ) -> None:
         """Score the ready windows in chunks (each copied once into a reused array that stays
-        in cache while ONNX Runtime reads it) and encode the signals in input order."""
+        in cache while ONNX Runtime reads it, for the live model and the challenger) and emit
+        the signals in input order."""
         t0 = time.perf_counter()
         challenger = self.slot.challenger
         probs = np.empty((len(ready), 3), dtype=np.float32)
@@ -158,37 +172,15 @@ class MarketPipeline:
         order = np.argsort(ready.index, kind="stable")  # windows come grouped by instrument
         rows = ready.index[order]
         msgs = [messages[i] for i in ticks.index[rows].tolist()]
-        live_values = self._encode(ticks, rows, msgs, live, probs[order], processing)
-        topic = self.output_topic  # positional OutRecord(topic, key, value, partition, ts): faster
-        outs = [
-            OutRecord(topic, m.key, v, None, m.timestamp_ms)
-            for m, v in zip(msgs, live_values, strict=True)
-        ]
-        if challenger is not None and ch_probs is not None and challenger.mode == "canary":
-            # the challenger's signals replace the live ones for its share of instruments
-            canary = np.fromiter(
-                (in_canary(m.key, challenger.share) for m in msgs), bool, len(msgs)
-            )
-            if canary.any():
-                sel = np.flatnonzero(canary)
-                ch_values = self._encode(
-                    ticks, rows[sel], [msgs[i] for i in sel.tolist()], challenger.scorer,
-                    ch_probs[order][sel], processing,
-                )  # fmt: skip
-                for i, v in zip(sel.tolist(), ch_values, strict=True):
-                    m = msgs[i]
-                    outs[i] = OutRecord(self.output_topic, m.key, v, None, m.timestamp_ms)
-        elif challenger is not None and ch_probs is not None:
-            ch_values = self._encode(
-                ticks, rows, msgs, challenger.scorer, ch_probs[order], processing
-            )
-            topic = shadow(self.output_topic)
-            shadows = [
-                OutRecord(topic, m.key, v, None, m.timestamp_ms)
-                for m, v in zip(msgs, ch_values, strict=True)
-            ]
-            outs = [o for pair in zip(shadows, outs, strict=True) for o in pair]
-        result.outputs += outs
+
+        def encode(sel: np.ndarray | None, scorer: Scorer, p: np.ndarray, _: bool) -> list[bytes]:
+            if sel is None:
+                return self._encode(ticks, rows, msgs, scorer, p, processing)
+            sub = [msgs[i] for i in sel.tolist()]
+            return self._encode(ticks, rows[sel], sub, scorer, p, processing)
+
+        ch_in_order = ch_probs[order] if ch_probs is not None else None
+        self.emit(result, msgs, live, probs[order], challenger, ch_in_order, encode)
 
     def _encode(
         self,

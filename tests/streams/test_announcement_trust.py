@@ -98,10 +98,18 @@ def _with(art: Artifact, **manifest_changes: object) -> Scorer:
     )
 
 
-@pytest.mark.parametrize("threshold", [-1.0, 1.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("threshold", [-1.0, 1.5, float("nan"), float("inf"), True])
 def test_a_threshold_outside_0_1_is_refused(threshold: float) -> None:
-    s = _with(artifact("fraud"), threshold=threshold)
-    assert _reason(lambda: admit(s, InputSpec.fraud())) == "bad_threshold"
+    """By the artifact's verification, which every load runs before :func:`admit`."""
+    from finscore.streams.hot_swap import load_scorer
+
+    art = artifact("fraud")
+    art = dataclasses.replace(art, manifest=dataclasses.replace(art.manifest, threshold=threshold))
+
+    def load() -> None:
+        load_scorer(art, verify_key=None, allow_unsigned=True, spec=InputSpec.fraud())
+
+    assert _reason(load) == "bad_threshold"
 
 
 def test_a_model_without_reference_inputs_is_refused() -> None:
@@ -174,3 +182,100 @@ def test_start_up_settles_on_the_newest_authentic_announcement_only() -> None:
         assert ok and scorer is not None and scorer.version == "3"
     finally:
         watcher.close()
+
+
+def test_authentic_announcement_of_a_bad_threshold_still_moves_the_start_up_watermark() -> None:
+    """The announcer issued it (its envelope verifies), so an older replay is still stale,
+    even though the model it carries is refused for its threshold."""
+    from finscore.streams.hot_swap import ModelWatcher
+
+    rejected: list[str] = []
+    watcher = ModelWatcher(
+        {"bootstrap.servers": "127.0.0.1:9"},  # never contacted: no poll in this test
+        "model-updates",
+        "fraud",
+        verify_key=TEST_VERIFY_KEY,
+        on_loaded=lambda a, s: None,
+        on_rejected=lambda a, reason: rejected.append(reason),
+    )
+    try:
+        old = _announced(signed(artifact("fraud", "1", seed=1)))
+        time.sleep(0.002)
+        art = artifact("fraud", "2", seed=2)
+        bad = dataclasses.replace(art, manifest=dataclasses.replace(art.manifest, threshold=1.5))
+        newest = _announced(signed(bad))
+        assert _reason(lambda: watcher.check(newest)) == "bad_threshold"
+        watcher.settle([newest])
+        assert watcher.accept(old) == (False, None)
+        assert rejected == ["stale"]
+    finally:
+        watcher.close()
+
+
+# The envelope signature against the worker's key and its allow_unsigned setting: the reason
+# each of the twelve combinations is refused for (None: accepted).
+ENVELOPE_CASES = [
+    # signature, verify key, allow_unsigned, reason
+    ("valid", "key", False, None),
+    ("valid", "key", True, None),
+    ("valid", None, False, "no_key"),
+    ("valid", None, True, None),
+    ("bad", "key", False, "bad_signature"),
+    ("bad", "key", True, "bad_signature"),
+    ("bad", None, False, "no_key"),
+    ("bad", None, True, None),
+    ("none", "key", False, "unsigned"),
+    ("none", "key", True, None),
+    ("none", None, False, "no_key"),
+    ("none", None, True, None),
+]
+
+
+@pytest.mark.parametrize(("signature", "key", "allow", "reason"), ENVELOPE_CASES)
+def test_envelope_signature_key_and_allow_unsigned(
+    signature: str, key: str | None, allow: bool, reason: str | None
+) -> None:
+    art = signed(artifact("fraud", "2"))
+    value = encode_announcement(art, "PROMOTE", signing_key=TEST_SIGNING_KEY)[1]
+    a = decode_announcement(value)
+    if signature == "bad":
+        a = dataclasses.replace(a, envelope_signature=bytes(64))  # well formed, not the key's
+    elif signature == "none":
+        a = dataclasses.replace(a, envelope_signature=None)
+    verify_key = TEST_VERIFY_KEY if key else None
+    if reason is None:
+        _check(a, verify_key, allow)
+    else:
+        assert _reason(lambda: _check(a, verify_key, allow)) == reason
+
+
+class _SilentProducer:
+    """A producer whose broker never answers: the record stays queued, no delivery report."""
+
+    def __init__(self, config: dict) -> None:
+        self.queued = 0
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery=None) -> None:  # noqa: ANN001
+        self.queued += 1
+
+    def flush(self, timeout: float) -> int:
+        return self.queued
+
+
+def test_an_announcement_the_broker_never_acknowledges_is_an_error(monkeypatch) -> None:  # noqa: ANN001
+    """``flush`` returning with the record still queued is no acknowledgement."""
+    from finscore.streams import hot_swap
+
+    monkeypatch.setattr(hot_swap, "Producer", _SilentProducer)
+    with pytest.raises(RuntimeError, match="not acknowledged"):
+        hot_swap.announce({"bootstrap.servers": "127.0.0.1:9"}, "model-updates",
+                          signed(artifact("fraud", "2")), signing_key=TEST_SIGNING_KEY)  # fmt: skip
+
+
+def test_an_announcement_to_an_unreachable_broker_is_an_error() -> None:
+    """A real producer on a closed port: the delivery times out, the announcement fails."""
+    from finscore.streams.hot_swap import announce
+
+    client = {"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 500}
+    with pytest.raises(RuntimeError):
+        announce(client, "model-updates", signed(artifact("fraud", "2")))

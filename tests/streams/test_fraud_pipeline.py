@@ -14,9 +14,9 @@ from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures
 from finscore.features.timestore import record_keys
 from finscore.models.registry import ArtifactError
 from finscore.schemas.codec import Codec
-from finscore.streams.fraud.pipeline import FraudPipeline, in_canary
+from finscore.streams.fraud.pipeline import FraudPipeline
 from finscore.streams.hot_swap import ModelSlot
-from finscore.streams.scoring import Challenger, Scorer
+from finscore.streams.scoring import Challenger, Scorer, in_canary
 from finscore.streams.transport import Message
 from tests.models import artifact
 

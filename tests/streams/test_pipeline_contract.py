@@ -1,20 +1,24 @@
 """One contract for every stream pipeline (river's ``check_estimator`` for streams): the same
 checks run over the fraud and the market pipeline, so the two cannot drift apart again (the
-market pipeline once ran a shadow when a canary was announced).
+market pipeline once ran a shadow when a canary was announced: the contract fails a pipeline
+that does, see the last test). A third stream joins by adding its :class:`Case`.
 
 Pure: no broker; real ONNX sessions on tiny models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import get_args
 
 import pytest
 
 from finscore.schemas.codec import Codec
 from finscore.streams.hot_swap import ModelSlot
+from finscore.streams.pipeline import FlushPolicy, StreamPipeline
 from finscore.streams.scoring import Challenger, Scorer, in_canary
 from finscore.streams.transport import Message
 from tests.models import artifact
@@ -27,7 +31,7 @@ class Case:
     """A stream under contract: its pipeline on a slot, a batch of messages, its output codec."""
 
     name: str
-    pipeline: Callable[[ModelSlot], object]
+    pipeline: Callable[[ModelSlot], StreamPipeline]
     messages: Callable[[], list[Message]]
     output_topic: str
     output: Codec
@@ -57,13 +61,18 @@ CASES = [
 ]
 
 
-def _run(case: Case, challenger: Challenger | None) -> tuple[list, list[Message]]:
+Build = Callable[[ModelSlot], StreamPipeline]
+
+
+def _run(
+    case: Case, challenger: Challenger | None, build: Build | None = None
+) -> tuple[list, list[Message]]:
     slot = ModelSlot(case.live())
     if challenger is not None:
         slot.stage_challenger(challenger)
         slot.swap_if_staged()
     msgs = case.messages()
-    return case.pipeline(slot).process(msgs).outputs, msgs
+    return (build or case.pipeline)(slot).process(msgs).outputs, msgs
 
 
 def _share_splitting(keys: set[bytes]) -> float:
@@ -73,12 +82,14 @@ def _share_splitting(keys: set[bytes]) -> float:
     return (points[0] + points[1]) / 2 + 1e-4
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_shadow_leaves_the_live_outputs_alone_and_scores_every_input_into_the_shadow_topic(
-    case: Case,
-) -> None:
-    plain, _ = _run(case, None)
-    out, _ = _run(case, Challenger(case.challenger(), "shadow"))
+# -- the contract: each check raises AssertionError when a pipeline breaks it ----------------
+
+
+def check_shadow(case: Case, build: Build | None = None) -> None:
+    """A shadow challenger leaves the live outputs alone and scores every input into the shadow
+    topic."""
+    plain, _ = _run(case, None, build)
+    out, _ = _run(case, Challenger(case.challenger(), "shadow"), build)
     main = [r for r in out if r.topic == case.output_topic]
     shadow = [r for r in out if r.topic == case.output_topic + "-shadow"]
     assert [r.value for r in main] == [r.value for r in plain]
@@ -86,13 +97,12 @@ def test_shadow_leaves_the_live_outputs_alone_and_scores_every_input_into_the_sh
     assert {case.output.decode(r.value)["model_version"] for r in shadow} == {"2"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_canary_replaces_the_live_outputs_of_its_share_of_keys_and_writes_no_shadow(
-    case: Case,
-) -> None:
-    plain, msgs = _run(case, None)
+def check_canary(case: Case, build: Build | None = None) -> None:
+    """A canary challenger replaces the live outputs of its share of keys (the same keys in
+    every stream: :func:`in_canary`) and writes no shadow outputs."""
+    plain, msgs = _run(case, None, build)
     share = _share_splitting({m.key for m in msgs if m.key is not None})
-    out, _ = _run(case, Challenger(case.challenger(), "canary", share))
+    out, _ = _run(case, Challenger(case.challenger(), "canary", share), build)
     assert all(r.topic == case.output_topic for r in out), "a canary writes no shadow outputs"
     assert len(out) == len(plain)
     versions = []
@@ -102,3 +112,57 @@ def test_canary_replaces_the_live_outputs_of_its_share_of_keys_and_writes_no_sha
         assert version == ("2" if in_canary(r.key, share) else "1")
         versions.append(version)
     assert set(versions) == {"1", "2"}
+
+
+def check_flush(case: Case, build: Build | None = None) -> None:
+    """The pipeline is on the skeleton and declares when its state goes to the changelog:
+    ``every_batch`` pipelines return it in each batch's result (nothing left for a commit),
+    ``at_commit`` ones hand it over when the worker asks, before it commits."""
+    pipe = (build or case.pipeline)(ModelSlot(case.live()))
+    assert isinstance(pipe, StreamPipeline)
+    assert pipe.flush in get_args(FlushPolicy)
+    result = pipe.process(case.messages())
+    at_commit = pipe.flush_state()
+    if pipe.flush == "every_batch":
+        assert result.state and not at_commit
+    else:
+        assert at_commit and not result.state
+    assert {r.topic for r in [*result.state, *at_commit]} == {pipe.changelog_topic}
+
+
+CHECKS = [check_shadow, check_canary, check_flush]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_stream_pipeline_meets_the_contract(case: Case, check: Callable) -> None:
+    check(case)
+
+
+def _ignoring_the_mode(case: Case) -> Build:
+    """The case's pipeline with the old market bug: it runs a shadow when asked for a canary
+    (its challenger step ignores the mode)."""
+
+    def build(slot: ModelSlot) -> StreamPipeline:
+        pipe = case.pipeline(slot)
+        emit = pipe.emit
+
+        def shadow_always(result, messages, live, scores, challenger, ch_scores, encode):  # noqa: ANN001, ANN202
+            if challenger is not None:
+                challenger = dataclasses.replace(challenger, mode="shadow")
+            emit(result, messages, live, scores, challenger, ch_scores, encode)
+
+        pipe.emit = shadow_always  # type: ignore[method-assign]
+        return pipe
+
+    return build
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_the_contract_fails_a_pipeline_that_runs_a_shadow_when_asked_for_a_canary(
+    case: Case,
+) -> None:
+    broken = _ignoring_the_mode(case)
+    check_shadow(case, broken)  # its shadow is fine: only the canary check can tell
+    with pytest.raises(AssertionError, match="a canary writes no shadow outputs"):
+        check_canary(case, broken)
