@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's kcat and jq for the README's kcat recipes and their test
-# (tests/test_kcat_recipes.py) when they are missing and we may install system packages
+# (tests/app/test_kcat_recipes.py) when they are missing and we may install system packages
 # (root with apt-get). kcat 1.7 talks to Apache Kafka 4.4, not to the embedded Tansu broker.
 # Never fails the setup: without them those tests are skipped with the reason.
 set -u

@@ -46,7 +46,7 @@ from datetime import UTC, datetime  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.models import artifact  # noqa: E402
+from tests.artifacts import artifact  # noqa: E402
 from tests.streams.kit import ROOT, make_topics, publish, running, worker_config  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from finscore.app.demo import Demo, DemoOptions
 from finscore.models.registry import Registry
 from finscore.settings import Settings
-from tests.models import artifact
+from tests.artifacts import artifact
 
 
 def _demo(tmp_path, refusals: int) -> tuple[Demo, list[list[str]], io.StringIO]:  # noqa: ANN001

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from finscore.models.registry import ArtifactError, Registry
-from tests.models import artifact
+from tests.artifacts import artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,7 +135,7 @@ def test_promote_and_rollback_leave_the_registry_alone_when_the_announcement_fai
 ) -> None:
     """Issue 16, atomic operations: `models promote fraud 2` against an unreachable broker used
     to fail but still move the champion while the workers stayed on v1."""
-    from tests.models import TEST_SIGNING_KEY, signed
+    from tests.artifacts import TEST_SIGNING_KEY, signed
 
     reg = Registry(tmp_path / "registry")
     for seed in (1, 2, 3):

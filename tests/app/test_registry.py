@@ -16,7 +16,7 @@ from finscore.models.registry import (
     Registry,
     generate_keypair,
 )
-from tests.models import artifact
+from tests.artifacts import artifact
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from finscore.sim.transactions import (
     simulate_frame,
     transaction_record,
 )
-from tests.models import artifact
+from tests.artifacts import artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM = TxSimConfig(n_customers=80, n_terminals=100, days=16, seed=3)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from finscore.models.registry import Registry
-from tests.models import artifact
+from tests.artifacts import artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()

@@ -108,7 +108,7 @@ def _seeds(target: str) -> list[bytes]:
         values = [codec.encode(r, e) for r in recs for e in ("avro", "json")]
         return [*values, SEP.join(values)]
     if target == "announcement":
-        from tests.models import artifact
+        from tests.artifacts import artifact
 
         return [announcements.encode_announcement(artifact("fraud", "3"), "PROMOTE")[1]]
     if target == "command":

@@ -28,8 +28,8 @@ from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 from finscore.streams import hot_swap as A
 from finscore.streams.transport import Message
+from tests.artifacts import artifact
 from tests.fuzz import strategies as S
-from tests.models import artifact
 
 SIGNING_KEY, VERIFY_KEY = generate_keypair()
 OFFLINE = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}  # the watcher is only assigned

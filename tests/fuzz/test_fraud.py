@@ -25,8 +25,8 @@ from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import BatchResult, DeadLetterEncoder
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
+from tests.artifacts import artifact
 from tests.fuzz import strategies as S
-from tests.models import artifact
 
 TX = Codec("transaction")
 LABEL = Codec("fraud_label")

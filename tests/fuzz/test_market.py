@@ -19,8 +19,8 @@ from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.pipeline import BatchResult
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
+from tests.artifacts import artifact
 from tests.fuzz import strategies as S
-from tests.models import artifact
 
 WINDOW = 5
 TICKS = Codec("market_tick")

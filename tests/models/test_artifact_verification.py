@@ -1,7 +1,7 @@
 """finscore.models.artifact: the one verification every loader uses (hash, size, signature,
 manifest), the signing helpers, and the registry module's re-exports (no torch, no broker).
 
-``tests/models/`` has no ``__init__.py``: ``tests/models.py`` (the test-model builder) keeps
+``tests/models/`` has no ``__init__.py``: ``tests/artifacts.py`` (the test-model builder) keeps
 its import name, so these files have basenames unique in the suite.
 """
 
@@ -27,7 +27,7 @@ from finscore.models.artifact import (
     signed_payload,
     verify_artifact,
 )
-from tests.models import artifact
+from tests.artifacts import artifact
 
 
 def _reason(call) -> str:  # noqa: ANN001

@@ -65,7 +65,7 @@ def produce_records(client: dict, topic: str, items: list[tuple[bytes | None, by
 
 def worker_config(client: dict, prefix: str, stream: str = "fraud", **kw) -> WorkerConfig:
     """A worker config for tests; it verifies with the session's test key unless told."""
-    from tests.models import TEST_VERIFY_KEY
+    from tests.artifacts import TEST_VERIFY_KEY
 
     kw.setdefault("verify_key", TEST_VERIFY_KEY)
     kw.setdefault("metrics_port", None)
@@ -119,7 +119,7 @@ def publish(client: dict, prefix: str, artifact, action: str = "PROMOTE", **kw) 
     """Announce ``artifact``; unless ``sign=False`` the artifact (when unsigned) and the
     envelope are signed with the session's test key, as a deployment's promoter would."""
     from finscore.streams.hot_swap import announce
-    from tests.models import TEST_SIGNING_KEY
+    from tests.artifacts import TEST_SIGNING_KEY
 
     if kw.pop("sign", True):
         kw.setdefault("signing_key", TEST_SIGNING_KEY)

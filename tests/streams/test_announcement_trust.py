@@ -18,7 +18,7 @@ from finscore.streams.hot_swap import (
     encode_announcement,
 )
 from finscore.streams.scoring import InputSpec, Scorer, admit
-from tests.models import TEST_SIGNING_KEY, TEST_VERIFY_KEY, artifact, fraud_onnx, signed
+from tests.artifacts import TEST_SIGNING_KEY, TEST_VERIFY_KEY, artifact, fraud_onnx, signed
 
 
 def _reason(fn) -> str:  # noqa: ANN001

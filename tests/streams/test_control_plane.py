@@ -15,7 +15,7 @@ from finscore.schemas.codec import Codec
 from finscore.streams.exceptions import ModelUnavailable
 from finscore.streams.hot_swap import encode_announcement
 from finscore.streams.worker import Worker
-from tests.models import TEST_VERIFY_KEY, artifact, signed
+from tests.artifacts import TEST_VERIFY_KEY, artifact, signed
 from tests.streams.kit import (
     consume_all,
     decode_all,
@@ -43,7 +43,7 @@ def announcement(art, action: str = "PROMOTE", **kw) -> tuple[bytes, bytes]:  # 
 
 
 def _test_signing_key() -> str:
-    from tests.models import TEST_SIGNING_KEY
+    from tests.artifacts import TEST_SIGNING_KEY
 
     return TEST_SIGNING_KEY
 

@@ -14,7 +14,7 @@ from finscore import providers
 from finscore.providers import CPU, batch_size_for, parse, resolve
 from finscore.settings import Settings
 from finscore.streams.scoring import Scorer
-from tests.models import artifact
+from tests.artifacts import artifact
 
 CUDA = "CUDAExecutionProvider"
 NO_CUDA = CUDA not in ort.get_available_providers()

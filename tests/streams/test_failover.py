@@ -35,8 +35,8 @@ from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.admin import ensure_topics
 from finscore.streams.worker import Worker
+from tests.artifacts import artifact
 from tests.conftest import selected_backends
-from tests.models import artifact
 from tests.streams.kit import publish, running, worker_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.kafka]

@@ -11,7 +11,7 @@ from finscore.schemas.codec import Codec
 from finscore.streams.fraud import columns as FC
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
-from tests.models import artifact
+from tests.artifacts import artifact
 
 TX, FLAG = Codec("transaction"), Codec("fraud_flag")
 

@@ -18,7 +18,7 @@ from finscore.streams.fraud.pipeline import FraudPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.scoring import Challenger, Scorer, in_canary
 from finscore.streams.transport import Message
-from tests.models import artifact
+from tests.artifacts import artifact
 
 TX = Codec("transaction")
 FLAG = Codec("fraud_flag")

@@ -20,7 +20,7 @@ from finscore.sim.transactions import (
     simulate_frame,
     transaction_record,
 )
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker

@@ -12,7 +12,7 @@ from finscore.features.timestore import ROWS_MAGIC
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.samples import sample
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import (
     consume_all,
     decode_all,

@@ -24,7 +24,7 @@ from finscore.streams.kafka import KafkaOptions, KafkaTransport
 from finscore.streams.transport import OutRecord
 from finscore.streams.worker import Worker
 from tests.app.test_cli import finscore
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import consume_all, make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
-from tests.models import TEST_SIGNING_KEY, TEST_VERIFY_KEY, artifact
+from tests.artifacts import TEST_SIGNING_KEY, TEST_VERIFY_KEY, artifact
 from tests.streams.kit import (
     consume_all,
     decode_all,

@@ -27,7 +27,7 @@ from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.pipeline import DeadLetter, DeadLetterEncoder
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message
-from tests.models import artifact
+from tests.artifacts import artifact
 
 TX = Codec("transaction")
 LABEL = Codec("fraud_label")

@@ -25,7 +25,7 @@ from finscore.models.registry import Artifact, ArtifactError
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.market.pipeline import MarketPipeline
 from finscore.streams.scoring import InputSpec, Scorer, admit
-from tests.models import _session_out, artifact
+from tests.artifacts import _session_out, artifact
 from tests.streams.test_market_pipeline import NOW_S, SIGNALS, messages, run, sim_ticks
 
 WINDOW = 20

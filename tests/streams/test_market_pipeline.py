@@ -20,7 +20,7 @@ from finscore.streams.market.columns import decode_ticks, impossible_ticks
 from finscore.streams.market.pipeline import MarketPipeline, validate_tick
 from finscore.streams.scoring import Challenger, Scorer
 from finscore.streams.transport import Message
-from tests.models import artifact
+from tests.artifacts import artifact
 
 WINDOW = 20
 NOW_S = 1.9e9  # far after the simulated ticks

@@ -9,7 +9,7 @@ import pytest
 from finscore.app.console.produce import produce, tick_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import (
     consume_all,
     decode_all,

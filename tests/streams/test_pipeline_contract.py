@@ -21,7 +21,7 @@ from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import FlushPolicy, StreamPipeline
 from finscore.streams.scoring import Challenger, Scorer, in_canary
 from finscore.streams.transport import Message
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams import test_fraud_pipeline as fraud_cases
 from tests.streams import test_market_pipeline as market_cases
 

@@ -24,7 +24,7 @@ from finscore.app.console.produce import produce, transaction_events
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.schemas import topics as T
 from finscore.streams.scoring import Scorer
-from tests.models import TEST_VERIFY_KEY, artifact
+from tests.artifacts import TEST_VERIFY_KEY, artifact
 from tests.streams.kit import ROOT, consume_all, decode_all, make_topics, publish
 
 pytestmark = pytest.mark.broker

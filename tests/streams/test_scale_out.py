@@ -10,7 +10,7 @@ import pytest
 
 from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import consume_all, decode_all, make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker

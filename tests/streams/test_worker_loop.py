@@ -25,7 +25,7 @@ from finscore.streams.exceptions import TransportError
 from finscore.streams.hot_swap import encode_announcement
 from finscore.streams.testing import Commit, Delivery, InMemoryBus
 from finscore.streams.worker import Worker, WorkerConfig
-from tests.models import TEST_SIGNING_KEY, artifact, signed
+from tests.artifacts import TEST_SIGNING_KEY, artifact, signed
 from tests.streams.kit import worker_config
 from tests.streams.test_market_pipeline import sim_ticks
 

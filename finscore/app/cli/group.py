@@ -146,4 +146,3 @@ def _named_source(exc: FinscoreError) -> FinscoreError:
     if isinstance(exc, BrokerUnreachable) and exc.source is None and Ctx.current is not None:
         return exc.with_source(Ctx.current.bootstrap_source)
     return exc
-

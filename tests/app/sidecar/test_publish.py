@@ -20,7 +20,7 @@ from finscore.app.sidecar.gate import (
     trusted,
 )
 from finscore.models.registry import Artifact, ArtifactError, Registry, public_key_of
-from tests.models import TEST_SIGNING_KEY, artifact
+from tests.artifacts import TEST_SIGNING_KEY, artifact
 from tests.streams.kit import make_topics
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from finscore.app.broker import QUICK_START_JVM, java_binary, kafka_lib_dir, kafka_unavailable
 from finscore.schemas import topics as T
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import consume_all, make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker

@@ -18,7 +18,7 @@ from finscore.compression.plans import fraud_plan
 from finscore.models.registry import Registry
 from finscore.schemas import topics as T
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
-from tests.models import TEST_SIGNING_KEY
+from tests.artifacts import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker

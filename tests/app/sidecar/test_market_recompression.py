@@ -18,7 +18,7 @@ from finscore.compression.steps import Distill
 from finscore.models.registry import Registry
 from finscore.schemas import topics as T
 from finscore.sim.market import MarketSimConfig, book_record, simulate_book
-from tests.models import TEST_SIGNING_KEY
+from tests.artifacts import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker

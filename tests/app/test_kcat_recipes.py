@@ -28,7 +28,7 @@ import pytest
 
 from finscore.schemas import topics as T
 from tests.app.test_readme_tour import bash_blocks
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import make_topics, publish, running, worker_config
 
 pytestmark = pytest.mark.broker

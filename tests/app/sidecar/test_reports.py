@@ -9,7 +9,7 @@ import torch
 
 from finscore.app.sidecar import Sidecar, SidecarConfig
 from finscore.sim.transactions import DAY_MS, TxSimConfig, merged_events, simulate_frame
-from tests.models import TEST_SIGNING_KEY
+from tests.artifacts import TEST_SIGNING_KEY
 from tests.streams.kit import make_topics
 
 pytestmark = pytest.mark.broker

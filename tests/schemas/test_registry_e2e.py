@@ -21,7 +21,7 @@ import pytest
 
 from finscore.schemas.codec import Codec, load_schema
 from finscore.schemas.columnar.codec import ColumnarCodec
-from tests.models import artifact
+from tests.artifacts import artifact
 from tests.streams.kit import consume_all, make_topics, publish, running, worker_config
 
 sr = pytest.importorskip(
