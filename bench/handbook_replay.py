@@ -14,9 +14,9 @@ The feed, in event time, one chunk (``--chunk-hours``, default a day) at a time:
 1. the labels *released* in the chunk (``label_time = tx_time + 7 days`` in
    ``[chunk start, chunk end)``): under ``all_outcomes`` every transaction's outcome, under
    ``fraud_reports`` the frauds only (an unreported transaction is genuine), each keyed by
-   terminal as ``finscore produce`` keys them (``--label-key customer``: by card, so one
-   card's labels share a partition and arrive in transaction order, which the habit flags of
-   ``all_outcomes`` need; keyed by terminal, a few of them can differ, see
+   card as the topic catalog and ``finscore produce`` key them, so one card's labels share a
+   partition and arrive in transaction order, which the habit flags of ``all_outcomes`` need
+   (``--label-key terminal``: the earlier keying, under which a few scores can differ, see
    docs/BENCHMARKS.md);
 2. a wait until the worker has applied all of them (its label pipeline is observed, never
    changed);
@@ -554,9 +554,10 @@ def _fmt(v: Any, nd: int = 4) -> str:
 @click.option("--partitions", type=int, default=6, show_default=True)
 @click.option("--chunk-hours", type=float, default=24.0, show_default=True,
               help="Feed step: labels released in a step are applied before its transactions.")  # fmt: skip
-@click.option("--label-key", type=click.Choice(LABEL_KEYS), default="terminal", show_default=True,
-              help="Key of the labels: terminal (as `finscore produce`), or customer (a card's "
-              "labels in one partition, hence in transaction order).")  # fmt: skip
+@click.option("--label-key", type=click.Choice(LABEL_KEYS), default="customer", show_default=True,
+              help="Key of the labels: customer (as the catalog and `finscore produce`: a card's "
+              "labels in one partition, hence in transaction order), or terminal (the earlier "
+              "keying).")  # fmt: skip
 @click.option("--exactly-once", is_flag=True, help="Run the worker with Kafka transactions.")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)

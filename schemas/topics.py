@@ -69,8 +69,9 @@ def catalog(partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
             p + FRAUD_LABELS,
             partitions,
             "fraud_label",
-            "terminal_id",
-            doc="Settled outcomes of transactions (delayed ground truth).",
+            "customer_id",
+            doc="Settled outcomes of transactions (delayed ground truth), keyed by card: a "
+            "card's outcomes stay in order, which its habit flags need.",
         ),
         TopicSpec(
             p + FRAUD_FLAGS, partitions, "fraud_flag", "customer_id", doc="Fraud scores out."

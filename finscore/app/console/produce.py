@@ -60,7 +60,7 @@ def transaction_events(
         if kind == "transaction":
             yield prefix + T.TRANSACTIONS, rec["customer_id"], "transaction", rec
         else:
-            yield prefix + T.FRAUD_LABELS, rec["terminal_id"], "fraud_label", rec
+            yield prefix + T.FRAUD_LABELS, rec["customer_id"], "fraud_label", rec
 
 
 def tick_events(prefix: str = "", seed: int = 0, source: str = "sim") -> Iterator[Event]:

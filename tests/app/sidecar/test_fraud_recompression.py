@@ -49,7 +49,7 @@ def test_drift_triggers_a_recompression_that_passes_the_gate_and_is_swapped_in(
             if kind == "transaction":
                 yield prefix + T.TRANSACTIONS, rec["customer_id"], "transaction", rec
             else:
-                yield prefix + T.FRAUD_LABELS, rec["terminal_id"], "fraud_label", rec
+                yield prefix + T.FRAUD_LABELS, rec["customer_id"], "fraud_label", rec
 
     sc = Sidecar(SidecarConfig(client=client, topic_prefix=prefix, registry_dir=tmp_path / "registry",
                                signing_key=TEST_SIGNING_KEY, min_outcomes=3000, ap_drop=0.1, tolerance=0.02, cooldown_s=0,
