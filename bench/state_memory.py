@@ -29,6 +29,7 @@ a day as in the simulator, so the total matches it. A linear fit of bytes agains
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -63,7 +64,9 @@ class Density:
     sim_days: int
 
 
-def sim_density(cards: int = 5000, days: int = 60, terminals_per_card: float | None = None) -> Density:
+def sim_density(
+    cards: int = 5000, days: int = 60, terminals_per_card: float | None = None
+) -> Density:
     """The simulator's mean transactions per card per day and fraud share (its default world:
     ``cards`` cards, twice as many terminals)."""
     from finscore.sim.transactions import TxSimConfig, simulate_frame
@@ -73,7 +76,9 @@ def sim_density(cards: int = 5000, days: int = 60, terminals_per_card: float | N
     return Density(
         tx_per_card_day=len(frame) / (cards * days),
         fraud_share=float(np.mean(frame.is_fraud)),
-        terminals_per_card=cfg.n_terminals / cards if terminals_per_card is None else terminals_per_card,
+        terminals_per_card=cfg.n_terminals / cards
+        if terminals_per_card is None
+        else terminals_per_card,
         sim_cards=cards,
         sim_days=days,
     )
@@ -92,10 +97,8 @@ def trim() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc), so RSS shows what
     is live."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 def store_bytes(store: TimeStore) -> dict[str, int]:
@@ -261,8 +264,10 @@ def measure(cards: int, d: Density, *, contract: str, days: int, chunk_hours: in
         "bytes_per_card": card_bytes / cards,
         "bytes_per_terminal": term_bytes / terminals,
         "rss_per_card_and_its_terminals": rss / cards,
-        "bytes_per_entry": {k: (v / stores[k]["entries"] if stores[k]["entries"] else 0.0)
-                            for k, v in per_store.items()},  # fmt: skip
+        "bytes_per_entry": {
+            k: (v / stores[k]["entries"] if stores[k]["entries"] else 0.0)
+            for k, v in per_store.items()
+        },  # fmt: skip
         "entries_per_card": stores["customers"]["entries"] / cards,
         "batch_us_per_row_median": {k: float(np.median(v)) for k, v in batch_us.items()},
         "changelog_records": len(records),
@@ -376,7 +381,9 @@ def main() -> None:
               f"{r['rss_delta_bytes'] / 2**20:,.0f} MiB, {r['build_s']:.0f} s", flush=True)  # fmt: skip
     print(table(results, d))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"density": asdict(d), "runs": results}, indent=2))
+        Path(args.json_out).write_text(
+            json.dumps({"density": asdict(d), "runs": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

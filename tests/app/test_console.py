@@ -159,12 +159,12 @@ def test_ctrl_c_on_produce_flushes_and_summarises(client, prefix) -> None:  # no
     )  # fmt: skip
     from finscore.streams.admin import offsets
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait until ticks flow, then interrupt mid-stream
-        if sum(o.high for o in offsets(client, [prefix + "market-ticks"])) > 500:
-            break
+    deadline, flowing = time.monotonic() + 90, False  # a loaded CI machine starts slowly
+    while time.monotonic() < deadline and not flowing:  # interrupt mid-stream, not at start-up
+        flowing = sum(o.high for o in offsets(client, [prefix + "market-ticks"])) > 500
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
+    assert flowing, "no ticks within 90 s: the interrupt would have hit start-up"
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "still in queue" not in err and "Traceback" not in err, err
