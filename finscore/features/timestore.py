@@ -33,6 +33,7 @@ from finscore.features.exceptions import FeatureStateError
 TIME_BITS = 41
 KEY_BITS = 62 - TIME_BITS
 TIME_MASK = (1 << TIME_BITS) - 1
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 SNAPSHOT_MAGIC = b"FST1"  # a key's entries (snapshot)
 ROWS_MAGIC = b"FSM1"  # entries added to several keys since the previous record (changelog)
 KEY_ROWS_MAGIC = b"FSD1"  # entries added to one key (the changelog record of finscore <= 0.3)
@@ -167,24 +168,28 @@ class TimeStore:
             if not len(t):
                 return _EMPTY
             self._set_base(t)
-        rel = t - self.base
-        if len(rel) and (rel.min() < 0 or rel.max() > TIME_MASK):
+        if not self.accepts(t).all():  # compared, never subtracted first: no int64 wrap-around
             raise FeatureStateError(
                 "event time more than 34 years away from the first time this state has seen"
             )
+        rel = t - self.base
         return (np.asarray(idx, dtype=np.int64) << TIME_BITS) | rel
 
     def _set_base(self, t: np.ndarray) -> None:
-        """Centre the range on the median of the first times written (not on one of them)."""
-        self.base = int(np.median(t)) - (1 << (TIME_BITS - 1))
+        """Centre the range on the median of the first times written (not on one of them);
+        raises :class:`FeatureStateError` when that range leaves int64 (absurd times)."""
+        base = int(np.median(t)) - (1 << (TIME_BITS - 1))
+        if base < _I64_MIN or base + TIME_MASK > _I64_MAX:
+            raise FeatureStateError("event times out of any representable range")
+        self.base = base
 
     def accepts(self, t: np.ndarray) -> np.ndarray:
-        """Which times can be stored (all of them before the first insert)."""
+        """Which times can be stored (all of them before the first insert). Compared with the
+        range's ends, so a time near the int64 limits is refused, never wrapped around."""
         t = np.asarray(t, dtype=np.int64)
         if self.base is None:
             return np.ones(len(t), dtype=bool)
-        rel = t - self.base
-        return (rel >= 0) & (rel <= TIME_MASK)
+        return (t >= self.base) & (t <= self.base + TIME_MASK)
 
     # -- writes -------------------------------------------------------------------------------
     def insert(

@@ -21,7 +21,7 @@ from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter
 from finscore.streams.stream import (
-    default_transports,
+    StreamBase,
     ensure_changelog,
     output_codec,
     output_encoding,
@@ -40,18 +40,14 @@ log = get_logger(__name__)
 MAX_PENDING_DEAD = 10_000  # label dead letters kept while this worker has no partitions yet
 
 
-class FraudStream:
+class FraudStream(StreamBase):
     """transactions → fraud-flags, customer state in a changelog, labels read globally."""
 
     def __init__(
         self, cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
     ) -> None:
-        self.cfg = cfg
-        self.slot = slot
-        self.transports = transports or default_transports(cfg)
-        self.input_topic = cfg.topic(T.TRANSACTIONS)
-        self.output_topic = cfg.topic(T.FRAUD_FLAGS)
-        self.output_schema = "fraud_flag"
+        super().__init__(cfg, slot, transports, input_topic=T.TRANSACTIONS,
+                         output_topic=T.FRAUD_FLAGS, output_schema="fraud_flag")  # fmt: skip
         self.labels_topic = cfg.topic(T.FRAUD_LABELS)
         # The stores' time range starts at the earliest accepted event time: fixed, so no
         # record (valid or not) moves it.
@@ -72,7 +68,6 @@ class FraudStream:
         self._dead: list[DeadLetter] = []
         self._owned: set[int] = set()
         self._assigned_once = False  # until then label dead letters wait for their owner
-        self.changelog_topic = ""
         self.pipeline: FraudPipeline  # set in start()
 
     def start(self) -> None:

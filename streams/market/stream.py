@@ -14,9 +14,8 @@ from finscore.schemas.codec import Codec
 from finscore.streams.changelog import read_changelog
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.market.pipeline import MarketPipeline
-from finscore.streams.pipeline import DeadLetter
 from finscore.streams.stream import (
-    default_transports,
+    StreamBase,
     ensure_changelog,
     output_codec,
     output_encoding,
@@ -33,19 +32,14 @@ __all__ = ["MarketStream"]
 log = get_logger(__name__)
 
 
-class MarketStream:
+class MarketStream(StreamBase):
     """market-ticks → price-signals, per-instrument windows in a changelog."""
 
     def __init__(
         self, cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
     ) -> None:
-        self.cfg = cfg
-        self.slot = slot
-        self.transports = transports or default_transports(cfg)
-        self.input_topic = cfg.topic(T.MARKET_TICKS)
-        self.output_topic = cfg.topic(T.PRICE_SIGNALS)
-        self.output_schema = "price_signal"
-        self.changelog_topic = ""
+        super().__init__(cfg, slot, transports, input_topic=T.MARKET_TICKS,
+                         output_topic=T.PRICE_SIGNALS, output_schema="price_signal")  # fmt: skip
         self.windows: MarketWindows
         self.pipeline: MarketPipeline
 
@@ -70,12 +64,6 @@ class MarketStream:
             out_codec=output_codec(self.output_schema, self.output_topic, registry, out_encoding),
         )
 
-    def before_batch(self) -> None:
-        return None
-
-    def take_dead_letters(self) -> list[DeadLetter]:
-        return []
-
     def on_assign(self, tps: list[TP]) -> None:
         parts = [p for t, p in tps if t == self.input_topic]
         state = read_changelog(
@@ -87,9 +75,3 @@ class MarketStream:
                 self.windows.restore(name, value)
             except FeatureStateError as exc:  # rebuilt from the stream instead
                 log.warning("state.record_skipped", key=name, reason=str(exc))
-
-    def on_revoke(self, tps: list[TP]) -> None:
-        return None
-
-    def close(self) -> None:
-        return None

@@ -214,3 +214,20 @@ def test_take_change_rows_reports_each_insert_once_with_local_key_indices() -> N
     assert sorted(zip([names[k] for k in rows[:, 0]], rows[:, 1].tolist(), strict=True)) == [
         ("a", 6), ("b", 5), ("b", 7)]  # fmt: skip
     assert "unused" not in names and s.take_change_rows()[0] == []
+
+
+def test_times_near_the_int64_limits_are_refused_never_wrapped() -> None:
+    """Found by the fuzz soak (a restored changelog with a time of -9.22e18): subtracting the
+    range's base first overflowed (OverflowError) or wrapped around into the range."""
+    from finscore.features.exceptions import FeatureStateError
+
+    s = TimeStore(("amount",))
+    now = 1_700_000_000_000
+    s.insert(s.index_of(["a"], True), np.array([now]), np.array([0]), {"amount": np.array([1])})
+    extreme = np.array([-9_223_372_034_732_337_131, 9_223_372_036_854_775_000, now], np.int64)
+    assert s.accepts(extreme).tolist() == [False, False, True]
+    with pytest.raises(FeatureStateError):
+        s.composite(np.zeros(1, np.int64), extreme[:1])
+    fresh = TimeStore(("amount",))
+    with pytest.raises(FeatureStateError):
+        fresh.composite(np.zeros(1, np.int64), extreme[:1])
