@@ -41,8 +41,10 @@ every worker applies every report *and* every other worker's terminal entry), ``
 max(R/N / batch, 1/commit interval)``. A worker is full at ``T = --utilisation`` of a core and
 ``N ≤ P``; as N grows T falls to the label-side floor ``L·c_label`` (+ ``R·c_entry``), so the
 fleet's rate is capped at ``utilisation / (c_label + …)`` whatever N. The memory side: every
-worker holds every outcome (or every transaction's terminal entry) of 32 days, per entry the
-bytes ``bench/state_memory.py`` measured (:data:`B_ENTRY`).
+worker holds every outcome of 32 days (or every terminal's transactions of 39 days), per entry
+the bytes ``bench/state_memory.py`` measured (:data:`B_ENTRY`). With ``--state-json`` the
+model is also evaluated with the feature and label-apply costs measured there on the largest
+state (they grow with the state), and ``c_entry`` at least :data:`C_ENTRY_AT_SCALE`.
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ C_CONSUME = 1.0 / 1.9e6
 DAY_S = 86_400
 # Bytes per entry measured by bench/state_memory.py (arrays + prefix caches; all_outcomes:
 # customers, cards, terminals), used for the memory side of the model.
-B_ENTRY = {"customers": 57.4, "cards": 81.4, "terminals": 90.9, "terminal_transactions": 40.0}
+# customers, cards, terminals: all_outcomes at 500,000 cards; terminal transactions:
+# fraud_reports at 100,000 cards.
+B_ENTRY = {"customers": 57.8, "cards": 81.5, "terminals": 91.1, "terminal_transactions": 35.8}
 # add_terminal_entries per entry with 1M entries held (docs/ARCHITECTURE.md, "Labels"): 5–7 µs;
 # the at-scale model uses at least this (this script measures it on a small state).
 C_ENTRY_AT_SCALE = 5e-6
@@ -329,13 +333,14 @@ def fleet_size(p: int, r: float, label_rate: float, c: dict[str, float], contrac
 
 def memory_per_worker(n: int, r: float, contract: str, f: float) -> float:
     """Bytes of feature state one of ``n`` workers holds at ``r`` tx/s (31 days of its
-    customers' transactions; every worker: 32 days of outcomes, or under fraud_reports every
-    transaction of 32 days and 39 days of its customers), from :data:`B_ENTRY`."""
+    customers' transactions; every worker: 32 days of outcomes, or under fraud_reports 39 days
+    of its customers and of every terminal's transactions, and 32 days of reports), from
+    :data:`B_ENTRY` (what bench/state_memory.py measured held after eviction)."""
     day = r * DAY_S
     if contract == "all_outcomes":
         return (31 * day / n * B_ENTRY["customers"]
                 + 32 * day * (B_ENTRY["cards"] + B_ENTRY["terminals"]))  # fmt: skip
-    return (39 * day / n * B_ENTRY["customers"] + 32 * day * B_ENTRY["terminal_transactions"]
+    return (39 * day / n * B_ENTRY["customers"] + 39 * day * B_ENTRY["terminal_transactions"]
             + 32 * day * f * (B_ENTRY["cards"] + B_ENTRY["terminals"]))  # fmt: skip
 
 
@@ -459,7 +464,10 @@ def model_run(args: argparse.Namespace, champion=None) -> dict[str, Any]:  # noq
     costs = {}
     for contract in ("all_outcomes", "fraud_reports"):
         cc = comps[contract]
-        costs[contract] = {"c_tx": cc["process + flush"], "c_label": fixed["label_per_row_s"],
+        # c_label: the timed runs' cost a label in all_outcomes batches (thousands: the batch's
+        # fixed cost amortised; medians of --repeat, steadier than the two-point slope).
+        c_label = comps["all_outcomes"]["label total"]
+        costs[contract] = {"c_tx": cc["process + flush"], "c_label": c_label,
                            "c_entry": ent["entry_s"], "a_tx": fixed["tx_batch_fixed_s"],
                            "a_label": fixed["label_batch_fixed_s"], "evict_s": cc["evict_s"]}  # fmt: skip
     model = {c: fleet_model(costs[c], c, args, f) for c in costs}
