@@ -123,10 +123,11 @@ def main(data_dir, out, plan_name, epochs, teacher_epochs, teacher_weight_decay,
     """Run the fraud benchmark over seeds; write ``report.md``, plots and ``bench.json``."""
     import torch
 
-    from finscore.app.cli.compress import fraud_plan, print_table
+    from finscore.app.cli.compress import print_table
     from finscore.compression.exceptions import GateFailed
     from finscore.compression.fraud import FraudFamily, FraudSplits
     from finscore.compression.plan import Gate, to_artifact
+    from finscore.compression.plans import fraud_plan
     from finscore.compression.report import rows, write_report
 
     torch.set_num_threads(1)

@@ -43,7 +43,7 @@ Commands (data via ``--data-dir`` or ``FINSCORE_DATA_DIR``; the model from ``--r
 e.g. the one ``bench/compress_fraud.py --registry DIR --promote`` registered)::
 
     FINSCORE_DATA_DIR=/work/shared/data .venv/bin/python bench/handbook_replay.py \\
-        --registry /tmp/hb/registry --json-out docs/benchmarks/handbook-replay.json
+        --registry /tmp/hb/registry --json-out docs/benchmarks/handbook-replay/replay-tansu.json
     # the whole 183 days instead of the protocol's window (2018-06-10 → 08-14):
     ... bench/handbook_replay.py --registry /tmp/hb/registry --start 2018-04-01 --days 183
     # Apache Kafka 4.4 (jars fetched by `make setup`):

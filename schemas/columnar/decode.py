@@ -1,6 +1,6 @@
-"""Columnar decoding of a batch of Avro single-object bodies of one schema (see columnar.py).
+"""Columnar decoding of a batch of Avro single-object bodies of one schema (see :mod:`finscore.schemas.columnar.codec`).
 
-:func:`decode_bodies` walks the schema's fields once for the whole batch with a
+:func:`parse` (then :func:`finalize`) walks the schema's fields once for the whole batch with a
 :class:`~finscore.schemas.columnar.read.Reader`; arrays are read block by block, and inside a
 block item by item (item ``j`` of every row that has more than ``j`` items at once). Rows that
 end anywhere but at their end, or that the reader marked bad, or whose strings are not UTF-8,

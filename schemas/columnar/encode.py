@@ -1,4 +1,5 @@
-"""Columnar encoding of ``n`` records, field by field, into an :class:`Assembler` (see columnar.py).
+"""Columnar encoding of ``n`` records, field by field, into an :class:`Assembler` (see
+:mod:`finscore.schemas.columnar.codec`).
 
 Scalars are encoded once (as a one-row batch) and repeated as a constant piece. Per-row values
 are converted to arrays and written with the vectorised writers; arrays of records encode

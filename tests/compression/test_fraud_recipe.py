@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from finscore.app.cli.compress import fraud_plan
 from finscore.compression.fraud import FraudFamily, FraudSplits
 from finscore.compression.nn import Ensemble
+from finscore.compression.plans import fraud_plan
 
 
 def test_teacher_weight_decay_reaches_the_members_only(fraud_ctx) -> None:  # noqa: ANN001

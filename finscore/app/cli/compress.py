@@ -17,8 +17,7 @@ from finscore.compression.plan import Gate, RunResult
 from finscore.compression.plans import PLAN_NAMES, fraud_plan, market_plan
 from finscore.models.registry import Artifact
 
-__all__ = ["compress", "fraud_plan", "gate_hint", "load", "market_plan", "print_table",
-           "run_compression"]  # fmt: skip
+__all__ = ["compress", "gate_hint", "load", "print_table", "run_compression"]
 
 
 def load(
