@@ -91,27 +91,9 @@ def free_ports(n: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in socks]
 
 
-class LocalBroker:
-    """What every local broker shares: an address, a port check, a context manager.
-
-    Subclasses implement :meth:`start` (return once the broker answers metadata, or raise
-    :class:`BrokerError`), :meth:`stop` and :attr:`running`.
-    """
-
-    host: str
-    port: int
-
-    @property
-    def bootstrap(self) -> str:
-        """Bootstrap servers string for clients."""
-        return f"{self.host}:{self.port}"
-
-    def _check_port_free(self) -> None:
-        if port_open(self.host, self.port):
-            raise BrokerError(
-                f"port {self.port} on {self.host} is already in use",
-                hint="stop what runs there, or set FINSCORE_BROKER_PORT to another port",
-            )
+class _Started:
+    """A context manager over ``start``/``stop``/``running``: entering starts (unless already
+    running), leaving stops. Shared by every local broker and the cluster."""
 
     def start(self, timeout: float = 20.0) -> Self:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -133,6 +115,29 @@ class LocalBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class LocalBroker(_Started):
+    """What every local broker shares: an address, a port check, a context manager.
+
+    Subclasses implement :meth:`start` (return once the broker answers metadata, or raise
+    :class:`BrokerError`), :meth:`stop` and :attr:`running`.
+    """
+
+    host: str
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers string for clients."""
+        return f"{self.host}:{self.port}"
+
+    def _check_port_free(self) -> None:
+        if port_open(self.host, self.port):
+            raise BrokerError(
+                f"port {self.port} on {self.host} is already in use",
+                hint="stop what runs there, or set FINSCORE_BROKER_PORT to another port",
+            )
 
 
 class EmbeddedBroker(LocalBroker):
@@ -441,7 +446,7 @@ def _metadata_brokers(bootstrap: str, timeout: float = 2.0) -> set[int] | None:
     return set(md.brokers)
 
 
-class KafkaCluster:
+class KafkaCluster(_Started):
     """``nodes`` Apache Kafka 4.4 nodes on localhost, each a combined broker and controller.
 
     The controller quorum is every node. Topics default to replication factor ``nodes`` (at
@@ -646,17 +651,6 @@ class KafkaCluster:
             shutil.rmtree(self._data_root, ignore_errors=True)
             self._data_root = None
             log.info("kafka.stopped", nodes=self.size)
-
-    def __enter__(self) -> KafkaCluster:
-        return self.start() if not self.running else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class ApacheKafkaBroker(LocalBroker):
