@@ -29,35 +29,19 @@ from contextlib import ExitStack
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from finscore.app.broker import KafkaCluster, kafka_unavailable
+from finscore.app.broker import KafkaCluster
 from finscore.app.console.produce import produce, transaction_events
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.admin import ensure_topics
 from finscore.streams.worker import Worker
 from tests.artifacts import artifact
-from tests.conftest import selected_backends
 from tests.streams.kit import publish, running, worker_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.kafka]
 
 PARTITIONS = 3
 GRACE_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KafkaCluster]:
-    if "kafka" not in selected_backends(request.config):
-        pytest.skip("the Apache Kafka backend is not selected")
-    reason = kafka_unavailable()
-    if reason is not None:
-        pytest.skip(f"Apache Kafka backend: {reason}")
-    # A crashed node is fenced after broker.session.timeout.ms (9 s by default): 3 s here.
-    fast = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
-    with KafkaCluster(3, log_dir=tmp_path_factory.mktemp("failover"), config=fast) as c:
-        yield c
 
 
 def wait_full_isr(cluster: KafkaCluster, timeout: float = 90.0) -> None:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from finscore.app.broker import KafkaCluster, kafka_unavailable
-from tests.conftest import selected_backends
+from finscore.app.broker import KafkaCluster
 
 pytestmark = pytest.mark.broker
 
@@ -51,21 +49,6 @@ def test_a_record_of_several_megabytes_goes_through(client, prefix) -> None:  # 
     assert p.flush(30) == 0
     [m] = read_all(client["bootstrap.servers"], topic, 1, 1)
     assert m.value() == payload
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KafkaCluster]:
-    if "kafka" not in selected_backends(request.config):
-        pytest.skip("the Apache Kafka backend is not selected")
-    reason = kafka_unavailable()
-    if reason is not None:
-        pytest.skip(f"Apache Kafka backend: {reason}")
-    # A crashed node leaves the metadata after broker.session.timeout.ms (9 s by default).
-    fast = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
-    with KafkaCluster(3, log_dir=tmp_path_factory.mktemp("cluster"), config=fast) as c:
-        yield c
 
 
 @pytest.mark.kafka
