@@ -366,10 +366,12 @@ def replay_through_worker(
     batch_size: int = 5000,
     label_key: str = "terminal",
     on_chunk: Callable[[Chunk, StreamRun], None] | None = None,
+    stages: int = 0,
 ) -> StreamRun:
     """Replay ``frame`` through one fraud worker fed ``contract`` (see the module doc) on the
     broker at ``client``; topics get ``prefix`` (default: a fresh one); labels keyed by
-    ``label_key`` (see :func:`chunk_events`)."""
+    ``label_key`` (see :func:`chunk_events`). ``stages`` > 0: through the two-stage fleet
+    instead, that many cards workers and as many terminals workers (``fraud_reports`` only)."""
     from confluent_kafka import Producer
 
     from finscore.app.cli.worker import worker_config
@@ -397,19 +399,29 @@ def replay_through_worker(
         cfg = worker_config(settings, "fraud", exactly_once, None, batch_size)
         cfg = dataclasses.replace(cfg, client={**cfg.client, **client}, metrics_port=None,
                                   instance_id=f"replay-{contract}")  # fmt: skip
+        roles = [("all", 0)] if not stages else [
+            (stage, i) for stage in ("cards", "terminals") for i in range(stages)
+        ]  # fmt: skip
         t0 = time.monotonic()
-        worker = Worker(cfg)
-        counter = LabelCounter(worker.stream.labels)  # type: ignore[attr-defined]
+        workers = [
+            Worker(dataclasses.replace(cfg, fraud_stage=stage, instance_id=f"replay-{contract}-"
+                                       f"{stage}{i}", transactional_id=None))
+            for stage, i in roles
+        ]  # fmt: skip
+        counters = [LabelCounter(w.stream.labels) for w in workers]  # type: ignore[attr-defined]
         errors: list[BaseException] = []
 
-        def work() -> None:
+        def work(worker: Worker) -> None:
             try:
                 worker.run()
             except BaseException as exc:  # noqa: BLE001 - reported by the waits
                 errors.append(exc)
 
-        thread = threading.Thread(target=work, daemon=True, name=f"worker-{contract}")
-        thread.start()
+        threads = [threading.Thread(target=work, args=(w,), daemon=True,
+                                    name=f"worker-{contract}-{stage}{i}")
+                   for w, (stage, i) in zip(workers, roles, strict=True)]  # fmt: skip
+        for thread in threads:
+            thread.start()
         observer = FlagObserver(client, prefix + T.FRAUD_FLAGS, exactly_once)
         producer = Producer(producer_config(client))
 
@@ -419,8 +431,9 @@ def replay_through_worker(
             return "; ".join(observer.errors)
 
         try:
-            wait_for("the worker to start", lambda: worker.health()["status"] == "ok"
-                     and bool(worker.health()["assigned_partitions"]), lambda: 0, failed, 60)  # fmt: skip
+            wait_for("the workers to start", lambda: all(
+                w.health()["status"] == "ok" and bool(w.health()["assigned_partitions"])
+                for w in workers), lambda: 0, failed, 90)  # fmt: skip
             run.start_seconds = time.monotonic() - t0
             t_feed = time.monotonic()
             for c in chunks(frame, contract, chunk_ms):
@@ -429,8 +442,8 @@ def replay_through_worker(
                     send(producer, labels)
                     run.labels += len(labels)
                     run.wait_labels_s += wait_for(
-                        "labels", _at_least(lambda: counter.taken, run.labels),
-                        lambda: counter.taken, failed,
+                        "labels", _at_least(lambda: min(c.taken for c in counters), run.labels),
+                        lambda: min(c.taken for c in counters), failed,
                     )  # fmt: skip
                 if txs:
                     send(producer, txs)
@@ -443,14 +456,16 @@ def replay_through_worker(
                     on_chunk(c, run)
             run.seconds = time.monotonic() - t_feed
         finally:
-            worker.stop()
-            thread.join(60)
+            for w in workers:
+                w.stop()
+            for thread in threads:
+                thread.join(60)
             observer.close()
         if errors:
             raise RuntimeError(f"the worker failed: {errors[0]!r}") from errors[0]
     ids = frame.transaction_id.astype(str)
     run.scores = np.array([observer.scores.get(i, np.nan) for i in ids.tolist()])
-    run.labels_dead = counter.dead
+    run.labels_dead = counters[0].dead  # label dead letters: the first (cards) worker's
     run.flags_received = observer.received
     run.model_versions = sorted(observer.versions)
     return run
@@ -560,9 +575,12 @@ def _fmt(v: Any, nd: int = 4) -> str:
               "keying).")  # fmt: skip
 @click.option("--exactly-once", is_flag=True, help="Run the worker with Kafka transactions.")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
+@click.option("--stages", type=int, default=0, show_default=True,
+              help="N > 0: replay through the two-stage fleet (N cards + N terminals workers) "
+              "instead of one worker; fraud_reports only.")  # fmt: skip
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)
 def main(data_dir, registry, version, start, days, contracts, backend, partitions, chunk_hours,
-         label_key, exactly_once, batch_size, json_out) -> None:  # noqa: ANN001  # fmt: skip
+         label_key, exactly_once, batch_size, stages, json_out) -> None:  # noqa: ANN001  # fmt: skip
     """Replay the handbook through a fraud worker per label contract; compare with offline."""
     from finscore.app.broker import ApacheKafkaBroker, EmbeddedBroker, free_port
     from finscore.logging import configure_logging
@@ -625,7 +643,7 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
                 {"bootstrap.servers": broker.bootstrap}, win, contract, art,
                 partitions=partitions, chunk_ms=int(chunk_hours * 3_600_000),
                 exactly_once=exactly_once, batch_size=batch_size, label_key=label_key,
-                on_chunk=progress,
+                on_chunk=progress, stages=stages,
             )  # fmt: skip
         runs[contract] = run
         results[contract] = {
@@ -669,7 +687,8 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
     click.echo(
         f"\ntotal {total:.0f} s ({backend}, {partitions} partitions, chunks of "
         f"{chunk_hours:g} h, labels keyed by {label_key}, "
-        f"{'exactly-once' if exactly_once else 'at-least-once'})"
+        f"{'exactly-once' if exactly_once else 'at-least-once'}"
+        f"{f', two-stage fleet {stages}+{stages}' if stages else ''})"
     )
     if json_out is not None:
         doc = {
@@ -678,7 +697,7 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
                       "bytes": m.size_bytes, "training_metrics": m.metrics},
             "window": {"start": start, "days": days, "transactions": len(win)},
             "backend": backend, "partitions": partitions, "chunk_hours": chunk_hours,
-            "label_key": label_key,
+            "label_key": label_key, "stages": stages,
             "exactly_once": exactly_once, "results": results, "total_seconds": total,
             "env": {"python": platform.python_version(), "machine": platform.machine()},
         }  # fmt: skip

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         "reports only (fraud_reports: an unreported transaction is genuine; the terminal counts "
         "come from the transactions, which fraud workers exchange; see docs/ARCHITECTURE.md).",
     )
+    fraud_stage: Literal["all", "cards", "terminals"] = Field(
+        "all",
+        description="Which part of the fraud stream a worker runs: all of it, or one stage of "
+        "the two-stage fleet (cards: customer state, rows repartitioned by terminal; terminals: "
+        "terminal state, model, flags). The stages need label_contract=fraud_reports.",
+    )
     health_grace_s: float = Field(
         10.0,
         gt=0,

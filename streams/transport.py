@@ -234,15 +234,18 @@ def read_partitions(
     settle_committed: bool = False,
     timeout: float = 30.0,
 ) -> list[int]:
-    """Read partitions from their start offsets (None = the beginning) to the high watermark
-    they had when called, handing every record to ``handle``; with ``settle_committed`` (a
-    ``read_committed`` reader) also wait until no transaction is pending on them (the position
-    reaches the high watermark). Returns the partitions that held records; logs a warning
-    (``state.read_incomplete``, ``state.transactions_pending``) when the deadline cut it short."""
+    """Read partitions from their start offsets (None = the beginning) to their true ends
+    when called (:meth:`TopicReader.true_ends`: past the last record even where the broker's
+    high watermark is stale, which would cut a restore short of the newest state), handing every
+    record to ``handle``; with ``settle_committed`` (a ``read_committed`` reader) also wait
+    until no transaction is pending on them (the position reaches the high watermark). Returns
+    the partitions that held records; logs a warning (``state.read_incomplete``,
+    ``state.transactions_pending``) when the deadline cut it short."""
     ends: dict[int, int] = {}
     assign: dict[int, int | None] = {}
+    true_ends = reader.true_ends(list(starts), 10)
     for p, start in starts.items():
-        low, high = reader.watermarks(p, 10)
+        low, high = true_ends[p]
         if high > low:
             ends[p] = high
             assign[p] = None if start is None else max(low, start)

@@ -94,10 +94,21 @@ class WorkerConfig:
     # fraud: what the labels topic carries ("all_outcomes" | "fraud_reports", see
     # finscore.features.fraud.LABEL_CONTRACTS)
     label_contract: str = "all_outcomes"
+    # fraud: "all" (one worker computes every feature), or one stage of the two-stage fleet
+    # ("cards" | "terminals", see finscore.streams.fraud.stages; needs fraud_reports)
+    fraud_stage: str = "all"
+
+    @property
+    def fleet_group(self) -> str:
+        """The group of the whole stream (``--group``, else ``finscore-<stream>``)."""
+        return self.group_id or f"{self.topic_prefix}finscore-{self.stream}"
 
     @property
     def group(self) -> str:
-        return self.group_id or f"{self.topic_prefix}finscore-{self.stream}"
+        """This worker's consumer group: the fleet's, plus ``-<stage>`` for a fraud stage."""
+        if self.stream == "fraud" and self.fraud_stage != "all":
+            return f"{self.fleet_group}-{self.fraud_stage}"
+        return self.fleet_group
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
@@ -107,6 +118,16 @@ def build_stream(
     cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
 ) -> Stream:
     """The stream ``cfg.stream`` names, opening what it reads through ``transports``."""
+    if cfg.stream == "fraud" and cfg.fraud_stage != "all":
+        from finscore.streams.fraud.stages import CardsStream, TerminalsStream
+
+        if cfg.fraud_stage == "cards":
+            return CardsStream(cfg, slot, transports)
+        if cfg.fraud_stage == "terminals":
+            return TerminalsStream(cfg, slot, transports)
+        raise ValueError(
+            f"unknown fraud stage {cfg.fraud_stage!r}: expected all, cards or terminals"
+        )
     if cfg.stream == "fraud":
         return FraudStream(cfg, slot, transports)
     if cfg.stream == "market":
@@ -308,9 +329,22 @@ class Worker:
         cfg = self.cfg
         names = [self.stream.input_topic, self.stream.output_topic,
                  T.dlq(self.stream.input_topic), cfg.topic(T.MODEL_UPDATES)]  # fmt: skip
+        # the two-stage fleet's repartition topic (and its dead letters): its stream creates it
+        internal = self.internal_topics()
+        names = [n for n in names if n not in internal]
         if cfg.stream == "fraud":
             names += [cfg.topic(T.FRAUD_LABELS), T.dlq(cfg.topic(T.FRAUD_LABELS))]
         return names
+
+    def internal_topics(self) -> set[str]:
+        """Topics the stream creates itself in ``start()`` (and their dead-letter topics)."""
+        own = getattr(self.stream, "internal_topics", ())
+        return {*own, *(T.dlq(t) for t in own)}
+
+    @property
+    def scores(self) -> bool:
+        """Whether this worker's stream runs a model (the cards stage does not)."""
+        return bool(getattr(self.stream, "scores", True))
 
     def _preflight(self) -> None:
         """Refuse to start (TopicMissing: one sentence and a hint, exit code 2 from the CLI)
@@ -356,7 +390,7 @@ class Worker:
         changelog = getattr(self.stream, "changelog_topic", "")  # created by stream.start()
         self.monitor = HealthMonitor(
             self.cfg.client,
-            [*self.required_topics(), *([changelog] if changelog else [])],
+            [*self.required_topics(), *self.internal_topics(), *([changelog] if changelog else [])],
             lambda: self.transport.delivery if self.transport is not None else None,
             grace_s=self.cfg.health_grace_s,
             interval_s=max(0.2, min(2.0, self.cfg.health_grace_s / 5)),
@@ -380,7 +414,8 @@ class Worker:
         self.start_metrics()
         try:
             self._preflight()
-            self.load_initial_model()
+            if self.scores:
+                self.load_initial_model()
             self.stream.start()
             self.transport = self.transports.transport(
                 TransportSpec(
@@ -389,7 +424,11 @@ class Worker:
                     exactly_once=cfg.exactly_once,
                     session_timeout_ms=cfg.session_timeout_ms,
                     transactional_id=cfg.transactional_id,
-                    resume_from=(self.stream.output_topic, self.stream.output_schema),
+                    resume_from=(
+                        (self.stream.output_topic, self.stream.output_schema)
+                        if self.stream.output_schema
+                        else None
+                    ),
                     schema_registry=cfg.schema_registry,
                 ),
                 on_assign=self.stream.on_assign,
@@ -405,12 +444,15 @@ class Worker:
             self._status = "ok"
             self.metrics.healthy.set(1)
             self._start_monitor()
-            log.info("worker.running", stream=cfg.stream, model_version=self.slot.live.version)
+            live = self.slot.live
+            log.info("worker.running", stream=cfg.stream, stage=cfg.fraud_stage,
+                     model_version=live.version if live is not None else None)  # fmt: skip
             last_lag = 0.0
             while not self._stop.is_set():
                 self._sync_delivery()
-                self.watcher.poll()
-                self._apply_swap()
+                if self.scores:
+                    self.watcher.poll()
+                    self._apply_swap()
                 self.stream.before_batch()
                 batch = self.transport.poll_batch(cfg.batch_size, cfg.poll_timeout)
                 if not batch:

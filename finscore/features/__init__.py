@@ -1,8 +1,9 @@
 """Feature code shared by training (finscore.compression) and the workers (finscore.streams).
 
 numpy + stdlib only: no torch, no Kafka. The fraud features (:mod:`~finscore.features.fraud`,
-over per-key time stores, :mod:`~finscore.features.timestore`, and terminal entries,
-:mod:`~finscore.features.terminal_entries`) and the market features
+over per-key time stores, :mod:`~finscore.features.timestore`, terminal entries,
+:mod:`~finscore.features.terminal_entries`, and the fraud reports waiting for their entries,
+:mod:`~finscore.features.pending`) and the market features
 (:mod:`~finscore.features.market`, rows and labels; :mod:`~finscore.features.market_windows`,
 the worker's per-instrument windows). Module-level constants with the same name in both
 families (``N_FEATURES``) are reached through their modules.

@@ -43,9 +43,18 @@ MAX_PENDING_DEAD = 10_000  # label dead letters kept while this worker has no pa
 class FraudStream(StreamBase):
     """transactions → fraud-flags, customer state in a changelog, labels read globally."""
 
+    scores = True  # the worker loads a model for it (the two-stage fleet's cards stage: no)
+
     def __init__(
-        self, cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
+        self,
+        cfg: WorkerConfig,
+        slot: ModelSlot,
+        transports: TransportFactory | None = None,
+        *,
+        part: str = "all",
     ) -> None:
+        """``part``: which features this stream computes (``"all"``; ``"cards"`` for the
+        two-stage fleet's cards stage, :mod:`finscore.streams.fraud.stages`)."""
         super().__init__(cfg, slot, transports, input_topic=T.TRANSACTIONS,
                          output_topic=T.FRAUD_FLAGS, output_schema="fraud_flag")  # fmt: skip
         self.labels_topic = cfg.topic(T.FRAUD_LABELS)
@@ -56,7 +65,9 @@ class FraudStream(StreamBase):
         )
         # fraud_reports: the workers exchange their transactions' terminal entries (see
         # finscore.features.terminal_entries) on <group>-terminal-entries-changelog.
-        self.features = FraudFeatures(features_cfg, share_entries=features_cfg.reports_only)
+        self.features = FraudFeatures(
+            features_cfg, share_entries=features_cfg.reports_only and part == "all", part=part
+        )
         self.entries_topic = ""
         self._entries_reader: TopicReader | None = None
         self._entries_key = cfg.instance_id.encode()
@@ -76,8 +87,17 @@ class FraudStream(StreamBase):
         self.changelog_topic = ensure_changelog(
             self.cfg, self.transports, self.input_topic, "customer-entries", T.APPEND_ONLY_STATE
         )
+        self.pipeline = self.make_pipeline()
+        if self.features.cfg.reports_only and self.features.part == "all":
+            self._start_entries()  # before the labels: a report finds its entry
+        self._labels_reader = self._follow(self.labels_topic, "labels")
+        n = catch_up(self._labels_reader, self._apply_labels)
+        log.info("labels.caught_up", labels=n)
+
+    def make_pipeline(self) -> FraudPipeline:
+        """The stream's pipeline (called by :meth:`start`, once the changelog exists)."""
         out_encoding = output_encoding(self.cfg, self.output_topic, self._registry)
-        self.pipeline = FraudPipeline(
+        return FraudPipeline(
             self.features,
             self.slot,
             self.output_topic,
@@ -91,11 +111,6 @@ class FraudStream(StreamBase):
                 self.output_schema, self.output_topic, self._registry, out_encoding
             ),
         )
-        if self.features.cfg.reports_only:  # before the labels: a report finds its entry
-            self._start_entries()
-        self._labels_reader = self._follow(self.labels_topic, "labels")
-        n = catch_up(self._labels_reader, self._apply_labels)
-        log.info("labels.caught_up", labels=n)
 
     def _follow(self, topic: str, name: str) -> TopicReader:
         """A reader of every partition of ``topic`` from the beginning (``read_committed`` in

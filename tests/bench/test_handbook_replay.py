@@ -120,6 +120,19 @@ def test_a_worker_fed_either_contract_scores_exactly_offline(client, prefix, fra
     assert (x[last_week, 13] > 0).mean() > 0.5  # TERMINAL_ID_NB_TX_30DAY_WINDOW
 
 
+@pytest.mark.broker
+def test_the_two_stage_fleet_fed_fraud_reports_scores_exactly_offline(
+    client, prefix, frame
+) -> None:  # noqa: ANN001
+    art = artifact("fraud")
+    offline = hr.offline_scores(hr.offline_features(frame), art)
+    run = hr.replay_through_worker(client, frame, "fraud_reports", art, partitions=2,
+                                   label_key="customer", stages=1, prefix=f"{prefix}st-")  # fmt: skip
+    assert run.transactions == len(frame) and run.labels_dead == 0
+    assert hr.score_diff(run.scores, offline) == {"max_abs": 0.0, "rows_over_atol": 0,
+                                                 "atol": 1e-6}  # fmt: skip
+
+
 @pytest.mark.skipif(not handbook_path().exists(), reason="handbook data absent (FINSCORE_DATA_DIR)")
 def test_the_default_window_is_the_protocols_rows_and_covers_its_test_week() -> None:
     from finscore.compression.fraud import FraudSplits

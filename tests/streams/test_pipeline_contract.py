@@ -23,6 +23,7 @@ from finscore.streams.scoring import Challenger, Scorer, in_canary
 from finscore.streams.transport import Message
 from tests.artifacts import artifact
 from tests.streams import test_fraud_pipeline as fraud_cases
+from tests.streams import test_fraud_stages_pipeline as stages_cases
 from tests.streams import test_market_pipeline as market_cases
 
 
@@ -44,6 +45,17 @@ CASES = [
         "fraud",
         lambda slot: fraud_cases._pipeline(slot),
         lambda: fraud_cases._messages(fraud_cases._transactions(300), ["avro"] * 300),
+        "fraud-flags",
+        Codec("fraud_flag"),
+        lambda: Scorer(artifact("fraud", "1")),
+        lambda: Scorer(artifact("fraud", "2", seed=9)),
+    ),
+    Case(  # the two-stage fleet's scoring stage, fed what its cards stage writes
+        "fraud-terminals",
+        lambda slot: stages_cases.terminals(slot),
+        lambda: stages_cases.rows_messages(
+            fraud_cases._messages(fraud_cases._transactions(300), ["avro"] * 300)
+        ),
         "fraud-flags",
         Codec("fraud_flag"),
         lambda: Scorer(artifact("fraud", "1")),
@@ -100,8 +112,9 @@ def check_shadow(case: Case, build: Build | None = None) -> None:
 def check_canary(case: Case, build: Build | None = None) -> None:
     """A canary challenger replaces the live outputs of its share of keys (the same keys in
     every stream: :func:`in_canary`) and writes no shadow outputs."""
-    plain, msgs = _run(case, None, build)
-    share = _share_splitting({m.key for m in msgs if m.key is not None})
+    plain, _ = _run(case, None, build)
+    # outputs are keyed like the inputs they name (the terminals stage: like the transactions)
+    share = _share_splitting({r.key for r in plain if r.key is not None})
     out, _ = _run(case, Challenger(case.challenger(), "canary", share), build)
     assert all(r.topic == case.output_topic for r in out), "a canary writes no shadow outputs"
     assert len(out) == len(plain)
@@ -123,6 +136,9 @@ def check_flush(case: Case, build: Build | None = None) -> None:
     assert pipe.flush in get_args(FlushPolicy)
     result = pipe.process(case.messages())
     at_commit = pipe.flush_state()
+    if pipe.changelog_topic is None:  # no state of its own to write (its input is its log)
+        assert not result.state and not at_commit
+        return
     if pipe.flush == "every_batch":
         assert result.state and not at_commit
     else:

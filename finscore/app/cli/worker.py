@@ -27,6 +27,9 @@ from finscore.app.cli.context import Ctx, pass_ctx
               help="Fraud: add the top-K unusual features to each flag (costs throughput).")  # fmt: skip
 @click.option("--group", default=None, help="Consumer group (default finscore-<stream>).")
 @click.option("--instance-id", default=None, help="Stable id (transactional.id in EOS mode).")
+@click.option("--stage", type=click.Choice(["all", "cards", "terminals"]), default=None,
+              help="Fraud: one stage of the two-stage fleet (needs FINSCORE_LABEL_CONTRACT="
+              "fraud_reports; default FINSCORE_FRAUD_STAGE, all).")  # fmt: skip
 @pass_ctx
 def worker(
     ctx: Ctx,
@@ -39,14 +42,18 @@ def worker(
     explain: int,
     group: str | None,
     instance_id: str | None,
+    stage: str | None,
 ) -> None:
     """Run a scoring worker (fraud or market) until Ctrl-C/SIGTERM."""
     from finscore.streams.admin import check_reachable
     from finscore.streams.worker import Worker
 
     check_reachable(ctx.client)
+    settings = ctx.settings
+    if stage is not None:
+        settings = settings.model_copy(update={"fraud_stage": stage})
     cfg = worker_config(
-        ctx.settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id
+        settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id
     )
     cfg = dataclasses.replace(cfg, explain=explain, commit_interval=commit_interval)
     w = Worker(cfg)
@@ -76,7 +83,8 @@ def worker_config(
     batch_size = batch_size_for(resolve(providers).primary, batch_size, s.gpu_min_batch)
     if instance_id:
         extra["instance_id"] = instance_id
-        extra["transactional_id"] = f"finscore-{stream}-{instance_id}"
+        part = "" if stream != "fraud" or s.fraud_stage == "all" else f"-{s.fraud_stage}"
+        extra["transactional_id"] = f"finscore-{stream}{part}-{instance_id}"
     if s.schema_registry_url:  # inputs in the Confluent wire format are read with it
         registry = {"url": s.schema_registry_url}
         if s.schema_registry_user_info is not None:
@@ -102,5 +110,6 @@ def worker_config(
         bounds=InputBounds(**s.input_bounds_values()),  # type: ignore[arg-type]
         execution_providers=providers,
         label_contract=s.label_contract,
+        fraud_stage=s.fraud_stage,
         **extra,
     )

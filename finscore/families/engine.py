@@ -1,0 +1,385 @@
+"""The feature engine of a declared family: one code path for training and the workers.
+
+:class:`DeclaredFeatures` compiles a :class:`~finscore.families.spec.FamilySpec` into the
+columnar state the hand-coded fraud features use (:class:`~finscore.features.timestore.
+TimeStore`): one store per window key (value columns: the summed fields in exact integer
+units, and their squares for z-scores) and one per label-risk key (label, late flag, label
+time). The worker calls :meth:`DeclaredFeatures.transform_columns` on each batch and
+:meth:`DeclaredFeatures.apply_label_columns` on the labels it reads; training calls
+:func:`featurize`, which replays those two methods day by day over the history, as
+:func:`finscore.features.fraud.featurize_frame` does. So offline and online features are the
+same by construction, and the arithmetic is the fraud code's (integer sums, float64, then
+float32), so the declared handbook family gives its features bit for bit.
+
+Semantics, as in :mod:`finscore.features.fraud`: each event is added to its key's windows
+before its features are read (so ``(t − w, t]`` includes it); within a batch, rows are
+processed in chunks in which every key's times increase, which gives what one row at a time
+gives; an event replayed with the same id, key and time, and a label replayed, count once.
+Label-risk windows count the labels of events in ``(t − delay − w, t − delay]`` that were
+known at ``t`` (a label that came later than the delay is left out until its label time).
+A window over a key other than the topic's key sees only the events this instance reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+from finscore.families.columns import (
+    column,
+    records_to_columns,
+    strings,
+    times,
+    units,
+    unscaled,
+)
+from finscore.families.exceptions import FamilyInputError
+from finscore.families.spec import (
+    DAY_MS,
+    CategoryFeature,
+    FamilySpec,
+    LabelRiskFeature,
+    RawFeature,
+    TimeFlagFeature,
+    WindowFeature,
+)
+from finscore.features.fraud import tags_of, time_chunks
+from finscore.features.timestore import TimeStore
+
+__all__ = ["DeclaredFeatures", "featurize"]
+
+_NIGHT_MS = 7 * 3_600_000  # night: hour <= 6, as the handbook
+_HOUR_MS = 3_600_000
+RECENT = 1024  # event times behind the eviction watermark (its median)
+
+
+@dataclass
+class _Windows:
+    """The window features over one key: their store, distinct spans and summed columns."""
+
+    key: str
+    store: TimeStore
+    spans: list[int]
+    fields: list[str]  # summed fields (store columns of the same names)
+    squares: list[str]  # fields whose squares are summed too (store column "<field>^2")
+    features: list[tuple[int, WindowFeature]]  # (output column, feature)
+
+
+@dataclass
+class _Risks:
+    """The label-risk features over one key: their store and distinct spans."""
+
+    key: str
+    store: TimeStore
+    spans: list[int]
+    features: list[tuple[int, LabelRiskFeature]]
+
+
+def _windows(key: str, features: list[tuple[int, WindowFeature]], origin: int | None) -> _Windows:
+    """The store of the window features over ``key``: a column per summed field, and one per
+    squared field (``<field>^2``, for z-scores)."""
+    fields = list(dict.fromkeys(f.field for _, f in features if f.field is not None))
+    squares = list(dict.fromkeys(f.field for _, f in features if f.stat == "zscore" and f.field))
+    store = TimeStore((*fields, *(f"{s}^2" for s in squares)), origin=origin)
+    return _Windows(key, store, sorted({f.span_ms for _, f in features}), fields, squares, features)
+
+
+class DeclaredFeatures:
+    """Online feature state of a declared family (see the module docstring)."""
+
+    def __init__(self, spec: FamilySpec, *, time_origin_ms: int | None = None) -> None:
+        """``time_origin_ms``: the earliest storable time (see :class:`TimeStore`; None:
+        centred on the first times written)."""
+        self.spec = spec
+        self.feature_names: tuple[str, ...] = spec.feature_names
+        self.delay_ms = spec.label.delay_ms
+        self._fields = spec.input.schema.fields
+        self._rows: list[tuple[int, RawFeature | TimeFlagFeature | CategoryFeature]] = []
+        by_key: dict[str, list[tuple[int, WindowFeature]]] = {}
+        risk_by_key: dict[str, list[tuple[int, LabelRiskFeature]]] = {}
+        j = 0
+        for f in spec.features:
+            if isinstance(f, WindowFeature):
+                by_key.setdefault(f.key, []).append((j, f))
+            elif isinstance(f, LabelRiskFeature):
+                risk_by_key.setdefault(f.key, []).append((j, f))
+            else:
+                self._rows.append((j, f))
+            j += len(f.values) if isinstance(f, CategoryFeature) else 1
+        self._windows = [_windows(key, fs, time_origin_ms) for key, fs in by_key.items()]
+        self._risks = [
+            _Risks(key, TimeStore(("label", "late", "label_time"), origin=time_origin_ms),
+                   sorted({f.span_ms for _, f in fs}), fs)
+            for key, fs in risk_by_key.items()
+        ]  # fmt: skip
+        self.latest_ms = 0
+        self._recent = np.zeros(RECENT, dtype=np.int64)  # a ring of recent event times
+        self._recent_n = 0
+
+    # -- events -------------------------------------------------------------------------------
+    def transform(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`transform_columns` of dict records (as the per-record decoder gives)."""
+        return self.transform_columns(records_to_columns(records, self.spec.input_fields))
+
+    def transform_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Features of each event, in order (float32 ``[n, len(feature_names)]``); each event
+        is added to its keys' windows first. ``columns``: the input fields the family reads
+        (:attr:`FamilySpec.input_fields`), see :mod:`finscore.families.columns`."""
+        inp = self.spec.input
+        n = _rows(columns, inp.id)
+        out = np.zeros((n, len(self.feature_names)), dtype=np.float32)
+        if n == 0:
+            return out
+        t = times(column(columns, inp.time, n))
+        tags = tags_of(strings(column(columns, inp.id, n)))
+        for w in self._windows:
+            self._window_features(out, w, columns, t, tags)
+        self.latest_ms = max(self.latest_ms, int(t.max()))
+        self._observe(t)
+        for j, f in self._rows:
+            self._row_feature(out, j, f, columns, t, n)
+        for r in self._risks:
+            self._risk_features(out, r, strings(column(columns, r.key, n)), t)
+        return out
+
+    def _window_features(
+        self, out: np.ndarray, w: _Windows, columns: Mapping[str, Any], t: np.ndarray,
+        tags: np.ndarray,
+    ) -> None:  # fmt: skip
+        """Insert each row into its key's window, then read its windows (chunk by chunk)."""
+        n = len(t)
+        places = self.spec.input.decimals_of
+        values = {f: unscaled(column(columns, f, n), self._fields[f], places(f)) for f in w.fields}
+        for s in w.squares:
+            values[f"{s}^2"] = values[s] * values[s]
+        idx = w.store.index_of(strings(column(columns, w.key, n)), create=True)
+        for a, b in time_chunks(idx, t):
+            w.store.insert(idx[a:b], t[a:b], tags[a:b], {c: v[a:b] for c, v in values.items()})
+            stats = w.store.window_sums(idx[a:b], [t[a:b] - s for s in w.spans], t[a:b],
+                                        tuple(values))  # fmt: skip
+            for j, f in w.features:
+                count, sums = stats[w.spans.index(f.span_ms)]
+                out[a:b, j] = self._window_stat(f, count, sums, values, a, b)
+
+    def _window_stat(
+        self, f: WindowFeature, count: np.ndarray, sums: dict[str, np.ndarray],
+        values: dict[str, np.ndarray], a: int, b: int,
+    ) -> np.ndarray:  # fmt: skip
+        """One window statistic, in the fraud features' arithmetic (unscaled sums, float64)."""
+        n = count.astype(np.float64)
+        if f.stat == "count":
+            return n
+        assert f.field is not None
+        scale = self._scale(f.field)
+        s1 = sums[f.field].astype(np.float64)
+        if f.stat == "sum":
+            return s1 / scale if scale != 1 else s1
+        mean = np.divide(s1, n, out=np.zeros(len(n)), where=n > 0)
+        if f.stat == "mean":
+            return mean / scale if scale != 1 else mean
+        v = values[f.field][a:b]
+        if f.stat == "ratio":
+            return np.divide(v, mean, out=np.ones(len(n)), where=mean > 0)
+        s2 = sums[f"{f.field}^2"].astype(np.float64)
+        var = np.maximum(np.divide(s2 * n - s1 * s1, n * n, out=np.zeros(len(n)), where=n > 1), 0)
+        std = np.sqrt(var)
+        return np.divide(v - mean, std, out=np.zeros(len(n)), where=std > 1e-7)
+
+    def _scale(self, name: str) -> int:
+        """10^places of a summed field's integer unit (100 for cents)."""
+        f = self._fields[name]
+        if f.kind == "decimal":
+            return int(10**f.scale)
+        places = self.spec.input.decimals_of(name)
+        return int(10**places) if places else 1
+
+    def _row_feature(
+        self, out: np.ndarray, j: int, f: RawFeature | TimeFlagFeature | CategoryFeature,
+        columns: Mapping[str, Any], t: np.ndarray, n: int,
+    ) -> None:  # fmt: skip
+        """A feature of the row alone: a raw field, a time flag, a one-hot category."""
+        if isinstance(f, RawFeature):
+            x = units(column(columns, f.field, n), self._fields[f.field])
+            out[:, j] = np.log1p(x) if f.transform == "log1p" else x
+        elif isinstance(f, TimeFlagFeature):
+            day, ms_of_day = np.divmod(t, DAY_MS)
+            if f.flag == "weekend":
+                out[:, j] = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+            elif f.flag == "night":
+                out[:, j] = ms_of_day < _NIGHT_MS
+            else:
+                out[:, j] = ms_of_day // _HOUR_MS
+        else:
+            col = column(columns, f.field, n)
+            symbols = self._fields[f.field].symbols
+            if isinstance(col, np.ndarray) and col.dtype.kind in "iu" and symbols:
+                lookup = np.array([f.values.index(s) if s in f.values else -1 for s in symbols])
+                ok = (col >= 0) & (col < len(symbols))
+                code = np.where(ok, lookup[np.where(ok, col, 0)], -1)
+            else:
+                position = {v: i for i, v in enumerate(f.values)}
+                code = np.fromiter(map(position.get, col, repeat(-1)), np.int64, n)
+            hit = np.flatnonzero(code >= 0)
+            out[hit, j + code[hit]] = 1
+
+    def _risk_features(self, out: np.ndarray, r: _Risks, keys: Sequence[str], t: np.ndarray
+                       ) -> None:  # fmt: skip
+        """Label-risk columns: labels of events in (t − delay − w, t − delay] known at t."""
+        end = t - self.delay_ms
+        afters = [end - s for s in r.spans]
+        idx = r.store.index_of(keys, create=False)
+        stats = r.store.window_sums(idx, afters, end, ("label", "late"))
+        for after, (count, sums) in zip(afters, stats, strict=True):
+            for row in np.flatnonzero(sums["late"]).tolist():  # labels that may not be known yet
+                e = r.store.entries(int(idx[row]), int(after[row]), int(end[row]))
+                unknown = e["label_time"] > t[row]
+                count[row] -= int(unknown.sum())
+                sums["label"][row] -= int(e["label"][unknown].sum())
+        for j, f in r.features:
+            count, sums = stats[r.spans.index(f.span_ms)]
+            n = count.astype(np.float64)
+            pos = sums["label"].astype(np.float64)
+            if f.stat == "count":
+                out[:, j] = n
+            elif f.stat == "sum":
+                out[:, j] = pos
+            else:
+                out[:, j] = np.divide(pos, n, out=np.zeros(len(n)), where=n > 0)
+
+    # -- labels -------------------------------------------------------------------------------
+    def apply_labels(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """:meth:`apply_label_columns` of dict label records."""
+        self.apply_label_columns(records_to_columns(records, self.spec.label_fields))
+
+    def apply_label_columns(self, columns: Mapping[str, Any]) -> None:
+        """Add delayed labels (columns of :attr:`FamilySpec.label_fields`) to the label-risk
+        state; a label counts in a window only from its label time on. Idempotent: a label
+        replayed with the same id, key and event time counts once."""
+        lab = self.spec.label
+        n = _rows(columns, lab.id)
+        if n == 0 or not self._risks:
+            return
+        tx_time = times(column(columns, lab.time, n))
+        label_time = times(column(columns, lab.label_time, n))
+        values = {
+            "label": np.asarray(column(columns, lab.field, n)).astype(np.int64),
+            "late": (label_time - tx_time > self.delay_ms).astype(np.int64),
+            "label_time": label_time,
+        }
+        tags = tags_of(strings(column(columns, lab.id, n)))
+        for r in self._risks:
+            idx = r.store.index_of(strings(column(columns, r.key, n)), create=True)
+            r.store.insert(idx, tx_time, tags, values)
+
+    # -- memory -------------------------------------------------------------------------------
+    def _observe(self, t: np.ndarray) -> None:
+        """Remember the newest event times (for :meth:`watermark_ms`)."""
+        t = t[-RECENT:]
+        at = self._recent_n % RECENT
+        first = min(len(t), RECENT - at)
+        self._recent[at : at + first] = t[:first]
+        self._recent[: len(t) - first] = t[first:]
+        self._recent_n += len(t)
+
+    def watermark_ms(self) -> int:
+        """The median of the last :data:`RECENT` event times (0 before any): the stream's
+        time as eviction sees it, which no single far-future record moves."""
+        if not self._recent_n:
+            return 0
+        return int(np.median(self._recent[: min(self._recent_n, RECENT)]))
+
+    def evict(self, now_ms: int | None = None) -> None:
+        """Forget what no feature can see any more at ``now_ms`` (default: the watermark):
+        window entries older than their longest window, labels older than the delay plus
+        theirs (a day of slack each)."""
+        now = self.watermark_ms() if now_ms is None else now_ms
+        for w in self._windows:
+            w.store.evict(now - w.spans[-1] - DAY_MS)
+        for r in self._risks:
+            r.store.evict(now - self.delay_ms - r.spans[-1] - DAY_MS)
+
+    def held(self) -> dict[str, int]:
+        """Entries held per store: ``window:<key>`` and ``label_risk:<key>``."""
+        out = {f"window:{w.key}": len(w.store) for w in self._windows}
+        out.update({f"label_risk:{r.key}": len(r.store) for r in self._risks})
+        return out
+
+
+def featurize(
+    spec: FamilySpec,
+    columns: Mapping[str, Any],
+    labels: Mapping[str, Any],
+    *,
+    time_origin_ms: int | None = None,
+) -> np.ndarray:
+    """Features of every event of a history (training), by replaying the online code.
+
+    Events are taken in event-time order (stable; the result is in the input's order), labels
+    in label-time order; day by day, the labels known before the day's end are applied, then
+    the day's events transformed, then the state evicted at the day's end, exactly as
+    :func:`finscore.features.fraud.featurize_frame`. Since a label counts only from its label
+    time, the result is what a worker computes on the live stream."""
+    inp, lab = spec.input, spec.label
+    n = _rows(columns, inp.id)
+    engine = DeclaredFeatures(spec, time_origin_ms=time_origin_ms)
+    out = np.zeros((n, len(engine.feature_names)), dtype=np.float32)
+    if n == 0:
+        return out
+    t_all = times(column(columns, inp.time, n))
+    order = np.argsort(t_all, kind="stable")
+    t = t_all[order]
+    cols = {c: _take(column(columns, c, n), order, c in _id_fields(spec, "input"))
+            for c in spec.input_fields}  # fmt: skip
+    m = _rows(labels, lab.id) if labels else 0
+    labs: dict[str, Any] = {}
+    label_t = np.zeros(0, dtype=np.int64)
+    if m:
+        label_t = times(column(labels, lab.label_time, m))
+        l_order = np.argsort(label_t, kind="stable")
+        label_t = label_t[l_order]
+        labs = {c: _take(column(labels, c, m), l_order, c in _id_fields(spec, "label"))
+                for c in spec.label_fields}  # fmt: skip
+    done = np.zeros((n, out.shape[1]), dtype=np.float32)
+    day_edges = np.arange(t[0] - t[0] % DAY_MS, t[-1] + DAY_MS + 1, DAY_MS)
+    j = 0
+    for start, end in zip(day_edges[:-1], day_edges[1:], strict=False):
+        lo, hi = (int(v) for v in np.searchsorted(t, [start, end]))
+        jj = int(np.searchsorted(label_t, end))
+        if jj > j:
+            engine.apply_label_columns({c: v[j:jj] for c, v in labs.items()})
+            j = jj
+        if hi > lo:
+            done[lo:hi] = engine.transform_columns({c: v[lo:hi] for c, v in cols.items()})
+        engine.evict(int(end))
+    out[order] = done
+    return out
+
+
+def _rows(columns: Mapping[str, Any], id_field: str) -> int:
+    """How many rows ``columns`` hold (its id column's length)."""
+    if id_field not in columns:
+        raise FamilyInputError(f"missing column {id_field!r}")
+    return len(columns[id_field])
+
+
+def _id_fields(spec: FamilySpec, side: str) -> set[str]:
+    """The id and key fields of the events (``side="input"``) or labels (``"label"``)."""
+    risks = {f.key for f in spec.features if isinstance(f, LabelRiskFeature)}
+    if side == "label":
+        return {spec.label.id, *risks}
+    windows = {f.key for f in spec.features if isinstance(f, WindowFeature)}
+    return {spec.input.id, *windows, *risks}
+
+
+def _take(col: Any, order: np.ndarray, as_strings: bool) -> Any:
+    """Rows ``order`` of a column (ids and keys as a list of strings, once for all days)."""
+    if as_strings:
+        names = strings(col)
+        return [names[i] for i in order.tolist()]
+    if isinstance(col, np.ndarray):
+        return col[order]
+    return [col[i] for i in order.tolist()]
