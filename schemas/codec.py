@@ -63,6 +63,7 @@ SCHEMA_NAMES = (
     "price_signal",
     "model_update",
     "dead_letter",
+    "family_score",
 )
 ENCODINGS = ("avro", "json", "confluent")
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"

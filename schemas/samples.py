@@ -63,6 +63,25 @@ def sample(name: str, i: int = 0) -> dict:
             "source_offset": i,
             "top_features": [{"feature": "TX_AMOUNT", "value": 12.5, "contribution": 1.5}],
         }
+    if name == "family_score":
+        return {
+            "id": f"ev-{i}",
+            "key": f"c{i % 50}",
+            "score": 0.75,
+            "flagged": True,
+            "threshold": 0.5,
+            "model_name": "credit",
+            "model_version": "1",
+            "family": "credit",
+            "event_time": t,
+            "processing_time": t + 20,
+            "source_topic": "applications",
+            "source_partition": i % 6,
+            "source_offset": i,
+            "top_features": [{"feature": "AMOUNT", "value": 12.5, "contribution": 1.5}]
+            if i % 2
+            else [],
+        }
     if name == "price_signal":
         return {
             "instrument": "SIMA",

@@ -50,10 +50,13 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
 class Scorer:
     """One model version loaded in ONNX Runtime; ``score_batch`` maps an input array to outputs.
 
-    Fraud models return a score per row (shape [N]); market models class probabilities [N, 3].
+    Fraud models return a score per row (shape [N]); market models class probabilities [N, 3];
+    a declared family's (``probability`` output) a score per row.
     A fraud model names the features it reads (``manifest.feature_names``): :meth:`select`
     takes them from the worker's full feature rows, so models trained on an older, shorter
     feature list keep working; one that needs a feature the worker lacks is refused here.
+    A declared family's model names them too; its columns are found by name once the stream's
+    feature row is known (:meth:`bind`, which :func:`admit` calls).
     """
 
     def __init__(
@@ -78,6 +81,29 @@ class Scorer:
     def version(self) -> str:
         return self.manifest.version
 
+    def bind(self, features: Sequence[str]) -> None:
+        """Read rows whose columns are named ``features`` (a declared family's feature row):
+        :meth:`select` then takes the manifest's feature names from them, by name, in the
+        manifest's order. Raises :class:`ArtifactError` (``unknown_features``) when the
+        manifest names no feature, or one that is not in ``features``."""
+        label = f"{self.manifest.name} v{self.manifest.version}"
+        names = [str(n) for n in self.manifest.feature_names or []]
+        if not names:
+            raise ArtifactError(
+                f"{label} names no features: a family's model must name the features it reads",
+                reason="unknown_features",
+            )
+        position = {n: i for i, n in enumerate(features)}
+        missing = [n for n in names if n not in position]
+        if missing:
+            raise ArtifactError(
+                f"{label} reads features the family does not declare: {', '.join(missing)}",
+                reason="unknown_features",
+            )
+        cols = np.array([position[n] for n in names], dtype=np.intp)
+        identity = len(cols) == len(features) and bool((cols == np.arange(len(cols))).all())
+        self.columns = None if identity else cols
+
     def select(self, features: np.ndarray) -> np.ndarray:
         """This model's input columns of a batch of the worker's feature rows."""
         return features if self.columns is None else features[:, self.columns]
@@ -86,7 +112,7 @@ class Scorer:
         """Run the model on a batch (float32 C-contiguous input is passed without a copy);
         returns the first output."""
         if len(x) == 0:
-            shape = (0,) if self.manifest.family == "fraud" else (0, 3)
+            shape = (0, 3) if self.manifest.family == "market" else (0,)
             return np.zeros(shape, dtype=np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)  # no copy when it already is
         out = self.session.run([self.output_name], {self.input_name: x})[0]
@@ -117,17 +143,25 @@ class InputSpec:
     """What a stream feeds its model: the model ``family``, the ``width`` of a feature row and
     (market) the ``window`` of rows per input and the feature ``layout`` of a row
     (:mod:`finscore.features.market`); ``None`` means "not fixed yet" (a market worker adopts the
-    first model's window and layout at start)."""
+    first model's window and layout at start). ``features``: the names of a row's columns, for
+    a declared family (its models are bound to them by name, :meth:`Scorer.bind`)."""
 
     family: str
     width: int
     window: int | None = None
     layout: str | None = None
+    features: tuple[str, ...] | None = None
 
     @classmethod
     def fraud(cls) -> InputSpec:
         """The fraud stream: rows of every feature the worker computes."""
         return cls("fraud", FRAUD_WIDTH)
+
+    @classmethod
+    def declared(cls, family: str, features: Sequence[str]) -> InputSpec:
+        """A declared family's stream (:mod:`finscore.families`): rows of its ``features``
+        in declaration order; its models are named ``family`` and read a score per row."""
+        return cls(family, len(features), features=tuple(features))
 
     @classmethod
     def market(cls, window: int | None = None, layout: str | None = None) -> InputSpec:
@@ -142,10 +176,12 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
     Checked at load time (:func:`~finscore.streams.hot_swap.load_scorer`, after the artifact's
     verification, which refuses a threshold outside [0, 1]), before a model can become live or
     a challenger, in order: the family (``wrong_family``); reference inputs and outputs present
-    (``no_reference``: the smoke test must run); a dry run on a batch shaped exactly as the
-    stream provides it, whose output must have the stream's shape, [N] for fraud and [N, 3]
-    for market (``input_mismatch``: wrong rank, width, feature names or window); the reference
-    outputs reproduced within 1e-4 (``smoke_test``: :meth:`Scorer.smoke_test`).
+    (``no_reference``: the smoke test must run); for a declared family, the features the model
+    names, all among the family's (``unknown_features``, :meth:`Scorer.bind`); a dry run on a
+    batch shaped exactly as the stream provides it, whose output must have the stream's shape,
+    [N] for fraud and declared families and [N, 3] for market (``input_mismatch``: wrong rank,
+    width, feature names or window); the reference outputs reproduced within 1e-4
+    (``smoke_test``: :meth:`Scorer.smoke_test`).
     """
     m = scorer.manifest
     label = f"{m.name} v{m.version}"
@@ -159,6 +195,8 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
             f"{label} has no reference inputs/outputs: it cannot be smoke-tested",
             reason="no_reference",
         )
+    if spec.features is not None:
+        scorer.bind(spec.features)
     n = 2
     if spec.family == "market":
         window = int((m.params or {}).get("window", 0) or 0)

@@ -1,13 +1,13 @@
 """The worker loop: transport + pure pipeline + state + hot-swappable model + metrics.
 
 One iteration: pick up model announcements (swap only here, between batches), let the stream
-read its side inputs (fraud: delayed labels), poll a batch, run the pure pipeline, produce
-outputs + dead letters. Every ``commit_interval`` seconds (every batch in exactly-once mode) the
-pipeline's changed state goes to its changelog and the batches since the last commit are
-committed with it, as Kafka Streams does: offsets are never committed ahead of the state that
-covers them, and after a crash the uncommitted tail is replayed onto the restored state (updates
-are idempotent). Bad records never stop the loop; a failing transport does (the supervisor
-restarts the process and at-least-once replays the batch).
+read its side inputs (fraud, declared families: delayed labels), poll a batch, run the pure
+pipeline, produce outputs + dead letters. Every ``commit_interval`` seconds (every batch in
+exactly-once mode) the pipeline's changed state goes to its changelog and the batches since the
+last commit are committed with it, as Kafka Streams does: offsets are never committed ahead of
+the state that covers them, and after a crash the uncommitted tail is replayed onto the restored
+state (updates are idempotent). Bad records never stop the loop; a failing transport does (the
+supervisor restarts the process and at-least-once replays the batch).
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from finscore.families.exceptions import FamilySpecError
+from finscore.families.spec import FamilySpec, load_family
 from finscore.logging import get_logger, with_kafka_logger
 from finscore.models.registry import ArtifactError, Registry
 from finscore.providers import resolve as resolve_providers
@@ -31,6 +34,7 @@ from finscore.providers import short as short_provider
 from finscore.schemas import topics as T
 from finscore.streams.admin import missing_topics_error
 from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds
+from finscore.streams.declared.stream import DeclaredStream
 from finscore.streams.exceptions import ModelUnavailable
 from finscore.streams.fraud.stream import FraudStream
 from finscore.streams.health import HealthMonitor
@@ -61,7 +65,7 @@ log = get_logger(__name__)
 class WorkerConfig:
     """Everything a worker needs, as plain values (built from Settings at the edge)."""
 
-    stream: str  # "fraud" | "market"
+    stream: str  # "fraud" | "market" | "family" (a declared family: family_path)
     client: Mapping[str, str | int]
     topic_prefix: str = ""
     group_id: str | None = None
@@ -97,11 +101,30 @@ class WorkerConfig:
     # fraud: "all" (one worker computes every feature), or one stage of the two-stage fleet
     # ("cards" | "terminals", see finscore.streams.fraud.stages; needs fraud_reports)
     fraud_stage: str = "all"
+    # family: the TOML declaration of the family the worker scores (finscore.families; its
+    # .avsc schemas are relative to its folder)
+    family_path: Path | None = None
+
+    def family_spec(self) -> FamilySpec:
+        """The family ``family_path`` declares (read once); :class:`FamilySpecError` when
+        there is none or it is invalid."""
+        return self._family
+
+    @cached_property
+    def _family(self) -> FamilySpec:
+        if self.family_path is None:
+            raise FamilySpecError("the family stream needs a family declaration (family_path)")
+        return load_family(self.family_path)
 
     @property
     def fleet_group(self) -> str:
-        """The group of the whole stream (``--group``, else ``finscore-<stream>``)."""
-        return self.group_id or f"{self.topic_prefix}finscore-{self.stream}"
+        """The group of the whole stream (``--group``, else ``finscore-<stream>``; a declared
+        family's: ``finscore-family-<name>``)."""
+        if self.group_id:
+            return self.group_id
+        if self.stream == "family":
+            return f"{self.topic_prefix}finscore-family-{self.family_spec().name}"
+        return f"{self.topic_prefix}finscore-{self.stream}"
 
     @property
     def group(self) -> str:
@@ -132,7 +155,9 @@ def build_stream(
         return FraudStream(cfg, slot, transports)
     if cfg.stream == "market":
         return MarketStream(cfg, slot, transports)
-    raise ValueError(f"unknown stream {cfg.stream!r}: expected fraud or market")
+    if cfg.stream == "family":
+        return DeclaredStream(cfg, slot, transports)
+    raise ValueError(f"unknown stream {cfg.stream!r}: expected fraud, market or family")
 
 
 class Worker:
@@ -151,7 +176,8 @@ class Worker:
         self.metrics = WorkerMetrics(cfg.stream)
         self.slot = ModelSlot()
         self.stream = build_stream(cfg, self.slot, self.transports)
-        self.model_name = cfg.stream
+        # the models announced under this name (a declared family's: the family's name)
+        self.model_name: str = getattr(self.stream, "model_name", cfg.stream)
         self._stop = threading.Event()
         self._status = "starting"
         self.batches = 0
@@ -196,7 +222,10 @@ class Worker:
         self.metrics.rejected(reason)
 
     def _input_spec(self) -> InputSpec:
-        """What this worker's stream feeds a model (market: the window in force, once fixed)."""
+        """What this worker's stream feeds a model (market: the window in force, once fixed;
+        a declared family: its features, by name)."""
+        if isinstance(self.stream, DeclaredStream):
+            return self.stream.input_spec()
         if self.cfg.stream != "market":
             return InputSpec.fraud()
         windows = getattr(self.stream, "windows", None)
@@ -334,6 +363,8 @@ class Worker:
         names = [n for n in names if n not in internal]
         if cfg.stream == "fraud":
             names += [cfg.topic(T.FRAUD_LABELS), T.dlq(cfg.topic(T.FRAUD_LABELS))]
+        if isinstance(self.stream, DeclaredStream):
+            names += self.stream.side_topics
         return names
 
     def internal_topics(self) -> set[str]:

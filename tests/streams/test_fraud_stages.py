@@ -31,7 +31,9 @@ pytestmark = pytest.mark.broker
 SIM = TxSimConfig(n_customers=120, n_terminals=150, days=14, seed=4)
 
 
-def _wait(what: str, done: Callable[[], bool], timeout: float = 30.0) -> None:
+def _wait(what: str, done: Callable[[], bool], timeout: float = 90.0) -> None:
+    """Until ``done()``: a guard against a stall, not a timing (exactly-once on the embedded
+    broker under a loaded machine has taken over 30 s for one simulated day)."""
     deadline = time.monotonic() + timeout
     while not done():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -22,6 +22,7 @@ from finscore.streams.pipeline import FlushPolicy, StreamPipeline
 from finscore.streams.scoring import Challenger, Scorer, in_canary
 from finscore.streams.transport import Message
 from tests.artifacts import artifact
+from tests.streams import test_declared_pipeline as declared_cases
 from tests.streams import test_fraud_pipeline as fraud_cases
 from tests.streams import test_fraud_stages_pipeline as stages_cases
 from tests.streams import test_market_pipeline as market_cases
@@ -69,6 +70,21 @@ CASES = [
         Codec("price_signal"),
         lambda: Scorer(artifact("market", "1", window=market_cases.WINDOW)),
         lambda: Scorer(artifact("market", "2", seed=9, window=market_cases.WINDOW)),
+    ),
+    Case(  # a declared family (finscore.families), its model bound to the features by name
+        "declared",
+        lambda slot: declared_cases.pipeline(declared_cases.contract_spec(), slot),
+        declared_cases.contract_messages,
+        "card-payment-scores",
+        Codec("family_score"),
+        lambda: declared_cases.admitted(
+            declared_cases.family_artifact(declared_cases.contract_spec(), "1"),
+            declared_cases.contract_spec(),
+        ),
+        lambda: declared_cases.admitted(
+            declared_cases.family_artifact(declared_cases.contract_spec(), "2", seed=9),
+            declared_cases.contract_spec(),
+        ),
     ),
 ]
 

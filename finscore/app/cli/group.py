@@ -39,7 +39,7 @@ class LazyGroup(click.Group):
         "tail": ("finscore.app.cli.bus", "tail",
                  "Print a topic's records as JSON, like kcat -C / tail -f."),
         "worker": ("finscore.app.cli.worker", "worker",
-                   "Run a scoring worker (fraud or market) until Ctrl-C/SIGTERM."),
+                   "Run a scoring worker (fraud, market, or a declared family) until Ctrl-C/SIGTERM."),
         "compress": ("finscore.app.cli.compress", "compress",
                      "Train, compress, gate, report and register a model."),
         "dashboard": ("finscore.app.cli.dashboard", "dashboard",

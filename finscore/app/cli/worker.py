@@ -1,9 +1,12 @@
-"""`finscore worker fraud|market`: one scoring worker, configured from the settings."""
+"""`finscore worker fraud|market`, `finscore worker family --family PATH.toml`: one scoring
+worker, configured from the settings (a declared family's from its TOML declaration, see
+:mod:`finscore.families`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,7 +19,10 @@ from finscore.app.cli.context import Ctx, pass_ctx
 
 # -- workers -------------------------------------------------------------------------------------
 @click.command()
-@click.argument("stream", type=click.Choice(["fraud", "market"]))
+@click.argument("stream", type=click.Choice(["fraud", "market", "family"]))
+@click.option("--family", "family_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="family: the family's TOML declaration (its model is the family's name).")  # fmt: skip
 @click.option("--exactly-once", is_flag=True, help="Kafka transactions (read_committed outputs).")
 @click.option("--metrics-port", type=int, default=None, help="/metrics + /health port (0 = any).")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
@@ -34,6 +40,7 @@ from finscore.app.cli.context import Ctx, pass_ctx
 def worker(
     ctx: Ctx,
     stream: str,
+    family_path: Path | None,
     exactly_once: bool,
     metrics_port: int | None,
     batch_size: int,
@@ -44,17 +51,27 @@ def worker(
     instance_id: str | None,
     stage: str | None,
 ) -> None:
-    """Run a scoring worker (fraud or market) until Ctrl-C/SIGTERM."""
+    """Run a scoring worker (fraud, market, or a declared family) until Ctrl-C/SIGTERM."""
+    from finscore.families.spec import load_family
     from finscore.streams.admin import check_reachable
     from finscore.streams.worker import Worker
 
+    if (stream == "family") != (family_path is not None):
+        raise click.UsageError(
+            "`finscore worker family` needs --family PATH.toml"
+            if stream == "family"
+            else f"--family is for `finscore worker family`, not {stream}"
+        )
+    if family_path is not None:
+        load_family(family_path)  # a bad declaration: one sentence, before any connection
     check_reachable(ctx.client)
     settings = ctx.settings
     if stage is not None:
         settings = settings.model_copy(update={"fraud_stage": stage})
     cfg = worker_config(
-        settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id
-    )
+        settings, stream, exactly_once, metrics_port, batch_size, threshold, group, instance_id,
+        family_path=family_path,
+    )  # fmt: skip
     cfg = dataclasses.replace(cfg, explain=explain, commit_interval=commit_interval)
     w = Worker(cfg)
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
@@ -71,8 +88,11 @@ def worker_config(
     threshold: float | None = None,
     group: str | None = None,
     instance_id: str | None = None,
+    *,
+    family_path: Path | None = None,
 ) -> Any:
-    """A WorkerConfig from settings and CLI options (settings only at the edge)."""
+    """A WorkerConfig from settings and CLI options (settings only at the edge);
+    ``family_path``: the declaration a ``family`` worker scores."""
     from finscore.providers import batch_size_for, resolve
     from finscore.streams.bounds import InputBounds
     from finscore.streams.worker import WorkerConfig
@@ -81,9 +101,15 @@ def worker_config(
     providers = s.provider_list()
     # GPUs want large batches: at least FINSCORE_GPU_MIN_BATCH on a GPU provider
     batch_size = batch_size_for(resolve(providers).primary, batch_size, s.gpu_min_batch)
+    if family_path is not None:
+        extra["family_path"] = family_path
     if instance_id:
         extra["instance_id"] = instance_id
         part = "" if stream != "fraud" or s.fraud_stage == "all" else f"-{s.fraud_stage}"
+        if stream == "family" and family_path is not None:
+            from finscore.families.spec import load_family
+
+            part = f"-{load_family(family_path).name}"
         extra["transactional_id"] = f"finscore-{stream}{part}-{instance_id}"
     if s.schema_registry_url:  # inputs in the Confluent wire format are read with it
         registry = {"url": s.schema_registry_url}

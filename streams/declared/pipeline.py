@@ -1,0 +1,293 @@
+"""The pipeline of a declared family (pure): its events → its features → the model → scores.
+
+Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`: the batch,
+the validation stages, the challenger step and the flush protocol are the skeleton's). Per
+batch, on columns: decode with the family's input schema (:class:`~finscore.streams.declared.
+columns.RecordDecoder`; undecodable records are dead letters), validate, featurise with
+:meth:`DeclaredFeatures.transform_columns <finscore.families.engine.DeclaredFeatures.
+transform_columns>` (the code training uses, :func:`~finscore.families.engine.featurize`),
+score with the live model on the features it names (:meth:`Scorer.select
+<finscore.streams.scoring.Scorer.select>`, bound by name when it was admitted) and a
+challenger, encode ``family_score`` records keyed like their input.
+
+Validation (:func:`event_checks`): a value read as null, ids and keys (the ``[input]`` id and
+key, the window and label-risk keys) empty or longer than the bounds allow, the event time
+outside the bounds (:class:`~finscore.streams.bounds.InputBounds`: against the wall clock), a
+float field read that is not finite, a summed field too large for exact window sums; each such
+record is an ``ImpossibleValue`` dead letter with its reason and never reaches the state.
+Replays (the same id, key and time) count once in the windows (the engine's rule) and are
+scored again.
+
+State: the window state lives in this process only (no changelog yet, ``changelog_topic`` is
+None): a worker that restarts, or takes over partitions, rebuilds its windows only from the
+events it reads next. Labels (:class:`LabelsPipeline`) are read by the stream from every
+partition of the label topic, from the beginning, so label-risk state is whole after a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from finscore.families.columns import strings, times
+from finscore.families.engine import DeclaredFeatures
+from finscore.families.spec import FamilySpec, LabelRiskFeature, SchemaRef, WindowFeature
+from finscore.schemas.codec import Codec
+from finscore.streams.bounds import DEFAULT_BOUNDS, Check, InputBounds, first_failures
+from finscore.streams.declared.columns import FamilyColumns, RecordDecoder, ScoreEncoder
+from finscore.streams.hot_swap import ModelSlot
+from finscore.streams.pipeline import (
+    BatchResult,
+    Clock,
+    DeadLetter,
+    Stage,
+    StreamPipeline,
+    no_model,
+    now_ms,
+)
+from finscore.streams.scoring import Scorer
+from finscore.streams.transport import Message
+
+__all__ = [
+    "MAX_SQUARED_UNITS",
+    "MAX_SUMMED_UNITS",
+    "DeclaredPipeline",
+    "LabelsPipeline",
+    "event_checks",
+    "label_checks",
+]
+
+#: A value a window sums, in its integer unit (cents for a decimal of scale 2), is at most
+#: this large: window sums are exact int64 sums, which this keeps far from overflowing.
+MAX_SUMMED_UNITS = 10**12
+#: ... and at most this large where its square is summed too (a z-score), as the fraud
+#: stream's amount bound (1e8 cents).
+MAX_SQUARED_UNITS = 10**8
+
+
+def _null_checks(cols: FamilyColumns, names: Sequence[str]) -> list[Check]:
+    """A field the family reads is null in a row."""
+    return [(cols.nulls[n], lambda i, n=n: f"{n} is null") for n in names if n in cols.nulls]
+
+
+def _id_names(spec: FamilySpec, side: str) -> list[str]:
+    """The id and key fields of the events (``side="input"``) or of the labels (``"label"``)."""
+    risks = [f.key for f in spec.features if isinstance(f, LabelRiskFeature)]
+    if side == "label":
+        return list(dict.fromkeys([spec.label.id, *risks]))
+    windows = [f.key for f in spec.features if isinstance(f, WindowFeature)]
+    return list(dict.fromkeys([spec.input.id, spec.input.key, *windows, *risks]))
+
+
+def event_checks(spec: FamilySpec, cols: FamilyColumns, now: int,
+                 bounds: InputBounds) -> list[Check]:  # fmt: skip
+    """The bounds an event must meet, on whole columns (see the module docstring), in the
+    order their reasons are given: nulls, ids and keys, the event time, finite floats, the
+    size of summed values."""
+    inp = spec.input
+    checks = _null_checks(cols, cols.columns)
+    for name in _id_names(spec, "input"):
+        checks += bounds.id_checks(name, strings(cols[name]))
+    checks += bounds.time_checks(inp.time, times(cols[inp.time]), now)
+    schema = inp.schema
+    for name in cols.columns:
+        if schema.kind(name) in ("float", "double"):
+            v = cols[name]
+            checks.append((~np.isfinite(v), lambda i, n=name, v=v: f"{n} is {float(v[i])}"))
+    summed = {f.field for f in spec.features if isinstance(f, WindowFeature) and f.field}
+    squared = {f.field for f in spec.features
+               if isinstance(f, WindowFeature) and f.stat == "zscore" and f.field}  # fmt: skip
+    for name in sorted(summed):
+        top = MAX_SQUARED_UNITS if name in squared else MAX_SUMMED_UNITS
+        units = _units(schema, name, cols[name], inp.decimals_of(name))
+        why = f"units, more than the {top:g} a window sums"
+        checks.append((np.abs(units) > top,
+                       lambda i, n=name, u=units, why=why: f"{n} is {float(u[i]):g} {why}"))  # fmt: skip
+    return checks
+
+
+def _units(schema: SchemaRef, name: str, col: Any, places: int | None) -> np.ndarray:
+    """A summed field's values in its integer unit, as float64 (no overflow, NaN stays NaN)."""
+    v = np.asarray(col).astype(np.float64)
+    if schema.kind(name) in ("float", "double") and places:
+        return v * 10.0**places
+    return v
+
+
+def label_checks(spec: FamilySpec, cols: FamilyColumns, now: int,
+                 bounds: InputBounds) -> list[Check]:  # fmt: skip
+    """The bounds a label must meet: nulls, ids and keys, its two times within the bounds,
+    known no earlier than its event, and a 0/1 label."""
+    lab = spec.label
+    checks = _null_checks(cols, cols.columns)
+    for name in _id_names(spec, "label"):
+        checks += bounds.id_checks(name, strings(cols[name]))
+    t, known = times(cols[lab.time]), times(cols[lab.label_time])
+    checks += bounds.time_checks(lab.time, t, now)
+    checks += bounds.time_checks(lab.label_time, known, now)
+    checks.append((known < t, lambda i: f"{lab.label_time} {int(known[i])} is before "
+                                        f"{lab.time} {int(t[i])}"))  # fmt: skip
+    y = np.asarray(cols[lab.field])
+    if y.dtype != np.bool_:
+        checks.append(((y != 0) & (y != 1), lambda i: f"{lab.field} is {int(y[i])}, not 0 or 1"))
+    return checks
+
+
+class DeclaredPipeline(StreamPipeline[FamilyColumns]):
+    """Scores a batch of a declared family's events on the stream skeleton; see the module
+    docstring. No changelog (``changelog_topic`` is None); its ``flush_state`` writes nothing
+    and, every ``evict_interval`` seconds, forgets what no feature can see any more."""
+
+    flush = "at_commit"
+
+    def __init__(
+        self,
+        features: DeclaredFeatures,
+        slot: ModelSlot,
+        output_topic: str,
+        *,
+        in_codec: Codec,
+        out_codec: Codec | None = None,
+        output_encoding: str = "avro",
+        threshold: float | None = None,
+        clock: Clock = time.time,
+        bounds: InputBounds = DEFAULT_BOUNDS,
+        explain: int = 0,
+        evict_interval: float = 30.0,
+    ) -> None:
+        """``in_codec``: the per-record codec of the family's input schema; ``threshold``
+        overrides the models' own; ``explain``: the top-k unusual features of each score
+        (0: none)."""
+        super().__init__(slot, output_topic, changelog_topic=None, clock=clock)
+        self.features = features
+        self.spec = spec = features.spec
+        inp = spec.input
+        self.decoder = RecordDecoder(inp.schema, [*spec.input_fields, inp.key], in_codec)
+        self.scores_out = ScoreEncoder(out_codec or Codec("family_score"), spec.name, inp.id,
+                                       inp.key, inp.time, output_encoding)  # fmt: skip
+        self.threshold_override = threshold
+        self.bounds = bounds
+        self.explain = explain
+        self.evict_interval = evict_interval
+        self._last_evict = time.monotonic()
+
+    def threshold_of(self, scorer: Scorer) -> float:
+        """The decision threshold: the override, else the manifest's, else 0.5."""
+        if self.threshold_override is not None:
+            return self.threshold_override
+        t = scorer.manifest.threshold
+        return 0.5 if t is None else float(t)
+
+    def decode(self, messages: list[Message]) -> tuple[FamilyColumns, list[DeadLetter]]:
+        return self.decoder.decode(messages)
+
+    def message_at(self, cols: FamilyColumns, messages: list[Message]) -> Callable[[int], Message]:
+        return cols.messages.__getitem__
+
+    def checks(self) -> list[tuple[str, Stage[FamilyColumns]]]:
+        """Out of bounds (:func:`event_checks`)."""
+        return [("ImpossibleValue", self._impossible)]
+
+    def _impossible(self, cols: FamilyColumns, now: int) -> tuple[np.ndarray, list[str]]:
+        return first_failures(event_checks(self.spec, cols, now, self.bounds), len(cols))
+
+    def score(self, cols: FamilyColumns, messages: list[Message], result: BatchResult) -> None:
+        """Features (into the window state), the live model and the challenger, scores (with
+        the top features when ``explain``)."""
+        live = self.slot.live
+        if live is None:  # dead letters, and the state is not touched
+            result.dead_letters += no_model(cols.messages)
+            return
+        x = self.features.transform_columns(cols.columns)
+        t0 = time.perf_counter()
+        x_live = live.select(x)
+        scores = live.score_batch(x_live)
+        challenger = self.slot.challenger
+        ch_scores = (
+            challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
+        )
+        result.inference_seconds = time.perf_counter() - t0
+        result.model_version = live.version
+        result.scored = len(cols)
+        processing = now_ms(self.clock)
+        top = _top_features(x_live, live, self.explain) if self.explain else None
+
+        def encode(
+            rows: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool
+        ) -> list[bytes]:
+            sub = cols if rows is None else cols.take(rows)
+            t = None if top is None or shadow else top
+            if t is not None and rows is not None:
+                t = [t[i] for i in rows.tolist()]
+            return self.scores_out.encode(sub, s, scorer, self.threshold_of(scorer), processing, t)
+
+        self.emit(result, cols.messages, live, scores, challenger, ch_scores, encode)
+        if time.monotonic() - self._last_evict >= self.evict_interval:
+            self.features.evict()
+            self._last_evict = time.monotonic()
+
+
+def _top_features(x: np.ndarray, scorer: Scorer, k: int) -> list[list[dict]]:
+    """Per row, the k features (of those the model reads) furthest from the training mean, in
+    standard deviations (the manifest's ``feature_mean``/``feature_std`` params; empty lists
+    when it has none)."""
+    params = scorer.manifest.params or {}
+    mean, std = params.get("feature_mean"), params.get("feature_std")
+    names = list(scorer.manifest.feature_names or [])
+    if not mean or not std or len(mean) != x.shape[1] or len(names) != x.shape[1]:
+        return [[] for _ in range(len(x))]
+    z = (x - np.asarray(mean, dtype=np.float32)) / np.maximum(np.asarray(std, np.float32), 1e-6)
+    order = np.argsort(-np.abs(z), axis=1)[:, :k]
+    return [
+        [{"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])}
+         for j in row]
+        for r, row in enumerate(order.tolist())
+    ]  # fmt: skip
+
+
+class LabelsPipeline:
+    """Applies a family's delayed labels to its label-risk state; bad labels are dead letters.
+
+    Decoded like the events (:class:`~finscore.streams.declared.columns.RecordDecoder` with the
+    label schema), checked (:func:`label_checks`), then given to
+    :meth:`DeclaredFeatures.apply_label_columns
+    <finscore.families.engine.DeclaredFeatures.apply_label_columns>` (idempotent: a label read
+    twice counts once)."""
+
+    def __init__(
+        self,
+        features: DeclaredFeatures,
+        codec: Codec,
+        *,
+        bounds: InputBounds = DEFAULT_BOUNDS,
+        clock: Clock = time.time,
+    ) -> None:
+        """``codec``: the per-record codec of the family's label schema."""
+        self.features = features
+        self.spec = spec = features.spec
+        self.decoder = RecordDecoder(spec.label.schema, spec.label_fields, codec)
+        self.bounds = bounds
+        self.clock = clock
+
+    def process(self, messages: list[Message]) -> BatchResult:
+        """Decode → check → apply one batch of labels; ``scored`` counts those applied."""
+        result = BatchResult()
+        cols, result.dead_letters = self.decoder.decode(messages)
+        if not len(cols):
+            return result
+        checks = label_checks(self.spec, cols, now_ms(self.clock), self.bounds)
+        rows, reasons = first_failures(checks, len(cols))
+        if len(rows):
+            result.dead_letters += [
+                DeadLetter(cols.messages[i], "ImpossibleValue", why)
+                for i, why in zip(rows.tolist(), reasons, strict=True)
+            ]
+            keep = np.ones(len(cols), dtype=bool)
+            keep[rows] = False
+            cols = cols.take(np.flatnonzero(keep))
+        self.features.apply_label_columns(cols.columns)
+        result.scored = len(cols)
+        return result
