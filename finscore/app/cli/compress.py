@@ -1,4 +1,9 @@
-"""`finscore compress fraud|market`: run a plan, print the table, write the report, register.
+"""`finscore compress fraud|market|FAMILY.toml`: run a plan, print the table, write the report,
+register.
+
+``compress FAMILY.toml --data PATH [--map FIELD=COLUMN ...] [--teacher PATH]`` (or a built-in
+declaration's name for FAMILY) trains a declared family from a file
+(:func:`run_declared_compression`).
 
 Mounted lazily by ``finscore.app.cli.group`` so that worker commands never import torch.
 """
@@ -8,16 +13,28 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from finscore.compression.family import Family, TrainData
-from finscore.compression.plan import Gate, RunResult
+from finscore.compression.plan import Gate, Plan, RunResult
 from finscore.compression.plans import PLAN_NAMES, fraud_plan, market_plan
 from finscore.models.registry import Artifact
 
-__all__ = ["compress", "gate_hint", "load", "print_table", "run_compression"]
+if TYPE_CHECKING:
+    from finscore.families import FamilySpec
+
+__all__ = [
+    "compress",
+    "gate_hint",
+    "is_declared",
+    "load",
+    "load_declared",
+    "print_table",
+    "run_compression",
+    "run_declared_compression",
+]
 
 
 def load(
@@ -145,11 +162,6 @@ def run_compression(
     import torch
     from rich.console import Console
 
-    from finscore.app.sidecar.gate import register
-    from finscore.compression.exceptions import GateFailed
-    from finscore.compression.report import write_report, write_version_report
-    from finscore.models.registry import Registry
-
     torch.set_num_threads(1)
     quick = plan == "quick"
     err = Console(stderr=True)
@@ -169,20 +181,54 @@ def run_compression(
         p = make(plan, n_epochs, teacher_epochs or default_epochs[1], seed)
         tol = tolerance if tolerance is not None else (0.05 if quick else 0.01)
         title = f"{family} compression ({data}, plan {plan}, seed {seed}, data seed {data_seed})"
-        try:
-            result = p.run(fam, td, Gate(fam.metric, tol), progress=progress)
-        except GateFailed as exc:
-            exc.hint = gate_hint(exc, plan, n_epochs)
-            if isinstance(exc.result, RunResult):
-                if st is not None:
-                    st.stop()
+        result = _gated_run(p, fam, td, tol, plan_name=plan, epochs=n_epochs, status=st,
+                            echo=echo, wide=wide, report_dir=report_dir, title=title,
+                            progress=progress)  # fmt: skip
+    artifact = _register_and_report(result, fam, td, registry_dir=registry_dir,
+                                    report_dir=report_dir, signing_key=signing_key,
+                                    promote=promote, echo=echo, wide=wide, title=title)  # fmt: skip
+    return result, artifact
+
+
+def _gated_run(
+    p: Plan, fam: Family, td: TrainData, tolerance: float, *, plan_name: str, epochs: int,
+    status: Any, echo: bool, wide: bool, report_dir: Path | None, title: str,
+    progress: Any = None, teacher: Any = None,
+) -> RunResult:  # fmt: skip
+    """Run plan ``p`` behind the gate; on a failed gate, print the table and write the report
+    (when asked), then re-raise with :func:`gate_hint`'s advice as the hint."""
+    from finscore.compression.exceptions import GateFailed
+    from finscore.compression.report import write_report
+
+    try:
+        return p.run(fam, td, Gate(fam.metric, tolerance), teacher=teacher, progress=progress)
+    except GateFailed as exc:
+        exc.hint = gate_hint(exc, plan_name, epochs)
+        if isinstance(exc.result, RunResult):
+            if status is not None:
+                status.stop()
+            if echo:
+                print_table(exc.result, wide)
+            if report_dir is not None:
+                path = write_report(exc.result, report_dir, title + ": GATE FAILED")
                 if echo:
-                    print_table(exc.result, wide)
-                if report_dir is not None:
-                    path = write_report(exc.result, report_dir, title + ": GATE FAILED")
-                    if echo:
-                        click.echo(f"report: {path}")
-            raise
+                    click.echo(f"report: {path}")
+        raise
+
+
+def _register_and_report(
+    result: RunResult, fam: Family, td: TrainData, *, registry_dir: Path | None,
+    report_dir: Path | None, signing_key: str | None, promote: bool, echo: bool, wide: bool,
+    title: str, notes: str = "",
+) -> Artifact | None:  # fmt: skip
+    """Print the table, register the deployed candidate under ``fam.name`` (the one path:
+    :func:`finscore.app.sidecar.gate.register`, signed), promote it when asked, and write the
+    version's report (or ``report.md`` when nothing was registered)."""
+    from finscore.app.sidecar.gate import register
+    from finscore.compression.report import write_report, write_version_report
+    from finscore.models.registry import Registry
+
+    family = fam.name
     if echo:
         print_table(result, wide)
     artifact = None
@@ -204,46 +250,95 @@ def run_compression(
     if report_dir is not None:
         if artifact is not None:
             v = artifact.manifest.version
-            path = write_version_report(result, report_dir, family, v, title)
+            path = write_version_report(result, report_dir, family, v, title, notes)
         else:
-            path = write_report(result, report_dir, title + ": not registered")
+            path = write_report(result, report_dir, title + ": not registered", notes)
         if echo:
             click.echo(f"report: {path}")
-    return result, artifact
+    return artifact
 
 
-@click.group()
+def is_declared(name: str) -> bool:
+    """``name`` names a declared family: a ``.toml`` path or a built-in declaration
+    (:data:`finscore.families.BUILTIN_FAMILIES`)."""
+    from finscore.families import BUILTIN_FAMILIES
+
+    return name.lower().endswith(".toml") or name in BUILTIN_FAMILIES
+
+
+class _FamilyGroup(click.Group):
+    """``compress fraud|market``, and ``compress FAMILY --data PATH`` for a declared family
+    (a ``.toml`` declaration or a built-in one): a command made for it on demand."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and is_declared(cmd_name):
+            return _declared_command(cmd_name)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_commands(ctx, formatter)
+        from finscore.families import BUILTIN_FAMILIES
+
+        with formatter.section("Declared families"):
+            formatter.write_dl([
+                ("FAMILY.toml", "A family declared in TOML, trained from --data CSV/Parquet "
+                                "(--map FIELD=COLUMN, --teacher ONNX/TorchScript)."),
+                (", ".join(BUILTIN_FAMILIES), "Built-in declarations, the same options."),
+            ])  # fmt: skip
+
+
+@click.group(cls=_FamilyGroup)
 def compress() -> None:
-    """Train a teacher, compress it, gate, report and register the deployed student."""
+    """Train a teacher, compress it, gate, report and register the deployed student.
+
+    FAMILY is fraud, market, a declared family's FAMILY.toml or a built-in declaration
+    (finscore compress FAMILY.toml --help)."""
 
 
-def _common(f):  # noqa: ANN001, ANN202
-    options = [
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="Real data folder (default FINSCORE_DATA_DIR)."),
-        click.option("--plan", "plan_name", type=click.Choice(PLAN_NAMES),
-                     default="quick", show_default=True),
-        click.option("--epochs", type=int, default=None, help="Student / fine-tune epochs."),
-        click.option("--teacher-epochs", type=int, default=None),
-        click.option("--tolerance", type=float, default=None,
-                     help="Allowed metric drop vs the teacher (quick 0.05, default 0.01)."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Training seed (teacher and students); the data stays the same."),
-        click.option("--data-seed", type=int, default=0, show_default=True,
-                     help="Seed of the simulated data (--data sim)."),
-        click.option("--registry", "registry_dir", type=click.Path(path_type=Path), default=None,
-                     help="Registry folder (default FINSCORE_REGISTRY_DIR, var/registry)."),
-        click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
-                     help="Report folder (default reports/<family>)."),
-        click.option("--publish/--no-publish", default=True, show_default=True,
-                     help="Register the deployed student."),
-        click.option("--promote", is_flag=True, help="Also make it the registry champion."),
-        click.option("--wide", is_flag=True,
-                     help="Every column of the report (about 170 wide; default fits 80)."),
-    ]  # fmt: skip
+def _options() -> dict[str, Any]:
+    """The options every family's command takes, by parameter name."""
+    return {
+        "data_dir": click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                                 help="Real data folder (default FINSCORE_DATA_DIR)."),
+        "plan_name": click.option("--plan", "plan_name", type=click.Choice(PLAN_NAMES),
+                                  default="quick", show_default=True),
+        "epochs": click.option("--epochs", type=int, default=None,
+                               help="Student / fine-tune epochs."),
+        "teacher_epochs": click.option("--teacher-epochs", type=int, default=None),
+        "tolerance": click.option("--tolerance", type=float, default=None,
+                                  help="Allowed metric drop vs the teacher (quick 0.05, "
+                                       "default 0.01)."),
+        "seed": click.option("--seed", type=int, default=0, show_default=True,
+                             help="Training seed (teacher and students); the data stays the "
+                                  "same."),
+        "data_seed": click.option("--data-seed", type=int, default=0, show_default=True,
+                                  help="Seed of the simulated data (--data sim)."),
+        "registry_dir": click.option("--registry", "registry_dir",
+                                     type=click.Path(path_type=Path), default=None,
+                                     help="Registry folder (default FINSCORE_REGISTRY_DIR, "
+                                          "var/registry)."),
+        "report_dir": click.option("--report", "report_dir", type=click.Path(path_type=Path),
+                                   default=None, help="Report folder (default reports/<family>)."),
+        "publish": click.option("--publish/--no-publish", default=True, show_default=True,
+                                help="Register the deployed student."),
+        "promote": click.option("--promote", is_flag=True,
+                                help="Also make it the registry champion."),
+        "wide": click.option("--wide", is_flag=True,
+                             help="Every column of the report (about 170 wide; default fits 80)."),
+    }  # fmt: skip
+
+
+def _common(f, skip: tuple[str, ...] = ()):  # noqa: ANN001, ANN202
+    options = [opt for name, opt in _options().items() if name not in skip]
     for opt in reversed(options):
         f = opt(f)
     return f
+
+
+def _common_except(*skip: str):  # noqa: ANN202
+    """:func:`_common` without the options ``skip`` (parameter names), as a decorator."""
+    return lambda f: _common(f, skip)
 
 
 def _signing_key(s: Any) -> str | None:
@@ -296,3 +391,157 @@ def fraud(data: str, **kw: Any) -> None:
 def market(data: str, **kw: Any) -> None:
     """Market family (DeepLOB-style teacher; gate: macro-F1)."""
     _run("market", data, **kw)
+
+
+# -- declared families ----------------------------------------------------------------------------
+def load_declared(ref: str | Path) -> FamilySpec:
+    """The :class:`~finscore.families.FamilySpec` named by ``ref``: a built-in declaration's
+    name, else a TOML path."""
+    from finscore.families import BUILTIN_FAMILIES, builtin_family, load_family
+
+    if isinstance(ref, str) and ref in BUILTIN_FAMILIES:
+        return builtin_family(ref)
+    return load_family(ref)
+
+
+def run_declared_compression(
+    family: FamilySpec | str | Path,
+    *,
+    data: str | Path,
+    mapping: dict[str, str] | None = None,
+    teacher: str | Path | None = None,
+    teacher_output: str = "auto",
+    plan: str = "quick",
+    epochs: int | None = None,
+    teacher_epochs: int | None = None,
+    tolerance: float | None = None,
+    seed: int = 0,
+    registry_dir: Path | None = None,
+    report_dir: Path | None = None,
+    signing_key: str | None = None,
+    promote: bool = False,
+    echo: bool = True,
+    wide: bool = False,
+) -> tuple[RunResult, Artifact | None]:
+    """:func:`run_compression` for a declared family (a :class:`FamilySpec`, a built-in name
+    or a TOML path): its events read from ``data`` (``mapping``: schema field → column; see
+    :mod:`finscore.families.data`), featurised and split
+    (:class:`~finscore.compression.declared.DeclaredFamily`); the teacher trained here, or
+    ``teacher`` (an ONNX or TorchScript file, :mod:`finscore.compression.teacher`) distilled
+    as it is; the fraud family's plans (tabular MLP students); the same gate, report and
+    registry path (the model is registered under the family's name)."""
+    import torch
+    from rich.console import Console
+
+    from finscore.compression.declared import DeclaredFamily
+    from finscore.compression.teacher import load_teacher, with_external_teacher
+    from finscore.families import FamilySpec
+
+    torch.set_num_threads(1)
+    spec = family if isinstance(family, FamilySpec) else load_declared(family)
+    quick = plan == "quick"
+    fam = DeclaredFamily(
+        spec,
+        teacher_hidden=(128, 64) if quick else (256, 256, 128),
+        members=1 if quick else 3,
+        teacher_weight_decay=0.0 if quick else 1e-4,
+    )
+    err = Console(stderr=True)
+    name = spec.name
+    status = err.status(f"{name}: reading {data}") if echo else contextlib.nullcontext()
+    notes = ""
+    with status as st:
+
+        def progress(msg: str) -> None:
+            if st is not None:
+                st.update(f"{name}: {msg}")
+
+        td = fam.load_data(data, mapping)
+        ext = None
+        if teacher is not None:
+            progress(f"loading the teacher {Path(teacher).name}")
+            ext = load_teacher(teacher, len(spec.feature_names), family=f"family {name!r}",
+                               output=teacher_output)  # fmt: skip
+            ext.settle(td.x_train)
+            fam.use_teacher(ext)
+            d = ext.describe()
+            notes = (f"Teacher: `{d['file']}` ({d['kind']}, {d['size_bytes']:,} bytes, sha256 "
+                     f"`{d['sha256']}`, output read as {d['output']}), distilled as it is.")  # fmt: skip
+        n_epochs = epochs or (10 if quick else 60)
+        p: Plan = fraud_plan(plan, n_epochs, teacher_epochs or (8 if quick else 40), seed)
+        if ext is not None:
+            p = with_external_teacher(p)
+        tol = tolerance if tolerance is not None else (0.05 if quick else 0.01)
+        title = (f"{name} compression ({Path(data).name}, plan {plan}, seed {seed}"
+                 + (f", teacher {Path(teacher).name})" if teacher is not None else ")"))  # fmt: skip
+        result = _gated_run(p, fam, td, tol, plan_name=plan, epochs=n_epochs, status=st,
+                            echo=echo, wide=wide, report_dir=report_dir, title=title,
+                            progress=progress, teacher=ext)  # fmt: skip
+    if echo and notes:
+        click.echo(notes.replace("`", ""))
+    artifact = _register_and_report(result, fam, td, registry_dir=registry_dir,
+                                    report_dir=report_dir, signing_key=signing_key,
+                                    promote=promote, echo=echo, wide=wide, title=title,
+                                    notes=notes)  # fmt: skip
+    return result, artifact
+
+
+def _declared_command(ref: str) -> click.Command:
+    """The command ``compress REF`` for a declared family (see :func:`run_declared_compression`)."""
+
+    @click.command(name=ref, help=f"Declared family {ref} (tabular MLP; gate: average "
+                                   "precision), trained from --data.")  # fmt: skip
+    @click.option(
+        "--data",
+        "data_path",
+        required=True,
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help="The family's events: CSV with a header (or Parquet with pyarrow), the "
+        "label column in each row.",
+    )
+    @click.option(
+        "--map",
+        "mapping",
+        multiple=True,
+        metavar="FIELD=COLUMN",
+        help="Read schema field FIELD from column COLUMN (repeatable).",
+    )
+    @click.option(
+        "--teacher",
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        default=None,
+        help="Distil this ONNX or TorchScript model (reads the family's features, "
+        "float32 [n, F]) instead of training a teacher.",
+    )
+    @click.option(
+        "--teacher-output",
+        type=click.Choice(["auto", "probability", "logit"]),
+        default="auto",
+        show_default=True,
+        help="How a teacher's tensor output is read (auto: by its range).",
+    )
+    @_common_except("data_dir", "data_seed")
+    def command(data_path: Path, mapping: tuple[str, ...], teacher: Path | None,
+                teacher_output: str, **kw: Any) -> None:  # fmt: skip
+        from finscore.compression.exceptions import GateFailed
+        from finscore.families.data import parse_mapping
+        from finscore.settings import Settings
+
+        s = Settings()
+        spec = load_declared(ref)
+        try:
+            run_declared_compression(
+                spec, data=data_path, mapping=parse_mapping(mapping), teacher=teacher,
+                teacher_output=teacher_output, plan=kw["plan_name"], epochs=kw["epochs"],
+                teacher_epochs=kw["teacher_epochs"], tolerance=kw["tolerance"],
+                seed=kw["seed"], wide=kw["wide"],
+                registry_dir=(kw["registry_dir"] or s.registry_dir) if kw["publish"] else None,
+                report_dir=kw["report_dir"] or Path("reports") / spec.name,
+                signing_key=_signing_key(s) if kw["publish"] else None, promote=kw["promote"],
+            )  # fmt: skip
+        except GateFailed as exc:
+            raise click.ClickException(
+                f"{exc}\nhint: {exc.hint}" if exc.hint else str(exc)
+            ) from exc
+
+    return command
