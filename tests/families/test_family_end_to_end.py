@@ -17,10 +17,7 @@ from click.testing import CliRunner
 
 from finscore.families import load_family
 from finscore.families.data import parse_mapping
-from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
-from finscore.streams.admin import ensure_topics
-from finscore.streams.declared import family_topics
 from tests.families.test_compress_declared import MAP, PAYMENT, _gbm_onnx, simulate, write_family
 from tests.streams.kit import consume_all, decode_all, produce_records, running, worker_config
 from tests.streams.test_declared_pipeline import admitted, offline_scores
@@ -72,9 +69,16 @@ def test_declare_train_distill_promote_and_score_a_new_family(
     champion = Registry(registry).champion(spec.name)
     assert champion is not None and champion.manifest.teacher_sha256
 
-    # its topics, from the declaration; the events of the last five days, their outcomes first
-    ensure_topics(client, [*family_topics(spec, 1, prefix),
-                           *[t for t in T.catalog(1, prefix) if t.name == prefix + T.MODEL_UPDATES]])  # fmt: skip
+    # its topics, from the declaration (`finscore topics --create --family F`; one partition:
+    # the windows over the merchant see the events in event-time order, as offline)
+    from finscore.app.cli import cli
+
+    env = {"FINSCORE_BOOTSTRAP_SERVERS": client["bootstrap.servers"], "FINSCORE_TOPIC_PREFIX":
+           prefix, "FINSCORE_PARTITIONS": "1"}  # fmt: skip
+    made = CliRunner().invoke(cli, ["topics", "--create", "--family", str(toml)], env=env)
+    assert made.exit_code == 0, (made.output, made.exception)
+    assert prefix + spec.input.topic in made.output and prefix + spec.output.topic in made.output
+    # the events of the last five days, their outcomes first
     events, outcomes = _records(data)
     last = events[-1]["ts"] - 5 * 86_400_000
     events = [e for e in events if e["ts"] >= last]

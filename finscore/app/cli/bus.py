@@ -42,8 +42,10 @@ def broker(ctx: Ctx, port: int | None) -> None:
 # -- topics --------------------------------------------------------------------------------------
 @click.command()
 @click.option("--create", is_flag=True, help="Create the catalog's missing topics first.")
+@click.option("--family", "families", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="FILE: a declared family (TOML) whose topics are listed and created too.")  # fmt: skip
 @pass_ctx
-def topics(ctx: Ctx, create: bool) -> None:
+def topics(ctx: Ctx, create: bool, families: tuple[str, ...]) -> None:
     """List finscore topics with partitions and offsets (and create them with --create)."""
     from rich.console import Console
     from rich.table import Table
@@ -58,6 +60,14 @@ def topics(ctx: Ctx, create: bool) -> None:
 
     s = ctx.settings
     specs = catalog(s.partitions, s.topic_prefix)
+    if families:
+        from finscore.families import load_family
+        from finscore.streams.declared import family_topics
+
+        known = {sp.name for sp in specs}
+        for path in families:
+            specs += [t for t in family_topics(load_family(path), s.partitions, s.topic_prefix)
+                      if t.name not in known]  # fmt: skip
     if create:
         created = ensure_topics(ctx.client, specs, s.replication_factor)
         click.echo(
