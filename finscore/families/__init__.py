@@ -3,7 +3,8 @@ the key, the label and its delay, the output, and the features from a small voca
 (:mod:`~finscore.families.spec`), which :class:`~finscore.families.engine.DeclaredFeatures`
 compiles into the columnar window state of the hand-coded features, one code path for the
 workers and for training (:func:`~finscore.families.engine.featurize`). The handbook's fraud
-features are one such declaration (``fraud_handbook.toml``, :func:`builtin_family`).
+features are such declarations: the handbook's 15 (``fraud_handbook.toml``) and the whole
+fraud row (``fraud_declared.toml``), :func:`builtin_family`.
 
 The ground: numpy, the standard library, finscore.features and finscore.schemas only.
 """

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from finscore.families.exceptions import FamilyInputError
-from finscore.families.spec import FamilySpec, LabelRiskFeature
+from finscore.families.spec import FamilySpec
 from finscore.schemas.columnar.plan import Field
 
 __all__ = [
@@ -184,9 +184,18 @@ def read_events(
             label_time = t + lab.delay_ms
         labels = {lab.id: columns[spec.input.id], lab.time: t, lab.label_time: label_time,
                   lab.field: label}  # fmt: skip
-        for f in spec.features:
-            if isinstance(f, LabelRiskFeature):
-                labels[f.key] = columns[f.key]
+        # the other label fields the features read (risk keys, habit keys and fields): fields
+        # of both schemas, taken from the row's own event
+        own = {lab.id, lab.time, lab.label_time, lab.field}
+        for name in spec.label_fields:
+            if name in own:
+                continue
+            if name not in columns:
+                raw = cells_of(name)
+                assert raw is not None
+                columns[name] = _parse(raw, fields[name], False, where,
+                                       mapping.get(name, name), lines)  # fmt: skip
+            labels[name] = columns[name]
     return FamilyTable(spec, where, columns, labels, label, t, np.asarray(lines, np.int64),
                        mapping)  # fmt: skip
 

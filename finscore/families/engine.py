@@ -4,8 +4,13 @@
 columnar state the hand-coded fraud features use (:class:`~finscore.features.timestore.
 TimeStore`): one store per window key (value columns: the summed fields in exact integer
 units, and their squares for z-scores) and one per label-risk key (label, late flag, label
-time). The worker calls :meth:`DeclaredFeatures.transform_columns` on each batch and
-:meth:`DeclaredFeatures.apply_label_columns` on the labels it reads; training calls
+time, and a 0/1 column per habit filter its features use: the label is a positive that the
+habit does not explain). A habit's labels (its ``habit_key``'s, with the ``habit_field`` in
+exact integer units) are held in that key's label-risk store, or in a store of their own
+when that one holds habit flags itself; labels go there first, so each label's habit flag is
+decided from its habit key's labels received so far, this batch's included, as the fraud
+features decide theirs. The worker calls :meth:`DeclaredFeatures.transform_columns` on each
+batch and :meth:`DeclaredFeatures.apply_label_columns` on the labels it reads; training calls
 :func:`featurize`, which replays those two methods day by day over the history, as
 :func:`finscore.features.fraud.featurize_frame` does. So offline and online features are the
 same by construction, and the arithmetic is the fraud code's (integer sums, float64, then
@@ -16,14 +21,15 @@ before its features are read (so ``(t − w, t]`` includes it); within a batch, 
 processed in chunks in which every key's times increase, which gives what one row at a time
 gives; an event replayed with the same id, key and time, and a label replayed, count once.
 Label-risk windows count the labels of events in ``(t − delay − w, t − delay]`` that were
-known at ``t`` (a label that came later than the delay is left out until its label time).
+known at ``t`` (a label that came later than the delay is left out until its label time; a
+streak's run is then recounted from that key's entries, as the fraud features' is).
 A window over a key other than the topic's key sees only the events this instance reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -69,14 +75,51 @@ class _Windows:
     features: list[tuple[int, WindowFeature]]  # (output column, feature)
 
 
+@dataclass(frozen=True)
+class _Habit:
+    """A habit filter: labels of ``key`` over ``span_ms``, ``field`` against ``ratio`` × mean."""
+
+    key: str
+    field: str
+    span_ms: int
+    ratio: float
+
+    @staticmethod
+    def of(f: LabelRiskFeature) -> _Habit | None:
+        if f.positives != "habit":
+            return None
+        assert f.habit_key is not None and f.habit_field is not None
+        assert f.habit_ratio is not None
+        return _Habit(f.habit_key, f.habit_field, f.habit_span_ms, f.habit_ratio)
+
+
 @dataclass
 class _Risks:
-    """The label-risk features over one key: their store and distinct spans."""
+    """The label-risk features over one key: their store and distinct spans; ``flags``: the
+    store column of each habit filter its features use; ``habits``: the habit filters whose
+    labels this store holds (a habit source: its ``habit_key`` is ``key``), ``fields`` their
+    summed fields (store columns ``sum:<field>``)."""
 
     key: str
     store: TimeStore
     spans: list[int]
     features: list[tuple[int, LabelRiskFeature]]
+    flags: dict[_Habit, str] = field(default_factory=dict)
+    habits: list[_Habit] = field(default_factory=list)
+
+    @property
+    def fields(self) -> list[str]:
+        return list(dict.fromkeys(h.field for h in self.habits))
+
+    def positive(self, f: LabelRiskFeature) -> str:
+        """The store column of ``f``'s positives: ``label``, or its habit filter's flag."""
+        h = _Habit.of(f)
+        return "label" if h is None else self.flags[h]
+
+    def lookback_ms(self) -> int:
+        """How far before the delayed window's end this store is read: its longest window,
+        or a habit's (read back from a label's event time when it is applied)."""
+        return max([*self.spans[-1:], *(h.span_ms for h in self.habits)])
 
 
 def _windows(key: str, features: list[tuple[int, WindowFeature]], origin: int | None) -> _Windows:
@@ -111,11 +154,10 @@ class DeclaredFeatures:
                 self._rows.append((j, f))
             j += len(f.values) if isinstance(f, CategoryFeature) else 1
         self._windows = [_windows(key, fs, time_origin_ms) for key, fs in by_key.items()]
-        self._risks = [
-            _Risks(key, TimeStore(("label", "late", "label_time"), origin=time_origin_ms),
-                   sorted({f.span_ms for _, f in fs}), fs)
-            for key, fs in risk_by_key.items()
-        ]  # fmt: skip
+        self._risks, self._sources = _risk_stores(risk_by_key, time_origin_ms)
+        self._label_places = {
+            f: spec.input.decimals_of(f) for r in self._sources for f in r.fields
+        }  # fmt: skip
         self.latest_ms = 0
         self._recent = np.zeros(RECENT, dtype=np.int64)  # a ring of recent event times
         self._recent_n = 0
@@ -228,21 +270,39 @@ class DeclaredFeatures:
 
     def _risk_features(self, out: np.ndarray, r: _Risks, keys: Sequence[str], t: np.ndarray
                        ) -> None:  # fmt: skip
-        """Label-risk columns: labels of events in (t − delay − w, t − delay] known at t."""
+        """Label-risk columns: labels of events in (t − delay − w, t − delay] known at t; a
+        streak's run from the latest label at or before the window's end that is not one of its
+        positives (the window's start where there is none)."""
         end = t - self.delay_ms
         afters = [end - s for s in r.spans]
         idx = r.store.index_of(keys, create=False)
-        stats = r.store.window_sums(idx, afters, end, ("label", "late"))
+        streaks = [(j, f) for j, f in r.features if f.stat == "streak"]
+        for _, f in streaks:
+            last = r.store.last_time_of_zero(idx, end, r.positive(f))
+            afters.append(np.maximum(end - f.span_ms, last))
+        columns = ("label", *r.flags.values())
+        stats = r.store.window_sums(idx, afters, end, (*columns, "late"))
         for after, (count, sums) in zip(afters, stats, strict=True):
             for row in np.flatnonzero(sums["late"]).tolist():  # labels that may not be known yet
                 e = r.store.entries(int(idx[row]), int(after[row]), int(end[row]))
                 unknown = e["label_time"] > t[row]
                 count[row] -= int(unknown.sum())
-                sums["label"][row] -= int(e["label"][unknown].sum())
+                for c in columns:
+                    sums[c][row] -= int(e[c][unknown].sum())
+        runs = iter(stats[len(r.spans) :])
         for j, f in r.features:
-            count, sums = stats[r.spans.index(f.span_ms)]
+            window = stats[r.spans.index(f.span_ms)]
+            if f.stat == "streak":
+                run = next(runs)[0].astype(np.float64)
+                start = end - f.span_ms
+                for row in np.flatnonzero(window[1]["late"]).tolist():  # a late label: recount
+                    at = (int(idx[row]), int(start[row]), int(end[row]), int(t[row]))
+                    run[row] = _recount_run(r.store, r.positive(f), *at)
+                out[:, j] = np.log1p(run)
+                continue
+            count, sums = window
             n = count.astype(np.float64)
-            pos = sums["label"].astype(np.float64)
+            pos = sums[r.positive(f)].astype(np.float64)
             if f.stat == "count":
                 out[:, j] = n
             elif f.stat == "sum":
@@ -265,15 +325,36 @@ class DeclaredFeatures:
             return
         tx_time = times(column(columns, lab.time, n))
         label_time = times(column(columns, lab.label_time, n))
+        label = np.asarray(column(columns, lab.field, n)).astype(np.int64)
         values = {
-            "label": np.asarray(column(columns, lab.field, n)).astype(np.int64),
+            "label": label,
             "late": (label_time - tx_time > self.delay_ms).astype(np.int64),
             "label_time": label_time,
         }
         tags = tags_of(strings(column(columns, lab.id, n)))
+        keys: dict[str, list[str]] = {}
+        flags: dict[_Habit, np.ndarray] = {}
+        # Habit sources first: a label's habit flag is decided from its habit key's labels
+        # received so far, this batch's included.
+        for r in self._sources:
+            names = keys.setdefault(r.key, strings(column(columns, r.key, n)))
+            idx = r.store.index_of(names, create=True)
+            held = {f"sum:{f}": unscaled(column(columns, f, n), lab.schema.fields[f],
+                                         self._label_places[f]) for f in r.fields}  # fmt: skip
+            r.store.insert(idx, tx_time, tags, {**values, **held})
+            spans = sorted({h.span_ms for h in r.habits})
+            stats = r.store.window_sums(idx, [tx_time - s for s in spans], tx_time, tuple(held))
+            for h in r.habits:
+                count, sums = stats[spans.index(h.span_ms)]
+                v = held[f"sum:{h.field}"]
+                flags[h] = label * (v * np.maximum(count, 1) < h.ratio * sums[f"sum:{h.field}"])
         for r in self._risks:
-            idx = r.store.index_of(strings(column(columns, r.key, n)), create=True)
-            r.store.insert(idx, tx_time, tags, values)
+            if r.habits:
+                continue  # a source, done
+            names = keys.setdefault(r.key, strings(column(columns, r.key, n)))
+            idx = r.store.index_of(names, create=True)
+            r.store.insert(idx, tx_time, tags,
+                           {**values, **{c: flags[h] for h, c in r.flags.items()}})  # fmt: skip
 
     # -- memory -------------------------------------------------------------------------------
     def _observe(self, t: np.ndarray) -> None:
@@ -299,14 +380,20 @@ class DeclaredFeatures:
         now = self.watermark_ms() if now_ms is None else now_ms
         for w in self._windows:
             w.store.evict(now - w.spans[-1] - DAY_MS)
-        for r in self._risks:
-            r.store.evict(now - self.delay_ms - r.spans[-1] - DAY_MS)
+        for r in self._stores():
+            r.store.evict(now - self.delay_ms - r.lookback_ms() - DAY_MS)
 
     def held(self) -> dict[str, int]:
-        """Entries held per store: ``window:<key>`` and ``label_risk:<key>``."""
+        """Entries held per store: ``window:<key>``, ``label_risk:<key>`` and, for a habit
+        whose key's store holds habit flags itself, ``habit:<key>``."""
         out = {f"window:{w.key}": len(w.store) for w in self._windows}
-        out.update({f"label_risk:{r.key}": len(r.store) for r in self._risks})
+        out.update({f"label_risk:{r.key}" if r.features else f"habit:{r.key}": len(r.store)
+                    for r in self._stores()})  # fmt: skip
         return out
+
+    def _stores(self) -> list[_Risks]:
+        """The label stores: the label-risk keys', then the habits' own."""
+        return [*self._risks, *(r for r in self._sources if not r.features)]
 
 
 def featurize(
@@ -359,6 +446,51 @@ def featurize(
     return out
 
 
+def _risk_stores(
+    by_key: dict[str, list[tuple[int, LabelRiskFeature]]], origin: int | None
+) -> tuple[list[_Risks], list[_Risks]]:
+    """The label-risk stores (one per key, in the features' order) and the habit sources: a
+    key's label-risk store when it holds no habit flags itself, else a store of the habit's
+    own (sources that share a label-risk store first)."""
+    flags: dict[_Habit, str] = {}
+    for fs in by_key.values():
+        for _, f in fs:
+            h = _Habit.of(f)
+            if h is not None:
+                flags.setdefault(h, f"habit:{len(flags)}")
+    habits_of: dict[str, list[_Habit]] = {}
+    for h in flags:
+        habits_of.setdefault(h.key, []).append(h)
+
+    def store(flag_columns: Iterable[str], habits: list[_Habit]) -> TimeStore:
+        fields = dict.fromkeys(h.field for h in habits)
+        held = (*flag_columns, *(f"sum:{f}" for f in fields))
+        return TimeStore(("label", "late", "label_time", *held), origin=origin)
+
+    risks: list[_Risks] = []
+    for key, fs in by_key.items():
+        used = {_Habit.of(f) for _, f in fs}
+        mine = {h: c for h, c in flags.items() if h in used}
+        habits = [] if mine else habits_of.get(key, [])
+        spans = sorted({f.span_ms for _, f in fs})
+        risks.append(_Risks(key, store(mine.values(), habits), spans, fs, mine, habits))
+    sources = [r for r in risks if r.habits]
+    shared = {r.key for r in sources}
+    sources += [_Risks(key, store((), habits), [], [], {}, habits)
+                for key, habits in habits_of.items() if key not in shared]  # fmt: skip
+    return risks, sources
+
+
+def _recount_run(store: TimeStore, positive: str, idx: int, after: int, end: int, t: int) -> int:
+    """The run of one key from its entries: labels with an event time in (after, end] known at
+    ``t`` later than the latest known one whose ``positive`` column is 0."""
+    e = store.entries(idx, after, end, with_times=True)
+    known = e["label_time"] <= t
+    other = known & (e[positive] == 0)
+    last = int(e["time"][other].max()) if other.any() else after
+    return int((known & (e["time"] > last)).sum())
+
+
 def _rows(columns: Mapping[str, Any], id_field: str) -> int:
     """How many rows ``columns`` hold (its id column's length)."""
     if id_field not in columns:
@@ -370,7 +502,9 @@ def _id_fields(spec: FamilySpec, side: str) -> set[str]:
     """The id and key fields of the events (``side="input"``) or labels (``"label"``)."""
     risks = {f.key for f in spec.features if isinstance(f, LabelRiskFeature)}
     if side == "label":
-        return {spec.label.id, *risks}
+        habits = {f.habit_key for f in spec.features
+                  if isinstance(f, LabelRiskFeature) and f.habit_key is not None}  # fmt: skip
+        return {spec.label.id, *risks, *habits}
     windows = {f.key for f in spec.features if isinstance(f, WindowFeature)}
     return {spec.input.id, *windows, *risks}
 

@@ -15,8 +15,24 @@ features, each from a small vocabulary (``kind``):
   standard deviations (0 where that is below 1e-7);
 - ``label_risk``: over the labels of the same ``key`` whose event time is in
   ``(t − delay − days, t − delay]`` and that were known at ``t`` (label time <= t):
-  ``stat = "count" | "sum" | "share"`` (how many, how many positive, the positive share,
-  0 when there is none);
+  ``stat = "count" | "sum" | "share" | "streak"`` (how many, how many positive, the positive
+  share, 0 when there is none; ``streak``: ``log1p`` of the current run of positives, the
+  known labels later than the latest known one that is not a positive, those at that one's
+  time left out: the whole window's count when every known label is a positive).
+  ``positives = "all"`` (the default) counts every positive label (label 1);
+  ``positives = "habit"`` only those whose ``habit_field`` is below ``habit_ratio`` times the
+  mean of ``habit_field`` over the labels of the same ``habit_key`` with an event time in
+  ``(τ − habit_days, τ]``, τ the labelled event's time: the labels of that ``habit_key``
+  received so far when the label is applied (its own and the rest of its batch included,
+  whatever their label times). Decided once, when the label arrives (a label received later
+  does not change it). E.g. a terminal's frauds that the card's own spending habit does not
+  explain (a stolen card spends far above its habit, a compromised terminal defrauds cards at
+  their usual amounts): ``key = "terminal_id"``, ``habit_key = "customer_id"``,
+  ``habit_field = "amount"``, ``habit_days = 30``, ``habit_ratio = 2.5``; or a merchant's
+  chargebacks on ordinary-sized orders. ``share`` stays over every known label and ``count``
+  takes no ``positives``. ``habit_key`` and ``habit_field`` are fields of both schemas (a
+  ``float``/``double`` ``habit_field`` is kept to the places ``[input.decimals]`` declares for
+  it); the comparison is on exact integer units (``field × max(n, 1) < ratio × sum``);
 - ``category``: a string or enum ``field`` one-hot over ``values`` (one column per value,
   named ``<name>_<value>``; all zero for any other value).
 
@@ -27,8 +43,9 @@ many decimals of it to keep (it is then rounded to that fixed point).
 ``[label]``'s ``time`` is the labelled event's time and ``label_time`` when the label became
 known; a ``label_risk`` key must be a field of both schemas. Schemas are a built-in name
 (``"transaction"``, see :data:`finscore.schemas.SCHEMA_NAMES`) or an ``.avsc`` path relative
-to the TOML file. The example, the handbook's fraud features, is ``fraud_handbook.toml`` in this
-package (:func:`builtin_family`).
+to the TOML file. The examples, the handbook's 15 fraud features and the whole 23-feature fraud
+row (:data:`finscore.features.fraud.FRAUD_FEATURE_NAMES`), are ``fraud_handbook.toml`` and
+``fraud_declared.toml`` in this package (:func:`builtin_family`).
 """
 
 from __future__ import annotations
@@ -51,6 +68,7 @@ __all__ = [
     "BUILTIN_FAMILIES",
     "DAY_MS",
     "FEATURE_KINDS",
+    "POSITIVES",
     "CategoryFeature",
     "FamilySpec",
     "Feature",
@@ -68,17 +86,20 @@ __all__ = [
 
 DAY_MS = 86_400_000
 FEATURE_KINDS = ("raw", "time_flag", "window", "label_risk", "category")
+#: which positive labels a label_risk feature counts (see the module docstring)
+POSITIVES = ("all", "habit")
+HABIT_OPTIONS = ("habit_key", "habit_field", "habit_days", "habit_ratio")
 RAW_TRANSFORMS = ("none", "log1p")
 TIME_FLAGS = ("weekend", "night", "hour")
 WINDOW_STATS = ("count", "sum", "mean", "ratio", "zscore")
-LABEL_STATS = ("count", "sum", "share")
+LABEL_STATS = ("count", "sum", "share", "streak")
 OUTPUT_KINDS = ("probability",)
 RESERVED_OUTPUT_KINDS = ("regression",)
 NUMERIC_KINDS = ("boolean", "int", "long", "float", "double", "decimal")
 KEY_KINDS = ("string", "int", "long")
 TIME_KINDS = ("int", "long")
 MAX_DECIMALS = 9  # a float kept to more places would leave int64 for ordinary values
-BUILTIN_FAMILIES = ("fraud_handbook",)
+BUILTIN_FAMILIES = ("fraud_handbook", "fraud_declared")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -179,17 +200,30 @@ class WindowFeature:
 
 @dataclass(frozen=True)
 class LabelRiskFeature:
-    """A statistic over the key's labels known at t, for events in the delayed window."""
+    """A statistic over the key's labels known at t, for events in the delayed window;
+    ``positives``: None (every positive label) or ``"habit"`` (those whose ``habit_field`` is
+    below ``habit_ratio`` times the ``habit_key``'s mean over ``habit_days``: see the module
+    docstring)."""
 
     name: str
     key: str
     days: int | float
     stat: str
+    positives: str | None = None
+    habit_key: str | None = None
+    habit_field: str | None = None
+    habit_days: int | float | None = None
+    habit_ratio: float | None = None
     kind: str = "label_risk"
 
     @property
     def span_ms(self) -> int:
         return round(self.days * DAY_MS)
+
+    @property
+    def habit_span_ms(self) -> int:
+        """The habit's window in ms (0 without a habit filter)."""
+        return round(self.habit_days * DAY_MS) if self.habit_days is not None else 0
 
 
 @dataclass(frozen=True)
@@ -212,7 +246,7 @@ _KINDS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "raw": (RawFeature, ("field",), ("transform",)),
     "time_flag": (TimeFlagFeature, ("flag",), ()),
     "window": (WindowFeature, ("key", "days", "stat"), ("field",)),
-    "label_risk": (LabelRiskFeature, ("key", "days", "stat"), ()),
+    "label_risk": (LabelRiskFeature, ("key", "days", "stat"), ("positives", *HABIT_OPTIONS)),
     "category": (CategoryFeature, ("field", "values"), ()),
 }
 
@@ -251,10 +285,13 @@ class FamilySpec:
 
     @property
     def label_fields(self) -> tuple[str, ...]:
-        """The label fields the features read (id, time, label time, label, the risk keys)."""
+        """The label fields the features read (id, time, label time, label, the risk keys,
+        then the habit keys and fields)."""
         lab = self.label
-        keys = [f.key for f in self.features if isinstance(f, LabelRiskFeature)]
-        return tuple(dict.fromkeys([lab.id, lab.time, lab.label_time, lab.field, *keys]))
+        risks = [f for f in self.features if isinstance(f, LabelRiskFeature)]
+        keys = [f.key for f in risks]
+        habits = [name for f in risks for name in (f.habit_key, f.habit_field) if name]
+        return tuple(dict.fromkeys([lab.id, lab.time, lab.label_time, lab.field, *keys, *habits]))
 
     # -- reading and writing ----------------------------------------------------------------
     @classmethod
@@ -344,7 +381,8 @@ def load_family(path: str | Path) -> FamilySpec:
 
 
 def builtin_family(name: str) -> FamilySpec:
-    """A family shipped in this package (:data:`BUILTIN_FAMILIES`: ``"fraud_handbook"``)."""
+    """A family shipped in this package (:data:`BUILTIN_FAMILIES`): ``"fraud_handbook"``
+    (the handbook's 15 features) or ``"fraud_declared"`` (all 23 of the fraud features; not named ``fraud``, the hand-coded model's name)."""
     if name not in BUILTIN_FAMILIES:
         raise FamilySpecError(f"unknown built-in family {name!r}; known: {BUILTIN_FAMILIES}")
     with resources.as_file(resources.files("finscore.families") / f"{name}.toml") as path:
@@ -532,10 +570,7 @@ def _feature(data: Any, i: int, inp: InputSpec, label: LabelSpec) -> Feature:
             )
         return WindowFeature(name, key, days, stat, value)
     if kind == "label_risk":
-        stat = _choice(data["stat"], f"{where} stat", LABEL_STATS)
-        key = _field(schema, data["key"], f"{where} key", KEY_KINDS)
-        _field(label.schema, key, f"{where} key (in the label schema)", KEY_KINDS)
-        return LabelRiskFeature(name, key, _days(data["days"], f"{where} days"), stat)
+        return _label_risk(data, name, where, inp, label)
     value = _field(schema, data["field"], f"{where} field", ("string", "enum"))
     values = data["values"]
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
@@ -547,3 +582,44 @@ def _feature(data: Any, i: int, inp: InputSpec, label: LabelSpec) -> Feature:
         bad = sorted(set(values) - set(symbols))[0]
         raise FamilySpecError(f"{where} values: {bad!r} is not a symbol of enum {value!r}")
     return CategoryFeature(name, value, tuple(values))
+
+
+def _label_risk(data: Mapping[str, Any], name: str, where: str, inp: InputSpec,
+                label: LabelSpec) -> LabelRiskFeature:  # fmt: skip
+    """A ``label_risk`` feature: its key in both schemas, and its positives (see the module
+    docstring); ``positives = "all"`` is kept as None (the default, left out of the TOML)."""
+    stat = _choice(data["stat"], f"{where} stat", LABEL_STATS)
+    key = _field(inp.schema, data["key"], f"{where} key", KEY_KINDS)
+    _field(label.schema, key, f"{where} key (in the label schema)", KEY_KINDS)
+    days = _days(data["days"], f"{where} days")
+    positives = _choice(data.get("positives", "all"), f"{where} positives", POSITIVES)
+    if positives == "all":
+        given = [k for k in HABIT_OPTIONS if k in data]
+        if given:
+            raise FamilySpecError(f"{where}: {given[0]!r} needs positives = 'habit'")
+        return LabelRiskFeature(name, key, days, stat)
+    if stat == "count":
+        raise FamilySpecError(
+            f"{where}: stat 'count' counts every label, positives apply to sum, share, streak"
+        )
+    for k in HABIT_OPTIONS:
+        if k not in data:
+            raise FamilySpecError(f"{where}: positives 'habit' needs {k!r}")
+    habit_key = _field(label.schema, data["habit_key"], f"{where} habit_key", KEY_KINDS)
+    _field(inp.schema, habit_key, f"{where} habit_key (in the input schema)", KEY_KINDS)
+    exact = ("boolean", "int", "long", "decimal")
+    value = _field(label.schema, data["habit_field"], f"{where} habit_field", NUMERIC_KINDS)
+    _field(inp.schema, value, f"{where} habit_field (in the input schema)", NUMERIC_KINDS)
+    if label.schema.kind(value) not in exact and inp.decimals_of(value) is None:
+        raise FamilySpecError(
+            f"{where}: habit_field {value!r} is {label.schema.kind(value)}: habit sums are "
+            f"exact integer sums, declare the places to keep ([input.decimals] {value} = 2)"
+        )
+    ratio = data["habit_ratio"]
+    if (not isinstance(ratio, int | float) or isinstance(ratio, bool) or not math.isfinite(ratio)
+            or ratio <= 0):  # fmt: skip
+        raise FamilySpecError(f"{where} habit_ratio: a positive number is needed, not {ratio!r}")
+    return LabelRiskFeature(
+        name, key, days, stat, positives, habit_key, value,
+        _days(data["habit_days"], f"{where} habit_days"), float(ratio),
+    )  # fmt: skip

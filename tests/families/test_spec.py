@@ -200,4 +200,4 @@ def test_load_family_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FamilySpecError, match="cannot read"):
         load_family(tmp_path / "missing.toml")
     with pytest.raises(FamilySpecError, match="unknown built-in family"):
-        builtin_family("fraud")
+        builtin_family("fraudulent")
