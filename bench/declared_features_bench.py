@@ -1,6 +1,6 @@
 """The declared fraud family against the hand-coded fraud features, side by side, on one core.
 
-:class:`~finscore.families.DeclaredFeatures` on a built-in declaration (``fraud``: all 23
+:class:`~finscore.families.DeclaredFeatures` on a built-in declaration (``fraud_declared``: all 23
 columns, by default; ``fraud_handbook``: the first 15) against
 :class:`~finscore.features.fraud.FraudFeatures` (always all 23), fed the same batches,
 interleaved (which engine goes first alternates per batch): a simulated history (handbook
@@ -14,7 +14,7 @@ and throughputs, and ``--offline`` times :func:`~finscore.families.featurize` ag
 
 ::
 
-    .venv/bin/python bench/declared_features_bench.py [--family fraud] [--days 70]
+    .venv/bin/python bench/declared_features_bench.py [--family fraud_declared] [--days 70]
         [--warm-days 45] [--batch 5000] [--offline] [--json-out F]
 """
 
