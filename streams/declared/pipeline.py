@@ -75,9 +75,11 @@ def _null_checks(cols: FamilyColumns, names: Sequence[str]) -> list[Check]:
 
 def _id_names(spec: FamilySpec, side: str) -> list[str]:
     """The id and key fields of the events (``side="input"``) or of the labels (``"label"``)."""
-    risks = [f.key for f in spec.features if isinstance(f, LabelRiskFeature)]
-    if side == "label":
-        return list(dict.fromkeys([spec.label.id, *risks]))
+    risk_features = [f for f in spec.features if isinstance(f, LabelRiskFeature)]
+    risks = [f.key for f in risk_features]
+    if side == "label":  # the habit keys of habit-filtered risks are label keys too
+        habits = [f.habit_key for f in risk_features if f.habit_key]
+        return list(dict.fromkeys([spec.label.id, *risks, *habits]))
     windows = [f.key for f in spec.features if isinstance(f, WindowFeature)]
     return list(dict.fromkeys([spec.input.id, spec.input.key, *windows, *risks]))
 
