@@ -104,7 +104,10 @@ def produce(
     counted = 0
     failures: list[str] = []
 
+    acked = [0]  # delivery reports, the truth once flushed (see the end)
+
     def delivered(err: object, _msg: object) -> None:
+        acked[0] += 1
         if err is not None:
             stats.failed += 1
             if len(failures) < 5:
@@ -162,6 +165,10 @@ def produce(
     stats.seconds = time.monotonic() - t0
     if remaining:
         stats.failed += remaining
+    elif stats.interrupted:
+        # Ctrl-C can land between a produce and its count: once everything is flushed, the
+        # delivery reports say how many were sent (one report per record queued)
+        stats.sent = acked[0]
     if on_progress:
         on_progress(stats)
     if stats.failed:
