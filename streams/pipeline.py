@@ -49,6 +49,7 @@ __all__ = [
     "DeadLetterEncoder",
     "Encode",
     "FlushPolicy",
+    "ModelOutputs",
     "Pipeline",
     "Stage",
     "StreamPipeline",
@@ -90,6 +91,17 @@ class BatchResult:
     model_version: str | None = None
     inference_seconds: float = 0.0
     duplicates: int = 0
+
+
+@dataclass(slots=True)
+class ModelOutputs:
+    """What the live model (and the slot's challenger) gave on one batch's feature rows."""
+
+    live: Scorer
+    x_live: np.ndarray  # the columns the live model reads
+    scores: np.ndarray
+    challenger: Challenger | None
+    challenger_scores: np.ndarray | None
 
 
 class Pipeline(Protocol):
@@ -306,6 +318,21 @@ class StreamPipeline(Generic[C]):
     def flush_state(self) -> list[OutRecord]:
         """The changelog records of the state changed since the last flush."""
         return []
+
+    def run_models(self, live: Scorer, x: np.ndarray, result: BatchResult) -> ModelOutputs:
+        """The live model and the slot's challenger on feature rows ``x``, each on the columns
+        it reads; sets ``result``'s inference time, model version and rows scored."""
+        t0 = time.perf_counter()
+        x_live = live.select(x)
+        scores = live.score_batch(x_live)
+        challenger = self.slot.challenger
+        ch_scores = (
+            challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
+        )
+        result.inference_seconds = time.perf_counter() - t0
+        result.model_version = live.version
+        result.scored = len(x)
+        return ModelOutputs(live, x_live, scores, challenger, ch_scores)
 
     # -- the batch ---------------------------------------------------------------------------
 

@@ -33,9 +33,42 @@ __all__ = [
     "InputSpec",
     "Scorer",
     "admit",
+    "decision_threshold",
     "in_canary",
     "session_options",
+    "top_features",
 ]
+
+
+def decision_threshold(scorer: Scorer, override: float | None = None) -> float:
+    """The decision threshold of ``scorer``'s scores: ``override``, else the manifest's, else
+    0.5."""
+    if override is not None:
+        return override
+    t = scorer.manifest.threshold
+    return 0.5 if t is None else float(t)
+
+
+def top_features(
+    x: np.ndarray, scorer: Scorer, k: int, default_names: Sequence[str] | None = None
+) -> list[list[dict]]:
+    """Per row of ``x`` (the columns ``scorer`` reads), the k features furthest from the
+    training mean, in standard deviations: a cheap, model-agnostic "what is unusual about this
+    event". Uses the manifest's ``feature_mean``/``feature_std`` params and its feature names
+    (``default_names`` when it names none); empty lists when it has no statistics, or they do
+    not match the columns."""
+    params = scorer.manifest.params or {}
+    mean, std = params.get("feature_mean"), params.get("feature_std")
+    names = list(scorer.manifest.feature_names or default_names or [])
+    if not mean or not std or len(mean) != x.shape[1] or len(names) != x.shape[1]:
+        return [[] for _ in range(len(x))]
+    z = (x - np.asarray(mean, dtype=np.float32)) / np.maximum(np.asarray(std, np.float32), 1e-6)
+    order = np.argsort(-np.abs(z), axis=1)[:, :k]
+    return [
+        [{"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])}
+         for j in row]
+        for r, row in enumerate(order.tolist())
+    ]  # fmt: skip
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:

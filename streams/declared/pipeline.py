@@ -48,7 +48,7 @@ from finscore.streams.pipeline import (
     no_model,
     now_ms,
 )
-from finscore.streams.scoring import Scorer
+from finscore.streams.scoring import Scorer, decision_threshold, top_features
 from finscore.streams.transport import Message
 
 __all__ = [
@@ -178,10 +178,7 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
 
     def threshold_of(self, scorer: Scorer) -> float:
         """The decision threshold: the override, else the manifest's, else 0.5."""
-        if self.threshold_override is not None:
-            return self.threshold_override
-        t = scorer.manifest.threshold
-        return 0.5 if t is None else float(t)
+        return decision_threshold(scorer, self.threshold_override)
 
     def decode(self, messages: list[Message]) -> tuple[FamilyColumns, list[DeadLetter]]:
         return self.decoder.decode(messages)
@@ -204,18 +201,9 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
             result.dead_letters += no_model(cols.messages)
             return
         x = self.features.transform_columns(cols.columns)
-        t0 = time.perf_counter()
-        x_live = live.select(x)
-        scores = live.score_batch(x_live)
-        challenger = self.slot.challenger
-        ch_scores = (
-            challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
-        )
-        result.inference_seconds = time.perf_counter() - t0
-        result.model_version = live.version
-        result.scored = len(cols)
+        run = self.run_models(live, x, result)
         processing = now_ms(self.clock)
-        top = _top_features(x_live, live, self.explain) if self.explain else None
+        top = top_features(run.x_live, live, self.explain) if self.explain else None
 
         def encode(
             rows: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool
@@ -226,28 +214,11 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
                 t = [t[i] for i in rows.tolist()]
             return self.scores_out.encode(sub, s, scorer, self.threshold_of(scorer), processing, t)
 
-        self.emit(result, cols.messages, live, scores, challenger, ch_scores, encode)
+        self.emit(result, cols.messages, live, run.scores, run.challenger, run.challenger_scores,
+                  encode)  # fmt: skip
         if time.monotonic() - self._last_evict >= self.evict_interval:
             self.features.evict()
             self._last_evict = time.monotonic()
-
-
-def _top_features(x: np.ndarray, scorer: Scorer, k: int) -> list[list[dict]]:
-    """Per row, the k features (of those the model reads) furthest from the training mean, in
-    standard deviations (the manifest's ``feature_mean``/``feature_std`` params; empty lists
-    when it has none)."""
-    params = scorer.manifest.params or {}
-    mean, std = params.get("feature_mean"), params.get("feature_std")
-    names = list(scorer.manifest.feature_names or [])
-    if not mean or not std or len(mean) != x.shape[1] or len(names) != x.shape[1]:
-        return [[] for _ in range(len(x))]
-    z = (x - np.asarray(mean, dtype=np.float32)) / np.maximum(np.asarray(std, np.float32), 1e-6)
-    order = np.argsort(-np.abs(z), axis=1)[:, :k]
-    return [
-        [{"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])}
-         for j in row]
-        for r, row in enumerate(order.tolist())
-    ]  # fmt: skip
 
 
 class LabelsPipeline:

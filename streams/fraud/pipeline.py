@@ -42,7 +42,7 @@ from finscore.streams.pipeline import (
     no_model,
     now_ms,
 )
-from finscore.streams.scoring import Scorer
+from finscore.streams.scoring import Scorer, decision_threshold, top_features
 from finscore.streams.transport import Message, OutRecord
 
 _LABEL_COLUMNAR = ColumnarCodec("fraud_label")
@@ -127,10 +127,7 @@ class FraudPipeline(StreamPipeline[TxColumns]):
 
     def threshold_of(self, scorer: Scorer) -> float:
         """The decision threshold: the override, else the manifest's, else 0.5."""
-        if self.threshold_override is not None:
-            return self.threshold_override
-        t = scorer.manifest.threshold
-        return 0.5 if t is None else float(t)
+        return decision_threshold(scorer, self.threshold_override)
 
     def process(self, messages: list[Message]) -> BatchResult:
         """Decode → validate → featurise → score → encode one batch; ``duplicates`` counts the
@@ -161,18 +158,13 @@ class FraudPipeline(StreamPipeline[TxColumns]):
             cols.transaction_id, cols.event_time, cols.customer_id, cols.terminal_id, cols.cents
         )
         self._dirty.update(zip(cols.customer_id, [m.partition for m in cols.messages], strict=True))
-        t0 = time.perf_counter()
-        x_live = live.select(x)
-        scores = live.score_batch(x_live)
-        challenger = self.slot.challenger
-        ch_scores = (
-            challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
-        )
-        result.inference_seconds = time.perf_counter() - t0
-        result.model_version = live.version
-        result.scored = len(cols)
+        run = self.run_models(live, x, result)
         processing = now_ms(self.clock)
-        top = self._top_features(x_live, live, self.explain) if self.explain else None
+        top = (
+            top_features(run.x_live, live, self.explain, FRAUD_FEATURE_NAMES)
+            if self.explain
+            else None
+        )
 
         def encode(
             rows: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool
@@ -183,7 +175,8 @@ class FraudPipeline(StreamPipeline[TxColumns]):
                 t = [t[i] for i in rows.tolist()]
             return self.flags.encode(sub, s, scorer, self.threshold_of(scorer), processing, t)
 
-        self.emit(result, cols.messages, live, scores, challenger, ch_scores, encode)
+        self.emit(result, cols.messages, live, run.scores, run.challenger, run.challenger_scores,
+                  encode)  # fmt: skip
 
     def _impossible(self, cols: TxColumns, now: int) -> tuple[np.ndarray, list[str]]:
         """Rows out of bounds and why (:func:`transaction_checks`, then the state's range)."""
@@ -237,28 +230,6 @@ class FraudPipeline(StreamPipeline[TxColumns]):
         gone = [c for c, p in self._dirty.items() if p in partitions]
         self.features.forget_changes(gone)
         self._dirty = {c: p for c, p in self._dirty.items() if p not in partitions}
-
-    @staticmethod
-    def _top_features(x: np.ndarray, scorer: Scorer, k: int) -> list[list[dict]]:
-        """Per row, the k features furthest from the training mean, in standard deviations.
-
-        Uses ``feature_mean``/``feature_std`` from the manifest's params (a cheap, model-agnostic
-        "what is unusual about this transaction"); empty lists when the manifest has none.
-        """
-        params = scorer.manifest.params or {}
-        mean, std = params.get("feature_mean"), params.get("feature_std")
-        if not mean or not std:
-            return [[] for _ in range(len(x))]
-        z = (x - np.asarray(mean, dtype=np.float32)) / np.maximum(np.asarray(std, np.float32), 1e-6)
-        order = np.argsort(-np.abs(z), axis=1)[:, :k]
-        names = scorer.manifest.feature_names or list(FRAUD_FEATURE_NAMES)
-        return [
-            [
-                {"feature": names[j], "value": float(x[r, j]), "contribution": float(z[r, j])}
-                for j in row
-            ]
-            for r, row in enumerate(order.tolist())
-        ]
 
 
 class LabelsPipeline:

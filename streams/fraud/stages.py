@@ -49,7 +49,7 @@ from finscore.streams.fraud.repartition import (
 from finscore.streams.fraud.stream import FraudStream
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, Stage, StreamPipeline, now_ms
-from finscore.streams.scoring import Scorer
+from finscore.streams.scoring import Scorer, decision_threshold
 from finscore.streams.stream import StreamBase, output_codec, output_encoding, registry_client
 from finscore.streams.transport import Message, OutRecord, TransportFactory, catch_up
 from finscore.streams.transport import TopicPartition as TP
@@ -277,10 +277,7 @@ class TerminalsPipeline(StreamPipeline[RowsBatch]):
 
     def threshold_of(self, scorer: Scorer) -> float:
         """The decision threshold: the override, else the manifest's, else 0.5."""
-        if self.threshold_override is not None:
-            return self.threshold_override
-        t = scorer.manifest.threshold
-        return 0.5 if t is None else float(t)
+        return decision_threshold(scorer, self.threshold_override)
 
     def decode(self, messages: list[Message]) -> tuple[RowsBatch, list[DeadLetter]]:
         return decode_records(messages)
@@ -307,15 +304,7 @@ class TerminalsPipeline(StreamPipeline[RowsBatch]):
         self.features.terminal_columns(
             x, rows.transaction_id, rows.event_time, rows.terminal_id, rows.below
         )
-        t0 = time.perf_counter()
-        scores = live.score_batch(live.select(x))
-        challenger = self.slot.challenger
-        ch_scores = (
-            challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
-        )
-        result.inference_seconds = time.perf_counter() - t0
-        result.model_version = live.version
-        result.scored = len(rows)
+        run = self.run_models(live, x, result)
         processing = now_ms(self.clock)
         tx = TxColumns(originals, rows.transaction_id, rows.event_time, rows.customer_id,
                        rows.terminal_id, rows.cents)  # fmt: skip
@@ -324,7 +313,8 @@ class TerminalsPipeline(StreamPipeline[RowsBatch]):
             sub = tx if idx is None else tx.take(idx)
             return self.flags.encode(sub, s, scorer, self.threshold_of(scorer), processing)
 
-        self.emit(result, originals, live, scores, challenger, ch_scores, encode)
+        self.emit(result, originals, live, run.scores, run.challenger, run.challenger_scores,
+                  encode)  # fmt: skip
 
     def flush_state(self) -> list[OutRecord]:
         if time.monotonic() - self._last_evict >= self.evict_interval:

@@ -169,3 +169,27 @@ def test_small_and_large_batches_give_byte_identical_flags() -> None:
     got = [r.value for i in range(0, 1200, 7) for r in small.process(msgs[i : i + 7]).outputs]
     want = [r.value for r in large.process(msgs).outputs]
     assert got == want
+
+
+def test_explain_names_the_features_furthest_from_the_training_mean() -> None:
+    """``explain=k``: each flag carries the k features whose z-score against the manifest's
+    training mean/std is largest, named (the worker's full row when the model names none)."""
+    import dataclasses
+
+    art = artifact("fraud", "1")
+    n = len(FRAUD_FEATURE_NAMES)
+    mean, std = [0.0] * n, [1.0] * n
+    art = dataclasses.replace(art, manifest=dataclasses.replace(
+        art.manifest, params={**art.manifest.params, "feature_mean": mean, "feature_std": std}))  # fmt: skip
+    txs = _transactions(120)
+    pipe = FraudPipeline(FraudFeatures(), ModelSlot(Scorer(art)), "fraud-flags", explain=2,
+                         clock=lambda: 2e9)  # fmt: skip
+    flags = [FLAG.decode(o.value) for o in pipe.process(_messages(txs, ["avro"] * 120)).outputs]
+    x = FraudFeatures().transform(txs)
+    for f, row in zip(flags, x, strict=True):
+        want = [FRAUD_FEATURE_NAMES[j] for j in np.argsort(-np.abs(row), kind="stable")[:2]]
+        got = [t["feature"] for t in f["top_features"]]
+        assert len(got) == 2 and abs(row[FRAUD_FEATURE_NAMES.index(got[0])]) == abs(row).max()
+        assert {abs(float(t["contribution"])) for t in f["top_features"]} <= {
+            abs(float(row[FRAUD_FEATURE_NAMES.index(w)])) for w in [*want, *got]
+        }
