@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,6 +104,15 @@ def running(cfg: WorkerConfig, ready_timeout: float = 30.0) -> Iterator[Worker]:
 def decode_all(msgs: list, schema: str) -> list[dict]:
     codec = Codec(schema)
     return [codec.decode(m.value()) for m in msgs]
+
+
+def wait_until(what: str, done: Callable[[], bool], timeout: float) -> None:
+    """Poll ``done()`` every 20 ms; fail naming ``what`` after ``timeout`` seconds (a guard
+    against a stall, not a timing)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def wait_assigned(w: Worker, timeout: float = 20.0) -> None:

@@ -4,7 +4,6 @@ features of the full-outcome contract."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -21,7 +20,7 @@ from finscore.sim.transactions import (
     transaction_record,
 )
 from tests.artifacts import artifact
-from tests.streams.kit import make_topics, publish, running, worker_config
+from tests.streams.kit import make_topics, publish, running, wait_until, worker_config
 
 pytestmark = pytest.mark.broker
 
@@ -29,10 +28,7 @@ SIM = TxSimConfig(n_customers=120, n_terminals=150, days=14, seed=4)
 
 
 def _wait(what: str, done: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    wait_until(what, done, timeout)
 
 
 def test_two_workers_fed_fraud_reports_only_compute_the_offline_features(

@@ -5,7 +5,6 @@ holds only its own terminals' entries."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -24,7 +23,15 @@ from finscore.sim.transactions import (
 )
 from finscore.streams.scoring import Scorer
 from tests.artifacts import artifact
-from tests.streams.kit import consume_all, decode_all, make_topics, publish, running, worker_config
+from tests.streams.kit import (
+    consume_all,
+    decode_all,
+    make_topics,
+    publish,
+    running,
+    wait_until,
+    worker_config,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -32,12 +39,8 @@ SIM = TxSimConfig(n_customers=120, n_terminals=150, days=14, seed=4)
 
 
 def _wait(what: str, done: Callable[[], bool], timeout: float = 90.0) -> None:
-    """Until ``done()``: a guard against a stall, not a timing (exactly-once on the embedded
-    broker under a loaded machine has taken over 30 s for one simulated day)."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    # exactly-once under a loaded machine has taken over 30 s for one simulated day
+    wait_until(what, done, timeout)
 
 
 @pytest.mark.parametrize("eos", [False, True], ids=["at-least-once", "exactly-once"])
