@@ -11,28 +11,85 @@ stream opens on the bus comes from the worker's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.codec import registry_client as shared_registry_client
 from finscore.streams.pipeline import DeadLetter, Pipeline
 from finscore.streams.transport import TopicPartition as TP
-from finscore.streams.transport import TransportFactory
+from finscore.streams.transport import TopicReader, TransportFactory
 
 if TYPE_CHECKING:
     from finscore.streams.hot_swap import ModelSlot
     from finscore.streams.worker import WorkerConfig
 
 __all__ = [
+    "MAX_PENDING_DEAD",
+    "SideDeadLetters",
     "Stream",
     "StreamBase",
     "default_transports",
     "ensure_changelog",
+    "follow",
     "output_codec",
     "output_encoding",
     "registry_client",
 ]
+
+
+log = get_logger(__name__)
+
+MAX_PENDING_DEAD = 10_000  # side-input dead letters kept while a worker has no partitions yet
+
+
+class SideDeadLetters:
+    """Dead letters of a side input that every worker reads in full (delayed labels): each is
+    reported by the worker owning the input partition of the same number, so exactly one
+    worker reports it. Before this worker's first assignment (its start-up catch-up) they
+    wait, at most ``limit`` of them (the oldest are dropped, with a warning)."""
+
+    def __init__(self, limit: int = MAX_PENDING_DEAD) -> None:
+        self.limit = limit
+        self.owned: set[int] = set()
+        self._assigned_once = False
+        self._dead: list[DeadLetter] = []
+
+    def keep(self, dead: list[DeadLetter]) -> None:
+        """Hold the dead letters of one read (those this worker will report)."""
+        if self._assigned_once:
+            self._dead += [d for d in dead if d.message.partition in self.owned]
+            return
+        self._dead += dead
+        if len(self._dead) > self.limit:
+            log.warning("labels.dead_letters_dropped", count=len(self._dead) - self.limit)
+            self._dead = self._dead[-self.limit :]
+
+    def take(self) -> list[DeadLetter]:
+        """The dead letters held since the last call that this worker reports (none before
+        its first assignment)."""
+        if not self._assigned_once:
+            return []
+        dead, self._dead = self._dead, []
+        return [d for d in dead if d.message.partition in self.owned]
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        self.owned.update(partitions)
+        self._assigned_once = True
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        self.owned.difference_update(partitions)
+
+
+def follow(cfg: WorkerConfig, transports: TransportFactory, topic: str, name: str) -> TopicReader:
+    """A reader of every partition of ``topic`` from the beginning, in the group
+    ``<cfg.group>-<name>`` (``read_committed`` in exactly-once mode): how a stream reads a side
+    input in full."""
+    reader = transports.reader(topic, group=f"{cfg.group}-{name}", read_committed=cfg.exactly_once)
+    reader.assign(dict.fromkeys(transports.partitions(topic)))
+    return reader
 
 
 class Stream(Protocol):

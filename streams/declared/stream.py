@@ -28,7 +28,15 @@ from finscore.streams.declared.pipeline import DeclaredPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter
 from finscore.streams.scoring import InputSpec
-from finscore.streams.stream import StreamBase, output_codec, output_encoding, registry_client
+from finscore.streams.stream import (
+    MAX_PENDING_DEAD,
+    SideDeadLetters,
+    StreamBase,
+    follow,
+    output_codec,
+    output_encoding,
+    registry_client,
+)
 from finscore.streams.transport import Message, TopicReader, TransportFactory, catch_up
 from finscore.streams.transport import TopicPartition as TP
 
@@ -45,7 +53,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-MAX_PENDING_DEAD = 10_000  # label dead letters kept while this worker has no partitions yet
 OUTPUT_SCHEMA = "family_score"  # what a "probability" family writes
 RESERVED_NAMES = ("fraud", "market")  # the built-in streams' model names
 
@@ -111,9 +118,7 @@ class DeclaredStream(StreamBase):
             bounds=cfg.bounds,
         )
         self._labels_reader: TopicReader | None = None
-        self._dead: list[DeadLetter] = []
-        self._owned: set[int] = set()
-        self._assigned_once = False  # until then label dead letters wait for their owner
+        self._label_dead = SideDeadLetters()
         self.pipeline: DeclaredPipeline  # set in start()
 
     @property
@@ -129,7 +134,7 @@ class DeclaredStream(StreamBase):
     def start(self) -> None:
         self.pipeline = self.make_pipeline()
         if self.labels_topic:
-            self._labels_reader = self._follow(self.labels_topic, "labels")
+            self._labels_reader = follow(self.cfg, self.transports, self.labels_topic, "labels")
             n = catch_up(self._labels_reader, self._apply_labels)
             log.info("labels.caught_up", family=self.spec.name, labels=n)
 
@@ -151,26 +156,9 @@ class DeclaredStream(StreamBase):
             explain=self.cfg.explain,
         )
 
-    def _follow(self, topic: str, name: str) -> TopicReader:
-        """A reader of every partition of ``topic`` from the beginning (``read_committed`` in
-        exactly-once mode)."""
-        reader = self.transports.reader(
-            topic, group=f"{self.cfg.group}-{name}", read_committed=self.cfg.exactly_once
-        )
-        reader.assign(dict.fromkeys(self.transports.partitions(topic)))
-        return reader
-
     def _apply_labels(self, msgs: list[Message]) -> int:
         result = self.labels.process(msgs)
-        # Each bad label is reported by the worker owning that partition number; before this
-        # worker's first assignment (the start-up catch-up) they wait, at most MAX_PENDING.
-        if self._assigned_once:
-            self._dead += [d for d in result.dead_letters if d.message.partition in self._owned]
-        else:
-            self._dead += result.dead_letters
-            if len(self._dead) > MAX_PENDING_DEAD:
-                log.warning("labels.dead_letters_dropped", count=len(self._dead) - MAX_PENDING_DEAD)
-                self._dead = self._dead[-MAX_PENDING_DEAD:]
+        self._label_dead.keep(result.dead_letters)
         return result.scored
 
     def before_batch(self) -> None:
@@ -182,19 +170,15 @@ class DeclaredStream(StreamBase):
     def take_dead_letters(self) -> list[DeadLetter]:
         """Dead letters of labels read since the last call that this worker reports (those
         of the label partitions numbered like its input partitions)."""
-        if not self._assigned_once:
-            return []
-        dead, self._dead = self._dead, []
-        return [d for d in dead if d.message.partition in self._owned]
+        return self._label_dead.take()
 
     def on_assign(self, tps: list[TP]) -> None:
         """Remember the partitions owned (for label dead letters); there is no state to
         restore (no changelog: windows build up from the events read from now on)."""
-        self._owned.update(p for t, p in tps if t == self.input_topic)
-        self._assigned_once = True
+        self._label_dead.assigned(p for t, p in tps if t == self.input_topic)
 
     def on_revoke(self, tps: list[TP]) -> None:
-        self._owned.difference_update(p for t, p in tps if t == self.input_topic)
+        self._label_dead.revoked(p for t, p in tps if t == self.input_topic)
 
     def close(self) -> None:
         if self._labels_reader is not None:

@@ -50,7 +50,13 @@ from finscore.streams.fraud.stream import FraudStream
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, Stage, StreamPipeline, now_ms
 from finscore.streams.scoring import Scorer, decision_threshold
-from finscore.streams.stream import StreamBase, output_codec, output_encoding, registry_client
+from finscore.streams.stream import (
+    StreamBase,
+    follow,
+    output_codec,
+    output_encoding,
+    registry_client,
+)
 from finscore.streams.transport import Message, OutRecord, TransportFactory, catch_up
 from finscore.streams.transport import TopicPartition as TP
 
@@ -362,10 +368,9 @@ class TerminalsStream(StreamBase):
             output_encoding=encoding,
             out_codec=output_codec(self.output_schema, self.output_topic, self._registry, encoding),
         )
-        reader = self.transports.reader(self.labels_topic, group=f"{self.cfg.group}-labels",
-                                        read_committed=self.cfg.exactly_once)  # fmt: skip
-        reader.assign(dict.fromkeys(self.transports.partitions(self.labels_topic)))
-        self._labels_reader = reader
+        reader = self._labels_reader = follow(
+            self.cfg, self.transports, self.labels_topic, "labels"
+        )
         n = catch_up(reader, lambda msgs: self.labels.process(msgs).scored)
         log.info("labels.caught_up", labels=n)
 

@@ -21,8 +21,11 @@ from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter
 from finscore.streams.stream import (
+    MAX_PENDING_DEAD,
+    SideDeadLetters,
     StreamBase,
     ensure_changelog,
+    follow,
     output_codec,
     output_encoding,
     registry_client,
@@ -36,8 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PENDING_DEAD", "FraudStream"]
 
 log = get_logger(__name__)
-
-MAX_PENDING_DEAD = 10_000  # label dead letters kept while this worker has no partitions yet
 
 
 class FraudStream(StreamBase):
@@ -76,9 +77,7 @@ class FraudStream(StreamBase):
             self.features, bounds=cfg.bounds, codec=Codec("fraud_label", registry=self._registry)
         )
         self._labels_reader: TopicReader | None = None
-        self._dead: list[DeadLetter] = []
-        self._owned: set[int] = set()
-        self._assigned_once = False  # until then label dead letters wait for their owner
+        self._label_dead = SideDeadLetters()
         self.pipeline: FraudPipeline  # set in start()
 
     def start(self) -> None:
@@ -113,13 +112,8 @@ class FraudStream(StreamBase):
         )
 
     def _follow(self, topic: str, name: str) -> TopicReader:
-        """A reader of every partition of ``topic`` from the beginning (``read_committed`` in
-        exactly-once mode)."""
-        reader = self.transports.reader(
-            topic, group=f"{self.cfg.group}-{name}", read_committed=self.cfg.exactly_once
-        )
-        reader.assign(dict.fromkeys(self.transports.partitions(topic)))
-        return reader
+        """A reader of every partition of ``topic`` (:func:`~finscore.streams.stream.follow`)."""
+        return follow(self.cfg, self.transports, topic, name)
 
     def _start_entries(self) -> None:
         """Create the terminal-entries topic (append-only, partitioned like the input), have
@@ -154,15 +148,7 @@ class FraudStream(StreamBase):
 
     def _apply_labels(self, msgs: list[Message]) -> int:
         result = self.labels.process(msgs)
-        # Each bad label is reported by the worker owning that partition number; before this
-        # worker's first assignment (the start-up catch-up) they wait, at most MAX_PENDING.
-        if self._assigned_once:
-            self._dead += [d for d in result.dead_letters if d.message.partition in self._owned]
-        else:
-            self._dead += result.dead_letters
-            if len(self._dead) > MAX_PENDING_DEAD:
-                log.warning("labels.dead_letters_dropped", count=len(self._dead) - MAX_PENDING_DEAD)
-                self._dead = self._dead[-MAX_PENDING_DEAD:]
+        self._label_dead.keep(result.dead_letters)
         return result.scored
 
     def before_batch(self) -> None:
@@ -178,15 +164,11 @@ class FraudStream(StreamBase):
     def take_dead_letters(self) -> list[DeadLetter]:
         """Dead letters of labels read since the last call that this worker reports (those
         of the label partitions numbered like its input partitions)."""
-        if not self._assigned_once:
-            return []
-        dead, self._dead = self._dead, []
-        return [d for d in dead if d.message.partition in self._owned]
+        return self._label_dead.take()
 
     def on_assign(self, tps: list[TP]) -> None:
         parts = [p for t, p in tps if t == self.input_topic]
-        self._owned.update(parts)
-        self._assigned_once = True
+        self._label_dead.assigned(parts)
         records = read_changelog_records(
             self.transports, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
         )
@@ -219,7 +201,7 @@ class FraudStream(StreamBase):
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}
-        self._owned.difference_update(parts)
+        self._label_dead.revoked(parts)
         if hasattr(self, "pipeline"):  # their new owner replays what was not committed
             self.pipeline.forget_partitions(parts)
 
