@@ -54,6 +54,7 @@ from finscore.streams.transport import (
     DeliveryStats,
     Message,
     OutRecord,
+    SkippedCallback,
     TransportSpec,
 )
 from finscore.streams.transport import TopicPartition as TP
@@ -195,6 +196,7 @@ class KafkaTransport:
         # Records refused at produce time, by error name (see _refused); and who to tell.
         self.refused: Counter[str] = Counter()
         self.on_refused: Callable[[OutRecord, str], None] | None = None
+        self.on_skipped: SkippedCallback | None = None
         self._acks_seen = 0
         self._txn_topics: Counter[str] = Counter()  # exactly-once: records of the open txn
         self._assigned: set[TP] = set()
@@ -232,7 +234,7 @@ class KafkaTransport:
         by_topic: dict[str, list[int]] = {}
         for p in partitions:
             by_topic.setdefault(p.topic, []).append(p.partition)
-        moved = False
+        skipped: dict[str, dict[int, tuple[int | None, int]]] = {}
         committed = {
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 10)
         }
@@ -242,14 +244,17 @@ class KafkaTransport:
             )
             for p in partitions:
                 nxt = seen.get(p.partition) if p.topic == topic else None
-                if nxt is not None and nxt > committed.get((p.topic, p.partition), -1):
+                was = committed.get((p.topic, p.partition), -1)
+                if nxt is not None and nxt > was:
                     log.warning("transport.resume_after_committed_outputs", topic=topic,
-                                partition=p.partition, committed=committed.get((p.topic, p.partition)),
-                                resume=nxt)  # fmt: skip
+                                partition=p.partition, committed=was, resume=nxt)  # fmt: skip
                     p.offset = nxt
-                    moved = True
-        if moved:
+                    skipped.setdefault(topic, {})[p.partition] = (was if was >= 0 else None, nxt)
+        if skipped:
             consumer.assign(partitions)
+            for topic, ranges in skipped.items():
+                if self.on_skipped is not None:
+                    self.on_skipped(topic, ranges)
 
     def _revoked_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]

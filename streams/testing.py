@@ -37,6 +37,7 @@ from finscore.streams.transport import (
     DeliveryStats,
     Message,
     OutRecord,
+    SkippedCallback,
     TopicPartition,
     TransportSpec,
 )
@@ -302,6 +303,7 @@ class InMemoryTransport:
         self._on_revoke = on_revoke
         self.delivery = DeliveryStats()
         self.on_refused: Callable[[OutRecord, str], None] | None = None
+        self.on_skipped: SkippedCallback | None = None  # no recovery guard here
         self._generation = -1
         self._positions: dict[TopicPartition, int] = {}
         self._pending: list[OutRecord] = []  # produced, not yet delivered

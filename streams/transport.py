@@ -24,6 +24,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "AssignCallback",
+    "SkippedCallback",
     "DeliveryStats",
     "Message",
     "OutRecord",
@@ -66,6 +67,8 @@ class OutRecord:
 
 TopicPartition = tuple[str, int]
 AssignCallback = Callable[[list[TopicPartition]], None]
+# (topic, {partition: (committed offset or None, first offset read)})
+SkippedCallback = Callable[[str, dict[int, tuple[int | None, int]]], None]
 
 
 class DeliveryStats:
@@ -115,11 +118,14 @@ class Transport(Protocol):
     offsets are committed only after every record produced for it has been acknowledged.
     In exactly-once mode ``produce_batch`` + ``commit`` form one transaction.
     :attr:`delivery` counts acknowledgements; :attr:`on_refused` is told of every record
-    refused at produce time (counted, never raised).
+    refused at produce time (counted, never raised); :attr:`on_skipped` of the inputs the
+    exactly-once recovery guard starts after (``topic``, ``{partition: (committed offset or
+    None, first offset read)}``), told before any of the partition's records is polled.
     """
 
     delivery: DeliveryStats
     on_refused: Callable[[OutRecord, str], None] | None
+    on_skipped: SkippedCallback | None
 
     def poll_batch(self, max_messages: int, timeout: float) -> list[Message]: ...
 

