@@ -45,7 +45,8 @@ known; a ``label_risk`` key must be a field of both schemas. Schemas are a built
 (``"transaction"``, see :data:`finscore.schemas.SCHEMA_NAMES`) or an ``.avsc`` path relative
 to the TOML file. The examples, the handbook's 15 fraud features and the whole 23-feature fraud
 row (:data:`finscore.features.fraud.FRAUD_FEATURE_NAMES`), are ``fraud_handbook.toml`` and
-``fraud_declared.toml`` in this package (:func:`builtin_family`).
+``fraud_declared.toml`` in this package (:func:`builtin_family`), with ``credit.toml``
+(credit risk on the German credit data).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ __all__ = [
     "BUILTIN_FAMILIES",
     "DAY_MS",
     "FEATURE_KINDS",
+    "family_file",
     "POSITIVES",
     "CategoryFeature",
     "FamilySpec",
@@ -99,7 +101,7 @@ NUMERIC_KINDS = ("boolean", "int", "long", "float", "double", "decimal")
 KEY_KINDS = ("string", "int", "long")
 TIME_KINDS = ("int", "long")
 MAX_DECIMALS = 9  # a float kept to more places would leave int64 for ordinary values
-BUILTIN_FAMILIES = ("fraud_handbook", "fraud_declared")
+BUILTIN_FAMILIES = ("fraud_handbook", "fraud_declared", "credit")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -380,9 +382,19 @@ def load_family(path: str | Path) -> FamilySpec:
         raise FamilySpecError(f"{path}: {exc}") from None
 
 
+def family_file(ref: str | Path) -> Path:
+    """The declaration ``ref`` names: a built-in family's name (:data:`BUILTIN_FAMILIES`) is
+    its TOML file in this package, anything else a path (not checked here)."""
+    if isinstance(ref, str) and ref in BUILTIN_FAMILIES:
+        return Path(str(resources.files("finscore.families") / f"{ref}.toml"))
+    return Path(ref)
+
+
 def builtin_family(name: str) -> FamilySpec:
     """A family shipped in this package (:data:`BUILTIN_FAMILIES`): ``"fraud_handbook"``
-    (the handbook's 15 features) or ``"fraud_declared"`` (all 23 of the fraud features; not named ``fraud``, the hand-coded model's name)."""
+    (the handbook's 15 features), ``"fraud_declared"`` (all 23 of the fraud features; not
+    named ``fraud``, the hand-coded model's name) or ``"credit"`` (credit applications to a
+    probability of default: :mod:`finscore.families.german_credit`)."""
     if name not in BUILTIN_FAMILIES:
         raise FamilySpecError(f"unknown built-in family {name!r}; known: {BUILTIN_FAMILIES}")
     with resources.as_file(resources.files("finscore.families") / f"{name}.toml") as path:

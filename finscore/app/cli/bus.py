@@ -13,7 +13,7 @@ import click
 if TYPE_CHECKING:
     pass
 
-from finscore.app.cli.context import Ctx, pass_ctx
+from finscore.app.cli.context import Ctx, family_files, pass_ctx
 
 
 # -- broker --------------------------------------------------------------------------------------
@@ -42,8 +42,9 @@ def broker(ctx: Ctx, port: int | None) -> None:
 # -- topics --------------------------------------------------------------------------------------
 @click.command()
 @click.option("--create", is_flag=True, help="Create the catalog's missing topics first.")
-@click.option("--family", "families", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="FILE: a declared family (TOML) whose topics are listed and created too.")  # fmt: skip
+@click.option("--family", "families", multiple=True, callback=family_files,
+              help="A declared family (a TOML file, or a built-in name such as credit) whose "
+                   "topics are listed and created too.")  # fmt: skip
 @pass_ctx
 def topics(ctx: Ctx, create: bool, families: tuple[str, ...]) -> None:
     """List finscore topics with partitions and offsets (and create them with --create)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -74,3 +75,21 @@ def dump(obj: Any) -> str:
 
 # `models`, `status` and `demo` live in finscore.app.cli.models / finscore.app.cli.status (each reads in
 # one sitting); LazyGroup mounts them when invoked.
+
+
+def family_files(ctx: click.Context, param: click.Parameter, value: Any) -> Any:  # noqa: ARG001
+    """``--family`` values as declaration files: a built-in family's name (``credit``) is its
+    TOML in the package, anything else a path that must exist (a usage error otherwise)."""
+    from finscore.families.spec import family_file
+
+    def one(ref: str) -> Path:
+        path = family_file(ref)
+        if not path.is_file():
+            raise click.BadParameter(f"{ref}: no such file, and not a built-in family name")
+        return path
+
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(one(v) for v in value)
+    return one(value)

@@ -14,15 +14,15 @@ import click
 if TYPE_CHECKING:
     from finscore.settings import Settings
 
-from finscore.app.cli.context import Ctx, pass_ctx
+from finscore.app.cli.context import Ctx, family_files, pass_ctx
 
 
 # -- workers -------------------------------------------------------------------------------------
 @click.command()
 @click.argument("stream", type=click.Choice(["fraud", "market", "family"]))
-@click.option("--family", "family_path", default=None,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="family: the family's TOML declaration (its model is the family's name).")  # fmt: skip
+@click.option("--family", "family_path", default=None, callback=family_files,
+              help="family: the family's TOML declaration, or a built-in family's name such as "
+                   "credit (its model is the family's name).")  # fmt: skip
 @click.option("--exactly-once", is_flag=True, help="Kafka transactions (read_committed outputs).")
 @click.option("--metrics-port", type=int, default=None, help="/metrics + /health port (0 = any).")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
