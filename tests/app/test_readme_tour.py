@@ -61,6 +61,8 @@ def test_the_tour_is_read_from_the_readme() -> None:
     assert tour[0] == "finscore broker"
     assert any(c.startswith("finscore compress fraud") for c in tour)
     assert any(c.startswith("finscore models promote fraud 2") for c in swap)
+    family = bash_blocks("### Your own family")[0]
+    assert any(c.startswith("finscore worker family --family credit") for c in family)
 
 
 def _wait(what: str, check, timeout: float) -> object:  # noqa: ANN001
@@ -140,6 +142,7 @@ def _follows(cmd: str) -> bool:
 def test_the_readme_tour_hot_swap_and_own_events_run_verbatim(shell: Shell, tmp_path: Path) -> None:
     tour, swap = bash_blocks("## A 5-minute tour")[:2]
     own = bash_blocks("### Your own events")[0]
+    family = bash_blocks("### Your own family")[0]
     port = int(shell.env["FINSCORE_BROKER_PORT"])
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -196,6 +199,30 @@ def test_the_readme_tour_hot_swap_and_own_events_run_verbatim(shell: Shell, tmp_
                 return {"t-1", "t-2"} <= {json.loads(x)["transaction_id"] for x in out.split()}
 
             _wait("flags for t-1 and t-2", both_flagged, 60)
+        else:
+            shell.run(cmd)
+
+    for cmd in family:  # the credit family, next to the fraud worker
+        if cmd.startswith("finscore worker family"):
+            port = re.search(r"--metrics-port (\d+)", cmd)
+            assert port, cmd
+            shell.start(cmd, logs / "family-worker.log")
+            url = f"http://127.0.0.1:{port.group(1)}/health"
+
+            def family_ok(url: str = url) -> bool:
+                with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback
+                    return json.loads(r.read()).get("status") == "ok"
+
+            _wait("the family worker healthy", family_ok, 120)
+        elif cmd.startswith("finscore tail credit-scores"):
+
+            def all_scored(cmd: str = cmd) -> list[dict]:
+                rows = [json.loads(x) for x in shell.run(cmd).stdout.splitlines() if x]
+                return rows if len(rows) >= 200 else []
+
+            rows = _wait("200 credit scores", all_scored, 90)
+            assert isinstance(rows, list) and len({r["id"] for r in rows}) == 200
+            assert all(0 <= r["score"] <= 1 and r["why"] for r in rows)
         else:
             shell.run(cmd)
 

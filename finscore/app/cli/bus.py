@@ -150,6 +150,9 @@ SIMULATORS = {"transactions": "transactions", "ticks": "ticks", "market-ticks": 
     help="FILE: JSON lines or CSV with a header line.",
 )
 @click.option("--schema", default=None, help="FILE: schema name (default: from the catalog).")
+@click.option("--family", "family_path", default=None, callback=family_files,
+              help="FILE: TOPIC is this declared family's input or label topic (a TOML file or "
+                   "a built-in name such as credit): its schema and key field.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulators: seed.")
 @click.option(
     "--source",
@@ -174,6 +177,7 @@ def produce(
     key_field: str | None,
     fmt: str,
     schema: str | None,
+    family_path: Any,
     seed: int,
     source: str,
     drift_day: int | None,
@@ -187,6 +191,8 @@ def produce(
     key field, e.g. customer_id for transactions).
       printf '%s\\n' '{"transaction_id":"t-1","event_time":"2026-11-22T10:15:00Z",...}' \\
         | finscore produce transactions -
+    A declared family's events: --family F (its input or label topic, schema and key).
+      finscore produce credit-applications applications.csv --family credit
     Without FILE: TOPIC is `transactions` (simulated payments and, 7 sim-days later, their
     labels) or `ticks` (order-book ticks), paced by --rate.
     Ctrl-C stops, flushes what was queued and prints the summary (exit 130).
@@ -214,6 +220,8 @@ def produce(
 
         registry = registry_client(s.schema_registry_url)
     count_topic = None
+    if family_path is not None and file is None:
+        raise click.UsageError("--family applies to records from FILE")
     if file is None:
         if topic.removeprefix(prefix) not in SIMULATORS:
             raise click.UsageError(
@@ -235,22 +243,27 @@ def produce(
 
         name = topic if topic.startswith(prefix) else prefix + topic
         spec = spec_of(name, prefix)
-        schema = schema or (spec.schema if spec else None)
-        if schema is None or schema == "json":
+        doc: str | dict | None = schema or (spec.schema if spec else None)
+        if family_path is not None and schema is None:
+            doc, family_key = _family_topic(family_path, name.removeprefix(prefix))
+            if key is None and key_field is None:
+                key_field = family_key
+        if doc is None or doc == "json":
             raise click.UsageError(
                 f"no schema known for topic {name!r}: name one with --schema (e.g. transaction)"
+                " or --family"
             )
         if key is None and key_field is None and spec is not None and " " not in spec.key:
             key_field = spec.key
-        encode_check(schema, encoding, registry)
+        encode_check("", encoding, registry)
         check_reachable(ctx.client)
 
         def rejected(line: int, reason: str) -> None:
             stats.rejected += 1
             console.print(f"line {line}: rejected: {reason}", markup=False)
 
-        events = file_events(file, name, schema, fmt=fmt, key=key, key_field=key_field,
-                             on_reject=rejected)  # fmt: skip
+        events = file_events(file, name, doc, fmt=fmt, key=key, key_field=key_field,
+                             on_reject=rejected, registry=registry)  # fmt: skip
         rate = 0.0 if rate is None else rate
     stop = threading.Event()
     with console.status("producing…") as status:
@@ -275,6 +288,28 @@ def produce(
         sys.exit(130)
     if stats.rejected:
         sys.exit(3)
+
+
+def _family_topic(family_path: Any, topic: str) -> tuple[str | dict, str]:
+    """(the schema: a bundled name or the parsed .avsc, the key field) of ``topic``, the input
+    or label topic of the family declared at ``family_path``; a usage error for any other."""
+    from finscore.families.spec import load_family
+    from finscore.schemas import SCHEMA_NAMES
+    from finscore.streams.declared.columns import schema_of
+
+    fam = load_family(family_path)
+    if topic == fam.input.topic:
+        ref, key = fam.input.schema, fam.input.key
+    elif topic == fam.label.topic:
+        ref, key = fam.label.schema, fam.label.id
+    else:
+        raise click.UsageError(
+            f"{topic!r} is not family {fam.name}'s input ({fam.input.topic}) or label "
+            f"({fam.label.topic}) topic"
+        )
+    if ref.ref in SCHEMA_NAMES:
+        return ref.ref, key
+    return schema_of(ref, family_path.parent)[1], key
 
 
 # -- tail ----------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from finscore.schemas.exceptions import DecodeError, EncodeError
 from finscore.streams.exceptions import TransportError
 from finscore.streams.kafka import producer_config
 
-Event = tuple[str, str | None, str, dict | bytes]  # (topic, key or None, schema, record or bytes)
+# (topic, key or None, schema name or the Codec of a schema outside the bundle, record or bytes)
+Event = tuple[str, str | None, "str | Codec", dict | bytes]
 
 
 @dataclass
@@ -135,6 +136,8 @@ def produce(
                     time.sleep(ahead)
             if isinstance(record, bytes):  # encoded beforehand (a benchmark's load stays low)
                 value = record
+            elif isinstance(schema, Codec):  # a declared family's schema
+                value = schema.encode(record, encoding)
             else:
                 codec = codecs.get(schema) or codecs.setdefault(
                     schema, Codec(schema, registry=registry)
@@ -202,9 +205,7 @@ def _csv_value(text: str, schema: Any) -> Any:
     return text
 
 
-def read_lines(
-    stream: TextIO, fmt: str, schema_name: str
-) -> Iterator[tuple[int, dict | None, str]]:
+def read_lines(stream: TextIO, fmt: str, schema: dict) -> Iterator[tuple[int, dict | None, str]]:
     """``(line number, JSON object or None, raw text or reason)`` per non-empty input line.
 
     ``fmt``: ``jsonl`` (one JSON object per line), ``csv`` (a header line naming the fields;
@@ -235,7 +236,7 @@ def read_lines(
                 continue
             yield n, doc, line
         return
-    fields = {f["name"]: f["type"] for f in load_schema(schema_name).get("fields", [])}
+    fields = {f["name"]: f["type"] for f in schema.get("fields", [])}
     header = next(csv.reader([first[1]]))
     for n, line in lines:
         if not line.strip():
@@ -247,7 +248,7 @@ def read_lines(
         doc = {
             h: _csv_value(c, fields[h]) if h in fields else c
             for h, c in zip(header, cells, strict=True)
-            if not (c == "" and h in fields and _has_default(load_schema(schema_name), h))
+            if not (c == "" and h in fields and _has_default(schema, h))
         }
         yield n, doc, line
 
@@ -264,12 +265,13 @@ def _chain(first: tuple[int, str], rest: Iterable[tuple[int, str]]) -> Iterator[
 def file_events(
     stream: TextIO,
     topic: str,
-    schema: str,
+    schema: str | dict,
     *,
     fmt: str = "auto",
     key: str | None = None,
     key_field: str | None = None,
     on_reject: Callable[[int, str], None] | None = None,
+    registry: Any | None = None,
 ) -> Iterator[Event]:
     """Events for :func:`produce` from JSON lines or CSV (see :func:`read_lines`).
 
@@ -278,9 +280,14 @@ def file_events(
     ``key_field`` (None: no key). A line that does not fit is reported to ``on_reject(line
     number, reason)`` and skipped.
     """
-    codec = Codec(schema)
+    doc_schema = schema if isinstance(schema, dict) else load_schema(schema)
+    codec = (
+        Codec(schema)
+        if isinstance(schema, str)
+        else Codec(str(schema.get("name", "record")), reader_schema=schema, registry=registry)
+    )
     reject = on_reject or (lambda _n, _r: None)
-    for n, doc, raw in read_lines(stream, fmt, schema):
+    for n, doc, raw in read_lines(stream, fmt, doc_schema):
         if doc is None:
             reject(n, raw)
             continue
@@ -296,7 +303,7 @@ def file_events(
                 reject(n, f"no key: the record has no {key_field!r} (use -k or --key-field)")
                 continue
             k = str(value)
-        yield topic, k, schema, record  # type: ignore[misc]
+        yield topic, k, schema if isinstance(schema, str) else codec, record  # type: ignore[misc]
 
 
 def encode_check(schema: str, encoding: str, registry: Any | None) -> None:
