@@ -58,6 +58,9 @@ def assert_output_contract(output_name: str, x: np.ndarray, y: np.ndarray) -> No
     elif output_name == "probs":
         assert y.shape == (len(x), 3), f"probs must be [N, 3], got {y.shape}"
         assert np.allclose(y.sum(1), 1, atol=1e-3), "probs rows must sum to 1"
+    elif output_name == "quantiles":  # cash flow: [N, days, levels], never crossing
+        assert y.ndim == 3 and y.shape[0] == len(x), f"quantiles must be [N, H, Q], got {y.shape}"
+        assert (np.diff(y, axis=-1) >= 0).all(), "quantiles must not cross"
 
 
 def check_step(

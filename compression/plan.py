@@ -45,7 +45,8 @@ BATCH_ATOL = 1e-5  # deployable: a row's output alone and inside a batch agree t
 class Gate:
     """A candidate passes when ``metric >= reference − tolerance`` on the validation split (the
     reference is the teacher's validation metric, or a given one); ONNX-stage (int8)
-    candidates must also stay within :data:`QUANT_ATOL` of their fp32 source."""
+    candidates must also stay within :data:`QUANT_ATOL` of their fp32 source (a family's own
+    ``parity_atol`` when it sets one: a regression's outputs are not probabilities)."""
 
     metric: str
     tolerance: float
@@ -173,16 +174,17 @@ class Plan:
             cands[0].val_metrics[gate.metric] if reference_metric is None else reference_metric
         )
         cands[0].verdict = "reference" if reference_metric is None else "teacher"
+        parity_atol = float(getattr(family, "parity_atol", QUANT_ATOL))
         for c in cands[1:]:
             value = c.val_metrics[gate.metric]
             c.batch_variance = batch_variance(c.onnx, data.x_test[:256])
             c.passes_gate = (
                 gate.passes(reference, value)
-                and c.parity_error <= QUANT_ATOL
+                and c.parity_error <= parity_atol
                 and c.batch_variance <= BATCH_ATOL
             )
-            if c.parity_error > QUANT_ATOL:
-                c.verdict = f"parity error {c.parity_error:.3g} > {QUANT_ATOL}"
+            if c.parity_error > parity_atol:
+                c.verdict = f"parity error {c.parity_error:.3g} > {parity_atol}"
             elif c.batch_variance > BATCH_ATOL:
                 c.verdict = f"outputs depend on the batch (by up to {c.batch_variance:.2g})"
             else:

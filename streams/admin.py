@@ -214,16 +214,20 @@ def offsets(
 
 def true_ends(client: ClientConf, topic: str, parts: list[int],
               timeout: float = 10.0) -> dict[int, tuple[int, int]]:  # fmt: skip
-    """``{partition: (low, end)}`` where ``end`` is one past the last record: the broker's high
-    watermark, or past the last record read from just before it (a stale watermark on the
-    embedded broker points into the last batch)."""
+    """``{partition: (low, end)}`` where ``end`` is one past the last record, committed or not:
+    the broker's high watermark, or past the last record read from just before it (a stale
+    watermark on the embedded broker points into the last batch). A ``read_committed`` reader
+    reaches ``end`` once the transactions open on the partition have ended. Not the last stable
+    offset: the embedded broker reports 0 for it while any transaction is open on the
+    partition, which made a restore or a catch-up see an empty partition
+    (``tests/streams/test_aborted_records.py``)."""
     c = Consumer(
         {
             **client,
             "group.id": "finscore-inspect",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "isolation.level": "read_committed",
+            "isolation.level": "read_uncommitted",
         }
     )
     try:

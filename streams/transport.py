@@ -210,15 +210,25 @@ class TransportFactory(Protocol):
 
 
 def catch_up(
-    reader: TopicReader, handle: Callable[[list[Message]], int], max_messages: int = 20000
+    reader: TopicReader,
+    handle: Callable[[list[Message]], int],
+    max_messages: int = 20000,
+    timeout: float = 120.0,
 ) -> int:
     """Read the assigned partitions to their true ends (the ends when called), each batch
     given to ``handle``; returns the sum of what ``handle`` returned. A label missed here would
-    change the first scores after a restart, so the end is the true one, not the watermark."""
+    change the first scores after a restart, so the end is the true one, not the watermark
+    (a ``read_committed`` reader waits for the transactions open at the end to end). After
+    ``timeout`` seconds it stops with a warning (``catch_up.incomplete``)."""
     total = 0
     ends = {p: end for p, (_, end) in reader.true_ends(reader.assigned(), 10).items()}
     pos = dict.fromkeys(ends, 0)
+    deadline = time.monotonic() + timeout
     while any(pos[p] < ends[p] for p in ends):
+        if time.monotonic() > deadline:
+            behind = sorted(p for p in ends if pos[p] < ends[p])
+            log.warning("catch_up.incomplete", topic=reader.topic, partitions=behind)
+            break
         msgs = reader.read(max_messages, 0.5)
         if not msgs:
             known = reader.positions()

@@ -26,3 +26,13 @@ def market_ctx() -> StepContext:
     data = fam.load_data("sim", n=6000, seed=1, quick=True, max_train=1500)
     teacher = fam.train(fam.teacher(data), data, epochs=1, seed=0)
     return StepContext(fam, data, teacher, seed=0, epochs=1)
+
+
+@pytest.fixture(scope="session")
+def cashflow_ctx() -> StepContext:
+    from finscore.compression.cashflow import CashflowFamily
+
+    fam = CashflowFamily(teacher_hidden=(32, 32))
+    data = fam.load_data("sim", n_customers=80, days=70)
+    teacher = fam.train(fam.teacher(data), data, epochs=2, seed=0)
+    return StepContext(fam, data, teacher, seed=0, epochs=1)

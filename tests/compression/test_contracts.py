@@ -46,6 +46,14 @@ MARKET_STEPS = [
     QuantizePerChannel(64),
     QuantizationAware(epochs=1),
 ]
+CASHFLOW_STEPS = [  # a regression: [N, days, quantile levels]
+    Distill(8, epochs=1),
+    PruneStructured(0.5, 1),
+    WeightShare(8, 1),
+    Float16(),
+    # static int8 is left out: on the simulator's scaled outputs it misses parity (0.22 >
+    # CashflowFamily.parity_atol 0.15) and the gate refuses it; on the handbook it is within 0.08
+]
 CHECKS = ["loads_in_onnxruntime", "matches_its_source", "is_seeded_deterministic",
           "has_a_dynamic_batch_axis", "obeys_the_output_contract",
           "is_batch_invariant"]  # fmt: skip
@@ -78,7 +86,8 @@ def test_check_names_are_stable(fraud_ctx) -> None:  # noqa: ANN001
 
 
 def _run_checks(step, ctx) -> None:  # noqa: ANN001
-    for name, check in check_step(step, _source(step, ctx), ctx):
+    atol = float(getattr(ctx.family, "parity_atol", QUANTIZED_ATOL))
+    for name, check in check_step(step, _source(step, ctx), ctx, atol):
         if name == "is_batch_invariant" and isinstance(step, QuantizeDynamic):
             # dynamic int8 quantises activations per batch: the check must catch it
             with pytest.raises(AssertionError, match="depends on its batch"):
@@ -95,6 +104,11 @@ def test_fraud_step_contract(step, fraud_ctx) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("step", MARKET_STEPS, ids=_ids)
 def test_market_step_contract(step, market_ctx) -> None:  # noqa: ANN001
     _run_checks(step, market_ctx)
+
+
+@pytest.mark.parametrize("step", CASHFLOW_STEPS, ids=_ids)
+def test_cashflow_step_contract(step, cashflow_ctx) -> None:  # noqa: ANN001
+    _run_checks(step, cashflow_ctx)
 
 
 def test_a_broken_step_fails_its_checks(fraud_ctx) -> None:  # noqa: ANN001

@@ -54,3 +54,33 @@ def test_read_committed_readers_never_see_aborted_records(client, prefix, backen
     p.produce(topic, b"after")
     p.commit_transaction(30)
     assert read_committed(client, topic) == [b"committed", b"after"]
+
+
+def test_the_last_stable_offset_stays_at_the_committed_end_while_a_transaction_is_open(
+    client, prefix, backend, request
+) -> None:  # noqa: ANN001
+    """A ``read_committed`` high watermark is the last stable offset: with one committed
+    record and a transaction open after it, Kafka says 2 (the record and its commit marker).
+    Tansu says 0, as if nothing were committed: a reader that sizes its work by it (a catch-up
+    to the "end", a lag gauge) sees an empty partition while any transaction is open on it."""
+    if backend == "tansu":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Tansu reports 0 while a "
+                                              "transaction is open (docs/ARCHITECTURE.md)"))  # fmt: skip
+    make_topics(client, prefix, partitions=1)
+    topic = prefix + "transactions"
+    p = Producer({**client, "transactional.id": f"{prefix}open"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"committed")
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, b"open")
+    p.flush(10)
+    c = Consumer({**client, "group.id": f"lso-{time.monotonic_ns()}",
+                  "isolation.level": "read_committed"})  # fmt: skip
+    try:
+        _, stable = c.get_watermark_offsets(TopicPartition(topic, 0), 10)
+    finally:
+        c.close()
+        p.abort_transaction(30)
+    assert stable == 2

@@ -49,9 +49,10 @@ def test_two_stage_fleet_computes_the_offline_features(
 ) -> None:  # noqa: ANN001
     if eos and backend == "tansu":
         pytest.skip(
-            "Tansu: under exactly-once a cards worker's transaction can stay open (its offsets "
-            "not committed, the repartition topic's watermarks read 0) and the terminals stage "
-            "stalls, 2 of 4 runs here; Apache Kafka runs this case (docs/ARCHITECTURE.md, Tansu)"
+            "Tansu: under exactly-once the repartition topic's last stable offset can read 0 "
+            "with every client commit acknowledged and the terminals stage already past it, and "
+            "the terminals stage stalls (about 1 run in 10); Apache Kafka runs this case "
+            "(docs/ARCHITECTURE.md, Tansu)"
         )
     frame = simulate_frame(SIM)
     offline = featurize_frame(frame)  # every outcome, offline, one process: the reference
