@@ -64,6 +64,7 @@ SCHEMA_NAMES = (
     "model_update",
     "dead_letter",
     "family_score",
+    "cashflow_forecast",
 )
 ENCODINGS = ("avro", "json", "confluent")
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"

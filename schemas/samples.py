@@ -82,6 +82,19 @@ def sample(name: str, i: int = 0) -> dict:
             if i % 2
             else [],
         }
+    if name == "cashflow_forecast":
+        origin = BASE_MS + (i % 30) * 86_400_000
+        return {
+            "terminal_id": f"t{i % 80}",
+            "origin": origin,
+            "days": [origin + h * 86_400_000 for h in range(7)],
+            "levels": [0.1, 0.5, 0.9],
+            "quantiles": [[80.0 + h, 100.0 + h, 130.0 + h] for h in range(7)],
+            "scale": 100.0,
+            "model_name": "cashflow",
+            "model_version": "1",
+            "processing_time": origin + 20,
+        }
     if name == "price_signal":
         return {
             "instrument": "SIMA",

@@ -25,6 +25,7 @@ MARKET_TICKS = "market-ticks"
 FRAUD_LABELS = "fraud-labels"
 FRAUD_FLAGS = "fraud-flags"
 PRICE_SIGNALS = "price-signals"
+CASHFLOW_FORECASTS = "cashflow-forecasts"
 MODEL_UPDATES = "model-updates"
 SIDECAR_COMMANDS = "sidecar-commands"
 INPUTS = (TRANSACTIONS, MARKET_TICKS, FRAUD_LABELS)
@@ -82,6 +83,13 @@ def catalog(partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
             "price_signal",
             "instrument",
             doc="Mid-price direction signals out.",
+        ),
+        TopicSpec(
+            p + CASHFLOW_FORECASTS,
+            partitions,
+            "cashflow_forecast",
+            "terminal_id",
+            doc="Daily quantile forecasts of each terminal's takings out (the cashflow worker).",
         ),
         TopicSpec(
             p + shadow(FRAUD_FLAGS),

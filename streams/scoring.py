@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from finscore.features.cashflow import LOOKBACK as CASHFLOW_LOOKBACK
 from finscore.features.exceptions import UnknownFeature
 from finscore.features.fraud import N_FEATURES as FRAUD_WIDTH
 from finscore.features.fraud import feature_columns
@@ -202,6 +203,13 @@ class InputSpec:
         :data:`MARKET_WIDTH` values)."""
         return cls("market", layout_width(layout) if layout else MARKET_WIDTH, window, layout)
 
+    @classmethod
+    def cashflow(cls, lookback: int | None = None) -> InputSpec:
+        """The cash-flow stream: rows of ``lookback + 8`` values
+        (:func:`~finscore.features.cashflow.cashflow_feature_names`); ``window`` is the
+        ``lookback`` in days (None: not fixed yet, the first model's is adopted)."""
+        return cls("cashflow", (lookback or CASHFLOW_LOOKBACK) + 8, lookback)
+
 
 def admit(scorer: Scorer, spec: InputSpec) -> None:
     """Raise :class:`ArtifactError` unless ``scorer`` can serve a stream fed as ``spec`` says.
@@ -212,9 +220,9 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
     (``no_reference``: the smoke test must run); for a declared family, the features the model
     names, all among the family's (``unknown_features``, :meth:`Scorer.bind`); a dry run on a
     batch shaped exactly as the stream provides it, whose output must have the stream's shape,
-    [N] for fraud and declared families and [N, 3] for market (``input_mismatch``: wrong rank,
-    width, feature names or window); the reference outputs reproduced within 1e-4
-    (``smoke_test``: :meth:`Scorer.smoke_test`).
+    [N] for fraud and declared families, [N, 3] for market and [N, horizon_days, quantiles]
+    for cashflow (``input_mismatch``: wrong rank, width, feature names, window or lookback);
+    the reference outputs reproduced within 1e-4 (``smoke_test``: :meth:`Scorer.smoke_test`).
     """
     m = scorer.manifest
     label = f"{m.name} v{m.version}"
@@ -246,6 +254,16 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
             )
         x = np.zeros((n, window, layout_width(layout)), dtype=np.float32)
         want: tuple[int, ...] = (n, 3)
+    elif spec.family == "cashflow":  # [N, lookback + 8] -> [N, horizon_days, quantiles]
+        params = m.params or {}
+        lookback = int(params.get("lookback_days", 0) or 0)
+        if lookback <= 0 or (spec.window is not None and lookback != spec.window):
+            raise ArtifactError(
+                f"{label} reads {lookback} days of takings; the stream provides {spec.window}",
+                reason="input_mismatch",
+            )
+        x = np.zeros((n, lookback + 8), dtype=np.float32)
+        want = (n, int(params.get("horizon_days", 0) or 0), len(params.get("quantiles") or []))
     else:
         x = scorer.select(np.zeros((n, spec.width), dtype=np.float32))
         want = (n,)

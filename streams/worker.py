@@ -65,7 +65,7 @@ log = get_logger(__name__)
 class WorkerConfig:
     """Everything a worker needs, as plain values (built from Settings at the edge)."""
 
-    stream: str  # "fraud" | "market" | "family" (a declared family: family_path)
+    stream: str  # "fraud" | "market" | "cashflow" | "family" (a declared family: family_path)
     client: Mapping[str, str | int]
     topic_prefix: str = ""
     group_id: str | None = None
@@ -157,7 +157,11 @@ def build_stream(
         return MarketStream(cfg, slot, transports)
     if cfg.stream == "family":
         return DeclaredStream(cfg, slot, transports)
-    raise ValueError(f"unknown stream {cfg.stream!r}: expected fraud, market or family")
+    if cfg.stream == "cashflow":
+        from finscore.streams.cashflow.stream import CashflowStream
+
+        return CashflowStream(cfg, slot, transports)
+    raise ValueError(f"unknown stream {cfg.stream!r}: expected fraud, market, cashflow or family")
 
 
 class Worker:
@@ -224,9 +228,10 @@ class Worker:
 
     def _input_spec(self) -> InputSpec:
         """What this worker's stream feeds a model (market: the window in force, once fixed;
-        a declared family: its features, by name)."""
-        if isinstance(self.stream, DeclaredStream):
-            return self.stream.input_spec()
+        a declared family: its features, by name; cashflow: the lookback in force)."""
+        own = getattr(self.stream, "input_spec", None)  # declared family, cashflow
+        if own is not None:
+            return own()
         if self.cfg.stream != "market":
             return InputSpec.fraud()
         windows = getattr(self.stream, "windows", None)

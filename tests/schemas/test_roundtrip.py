@@ -71,6 +71,10 @@ def test_fastavro_alone_reads_our_single_object_bytes(name: str) -> None:
         if logical in ("timestamp-millis", "timestamp-micros"):
             assert isinstance(read[field["name"]], datetime)
             read[field["name"]] = epoch(read[field["name"]], logical)
+        items = field["type"].get("items") if isinstance(field["type"], dict) else None
+        logical = items.get("logicalType") if isinstance(items, dict) else None
+        if logical in ("timestamp-millis", "timestamp-micros"):  # an array of instants
+            read[field["name"]] = [epoch(v, logical) for v in read[field["name"]]]
     assert read == record
 
 

@@ -1,7 +1,8 @@
 """One contract for every stream pipeline (river's ``check_estimator`` for streams): the same
 checks run over the fraud and the market pipeline, so the two cannot drift apart again (the
 market pipeline once ran a shadow when a canary was announced: the contract fails a pipeline
-that does, see the last test). A third stream joins by adding its :class:`Case`.
+that does, see the last test). A third stream joins by adding its :class:`Case`. (The cash-flow
+pipeline is not here: it serves no challengers yet, see streams/cashflow/pipeline.py.)
 
 Pure: no broker; real ONNX sessions on tiny models.
 """

@@ -19,7 +19,7 @@ from finscore.app.cli.context import Ctx, family_files, pass_ctx
 
 # -- workers -------------------------------------------------------------------------------------
 @click.command()
-@click.argument("stream", type=click.Choice(["fraud", "market", "family"]))
+@click.argument("stream", type=click.Choice(["fraud", "market", "cashflow", "family"]))
 @click.option("--family", "family_path", default=None, callback=family_files,
               help="family: the family's TOML declaration, or a built-in family's name such as "
                    "credit (its model is the family's name).")  # fmt: skip
@@ -51,7 +51,8 @@ def worker(
     instance_id: str | None,
     stage: str | None,
 ) -> None:
-    """Run a scoring worker (fraud, market, or a declared family) until Ctrl-C/SIGTERM."""
+    """Run a scoring worker (fraud, market, cashflow, or a declared family) until
+    Ctrl-C/SIGTERM."""
     from finscore.families.spec import load_family
     from finscore.streams.admin import check_reachable
     from finscore.streams.worker import Worker

@@ -1,0 +1,239 @@
+"""The cash-flow pipeline (pure): transactions → per-terminal daily takings → forecasts.
+
+Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`):
+
+- **Decode and checks**: the fraud stream's (:func:`~finscore.streams.fraud.columns.
+  decode_transactions`, :func:`~finscore.streams.fraud.pipeline.transaction_checks`):
+  undecodable records and impossible values (amounts, ids, event times outside the bounds) are
+  dead letters with the same reasons.
+- **Takings** (:class:`TerminalTakings`): the sum of the amounts per terminal per UTC day of
+  ``event_time`` (the definition of :func:`finscore.features.cashflow.daily_takings`); only the
+  last ``lookback + 1`` days up to the latest day seen are kept: a transaction older than that
+  is read but counts nowhere (too late for any forecast still to come).
+- **Forecasts**: rows are taken in input order; when one's UTC day ``D`` is after every day
+  seen before it (the stream's event time crosses midnight), before adding it the pipeline
+  forecasts, with origin ``D``, every terminal with takings in the ``lookback`` days
+  ``[D − lookback, D)`` (the closed days: :func:`~finscore.features.cashflow.forecast_rows`
+  without targets, so no input is on or after ``D``); once per origin (a jump of several days
+  forecasts from the day reached only). Nothing is forecast until the whole window lies after
+  the first day the pipeline saw (which may have been read in part): origins ``D`` with
+  ``D − lookback`` after that day. A late transaction (a day before the latest) still counts
+  in its day, for the forecasts still to come.
+- **Scores**: the live model's (ONNX Runtime, :class:`~finscore.streams.scoring.Scorer`)
+  outputs ``[N, horizon, Q]`` in scaled units, times each row's scale, are the quantiles in
+  currency (the model sorts each day's quantiles, so they never cross); a record per terminal
+  (``cashflow_forecast``, keyed by terminal id, timestamped at the origin) names the model and
+  its version. With no model loaded, the message that crossed midnight is a ``NoModel`` dead
+  letter (no forecast is made silently). Challengers (shadow, canary) are not served yet: an
+  announced one is logged (``cashflow.challenger_not_served``, once per version) and only the
+  live model forecasts, so this pipeline is not under the stream contract
+  (``tests/streams/test_pipeline_contract.py``), whose checks are about challengers.
+
+There is no changelog (``flush_state`` returns nothing): the takings are rebuilt from what the
+pipeline reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from finscore.features.cashflow import DAY_MS, HORIZON, LOOKBACK, QUANTILES, forecast_rows
+from finscore.logging import get_logger
+from finscore.schemas.codec import Codec
+from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds, first_failures
+from finscore.streams.fraud.columns import TxColumns, decode_transactions
+from finscore.streams.fraud.pipeline import transaction_checks
+from finscore.streams.hot_swap import ModelSlot
+from finscore.streams.pipeline import (
+    BatchResult,
+    Clock,
+    DeadLetter,
+    Stage,
+    StreamPipeline,
+    no_model,
+    now_ms,
+)
+from finscore.streams.scoring import Scorer
+from finscore.streams.transport import Message, OutRecord
+
+__all__ = ["CashflowPipeline", "TerminalTakings"]
+
+log = get_logger(__name__)
+
+
+class TerminalTakings:
+    """Takings per terminal per UTC day (epoch day number), the last ``keep_days`` days up to
+    the latest day seen (:attr:`last_day`); ``first_day``: the first day ever seen."""
+
+    def __init__(self, keep_days: int = LOOKBACK + 1) -> None:
+        self.keep_days = keep_days
+        self.days: dict[str, dict[int, float]] = {}
+        self.first_day: int | None = None
+        self.last_day: int | None = None
+
+    def add(self, terminals: list[str], day: np.ndarray, amount: np.ndarray) -> None:
+        """Add transactions (terminal, epoch day, amount) on days at most :attr:`last_day`
+        (the caller advances it first, :meth:`advance`) and within the kept days; older ones
+        are ignored."""
+        if self.last_day is None:
+            return
+        oldest = self.last_day - self.keep_days + 1
+        for t, d, a in zip(terminals, day.tolist(), amount.tolist(), strict=True):
+            if d >= oldest:
+                per_day = self.days.setdefault(t, {})
+                per_day[d] = per_day.get(d, 0.0) + a
+
+    def advance(self, day: int) -> None:
+        """Make ``day`` the latest day (when after it) and forget the days no longer kept
+        (and the terminals left without any)."""
+        if self.first_day is None:
+            self.first_day = day
+        if self.last_day is not None and day <= self.last_day:
+            return
+        self.last_day = day
+        oldest = day - self.keep_days + 1
+        for t in list(self.days):
+            kept = {d: v for d, v in self.days[t].items() if d >= oldest}
+            if kept:
+                self.days[t] = kept
+            else:
+                del self.days[t]
+
+    def window(self, origin: int, lookback: int) -> tuple[list[str], np.ndarray]:
+        """(the terminals with takings in ``[origin − lookback, origin)``, sorted; their
+        takings over those days ``[n, lookback]``, oldest first)."""
+        lo = origin - lookback
+        names = sorted(t for t, per in self.days.items() if any(lo <= d < origin for d in per))
+        values = np.zeros((len(names), lookback), dtype=np.float64)
+        for i, t in enumerate(names):
+            for d, v in self.days[t].items():
+                if lo <= d < origin:
+                    values[i, d - lo] = v
+        return names, values
+
+
+class CashflowPipeline(StreamPipeline[TxColumns]):
+    """Transactions → daily takings → a forecast per terminal at each new UTC day (see the
+    module docstring). No changelog: ``flush = "at_commit"`` with nothing to flush."""
+
+    flush = "at_commit"
+
+    def __init__(
+        self,
+        slot: ModelSlot,
+        output_topic: str,
+        *,
+        lookback: int = LOOKBACK,
+        output_encoding: str = "avro",
+        clock: Clock = time.time,
+        in_codec: Codec | None = None,
+        out_codec: Codec | None = None,
+        bounds: InputBounds = DEFAULT_BOUNDS,
+    ) -> None:
+        """``lookback``: the days of takings a forecast reads (the model's ``lookback_days``)."""
+        super().__init__(slot, output_topic, changelog_topic=None, clock=clock)
+        self.lookback = lookback
+        self.takings = TerminalTakings(lookback + 1)
+        self._warned_challenger: str | None = None
+        self.output_encoding = output_encoding
+        self.in_codec = in_codec or Codec("transaction")
+        self.out_codec = out_codec or Codec("cashflow_forecast")
+        self.bounds = bounds
+
+    def decode(self, messages: list[Message]) -> tuple[TxColumns, list[DeadLetter]]:
+        return decode_transactions(self.in_codec, messages)
+
+    def message_at(self, cols: TxColumns, messages: list[Message]) -> Callable[[int], Message]:
+        return lambda i: cols.messages[i]
+
+    def checks(self) -> list[tuple[str, Stage[TxColumns]]]:
+        """Impossible transactions (the fraud stream's reasons)."""
+        return [("ImpossibleValue", self._impossible)]
+
+    def _impossible(self, cols: TxColumns, now: int) -> tuple[np.ndarray, list[str]]:
+        return first_failures(transaction_checks(cols, now, self.bounds), len(cols))
+
+    def score(self, cols: TxColumns, messages: list[Message], result: BatchResult) -> None:
+        """Add the rows' takings in input order, forecasting at each new day first."""
+        day = np.asarray(cols.event_time, dtype=np.int64) // DAY_MS
+        amount = np.asarray(cols.cents, dtype=np.float64) / 100.0
+        start = 0
+        for i in self._crossings(day).tolist():
+            self._add(cols, day, amount, start, i)
+            start = i
+            d = int(day[i])
+            self.takings.advance(d)
+            first = self.takings.first_day
+            if first is not None and d - self.lookback > first:
+                self._forecast(d, cols.messages[i], result)
+        self._add(cols, day, amount, start, len(day))
+
+    def _crossings(self, day: np.ndarray) -> np.ndarray:
+        """Rows whose day is after every day seen before them (the first row ever, too)."""
+        if not len(day):
+            return np.zeros(0, dtype=np.int64)
+        last = self.takings.last_day
+        prev = np.maximum.accumulate(np.concatenate([[day[0] - 1 if last is None else last],
+                                                     day[:-1]]))  # fmt: skip
+        return np.flatnonzero(day > prev)
+
+    def _add(self, cols: TxColumns, day: np.ndarray, amount: np.ndarray, lo: int, hi: int) -> None:
+        if hi > lo:
+            self.takings.add(cols.terminal_id[lo:hi], day[lo:hi], amount[lo:hi])
+
+    def _forecast(self, origin: int, crossing: Message, result: BatchResult) -> None:
+        """One forecast per terminal with takings in the window before ``origin``."""
+        names, values = self.takings.window(origin, self.lookback)
+        if not names:
+            return
+        live = self.slot.live
+        if live is None:
+            result.dead_letters += no_model([crossing])
+            return
+        challenger = self.slot.challenger
+        if challenger is not None and challenger.scorer.version != self._warned_challenger:
+            self._warned_challenger = challenger.scorer.version
+            log.warning("cashflow.challenger_not_served", mode=challenger.mode,
+                        version=challenger.scorer.version, live=live.version)  # fmt: skip
+        params = live.manifest.params or {}
+        x, _, scale = forecast_rows(
+            values, np.array([self.lookback]), first_day=origin - self.lookback,
+            lookback=self.lookback, horizon=int(params.get("horizon_days", HORIZON)),
+            min_scale=float(params.get("min_scale", 1.0)), with_targets=False,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        out = np.asarray(live.score_batch(x), dtype=np.float64)
+        result.inference_seconds += time.perf_counter() - t0
+        result.model_version = live.version
+        result.scored += len(names)
+        quantiles = out * scale[:, None, None]
+        result.outputs += self._records(names, origin, quantiles, scale, live)
+
+    def _records(
+        self, names: list[str], origin: int, quantiles: np.ndarray, scale: np.ndarray,
+        scorer: Scorer,
+    ) -> list[OutRecord]:  # fmt: skip
+        params = scorer.manifest.params or {}
+        levels = [float(q) for q in params.get("quantiles", QUANTILES)]
+        origin_ms = origin * DAY_MS
+        days = [origin_ms + h * DAY_MS for h in range(quantiles.shape[1])]
+        processing = now_ms(self.clock)
+        out = []
+        for i, t in enumerate(names):
+            rec = {
+                "terminal_id": t,
+                "origin": origin_ms,
+                "days": days,
+                "levels": levels,
+                "quantiles": quantiles[i].tolist(),
+                "scale": float(scale[i]),
+                "model_name": scorer.name,
+                "model_version": scorer.version,
+                "processing_time": processing,
+            }
+            value = self.out_codec.encode(rec, self.output_encoding)
+            out.append(OutRecord(self.output_topic, t.encode(), value, None, origin_ms))
+        return out
