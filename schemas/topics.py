@@ -99,6 +99,13 @@ def catalog(partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
             doc="Challenger fraud scores (not acted on).",
         ),
         TopicSpec(
+            p + shadow(CASHFLOW_FORECASTS),
+            partitions,
+            "cashflow_forecast",
+            "terminal_id",
+            doc="Challenger cash-flow forecasts (not acted on).",
+        ),
+        TopicSpec(
             p + shadow(PRICE_SIGNALS),
             partitions,
             "price_signal",

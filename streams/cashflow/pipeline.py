@@ -24,10 +24,10 @@ Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`
   currency (the model sorts each day's quantiles, so they never cross); a record per terminal
   (``cashflow_forecast``, keyed by terminal id, timestamped at the origin) names the model and
   its version. With no model loaded, the message that crossed midnight is a ``NoModel`` dead
-  letter (no forecast is made silently). Challengers (shadow, canary) are not served yet: an
-  announced one is logged (``cashflow.challenger_not_served``, once per version) and only the
-  live model forecasts, so this pipeline is not under the stream contract
-  (``tests/streams/test_pipeline_contract.py``), whose checks are about challengers.
+  letter (no forecast is made silently). Challengers go through the step every stream shares
+  (:meth:`~finscore.streams.pipeline.StreamPipeline.emit`, under the stream contract): a
+  shadow's forecasts to ``cashflow-forecasts-shadow``, a canary's in place of the live ones
+  for its share of terminals.
 
 There is no changelog (``flush_state`` returns nothing): the takings are rebuilt from what the
 pipeline reads.
@@ -41,7 +41,6 @@ from collections.abc import Callable
 import numpy as np
 
 from finscore.features.cashflow import DAY_MS, HORIZON, LOOKBACK, QUANTILES, forecast_rows
-from finscore.logging import get_logger
 from finscore.schemas.codec import Codec
 from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds, first_failures
 from finscore.streams.fraud.columns import TxColumns, decode_transactions
@@ -57,11 +56,9 @@ from finscore.streams.pipeline import (
     now_ms,
 )
 from finscore.streams.scoring import Scorer
-from finscore.streams.transport import Message, OutRecord
+from finscore.streams.transport import Message
 
 __all__ = ["CashflowPipeline", "TerminalTakings"]
-
-log = get_logger(__name__)
 
 
 class TerminalTakings:
@@ -137,7 +134,6 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
         super().__init__(slot, output_topic, changelog_topic=None, clock=clock)
         self.lookback = lookback
         self.takings = TerminalTakings(lookback + 1)
-        self._warned_challenger: str | None = None
         self.output_encoding = output_encoding
         self.in_codec = in_codec or Codec("transaction")
         self.out_codec = out_codec or Codec("cashflow_forecast")
@@ -185,7 +181,11 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
             self.takings.add(cols.terminal_id[lo:hi], day[lo:hi], amount[lo:hi])
 
     def _forecast(self, origin: int, crossing: Message, result: BatchResult) -> None:
-        """One forecast per terminal with takings in the window before ``origin``."""
+        """One forecast per terminal with takings in the window before ``origin``, by the live
+        model and the slot's challenger through the shared challenger step
+        (:meth:`~finscore.streams.pipeline.StreamPipeline.emit`: a shadow's forecasts go to
+        ``cashflow-forecasts-shadow``, a canary's replace the live ones of its share of
+        terminals)."""
         names, values = self.takings.window(origin, self.lookback)
         if not names:
             return
@@ -193,47 +193,52 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
         if live is None:
             result.dead_letters += no_model([crossing])
             return
-        challenger = self.slot.challenger
-        if challenger is not None and challenger.scorer.version != self._warned_challenger:
-            self._warned_challenger = challenger.scorer.version
-            log.warning("cashflow.challenger_not_served", mode=challenger.mode,
-                        version=challenger.scorer.version, live=live.version)  # fmt: skip
         params = live.manifest.params or {}
         x, _, scale = forecast_rows(
             values, np.array([self.lookback]), first_day=origin - self.lookback,
             lookback=self.lookback, horizon=int(params.get("horizon_days", HORIZON)),
             min_scale=float(params.get("min_scale", 1.0)), with_targets=False,
         )  # fmt: skip
-        t0 = time.perf_counter()
-        out = np.asarray(live.score_batch(x), dtype=np.float64)
-        result.inference_seconds += time.perf_counter() - t0
-        result.model_version = live.version
-        result.scored += len(names)
-        quantiles = out * scale[:, None, None]
-        result.outputs += self._records(names, origin, quantiles, scale, live)
+        scored, seconds = result.scored, result.inference_seconds
+        out = self.run_models(live, x, result)
+        result.scored += scored
+        result.inference_seconds += seconds
+        origin_ms = origin * DAY_MS
+        # one output per terminal, keyed by it and stamped with the origin: what emit keys by
+        rows = [Message(self.output_topic, -1, -1, t.encode(), None, origin_ms) for t in names]
+        processing = now_ms(self.clock)
 
-    def _records(
-        self, names: list[str], origin: int, quantiles: np.ndarray, scale: np.ndarray,
-        scorer: Scorer,
-    ) -> list[OutRecord]:  # fmt: skip
+        def encode(idx: np.ndarray | None, scorer: Scorer, q: np.ndarray, _shadow: bool
+                   ) -> list[bytes]:  # fmt: skip
+            picked = np.arange(len(names)) if idx is None else idx
+            currency = np.asarray(q, dtype=np.float64) * scale[picked, None, None]
+            return self._values([names[i] for i in picked.tolist()], origin_ms, currency,
+                                scale[picked], scorer, processing)  # fmt: skip
+
+        self.emit(result, rows, out.live, out.scores, out.challenger, out.challenger_scores,
+                  encode)  # fmt: skip
+
+    def _values(
+        self, names: list[str], origin_ms: int, quantiles: np.ndarray, scale: np.ndarray,
+        scorer: Scorer, processing: int,
+    ) -> list[bytes]:  # fmt: skip
         params = scorer.manifest.params or {}
         levels = [float(q) for q in params.get("quantiles", QUANTILES)]
-        origin_ms = origin * DAY_MS
         days = [origin_ms + h * DAY_MS for h in range(quantiles.shape[1])]
-        processing = now_ms(self.clock)
-        out = []
-        for i, t in enumerate(names):
-            rec = {
-                "terminal_id": t,
-                "origin": origin_ms,
-                "days": days,
-                "levels": levels,
-                "quantiles": quantiles[i].tolist(),
-                "scale": float(scale[i]),
-                "model_name": scorer.name,
-                "model_version": scorer.version,
-                "processing_time": processing,
-            }
-            value = self.out_codec.encode(rec, self.output_encoding)
-            out.append(OutRecord(self.output_topic, t.encode(), value, None, origin_ms))
-        return out
+        return [
+            self.out_codec.encode(
+                {
+                    "terminal_id": t,
+                    "origin": origin_ms,
+                    "days": days,
+                    "levels": levels,
+                    "quantiles": quantiles[i].tolist(),
+                    "scale": float(scale[i]),
+                    "model_name": scorer.name,
+                    "model_version": scorer.version,
+                    "processing_time": processing,
+                },
+                self.output_encoding,
+            )
+            for i, t in enumerate(names)
+        ]

@@ -1,8 +1,7 @@
 """One contract for every stream pipeline (river's ``check_estimator`` for streams): the same
 checks run over the fraud and the market pipeline, so the two cannot drift apart again (the
 market pipeline once ran a shadow when a canary was announced: the contract fails a pipeline
-that does, see the last test). A third stream joins by adding its :class:`Case`. (The cash-flow
-pipeline is not here: it serves no challengers yet, see streams/cashflow/pipeline.py.)
+that does, see the last test). A stream joins by adding its :class:`Case`.
 
 Pure: no broker; real ONNX sessions on tiny models.
 """
@@ -17,12 +16,16 @@ from typing import get_args
 
 import pytest
 
+from finscore.features.cashflow import LOOKBACK
 from finscore.schemas.codec import Codec
+from finscore.streams.cashflow import CashflowPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import FlushPolicy, StreamPipeline
-from finscore.streams.scoring import Challenger, Scorer, in_canary
+from finscore.streams.scoring import Challenger, InputSpec, Scorer, admit, in_canary
 from finscore.streams.transport import Message
 from tests.artifacts import artifact
+from tests.streams import cashflow_models
+from tests.streams import test_cashflow_pipeline as cashflow_cases
 from tests.streams import test_declared_pipeline as declared_cases
 from tests.streams import test_fraud_pipeline as fraud_cases
 from tests.streams import test_fraud_stages_pipeline as stages_cases
@@ -87,7 +90,22 @@ CASES = [
             declared_cases.contract_spec(),
         ),
     ),
+    Case(  # a forecast per terminal at each new day, not one output per input
+        "cashflow",
+        lambda slot: CashflowPipeline(slot, "cashflow-forecasts", clock=lambda: 1_800_000_000.0),
+        lambda: cashflow_cases.messages_of(cashflow_cases.transactions(40)),
+        "cashflow-forecasts",
+        Codec("cashflow_forecast"),
+        lambda: _cashflow_scorer("1"),
+        lambda: _cashflow_scorer("2"),
+    ),
 ]
+
+
+def _cashflow_scorer(version: str) -> Scorer:
+    scorer = Scorer(cashflow_models.cashflow_artifact(version))
+    admit(scorer, InputSpec.cashflow(LOOKBACK))
+    return scorer
 
 
 Build = Callable[[ModelSlot], StreamPipeline]
