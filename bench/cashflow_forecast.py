@@ -74,12 +74,10 @@ METHODS = ("seasonal_naive", "simple_es", "seasonal_es", "teacher", "student")
 def _load(source: str, data_dir: Path | None, terminals: int):  # noqa: ANN202
     """(DailyTakings of the sampled terminals, description of the data)."""
     from finscore.features.cashflow import daily_takings
-    from finscore.sim.data import data_dir as default_dir
+    from finscore.sim.handbook import handbook_path, load_handbook_frame
 
-    path = (data_dir or default_dir()) / "fraud_handbook_sim" / "transactions.csv.xz"
+    path = handbook_path(data_dir)
     if source == "handbook" or (source == "auto" and path.exists()):
-        from finscore.sim.handbook import load_handbook_frame
-
         frame, what = load_handbook_frame(path), f"handbook ({path.name})"
     else:
         from finscore.sim.transactions import TxSimConfig, simulate_frame

@@ -585,14 +585,14 @@ def main(data_dir, registry, version, start, days, contracts, backend, partition
     from finscore.app.broker import ApacheKafkaBroker, EmbeddedBroker, free_port
     from finscore.logging import configure_logging
     from finscore.settings import Settings
-    from finscore.sim.handbook import load_handbook_frame
+    from finscore.sim.handbook import handbook_path, load_handbook_frame
 
     configure_logging("WARNING")
     t_all = time.monotonic()
     s = Settings()
     data_dir = data_dir or s.data_dir
     registry = registry or s.registry_dir
-    path = data_dir / "fraud_handbook_sim" / "transactions.csv.xz" if data_dir else None
+    path = handbook_path(data_dir)
     art = _model(registry, version)
     m = art.manifest
     click.echo(f"model: {registry} fraud v{m.version} sha256 {m.sha256[:12]} "

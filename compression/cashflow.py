@@ -270,8 +270,7 @@ class CashflowFamily:
         if source == "handbook":
             from finscore.sim.handbook import handbook_path, load_handbook_frame
 
-            path = (data_dir / "fraud_handbook_sim" / "transactions.csv.xz") if data_dir else None
-            frame = load_handbook_frame(path or handbook_path())
+            frame = load_handbook_frame(handbook_path(data_dir))
         else:
             from finscore.sim.transactions import TxSimConfig, simulate_frame
 

@@ -184,9 +184,8 @@ class FraudFamily:
         if source == "handbook":
             from finscore.sim.handbook import handbook_path, load_handbook_frame
 
-            path = (data_dir / "fraud_handbook_sim" / "transactions.csv.xz") if data_dir else None
             return split_frame(
-                load_handbook_frame(path or handbook_path()), splits or FraudSplits(), cache=True
+                load_handbook_frame(handbook_path(data_dir)), splits or FraudSplits(), cache=True
             )
         from finscore.sim.transactions import TxSimConfig, simulate_frame
 

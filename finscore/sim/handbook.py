@@ -16,8 +16,9 @@ START_MS = 1522540800000  # 2018-04-01T00:00:00Z, TX_TIME_SECONDS counts from he
 COLUMNS = "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_TIME_SECONDS"
 
 
-def handbook_path() -> Path:
-    return data_dir() / "fraud_handbook_sim" / "transactions.csv.xz"
+def handbook_path(root: Path | None = None) -> Path:
+    """The handbook's transactions file under ``root`` (default: the data folder setting)."""
+    return (root or data_dir()) / "fraud_handbook_sim" / "transactions.csv.xz"
 
 
 def load_handbook_frame(path: Path | None = None) -> TransactionFrame:
