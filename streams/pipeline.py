@@ -321,7 +321,8 @@ class StreamPipeline(Generic[C]):
 
     def run_models(self, live: Scorer, x: np.ndarray, result: BatchResult) -> ModelOutputs:
         """The live model and the slot's challenger on feature rows ``x``, each on the columns
-        it reads; sets ``result``'s inference time, model version and rows scored."""
+        it reads; adds to ``result``'s inference time and rows scored (a stream may run its
+        models more than once a batch) and sets its model version."""
         t0 = time.perf_counter()
         x_live = live.select(x)
         scores = live.score_batch(x_live)
@@ -329,9 +330,9 @@ class StreamPipeline(Generic[C]):
         ch_scores = (
             challenger.scorer.score_batch(challenger.scorer.select(x)) if challenger else None
         )
-        result.inference_seconds = time.perf_counter() - t0
+        result.inference_seconds += time.perf_counter() - t0
         result.model_version = live.version
-        result.scored = len(x)
+        result.scored += len(x)
         return ModelOutputs(live, x_live, scores, challenger, ch_scores)
 
     # -- the batch ---------------------------------------------------------------------------

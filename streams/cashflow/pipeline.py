@@ -199,10 +199,7 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
             lookback=self.lookback, horizon=int(params.get("horizon_days", HORIZON)),
             min_scale=float(params.get("min_scale", 1.0)), with_targets=False,
         )  # fmt: skip
-        scored, seconds = result.scored, result.inference_seconds
         out = self.run_models(live, x, result)
-        result.scored += scored
-        result.inference_seconds += seconds
         origin_ms = origin * DAY_MS
         # one output per terminal, keyed by it and stamped with the origin: what emit keys by
         rows = [Message(self.output_topic, -1, -1, t.encode(), None, origin_ms) for t in names]
