@@ -247,24 +247,31 @@ def read_partitions(
     starts: Mapping[int, int | None],
     handle: Callable[[Message], None],
     *,
+    ends: Mapping[int, int] | None = None,
     settle_committed: bool = False,
     timeout: float = 30.0,
 ) -> list[int]:
     """Read partitions from their start offsets (None = the beginning) to their true ends
     when called (:meth:`TopicReader.true_ends`: past the last record even where the broker's
     high watermark is stale, which would cut a restore short of the newest state), handing every
-    record to ``handle``; with ``settle_committed`` (a ``read_committed`` reader) also wait
-    until no transaction is pending on them (the position reaches the high watermark). Returns
-    the partitions that held records; logs a warning (``state.read_incomplete``,
+    record to ``handle``; or, given ``ends``, to those offsets, handing on only the records
+    before them. With ``settle_committed`` (a ``read_committed`` reader) also wait until no
+    transaction is pending on them (the position reaches the high watermark). Returns the
+    partitions that held records; logs a warning (``state.read_incomplete``,
     ``state.transactions_pending``) when the deadline cut it short."""
-    ends: dict[int, int] = {}
+    bounded = ends is not None
     assign: dict[int, int | None] = {}
-    true_ends = reader.true_ends(list(starts), 10)
-    for p, start in starts.items():
-        low, high = true_ends[p]
-        if high > low:
-            ends[p] = high
-            assign[p] = None if start is None else max(low, start)
+    if ends is not None:
+        ends = dict(ends)
+        assign = {p: starts[p] for p in ends}
+    else:
+        ends = {}
+        true_ends = reader.true_ends(list(starts), 10)
+        for p, start in starts.items():
+            low, high = true_ends[p]
+            if high > low:
+                ends[p] = high
+                assign[p] = None if start is None else max(low, start)
     if not assign:
         return []
     reader.assign(assign)
@@ -275,7 +282,8 @@ def read_partitions(
         for m in msgs:
             if m.offset >= ends[m.partition] - 1:
                 done.add(m.partition)
-            handle(m)
+            if not bounded or m.offset < ends[m.partition]:
+                handle(m)
         if not msgs:  # at the end of a partition (or before a transaction marker)?
             done.update(p for p, o in reader.positions().items() if p in ends and o >= ends[p])
     if settle_committed:  # a just-committed transaction must be fully visible

@@ -56,6 +56,7 @@ from finscore.streams.transport import (
     Transport,
     TransportFactory,
     TransportSpec,
+    read_partitions,
 )
 
 log = get_logger(__name__)
@@ -541,28 +542,21 @@ class Worker:
         the changelog. (The embedded broker shows a crashed worker's aborted outputs to
         ``read_committed`` readers, and a transaction writes its changelog records last.)
         Features are idempotent per event, so inputs whose state was restored change nothing.
-        Outputs and dead letters are dropped; state records go out with the next batch."""
+        Outputs and dead letters are dropped; state records go out with the next batch. Read
+        with :func:`~finscore.streams.transport.read_partitions` (``state.read_incomplete``
+        when it could not read them all within a minute)."""
         reader = self.transports.reader(topic, group=f"{self.cfg.group}-skipped",
                                         read_committed=True)  # fmt: skip
-        ends = {p: end for p, (_, end) in ranges.items()}
-        n = 0
+        msgs: list[Message] = []
         try:
-            reader.assign({p: start for p, (start, _) in ranges.items()})
-            deadline = time.monotonic() + 60
-            while ends and time.monotonic() < deadline:
-                msgs = reader.read(self.cfg.batch_size, 0.5)
-                keep = [m for m in msgs if m.offset < ends.get(m.partition, -1)]
-                if keep:
-                    self._carried_state += self.stream.pipeline.process(keep).state
-                    n += len(keep)
-                for p, at in reader.positions().items():
-                    if p in ends and at >= ends[p]:
-                        del ends[p]
+            read_partitions(reader, {p: start for p, (start, _) in ranges.items()}, msgs.append,
+                            ends={p: end for p, (_, end) in ranges.items()}, timeout=60)  # fmt: skip
         finally:
             reader.close()
-        if ends:
-            log.error("worker.skipped_inputs_unread", topic=topic, partitions=sorted(ends))
-        log.warning("worker.skipped_inputs_absorbed", topic=topic, records=n,
+        step = self.cfg.batch_size
+        for lo in range(0, len(msgs), step):
+            self._carried_state += self.stream.pipeline.process(msgs[lo : lo + step]).state
+        log.warning("worker.skipped_inputs_absorbed", topic=topic, records=len(msgs),
                     ranges={p: list(r) for p, r in ranges.items()})  # fmt: skip
 
     def _handle(self, batch: list) -> None:
