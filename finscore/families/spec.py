@@ -397,8 +397,7 @@ def builtin_family(name: str) -> FamilySpec:
     probability of default: :mod:`finscore.families.german_credit`)."""
     if name not in BUILTIN_FAMILIES:
         raise FamilySpecError(f"unknown built-in family {name!r}; known: {BUILTIN_FAMILIES}")
-    with resources.as_file(resources.files("finscore.families") / f"{name}.toml") as path:
-        return load_family(path)
+    return load_family(family_file(name))
 
 
 # -- validation ---------------------------------------------------------------------------------

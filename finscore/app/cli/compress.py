@@ -453,11 +453,10 @@ def cashflow(source: str, **kw: Any) -> None:
 def load_declared(ref: str | Path) -> FamilySpec:
     """The :class:`~finscore.families.FamilySpec` named by ``ref``: a built-in declaration's
     name, else a TOML path."""
-    from finscore.families import BUILTIN_FAMILIES, builtin_family, load_family
+    from finscore.families import load_family
+    from finscore.families.spec import family_file
 
-    if isinstance(ref, str) and ref in BUILTIN_FAMILIES:
-        return builtin_family(ref)
-    return load_family(ref)
+    return load_family(family_file(ref))
 
 
 def run_declared_compression(
