@@ -35,20 +35,27 @@ def read_committed(client: dict, topic: str, seconds: float = 4.0) -> list[bytes
     return out
 
 
+def committed_then_open(client: dict, topic: str, transactional_id: str) -> Producer:
+    """A transactional producer that committed ``b"committed"`` to ``topic`` and has a
+    transaction open with one more record sent (flushed, not committed)."""
+    p = Producer({**client, "transactional.id": transactional_id})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"committed")
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, b"open")
+    p.flush(10)
+    return p
+
+
 def test_read_committed_readers_never_see_aborted_records(client, prefix, backend, request) -> None:  # noqa: ANN001
     if backend == "tansu":
         request.applymarker(pytest.mark.xfail(strict=True, reason="Tansu shows aborted records "
                                               "to read_committed readers (docs/ARCHITECTURE.md)"))  # fmt: skip
     make_topics(client, prefix, partitions=1)
     topic = prefix + "transactions"
-    p = Producer({**client, "transactional.id": f"{prefix}aborts"})
-    p.init_transactions(30)
-    p.begin_transaction()
-    p.produce(topic, b"committed")
-    p.commit_transaction(30)
-    p.begin_transaction()
-    p.produce(topic, b"aborted")
-    p.flush(10)
+    p = committed_then_open(client, topic, f"{prefix}aborts")
     p.abort_transaction(30)
     p.begin_transaction()
     p.produce(topic, b"after")
@@ -68,14 +75,7 @@ def test_the_last_stable_offset_stays_at_the_committed_end_while_a_transaction_i
                                               "transaction is open (docs/ARCHITECTURE.md)"))  # fmt: skip
     make_topics(client, prefix, partitions=1)
     topic = prefix + "transactions"
-    p = Producer({**client, "transactional.id": f"{prefix}open"})
-    p.init_transactions(30)
-    p.begin_transaction()
-    p.produce(topic, b"committed")
-    p.commit_transaction(30)
-    p.begin_transaction()
-    p.produce(topic, b"open")
-    p.flush(10)
+    p = committed_then_open(client, topic, f"{prefix}open")
     c = Consumer({**client, "group.id": f"lso-{time.monotonic_ns()}",
                   "isolation.level": "read_committed"})  # fmt: skip
     try:

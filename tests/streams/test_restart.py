@@ -195,6 +195,7 @@ def test_exactly_once_inputs_skipped_by_the_recovery_guard_still_build_state(
     from confluent_kafka import Producer
 
     from finscore.schemas.codec import Codec
+    from finscore.schemas.samples import sample
     from tests.streams.kit import running, worker_config
 
     make_topics(client, prefix, partitions=1)
@@ -209,12 +210,10 @@ def test_exactly_once_inputs_skipped_by_the_recovery_guard_still_build_state(
     for tx in txs:
         p.produce(src, tx_codec.encode(tx), tx["customer_id"].encode())
     for i, tx in enumerate(txs[:skipped]):
-        flag = {"transaction_id": tx["transaction_id"], "customer_id": tx["customer_id"],
-                "terminal_id": tx["terminal_id"], "score": 0.0, "flagged": False,
-                "threshold": 0.5, "model_name": "fraud", "model_version": "1",
-                "event_time": tx["event_time"], "processing_time": tx["event_time"],
-                "source_topic": src, "source_partition": 0, "source_offset": i,
-                "top_features": []}  # fmt: skip
+        flag = sample("fraud_flag", i) | {
+            "transaction_id": tx["transaction_id"], "customer_id": tx["customer_id"],
+            "source_topic": src, "source_partition": 0, "source_offset": i,
+        }  # fmt: skip
         p.produce(out, flag_codec.encode(flag), tx["customer_id"].encode())
     p.flush(10)
     full = Scorer(art).score_batch(FraudFeatures(FraudFeatureConfig()).transform(txs))[skipped:]
