@@ -1,7 +1,8 @@
 """Pure fraud pipeline throughput (no broker): transactions/s of ``FraudPipeline.process``.
 
     FINSCORE_REGISTRY_DIR=var/registry .venv/bin/python bench/fraud_pipeline_bench.py \\
-        [--transactions 100000] [--batch 5000] [--repeat 3] [--baseline REV]
+        [--transactions 100000] [--batch 5000] [--repeat 3] [--baseline REV] \\
+        [--engines declared,hand]
 
 Simulated transactions (5,000 customers, 10,000 terminals) and their delayed labels are encoded
 once as single-object Avro messages. Each run warms a fresh pipeline (the registry's fraud
@@ -10,7 +11,11 @@ second half in batches of ``--batch`` — decode, validate, features, ONNX, enco
 changelog flush a commit makes — and reports the best of ``--repeat`` runs.
 ``--baseline REV`` also runs the fraud pipeline of git revision ``REV`` (with that revision's own
 code, whatever its layout: ``bench/revision.py``) on the same messages in the same process, side
-by side, and checks that both score the same transactions alike.
+by side, and checks that both score the same transactions alike. ``--engines`` names the feature
+engines of this working tree to run: ``declared`` (the declaration ``fraud_declared.toml``, what
+the fraud worker runs under ``all_outcomes`` in one stage: ``streams/fraud/declared_features.py``;
+the default) and ``hand`` (the hand-coded ``FraudFeatures``, which the ``fraud_reports`` contract
+and the two stages run); both: interleaved side by side, compared like a baseline.
 """
 
 from __future__ import annotations
@@ -69,13 +74,19 @@ def load_revision(rev: str) -> types.ModuleType:
     return mod
 
 
-def current() -> types.ModuleType:
+def current(engine: str = "declared") -> types.ModuleType:
+    """This working tree's fraud pipeline on feature engine ``engine``: ``"declared"`` or
+    ``"hand"`` (see the module docstring)."""
     from finscore.features.fraud import FraudFeatures
     from finscore.streams.fraud import pipeline
+    from finscore.streams.fraud.declared_features import DeclaredFraudFeatures
 
-    mod = types.ModuleType("current_fraud_pipeline")
+    engines = {"declared": DeclaredFraudFeatures, "hand": FraudFeatures}
+    if engine not in engines:
+        raise SystemExit(f"--engines: {engine!r} is not one of {', '.join(engines)}")
+    mod = types.ModuleType(f"current_fraud_pipeline_{engine}")
     mod.__dict__.update(pipeline.__dict__)
-    mod.FraudFeatures = FraudFeatures  # type: ignore[attr-defined]
+    mod.FraudFeatures = engines[engine]  # type: ignore[attr-defined]
     return mod
 
 
@@ -120,12 +131,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--baseline", help="git revision to run side by side")
+    ap.add_argument("--engines", default="declared",
+                    help="feature engines of this tree: declared, hand or declared,hand")
     args = ap.parse_args()
     champion = Registry(Settings().registry_dir).champion("fraud")
     if champion is None:
         sys.exit("no fraud champion in the registry (finscore compress fraud --promote)")
     data = messages(args.transactions)
-    contenders = {"this working tree": current()}
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    contenders = {f"this working tree ({e})": current(e) for e in engines}
     if args.baseline:
         contenders = {f"revision {args.baseline}": load_revision(args.baseline),
                       **contenders}  # fmt: skip
@@ -139,12 +153,13 @@ def main() -> None:
           f"{args.repeat}; model {champion.manifest.name} v{champion.manifest.version}")  # fmt: skip
     for name, rs in rates.items():
         print(f"  {name:34s} {max(rs):>10,.0f} tx/s   (runs: {', '.join(f'{r:,.0f}' for r in rs)})")
-    if len(scores) == 2:
-        a, b = scores.values()
-        common = sorted(set(a) & set(b))
-        diff = max((abs(a[k] - b[k]) for k in common), default=0.0)
-        print(f"  same transactions scored: {len(common) == len(a) == len(b)}; "
-              f"max score difference {diff:.2e} (float32 features, amounts in cents)")  # fmt: skip
+    if len(scores) >= 2:
+        (first, a), *others = scores.items()
+        for name, b in others:
+            common = sorted(set(a) & set(b))
+            diff = max((abs(a[k] - b[k]) for k in common), default=0.0)
+            print(f"  {name} vs {first}: same transactions scored: "
+                  f"{len(common) == len(a) == len(b)}; max score difference {diff:.2e}")
 
 
 if __name__ == "__main__":

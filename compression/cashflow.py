@@ -1,10 +1,13 @@
 """The cash-flow family: a terminal's next days of takings as quantiles (issue 18, line 5).
 
-- **Data**: the daily takings of each terminal (:func:`finscore.features.cashflow.daily_takings`)
-  from a transaction frame (the simulator, or the fraud handbook's transactions); a row is a
-  terminal at a forecast origin ``d`` (:func:`~finscore.features.cashflow.forecast_rows`): the
-  28 days before ``d`` scaled by their mean, ``log1p`` of that mean and the weekday of ``d``;
-  its targets are the 7 days ``[d, d + 7)``, scaled the same way.
+- **Data**: as declared in ``finscore/families/cashflow.toml`` (compiled by
+  :class:`finscore.families.series.DailySeries`): the daily takings of each terminal
+  (:func:`finscore.features.cashflow.daily_takings`) from a transaction frame (the simulator,
+  or the fraud handbook's transactions); a row is a terminal at a forecast origin ``d``
+  (:func:`~finscore.features.cashflow.forecast_rows`): the 28 days before ``d`` scaled by
+  their mean, ``log1p`` of that mean and the weekday of ``d``; its targets are the 7 days
+  ``[d, d + 7)``, scaled the same way. Another declaration (``CashflowFamily(spec)``) gives
+  other rows.
 - **Splits** (:meth:`CashflowFamily.split`): by origin, in time order, so no target day of a
   training row is on or after the first validation origin, and none of a validation row on or
   after the first test origin (by default: the last ``test_origins`` origins whose targets fit
@@ -42,15 +45,14 @@ from finscore.compression.family import TrainData
 from finscore.compression.nn import MLP, fit, predict
 from finscore.compression.plan import Plan
 from finscore.compression.steps import Distill, PruneStructured, QuantizeStatic, WeightShare
+from finscore.families import FamilySpec, builtin_family
+from finscore.families.series import DailySeries
 from finscore.features.cashflow import (
     HORIZON,
     LOOKBACK,
     QUANTILES,
     SEASON,
     DailyTakings,
-    cashflow_feature_names,
-    daily_takings,
-    forecast_rows,
     seasonal_naive_scale,
 )
 
@@ -224,7 +226,9 @@ class CashflowSplits:
 
 
 class CashflowFamily:
-    """Quantile MLPs over daily takings (see the module docstring)."""
+    """Quantile MLPs over a declared daily series (see the module docstring): ``spec`` (the
+    built-in ``cashflow`` declaration by default); ``lookback``, ``horizon``, ``quantiles``,
+    ``min_scale``: the declaration's unless given (:meth:`DailySeries.replace`)."""
 
     name = "cashflow"
     metric = "neg_pinball"
@@ -237,20 +241,25 @@ class CashflowFamily:
 
     def __init__(
         self,
+        spec: FamilySpec | None = None,
         *,
-        lookback: int = LOOKBACK,
-        horizon: int = HORIZON,
-        quantiles: tuple[float, ...] = QUANTILES,
+        lookback: int | None = None,
+        horizon: int | None = None,
+        quantiles: tuple[float, ...] | None = None,
         teacher_hidden: tuple[int, ...] = (128, 128),
         dropout: float = 0.1,
-        min_scale: float = 1.0,
+        min_scale: float | None = None,
         batch_size: int = 512,
     ) -> None:
-        self.lookback, self.horizon = lookback, horizon
-        self.quantiles = tuple(float(q) for q in quantiles)
+        self.series = DailySeries.of(spec or builtin_family("cashflow")).replace(
+            lookback=lookback, horizon=horizon, quantiles=quantiles, min_scale=min_scale
+        )
+        self.spec = self.series.spec
+        self.lookback, self.horizon = self.series.lookback, self.series.horizon
+        self.quantiles = self.series.quantiles
         self.teacher_hidden = list(teacher_hidden)
         self.dropout = dropout
-        self.min_scale = min_scale
+        self.min_scale = self.series.min_scale
         self.batch_size = batch_size
 
     # -- data -------------------------------------------------------------------------------
@@ -276,7 +285,7 @@ class CashflowFamily:
 
             frame = simulate_frame(TxSimConfig(n_customers=n_customers,
                                                n_terminals=2 * n_customers, days=days, seed=seed))  # fmt: skip
-        takings = daily_takings(frame.terminal_id, frame.event_time, frame.amount)
+        takings = self.series.daily(frame)
         if max_terminals is not None and max_terminals < len(takings.terminals):
             rows = np.sort(np.random.default_rng(seed).choice(
                 len(takings.terminals), max_terminals, replace=False))  # fmt: skip
@@ -284,11 +293,11 @@ class CashflowFamily:
         return self.split(takings)
 
     def rows(self, takings: DailyTakings, origins: tuple[int, ...] | np.ndarray):  # noqa: ANN201
-        """(x, y, scale, seasonal-naive scale in scaled units) of every terminal at ``origins``."""
-        x, y, scale = forecast_rows(
-            takings.values, np.asarray(origins, dtype=np.int64), first_day=takings.first_day,
-            lookback=self.lookback, horizon=self.horizon, min_scale=self.min_scale,
-        )  # fmt: skip
+        """(x, y, scale, seasonal-naive scale in scaled units) of every terminal at ``origins``
+        (the declared rows: :meth:`DailySeries.rows`)."""
+        x, y, scale = self.series.rows(
+            takings.values, np.asarray(origins, dtype=np.int64), first_day=takings.first_day
+        )
         assert y is not None
         snaive = seasonal_naive_scale(x[:, : self.lookback])  # scaled inputs → scaled MAE
         return x, y, scale, snaive
@@ -407,7 +416,9 @@ class CashflowFamily:
         }
 
     def feature_names(self) -> list[str]:
-        return cashflow_feature_names(self.lookback)
+        """The declared row's columns (``lag_28`` … ``lag_1``, ``log_scale``, ``dow_0`` …
+        ``dow_6`` for the built-in declaration)."""
+        return list(self.series.feature_names)
 
     def example(self, data: TrainData, n: int = 4) -> np.ndarray:
         return data.x_test[:n].astype(np.float32)

@@ -9,11 +9,15 @@ with ``book40+mid`` the teacher's LSTM also reads the window's log-mid path rela
 last snapshot and its one-step returns, and the students' summary includes the relative path.
 Labels: FI-2010 smoothed mid change at horizon k against α, with α set
 on the training part so the three classes are roughly balanced.
+
+The window, the horizon and the layout are declared (``finscore/families/market.toml``: a
+``sequence`` feature and a ``smoothed_move`` label): :func:`declared_market`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +29,7 @@ from finscore.compression.nn import MLP, Standardize, fit, predict
 from finscore.features.market import (
     BOOK_LAYOUT,
     LEVELS,
+    MIN_WINDOW,
     N_FEATURES,
     direction_labels,
     layout_width,
@@ -34,6 +39,9 @@ from finscore.features.market import (
     window_ends,
 )
 from finscore.models.evaluation import accuracy, macro_f1
+
+if TYPE_CHECKING:
+    from finscore.families.spec import FamilySpec
 
 LOBSTER_LEVELS = {"GOOG": 10, "AMZN": 5, "AAPL": 1}  # the stored sample files
 
@@ -253,3 +261,22 @@ class MarketFamily:
 
     def example(self, data: TrainData, n: int = 2) -> np.ndarray:
         return data.x_test[:n].astype(np.float32)
+
+
+def declared_market(
+    spec: FamilySpec, *, quick: bool = False, layout: str | None = None, symbol: str = "GOOG"
+) -> MarketFamily:
+    """The :class:`MarketFamily` a declaration describes: windows of its ``sequence``'s
+    ``events`` (``quick``: half of them, at least :data:`~finscore.features.market.MIN_WINDOW`,
+    the quick plan's shorter training), its ``layout`` unless ``layout`` overrides it (both
+    recorded in the manifest's params, which workers check), and its ``smoothed_move``
+    label's horizon. :class:`ValueError` for a declaration that is not a window model's."""
+    seq, move = spec.sequence, spec.move
+    if seq is None or move is None:
+        raise ValueError(
+            f"family {spec.name!r} is not a window model's: it needs a sequence feature and a "
+            "smoothed_move label (see finscore/families/market.toml)"
+        )
+    window = max(MIN_WINDOW, seq.events // 2) if quick else seq.events
+    return MarketFamily(window=window, horizon=move.horizon, symbol=symbol,
+                        layout=layout or seq.layout)  # fmt: skip

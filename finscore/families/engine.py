@@ -24,11 +24,32 @@ Label-risk windows count the labels of events in ``(t − delay − w, t − del
 known at ``t`` (a label that came later than the delay is left out until its label time; a
 streak's run is then recounted from that key's entries, as the fraud features' is).
 A window over a key other than the topic's key sees only the events this instance reads.
+
+State protocol (the one :class:`~finscore.features.fraud.FraudFeatures` offers for its part
+``"all"`` under ``all_outcomes``, same names and semantics, so a worker drives either): the
+windows over the topic's key (``[input] key``) are the partitioned state. Their store records
+its new entries; :meth:`DeclaredFeatures.take_changes` hands them out as append-only changelog
+records grouped by partition, :meth:`DeclaredFeatures.add_changes` rebuilds the windows from
+such records (records of :meth:`FraudFeatures.take_changes <finscore.features.fraud.
+FraudFeatures.take_changes>` too, for the declared fraud family: the same rows, time, tag,
+amount in cents and its square), :meth:`DeclaredFeatures.forget_changes` drops those of
+revoked keys, and :meth:`DeclaredFeatures.snapshot_keys` / :meth:`DeclaredFeatures.
+restore_keys` (aliases ``snapshot_customers`` / ``restore_customers``) copy keys' whole
+windows. :meth:`DeclaredFeatures.find_conflicts` finds a transaction id reused under the same
+key with another time or other summed values (a duplicate, which must not enter the state).
+Label-risk and habit stores are not in the changelog: the labels are a global side input,
+rebuilt at each start by reading the label topic from the beginning.
+
+Windows over a key other than the topic's key are not in the changelog either: their entries
+come from every partition this instance reads, so no topic partition holds them. After a
+restart or a rebalance they are rebuilt only from the events this instance reads from then on
+(a family whose windows are all over the topic's key restarts with the very features an
+uninterrupted run gives; one with such windows does not).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -43,7 +64,7 @@ from finscore.families.columns import (
     units,
     unscaled,
 )
-from finscore.families.exceptions import FamilyInputError
+from finscore.families.exceptions import FamilyInputError, FamilySpecError
 from finscore.families.spec import (
     DAY_MS,
     CategoryFeature,
@@ -61,6 +82,7 @@ __all__ = ["DeclaredFeatures", "featurize"]
 _NIGHT_MS = 7 * 3_600_000  # night: hour <= 6, as the handbook
 _HOUR_MS = 3_600_000
 RECENT = 1024  # event times behind the eviction watermark (its median)
+SEEN = "seen"  # the column of a counts-only store over the topic's key (1 per entry)
 
 
 @dataclass
@@ -122,21 +144,37 @@ class _Risks:
         return max([*self.spans[-1:], *(h.span_ms for h in self.habits)])
 
 
-def _windows(key: str, features: list[tuple[int, WindowFeature]], origin: int | None) -> _Windows:
+def _windows(
+    key: str,
+    features: list[tuple[int, WindowFeature]],
+    origin: int | None,
+    own: bool,
+    track: bool,
+) -> _Windows:
     """The store of the window features over ``key``: a column per summed field, and one per
-    squared field (``<field>^2``, for z-scores)."""
+    squared field (``<field>^2``, for z-scores); ``own``: ``key`` is the topic's key (then
+    the store holds a column even for counts only, for :meth:`DeclaredFeatures.
+    find_conflicts`); ``track``: it records its changes (see :meth:`DeclaredFeatures.
+    take_changes`)."""
     fields = list(dict.fromkeys(f.field for _, f in features if f.field is not None))
     squares = list(dict.fromkeys(f.field for _, f in features if f.stat == "zscore" and f.field))
-    store = TimeStore((*fields, *(f"{s}^2" for s in squares)), origin=origin)
+    held = (*fields, *(f"{s}^2" for s in squares))
+    if own and not held:  # counts only: a column all the same (find_conflicts reads one)
+        held = (SEEN,)
+    store = TimeStore(held, track_changes=track, origin=origin)
     return _Windows(key, store, sorted({f.span_ms for _, f in features}), fields, squares, features)
 
 
 class DeclaredFeatures:
     """Online feature state of a declared family (see the module docstring)."""
 
-    def __init__(self, spec: FamilySpec, *, time_origin_ms: int | None = None) -> None:
+    def __init__(
+        self, spec: FamilySpec, *, time_origin_ms: int | None = None, track_changes: bool = True
+    ) -> None:
         """``time_origin_ms``: the earliest storable time (see :class:`TimeStore`; None:
-        centred on the first times written)."""
+        centred on the first times written); ``track_changes``: remember the entries added to
+        the windows over the topic's key until :meth:`take_changes` (a worker's changelog;
+        False where nobody takes them, e.g. training: :func:`featurize`)."""
         self.spec = spec
         self.feature_names: tuple[str, ...] = spec.feature_names
         self.delay_ms = spec.label.delay_ms
@@ -150,10 +188,22 @@ class DeclaredFeatures:
                 by_key.setdefault(f.key, []).append((j, f))
             elif isinstance(f, LabelRiskFeature):
                 risk_by_key.setdefault(f.key, []).append((j, f))
-            else:
+            elif isinstance(f, RawFeature | TimeFlagFeature | CategoryFeature):
                 self._rows.append((j, f))
+            else:  # daily_series, sequence: their own engines (families.series, market windows)
+                raise FamilySpecError(
+                    f"feature {f.name!r}: kind {f.kind!r} is not computed per event by "
+                    "DeclaredFeatures (a series family runs through `worker cashflow`, a "
+                    "sequence family through `worker market`)"
+                )
             j += len(f.values) if isinstance(f, CategoryFeature) else 1
-        self._windows = [_windows(key, fs, time_origin_ms) for key, fs in by_key.items()]
+        self.key = spec.input.key
+        self._windows = [_windows(key, fs, time_origin_ms, key == self.key,
+                                  track_changes and key == self.key)
+                         for key, fs in by_key.items()]  # fmt: skip
+        # The windows over the topic's key: the partitioned state (None when the family has
+        # none: then there is no changelog state).
+        self._own = next((w for w in self._windows if w.key == self.key), None)
         self._risks, self._sources = _risk_stores(risk_by_key, time_origin_ms)
         self._label_places = {
             f: spec.input.decimals_of(f) for r in self._sources for f in r.fields
@@ -198,6 +248,8 @@ class DeclaredFeatures:
         values = {f: unscaled(column(columns, f, n), self._fields[f], places(f)) for f in w.fields}
         for s in w.squares:
             values[f"{s}^2"] = values[s] * values[s]
+        if not w.fields and w.store.value_names:
+            values[SEEN] = np.ones(n, dtype=np.int64)
         idx = w.store.index_of(strings(column(columns, w.key, n)), create=True)
         for a, b in time_chunks(idx, t):
             w.store.insert(idx[a:b], t[a:b], tags[a:b], {c: v[a:b] for c, v in values.items()})
@@ -395,6 +447,168 @@ class DeclaredFeatures:
         """The label stores: the label-risk keys', then the habits' own."""
         return [*self._risks, *(r for r in self._sources if not r.features)]
 
+    def oldest(self) -> dict[str, int | None]:
+        """The oldest time each store holds (None when empty), named as in :meth:`held`."""
+        stores = [(f"window:{w.key}", w.store) for w in self._windows]
+        stores += [(f"label_risk:{r.key}" if r.features else f"habit:{r.key}", r.store)
+                   for r in self._stores()]  # fmt: skip
+        out: dict[str, int | None] = {}
+        for name, store in stores:
+            held = store.time_range()
+            out[name] = held[0] if held else None
+        return out
+
+    # -- checks -------------------------------------------------------------------------------
+    def accepts_times(self, event_time: np.ndarray) -> np.ndarray:
+        """Which event times every window store can hold (see the time store's limits)."""
+        ok = np.ones(len(event_time), dtype=bool)
+        for w in self._windows:
+            ok &= w.store.accepts(event_time)
+        return ok
+
+    def accepts_label_times(self, tx_time: np.ndarray) -> np.ndarray:
+        """Which labelled events' times every label store can hold."""
+        ok = np.ones(len(tx_time), dtype=bool)
+        for r in [*self._risks, *self._sources]:
+            ok &= r.store.accepts(tx_time)
+        return ok
+
+    def find_conflicts(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Rows that reuse an id already held for their topic key (in the windows over that
+        key, or earlier in this batch) with another event time or other summed values (in
+        their integer units): duplicates, which must not enter the state. A repeat with the
+        same time and values is a replay (at-least-once redelivery), not a conflict. Ids are
+        compared by their 32-bit tag, as :meth:`FraudFeatures.find_conflicts
+        <finscore.features.fraud.FraudFeatures.find_conflicts>` does (for the declared fraud
+        family: the same rows). A family with no window over its topic's key holds no
+        per-id state: nothing conflicts."""
+        inp = self.spec.input
+        n = _rows(columns, inp.id)
+        conflict = np.zeros(n, dtype=bool)
+        w = self._own
+        if n == 0 or w is None:
+            return conflict
+        t = times(column(columns, inp.time, n))
+        keys = strings(column(columns, self.key, n))
+        tags = tags_of(strings(column(columns, inp.id, n)))
+        places = inp.decimals_of
+        values = [unscaled(column(columns, f, n), self._fields[f], places(f)) for f in w.fields]
+        idx = w.store.index_of(keys, create=False)
+        found, held_t, held_v = w.store.find_tags(idx, tags, w.store.value_names[0])
+        conflict = found & (held_t != t)
+        for k, f in enumerate(w.fields):
+            if k:
+                _, _, held_v = w.store.find_tags(idx, tags, f)
+            conflict |= found & (held_v != values[k])
+        uniq, counts = np.unique(tags, return_counts=True)
+        if (counts > 1).any():  # rare: a tag repeated inside the batch, compared row by row
+            first: dict[tuple[str, int], tuple[int, ...]] = {}
+            for r in np.flatnonzero(np.isin(tags, uniq[counts > 1])).tolist():
+                k2 = (keys[r], int(tags[r]))
+                content = (int(t[r]), *(int(v[r]) for v in values))
+                seen = first.get(k2)
+                if seen is None:
+                    if not found[r]:
+                        first[k2] = content
+                elif seen != content:
+                    conflict[r] = True
+        return conflict
+
+    # -- changelog ----------------------------------------------------------------------------
+    def _own_state(self, what: str) -> TimeStore:
+        """The store of the windows over the topic's key; ValueError when there is none."""
+        if self._own is None:
+            raise ValueError(f"{what}: family {self.spec.name!r} has no window over its "
+                             f"topic's key {self.key!r}, so no changelog state")  # fmt: skip
+        return self._own.store
+
+    @property
+    def has_changelog_state(self) -> bool:
+        """Whether the family has windows over its topic's key (the state a changelog holds)."""
+        return self._own is not None
+
+    def take_changes(self, partition_of: Mapping[str, int]) -> list[tuple[int, bytes]]:
+        """The entries added to the windows over the topic's key since the last call, as
+        (partition, record) pairs: a few records per partition of ``partition_of`` (key ->
+        partition; keys it lacks are left out). An append-only changelog: :meth:`add_changes`
+        on all its records rebuilds those windows. Costs what was added, not what is held.
+        Empty for a family without such windows."""
+        if self._own is None:
+            return []
+        return self._own.store.take_changes(partition_of)
+
+    def add_changes(
+        self,
+        records: Iterable[tuple[str, bytes]],
+        keep: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> int:
+        """Rebuild the windows over the topic's key from changelog records (:meth:`take_changes`
+        records or snapshots, any order, repeats harmless), then forget what no feature can
+        see. Rows the store cannot hold, or that ``keep(table)`` refuses (int64 rows: time,
+        tag, then the store's columns: each summed field in its integer unit, then the squares
+        of the z-scored ones), are dropped; returns how many. Raises
+        :class:`~finscore.features.exceptions.FeatureStateError` for a corrupt record, and
+        ValueError for a family without windows over its topic's key."""
+        store = self._own_state("add_changes")
+        dropped = store.add_rows(records, keep)
+        held = store.time_range()
+        if held is not None:
+            assert self._own is not None
+            self.latest_ms = max(self.latest_ms, held[1])
+            t = np.concatenate([r.times for r in store._runs])
+            if len(t) > RECENT:
+                t = np.partition(t, len(t) - RECENT)[-RECENT:]
+            self._observe(np.sort(t))
+            store.evict(self.watermark_ms() - self._own.spans[-1] - DAY_MS)
+        return dropped
+
+    def forget_changes(self, keys: Iterable[str]) -> None:
+        """Drop the unreported changes of these topic keys (their partition was revoked)."""
+        if self._own is not None:
+            self._own.store.forget_changes(keys)
+
+    def snapshot_keys(self, keys: Iterable[str]) -> list[bytes]:
+        """Each topic key's window state (the windows over the topic's key) as compact bytes."""
+        return self._own_state("snapshot_keys").snapshot(keys)
+
+    def restore_keys(self, snapshots: Mapping[str, bytes]) -> None:
+        """Replace the window state of each topic key with its snapshot (one bulk write)."""
+        store = self._own_state("restore_keys")
+        store.restore(dict(snapshots))
+        held = store.time_range()
+        if held is not None:
+            self.latest_ms = max(self.latest_ms, held[1])
+
+    def keys(self) -> list[str]:
+        """Topic keys that have window state."""
+        return [] if self._own is None else self._own.store.key_names()
+
+    def label_keys(self, key: str) -> list[str]:
+        """Keys of the label-risk features over ``key`` that have labels (none when no
+        label-risk feature is over ``key``)."""
+        return next((r.store.key_names() for r in self._risks if r.key == key), [])
+
+    # FraudFeatures' names (its topic key is the customer)
+    def snapshot_customers(self, keys: Iterable[str]) -> list[bytes]:
+        """:meth:`snapshot_keys` (FraudFeatures' name)."""
+        return self.snapshot_keys(keys)
+
+    def snapshot_customer(self, key: str) -> bytes:
+        """One topic key's window state (see :meth:`snapshot_keys`)."""
+        return self.snapshot_keys([key])[0]
+
+    def restore_customers(self, snapshots: Mapping[str, bytes]) -> None:
+        """:meth:`restore_keys` (FraudFeatures' name)."""
+        self.restore_keys(snapshots)
+
+    def restore_customer(self, key: str, snap: bytes) -> None:
+        """Replace one topic key's window state with a :meth:`snapshot_customer` snapshot."""
+        self.restore_keys({key: snap})
+
+    def customers(self) -> list[str]:
+        """:meth:`keys` (FraudFeatures' name)."""
+        return self.keys()
+
 
 def featurize(
     spec: FamilySpec,
@@ -412,7 +626,7 @@ def featurize(
     time, the result is what a worker computes on the live stream."""
     inp, lab = spec.input, spec.label
     n = _rows(columns, inp.id)
-    engine = DeclaredFeatures(spec, time_origin_ms=time_origin_ms)
+    engine = DeclaredFeatures(spec, time_origin_ms=time_origin_ms, track_changes=False)
     out = np.zeros((n, len(engine.feature_names)), dtype=np.float32)
     if n == 0:
         return out

@@ -36,6 +36,54 @@ features, each from a small vocabulary (``kind``):
 - ``category``: a string or enum ``field`` one-hot over ``values`` (one column per value,
   named ``<name>_<value>``; all zero for any other value).
 
+A **series family** (``[output] kind = "quantiles"``) forecasts, per key, the next days of a
+daily series instead of scoring each event. It has no ``[label]`` (its targets are its own
+series' next days, known once they close) and exactly one feature, a ``daily_series``:
+
+- ``daily_series``: per ``key``, a day's ``stat = "sum" | "count"`` of the events (``sum`` of
+  a numeric ``field``, in its units: a decimal 12.34 as 12.34) whose time falls in that UTC
+  day (``[k·86 400 000, (k+1)·86 400 000)`` ms), 0 for a day without any. A row is a key at an
+  *origin* day ``d``: the ``days`` (a whole number) whole days ``[d − days, d)`` before it,
+  oldest first, columns ``<name>_<days>`` … ``<name>_1``; its targets are the
+  ``horizon_days`` days ``[d, d + horizon_days)``. ``scale = "mean"`` divides the inputs and
+  the targets by the row's *scale*, the mean of its input days floored at ``min_scale``
+  (default 1.0); ``log_scale = "COLUMN"`` then adds ``log1p(scale)`` as a column;
+  ``weekday = "PREFIX"`` adds a one-hot of the origin's weekday, ``PREFIX_0`` (Monday) …
+  ``PREFIX_6`` (Sunday). Sums are float64 sums in input order (as
+  :func:`finscore.features.cashflow.daily_takings` computes them), not the windows' exact
+  integer sums. Compiled by :mod:`finscore.families.series`; ``cashflow.toml`` declares the
+  cash-flow family (a terminal's next 7 days of takings).
+
+``[output] kind = "quantiles"`` takes ``quantiles`` (increasing levels in (0, 1), e.g.
+``[0.1, 0.5, 0.9]``) and ``horizon_days`` (a positive whole number); the model's output is
+``[N, horizon_days, len(quantiles)]`` in the row's scale. ``"probability"`` (the default) is
+a score per event in [0, 1]; ``"regression"`` is reserved.
+
+A **sequence family** (the market family, ``market.toml``) scores each event with a window
+model over its key's recent events. Exactly one feature, a ``sequence``:
+
+- ``sequence``: the ``key``'s last ``events`` rows of a row ``layout``, in the order of
+  ``[input] id`` (an increasing per-key number: a replayed id, not above the key's last, is
+  skipped), one window per event once the key has ``events`` of them. ``layout`` names a row
+  layout of :data:`finscore.features.market.LAYOUTS` (``"book40"``: a book snapshot's 10
+  levels a side as offsets from the mid in basis points and ``log1p`` sizes; ``"book40+mid"``:
+  and the mid as ``1e4·ln(mid)``), read from the input's ``bids`` and ``asks`` (arrays of
+  levels with a ``price`` and a ``size``, best first); ``events`` is a window the window
+  models take (:data:`~finscore.features.market.MIN_WINDOW` to
+  :data:`~finscore.features.market.MAX_WINDOW`); ``key`` is ``[input] key`` (the windows are
+  kept per partition key). Compiled into the market worker's state by
+  :func:`finscore.features.market_windows.declared_windows`.
+
+Its label is derived from the key's own later events, ``[label] kind = "smoothed_move"`` with
+``horizon = k`` (book events) and nothing else (no label topic; :attr:`FamilySpec.move`):
+FI-2010's smoothed mid-price move, the mean of the next k mids against the mean of the last k
+(the current one included), down / flat / up against a threshold α set on the training data
+(:func:`finscore.features.market.direction_labels`). ``[label] kind = "topic"`` (the default)
+is the label topic above. Its output is ``[output] kind = "classes"`` with ``classes``, one
+name per class in the model's order (a ``smoothed_move`` label gives 3: down, flat, up); with
+an output ``schema`` the classes are the symbols of one of its enums (``price_signal``'s
+``signal``: ``["DOWN", "FLAT", "UP"]``).
+
 Window sums are exact integer sums: a decimal is summed in its unscaled units (cents), an
 integer or boolean as it is, and a float or double only once ``[input.decimals]`` says how
 many decimals of it to keep (it is then rounded to that fixed point).
@@ -46,7 +94,7 @@ known; a ``label_risk`` key must be a field of both schemas. Schemas are a built
 to the TOML file. The examples, the handbook's 15 fraud features and the whole 23-feature fraud
 row (:data:`finscore.features.fraud.FRAUD_FEATURE_NAMES`), are ``fraud_handbook.toml`` and
 ``fraud_declared.toml`` in this package (:func:`builtin_family`), with ``credit.toml``
-(credit risk on the German credit data).
+(credit risk on the German credit data) and ``cashflow.toml`` (a series family).
 """
 
 from __future__ import annotations
@@ -62,6 +110,7 @@ from pathlib import Path
 from typing import Any
 
 from finscore.families.exceptions import FamilySpecError
+from finscore.features.market import LAYOUTS, MAX_WINDOW, MIN_WINDOW, layout_width
 from finscore.schemas import SCHEMA_NAMES, SchemaError, load_schema
 from finscore.schemas.columnar.plan import Field, plan
 
@@ -72,6 +121,7 @@ __all__ = [
     "family_file",
     "POSITIVES",
     "CategoryFeature",
+    "DailySeriesFeature",
     "FamilySpec",
     "Feature",
     "InputSpec",
@@ -79,7 +129,9 @@ __all__ = [
     "LabelSpec",
     "OutputSpec",
     "RawFeature",
+    "MoveLabel",
     "SchemaRef",
+    "SequenceFeature",
     "TimeFlagFeature",
     "WindowFeature",
     "builtin_family",
@@ -87,7 +139,7 @@ __all__ = [
 ]
 
 DAY_MS = 86_400_000
-FEATURE_KINDS = ("raw", "time_flag", "window", "label_risk", "category")
+FEATURE_KINDS = ("raw", "time_flag", "window", "label_risk", "category", "daily_series", "sequence")
 #: which positive labels a label_risk feature counts (see the module docstring)
 POSITIVES = ("all", "habit")
 HABIT_OPTIONS = ("habit_key", "habit_field", "habit_days", "habit_ratio")
@@ -95,14 +147,22 @@ RAW_TRANSFORMS = ("none", "log1p")
 TIME_FLAGS = ("weekend", "night", "hour")
 WINDOW_STATS = ("count", "sum", "mean", "ratio", "zscore")
 LABEL_STATS = ("count", "sum", "share", "streak")
-OUTPUT_KINDS = ("probability",)
+OUTPUT_KINDS = ("probability", "quantiles", "classes")
 RESERVED_OUTPUT_KINDS = ("regression",)
 NUMERIC_KINDS = ("boolean", "int", "long", "float", "double", "decimal")
 KEY_KINDS = ("string", "int", "long")
 TIME_KINDS = ("int", "long")
 MAX_DECIMALS = 9  # a float kept to more places would leave int64 for ordinary values
-BUILTIN_FAMILIES = ("fraud_handbook", "fraud_declared", "credit")
+BUILTIN_FAMILIES = ("fraud_handbook", "fraud_declared", "credit", "cashflow", "market")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+# series families (a daily_series feature, a quantiles output: see the module docstring)
+SERIES_STATS = ("sum", "count")
+SERIES_SCALES = ("none", "mean")
+QUANTILE_OPTIONS = ("quantiles", "horizon_days")
+# sequence families (a sequence feature, a smoothed_move label, a classes output)
+LABEL_KINDS = ("topic", "smoothed_move")
+SMOOTHED_MOVE_CLASSES = 3  # down, flat, up (finscore.features.market.DOWN, FLAT, UP)
+BOOK_SIDES = ("bids", "asks")
 
 
 # -- the parts ----------------------------------------------------------------------------------
@@ -156,13 +216,26 @@ class LabelSpec:
 
 
 @dataclass(frozen=True)
+class MoveLabel:
+    """A label derived from the input (``[label] kind = "smoothed_move"``): the smoothed
+    mid-price move ``horizon`` events ahead, down / flat / up (see the module docstring)."""
+
+    horizon: int
+    kind: str = "smoothed_move"
+
+
+@dataclass(frozen=True)
 class OutputSpec:
-    """What the model emits: ``kind`` (``"probability"``; ``"regression"`` is reserved), the
+    """What the model emits: ``kind`` (``"probability"``, or ``"quantiles"`` of a series
+    family: ``quantiles``, the levels, and ``horizon_days``; ``"regression"`` is reserved), the
     output topic and, optionally, its schema."""
 
     topic: str
     kind: str = "probability"
     schema: str | None = None
+    quantiles: tuple[float, ...] = ()
+    horizon_days: int | None = None
+    classes: tuple[str, ...] = ()  # kind "classes": one name per class, the model's order
 
 
 @dataclass(frozen=True)
@@ -242,7 +315,51 @@ class CategoryFeature:
         return tuple(f"{self.name}_{v}" for v in self.values)
 
 
-Feature = RawFeature | TimeFlagFeature | WindowFeature | LabelRiskFeature | CategoryFeature
+@dataclass(frozen=True)
+class DailySeriesFeature:
+    """A series family's rows: per ``key``, the ``days`` whole UTC days before an origin of a
+    day's ``stat`` (``sum`` of ``field``, or ``count``), optionally scaled by their mean
+    (``scale = "mean"``, floored at ``min_scale``), with ``log_scale`` (a column: log1p of the
+    scale) and ``weekday`` (a prefix: the origin's weekday one-hot); see the module docstring."""
+
+    name: str
+    key: str
+    days: int
+    stat: str
+    field: str | None = None
+    scale: str = "none"
+    min_scale: float | None = None
+    log_scale: str | None = None
+    weekday: str | None = None
+    kind: str = "daily_series"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """``<name>_<days>`` … ``<name>_1``, then ``log_scale``, then ``<weekday>_0`` … ``_6``."""
+        cols = [f"{self.name}_{k}" for k in range(self.days, 0, -1)]
+        cols += [self.log_scale] if self.log_scale else []
+        cols += [f"{self.weekday}_{i}" for i in range(7)] if self.weekday else []
+        return tuple(cols)
+
+
+@dataclass(frozen=True)
+class SequenceFeature:
+    """The ``key``'s last ``events`` rows of row ``layout`` (see the module docstring)."""
+
+    name: str
+    key: str
+    events: int
+    layout: str
+    kind: str = "sequence"
+
+    @property
+    def width(self) -> int:
+        """Values per row of :attr:`layout`."""
+        return layout_width(self.layout)
+
+
+Feature = (RawFeature | TimeFlagFeature | WindowFeature | LabelRiskFeature | CategoryFeature
+           | DailySeriesFeature | SequenceFeature)  # fmt: skip
 # Per kind: the class, its required keys and its optional keys (besides name and kind).
 _KINDS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "raw": (RawFeature, ("field",), ("transform",)),
@@ -250,6 +367,12 @@ _KINDS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "window": (WindowFeature, ("key", "days", "stat"), ("field",)),
     "label_risk": (LabelRiskFeature, ("key", "days", "stat"), ("positives", *HABIT_OPTIONS)),
     "category": (CategoryFeature, ("field", "values"), ()),
+    "daily_series": (
+        DailySeriesFeature,
+        ("key", "days", "stat"),
+        ("field", "scale", "min_scale", "log_scale", "weekday"),
+    ),
+    "sequence": (SequenceFeature, ("key", "events", "layout"), ()),
 }
 
 
@@ -260,36 +383,67 @@ class FamilySpec:
 
     name: str
     input: InputSpec
-    label: LabelSpec
+    label_spec: LabelSpec | None  # None: a series family, which has no [label] (see label)
     output: OutputSpec
     features: tuple[Feature, ...]
+    move: MoveLabel | None = None  # a sequence family's derived label (label_spec None)
+
+    @property
+    def has_label(self) -> bool:
+        """Whether the family declares delayed labels (a series family does not)."""
+        return self.label_spec is not None
+
+    @property
+    def label(self) -> LabelSpec:
+        """The delayed labels; raises :class:`FamilySpecError` for a family without a
+        ``[label]`` topic (a series family's targets are its daily series' next days; a
+        sequence family's label is derived, :attr:`move`)."""
+        if self.label_spec is None:
+            raise FamilySpecError(
+                f"family {self.name!r} has no [label] topic: a quantiles family forecasts "
+                "its daily_series' next days, a sequence family's label is derived from its "
+                "events (its move)"
+            )
+        return self.label_spec
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        """The output columns in order (a category gives one column per value)."""
+        """The output columns in order (a category gives one column per value, a daily
+        series one per day and its extras)."""
         out: list[str] = []
         for f in self.features:
-            out.extend(f.column_names if isinstance(f, CategoryFeature) else (f.name,))
+            out.extend(_columns(f))
         return tuple(out)
+
+    @property
+    def sequence(self) -> SequenceFeature | None:
+        """The family's ``sequence`` feature (its only one), or None."""
+        return next((f for f in self.features if isinstance(f, SequenceFeature)), None)
 
     @property
     def input_fields(self) -> tuple[str, ...]:
         """The event fields the features read (id and time first)."""
         names = [self.input.id, self.input.time]
         for f in self.features:
+            if isinstance(f, SequenceFeature):
+                names.extend((f.key, *BOOK_SIDES))
             if isinstance(f, WindowFeature):
                 names.append(f.key)
             if isinstance(f, LabelRiskFeature):
                 names.append(f.key)
             if isinstance(f, RawFeature | CategoryFeature | WindowFeature) and f.field:
                 names.append(f.field)
+            if isinstance(f, DailySeriesFeature):
+                names.extend(n for n in (f.key, f.field) if n)
         return tuple(dict.fromkeys(names))
 
     @property
     def label_fields(self) -> tuple[str, ...]:
         """The label fields the features read (id, time, label time, label, the risk keys,
-        then the habit keys and fields)."""
-        lab = self.label
+        then the habit keys and fields); none for a series family."""
+        if self.label_spec is None:
+            return ()
+        lab = self.label_spec
         risks = [f for f in self.features if isinstance(f, LabelRiskFeature)]
         keys = [f.key for f in risks]
         habits = [name for f in risks for name in (f.habit_key, f.habit_field) if name]
@@ -302,19 +456,22 @@ class FamilySpec:
         ``base_dir`` (the current directory when None). Raises :class:`FamilySpecError`
         naming the bad entry."""
         base = Path(base_dir) if base_dir is not None else Path()
-        _keys(data, "the declaration", ("name", "input", "label", "output", "features"), ())
+        _keys(data, "the declaration", ("name", "input", "output", "features"), ("label",))
         name = _name(data["name"], "name")
         inp = _input(_table(data, "input"), base)
-        label = _label(_table(data, "label"), base)
+        move = _move_label(data)  # a sequence family's: no [label] topic
+        label = None if move is not None else _label_of(data, base)
         output = _output(_table(data, "output"), base)
         raw = data["features"]
         if not isinstance(raw, list) or not raw:
             raise FamilySpecError("features: a non-empty list of [[features]] tables is needed")
         features = tuple(_feature(f, i, inp, label) for i, f in enumerate(raw))
-        spec = cls(name, inp, label, output, features)
+        _series_features(features, output)
+        spec = cls(name, inp, label, output, features, move)
+        _check_sequence(spec)
         seen: set[str] = set()
         for i, f in enumerate(features):
-            for col in f.column_names if isinstance(f, CategoryFeature) else (f.name,):
+            for col in _columns(f):
                 if col in seen:
                     raise FamilySpecError(f"features[{i}] {f.name!r}: duplicate name {col!r}")
                 seen.add(col)
@@ -323,7 +480,7 @@ class FamilySpec:
     def to_dict(self) -> dict[str, Any]:
         """The declaration as TOML tables (:meth:`from_dict` of it, with the same base
         directory, gives an equal spec)."""
-        inp, lab, out = self.input, self.label, self.output
+        inp, lab, out = self.input, self.label_spec, self.output
         tables: dict[str, Any] = {
             "name": self.name,
             "input": {
@@ -333,7 +490,9 @@ class FamilySpec:
                 "key": inp.key,
                 "time": inp.time,
             },  # fmt: skip
-            "label": {
+        }
+        if lab is not None:  # a series family has none
+            tables["label"] = {
                 "topic": lab.topic,
                 "schema": lab.schema.ref,
                 "id": lab.id,
@@ -341,14 +500,20 @@ class FamilySpec:
                 "time": lab.time,
                 "label_time": lab.label_time,
                 "delay_days": lab.delay_days,
-            },  # fmt: skip
-            "output": {"topic": out.topic, "kind": out.kind},
-            "features": [],
-        }
+            }  # fmt: skip
+        tables |= {"output": {"topic": out.topic, "kind": out.kind}, "features": []}
         if inp.decimals:
             tables["input"]["decimals"] = dict(inp.decimals)
         if out.schema is not None:
             tables["output"]["schema"] = out.schema
+        if out.classes:
+            tables["output"]["classes"] = list(out.classes)
+        if self.move is not None:  # [label] in its place, before [output]
+            label = {"kind": self.move.kind, "horizon": self.move.horizon}
+            tables = {"name": tables.pop("name"), "input": tables.pop("input"), "label": label,
+                      **tables}  # fmt: skip
+        if out.kind == "quantiles":
+            tables["output"] |= {"quantiles": list(out.quantiles), "horizon_days": out.horizon_days}
         for f in self.features:
             row: dict[str, Any] = {"name": f.name, "kind": f.kind}
             _, required, optional = _KINDS[f.kind]
@@ -393,8 +558,10 @@ def family_file(ref: str | Path) -> Path:
 def builtin_family(name: str) -> FamilySpec:
     """A family shipped in this package (:data:`BUILTIN_FAMILIES`): ``"fraud_handbook"``
     (the handbook's 15 features), ``"fraud_declared"`` (all 23 of the fraud features; not
-    named ``fraud``, the hand-coded model's name) or ``"credit"`` (credit applications to a
-    probability of default: :mod:`finscore.families.german_credit`)."""
+    named ``fraud``, the hand-coded model's name), ``"credit"`` (credit applications to a
+    probability of default: :mod:`finscore.families.german_credit`) or ``"cashflow"`` (a
+    series family: a terminal's next 7 days of takings as quantiles,
+    :mod:`finscore.families.series`)."""
     if name not in BUILTIN_FAMILIES:
         raise FamilySpecError(f"unknown built-in family {name!r}; known: {BUILTIN_FAMILIES}")
     return load_family(family_file(name))
@@ -513,7 +680,7 @@ def _input(data: Mapping[str, Any], base: Path) -> InputSpec:
 
 def _label(data: Mapping[str, Any], base: Path) -> LabelSpec:
     required = ("topic", "schema", "id", "field", "time", "label_time", "delay_days")
-    _keys(data, "[label]", required, ())
+    _keys(data, "[label]", required, ("kind",))
     schema = _schema(data["schema"], "[label] schema", base)
     return LabelSpec(
         topic=_str(data["topic"], "[label] topic"),
@@ -527,18 +694,27 @@ def _label(data: Mapping[str, Any], base: Path) -> LabelSpec:
 
 
 def _output(data: Mapping[str, Any], base: Path) -> OutputSpec:
-    _keys(data, "[output]", ("topic",), ("kind", "schema"))
+    _keys(data, "[output]", ("topic",), ("kind", "schema", "classes", *QUANTILE_OPTIONS))
     kind = data.get("kind", "probability")
     if kind in RESERVED_OUTPUT_KINDS:
         raise FamilySpecError(f"[output] kind: {kind!r} is reserved, not supported yet")
     kind = _choice(kind, "[output] kind", OUTPUT_KINDS)
+    given = [k for k in QUANTILE_OPTIONS if k in data]
+    if given and kind != "quantiles":
+        raise FamilySpecError(f"[output]: {given[0]!r} needs kind = 'quantiles'")
     schema = data.get("schema")
-    if schema is not None:
+    if schema is not None and kind == "quantiles":
+        _record_schema(schema, "[output] schema", base)
+    elif schema is not None:
         _schema(schema, "[output] schema", base)
-    return OutputSpec(_str(data["topic"], "[output] topic"), kind, schema)
+    topic = _str(data["topic"], "[output] topic")
+    classes = _classes(data, kind, schema, base)
+    if kind == "quantiles":
+        return OutputSpec(topic, kind, schema, *_quantiles(data))
+    return OutputSpec(topic, kind, schema, classes=classes)
 
 
-def _feature(data: Any, i: int, inp: InputSpec, label: LabelSpec) -> Feature:
+def _feature(data: Any, i: int, inp: InputSpec, label: LabelSpec | None) -> Feature:
     where = f"features[{i}]"
     if not isinstance(data, Mapping):
         raise FamilySpecError(f"{where}: a table is needed, not {type(data).__name__}")
@@ -580,7 +756,15 @@ def _feature(data: Any, i: int, inp: InputSpec, label: LabelSpec) -> Feature:
                 f"integer sums, declare the places to keep ([input.decimals] {value} = 2)"
             )
         return WindowFeature(name, key, days, stat, value)
+    if kind == "daily_series":
+        return _daily_series(data, name, where, inp)
+    if kind == "sequence":
+        return _sequence(data, name, where, inp)
     if kind == "label_risk":
+        if label is None:  # a series family (no [label])
+            raise FamilySpecError(
+                f"{where}: kind 'label_risk' needs a [label] topic, which this family has not"
+            )
         return _label_risk(data, name, where, inp, label)
     value = _field(schema, data["field"], f"{where} field", ("string", "enum"))
     values = data["values"]
@@ -634,3 +818,245 @@ def _label_risk(data: Mapping[str, Any], name: str, where: str, inp: InputSpec,
         name, key, days, stat, positives, habit_key, value,
         _days(data["habit_days"], f"{where} habit_days"), float(ratio),
     )  # fmt: skip
+
+
+# -- series families ------------------------------------------------------------------------------
+def _columns(f: Feature) -> tuple[str, ...]:
+    """A feature's output columns (a category one per value, a daily series one per day and
+    its extras, any other its name)."""
+    return f.column_names if isinstance(f, CategoryFeature | DailySeriesFeature) else (f.name,)
+
+
+def _record_schema(ref: Any, where: str, base: Path) -> None:
+    """A quantiles family's output schema: a built-in name or a readable ``.avsc`` (its
+    arrays need not fit the columnar codec the input schemas are read with)."""
+    ref = _str(ref, where)
+    if ref in SCHEMA_NAMES:
+        return
+    if not ref.endswith(".avsc"):
+        raise FamilySpecError(
+            f"{where}: {ref!r} is neither a built-in schema ({', '.join(SCHEMA_NAMES)}) "
+            "nor an .avsc path"
+        )
+    try:
+        json.loads((base / ref).read_text())
+    except (OSError, ValueError) as exc:
+        raise FamilySpecError(f"{where}: cannot read {str(base / ref)!r}: {exc}") from exc
+
+
+def _is_series(data: Mapping[str, Any]) -> bool:
+    """The declaration's output is a series family's (``kind = "quantiles"``)."""
+    out = data.get("output")
+    return isinstance(out, Mapping) and out.get("kind") == "quantiles"
+
+
+def _label_of(data: Mapping[str, Any], base: Path) -> LabelSpec | None:
+    """``[label]``: required, except in a series family, which has none."""
+    if _is_series(data):
+        if "label" in data:
+            raise FamilySpecError(
+                "[label]: a quantiles family has no [label] (its targets are its "
+                "daily_series' next horizon_days days)"
+            )
+        return None
+    if "label" not in data:
+        raise FamilySpecError("the declaration: missing 'label'")
+    return _label(_table(data, "label"), base)
+
+
+def _whole_days(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise FamilySpecError(f"{where}: a positive whole number of days is needed, not {value!r}")
+    return value
+
+
+def _quantiles(data: Mapping[str, Any]) -> tuple[tuple[float, ...], int]:
+    """``[output]`` of kind quantiles: its levels and horizon."""
+    for k in QUANTILE_OPTIONS:
+        if k not in data:
+            raise FamilySpecError(f"[output]: kind 'quantiles' needs {k!r}")
+    levels = data["quantiles"]
+    ok = isinstance(levels, list) and levels and all(
+        isinstance(q, int | float) and not isinstance(q, bool) and 0 < q < 1 for q in levels
+    ) and all(a < b for a, b in zip(levels, levels[1:], strict=False))  # fmt: skip
+    if not ok:
+        raise FamilySpecError(
+            f"[output] quantiles: a non-empty list of increasing levels in (0, 1) is needed, "
+            f"not {levels!r}"
+        )
+    horizon = _whole_days(data["horizon_days"], "[output] horizon_days")
+    return tuple(float(q) for q in levels), horizon
+
+
+def _daily_series(data: Mapping[str, Any], name: str, where: str,
+                  inp: InputSpec) -> DailySeriesFeature:  # fmt: skip
+    """A ``daily_series`` feature (see the module docstring)."""
+    schema = inp.schema
+    stat = _choice(data["stat"], f"{where} stat", SERIES_STATS)
+    key = _field(schema, data["key"], f"{where} key", KEY_KINDS)
+    days = _whole_days(data["days"], f"{where} days")
+    value = data.get("field")
+    if stat == "count" and value is not None:
+        raise FamilySpecError(f"{where}: stat 'count' takes no field")
+    if stat == "sum":
+        if value is None:
+            raise FamilySpecError(f"{where}: stat 'sum' needs a numeric 'field'")
+        value = _field(schema, value, f"{where} field", NUMERIC_KINDS)
+    scale = _choice(data.get("scale", "none"), f"{where} scale", SERIES_SCALES)
+    if scale != "mean":
+        given = [k for k in ("min_scale", "log_scale") if k in data]
+        if given:
+            raise FamilySpecError(f"{where}: {given[0]!r} needs scale = 'mean'")
+    floor = data.get("min_scale", 1.0) if scale == "mean" else None
+    if floor is not None and (not isinstance(floor, int | float) or isinstance(floor, bool)
+                              or not math.isfinite(floor) or floor <= 0):  # fmt: skip
+        raise FamilySpecError(f"{where} min_scale: a positive number is needed, not {floor!r}")
+    log_scale = data.get("log_scale")
+    weekday = data.get("weekday")
+    return DailySeriesFeature(
+        name, key, days, stat, value, scale, None if floor is None else float(floor),
+        None if log_scale is None else _name(log_scale, f"{where} log_scale"),
+        None if weekday is None else _name(weekday, f"{where} weekday"),
+    )  # fmt: skip
+
+
+def _series_features(features: tuple[Feature, ...], output: OutputSpec) -> None:
+    """A quantiles family's features are one ``daily_series``; other families have none."""
+    series = output.kind == "quantiles"
+    seen = 0
+    for i, f in enumerate(features):
+        where = f"features[{i}] {f.name!r}"
+        if not series and isinstance(f, DailySeriesFeature):
+            raise FamilySpecError(f"{where}: kind 'daily_series' needs [output] kind = 'quantiles'")
+        if series and not isinstance(f, DailySeriesFeature):
+            raise FamilySpecError(f"{where}: kind {f.kind!r} is not for a quantiles family")
+        seen += isinstance(f, DailySeriesFeature)
+        if series and seen > 1:
+            raise FamilySpecError(f"{where}: a quantiles family has one daily_series feature")
+
+
+# -- sequence families (the market family) ------------------------------------------------------
+def _sequence(data: Mapping[str, Any], name: str, where: str, inp: InputSpec) -> SequenceFeature:
+    """A ``sequence`` feature: a known layout, a window the window models take, and the book
+    the layout reads in the input schema (the family-level rules: :func:`_check_sequence`)."""
+    layout = data["layout"]
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise FamilySpecError(
+            f"{where} layout: unknown layout {layout!r} (known: {', '.join(LAYOUTS)})"
+        )
+    events = data["events"]
+    if not isinstance(events, int) or isinstance(events, bool):
+        raise FamilySpecError(f"{where} events: a whole number of events is needed, not {events!r}")
+    if not MIN_WINDOW <= events <= MAX_WINDOW:
+        raise FamilySpecError(
+            f"{where} events: the window model takes {MIN_WINDOW} to {MAX_WINDOW} events, "
+            f"not {events}"
+        )
+    key = _field(inp.schema, data["key"], f"{where} key", KEY_KINDS)
+    for side in BOOK_SIDES:
+        f = inp.schema.fields.get(side)
+        items = {i.name: i.kind for i in f.items} if f is not None and f.kind == "array" else {}
+        if items.get("price") not in ("float", "double") or items.get("size") not in NUMERIC_KINDS:
+            why = (f"no field {side!r} in schema {inp.schema.ref!r}" if f is None
+                   else f"field {side!r} is not an array of levels")  # fmt: skip
+            raise FamilySpecError(
+                f"{where} layout {layout!r} reads the book: {why} (an array of levels with a "
+                "float or double price and a numeric size is needed, best first)"
+            )
+    return SequenceFeature(name, key, events, layout)
+
+
+def _move_label(data: Mapping[str, Any]) -> MoveLabel | None:
+    """``[label] kind = "smoothed_move"`` (a label computed from the input, no topic), or None
+    for any other ``[label]`` (``kind = "topic"``, the default, or none)."""
+    table = data.get("label")
+    if not isinstance(table, Mapping) or table.get("kind", "topic") == "topic":
+        return None
+    kind = _choice(table["kind"], "[label] kind", LABEL_KINDS)
+    _keys(table, "[label]", ("kind", "horizon"), ())
+    horizon = table["horizon"]
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+        raise FamilySpecError(
+            f"[label] horizon: a positive whole number of events is needed, not {horizon!r}"
+        )
+    raw = data.get("features")
+    if not any(isinstance(f, Mapping) and f.get("kind") == "sequence" for f in raw or ()):
+        raise FamilySpecError(
+            f"[label] kind {kind!r} reads the mid price of a sequence feature's book: "
+            "declare one ([[features]] kind = 'sequence')"
+        )
+    return MoveLabel(horizon, kind)
+
+
+def _classes(data: Mapping[str, Any], kind: str, schema: Any, base: Path) -> tuple[str, ...]:
+    """``[output] classes``: for kind ``classes`` only, two or more distinct names, the symbols
+    of an enum of the output ``schema`` when there is one."""
+    if "classes" not in data:
+        if kind == "classes":
+            raise FamilySpecError("[output] kind 'classes' needs 'classes' (one name per class)")
+        return ()
+    if kind != "classes":
+        raise FamilySpecError("[output] classes: only for kind = 'classes'")
+    classes = data["classes"]
+    if (not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str) and c for c in classes)):  # fmt: skip
+        raise FamilySpecError("[output] classes: a list of two or more names is needed")
+    if len(set(classes)) < len(classes):
+        raise FamilySpecError("[output] classes: repeated class")
+    if schema is not None:
+        ref = _schema(schema, "[output] schema", base)
+        enums = {n: f.symbols for n, f in ref.fields.items() if f.kind == "enum"}
+        if tuple(classes) not in enums.values():
+            have = "; ".join(
+                f"enum {n!r} of schema {ref.ref!r} has {', '.join(s)}" for n, s in enums.items()
+            )
+            have = have or f"schema {ref.ref!r} has no enum"
+            raise FamilySpecError(
+                f"[output] classes: {classes} are not the symbols of an enum of the output "
+                f"schema ({have})"
+            )
+    return tuple(classes)
+
+
+def _check_sequence(spec: FamilySpec) -> None:
+    """The rules that tie a sequence, its label and its output together (module docstring)."""
+    seq, move, output = spec.sequence, spec.move, spec.output
+    if seq is None:
+        if move is not None:
+            raise FamilySpecError(
+                f"[label] kind {move.kind!r} reads the mid price of a sequence feature's book: "
+                "declare one ([[features]] kind = 'sequence')"
+            )
+        return
+    if len(spec.features) > 1:
+        raise FamilySpecError(
+            "features: a sequence feature is the family's only feature (its model reads "
+            "windows of rows, not one row)"
+        )
+    where = f"features[0] {seq.name!r}"
+    if seq.key != spec.input.key:
+        raise FamilySpecError(
+            f"{where} key: a sequence is kept per partition key: {seq.key!r} is not [input] "
+            f"key {spec.input.key!r}"
+        )
+    id_kind = spec.input.schema.kind(spec.input.id)
+    if id_kind not in ("int", "long"):
+        raise FamilySpecError(
+            f"[input] id: a sequence keeps each key's rows in the order of the id: "
+            f"{spec.input.id!r} is {id_kind}, int or long is needed"
+        )
+    if move is None:
+        raise FamilySpecError(
+            "[label]: a sequence feature is labelled by its own later events (kind = "
+            "'smoothed_move', horizon = k), not by a label topic"
+        )
+    if output.kind != "classes":
+        raise FamilySpecError(
+            f"[output] kind: a {move.kind} label gives classes (kind = 'classes', "
+            f"classes = down, flat, up), not {output.kind!r}"
+        )
+    if len(output.classes) != SMOOTHED_MOVE_CLASSES:
+        raise FamilySpecError(
+            f"[output] classes: a {move.kind} label gives {SMOOTHED_MOVE_CLASSES} classes "
+            f"(down, flat, up, in this order), not {len(output.classes)}"
+        )

@@ -22,6 +22,11 @@ the window, oldest first (``lag_28`` … ``lag_1`` for ``lookback = 28``); ``log
 (``log1p(scale)``: the terminal's size, lost by scaling); a one-hot of the weekday of the first
 target day (``dow_0`` = Monday … ``dow_6`` = Sunday; target day ``h`` falls on weekday
 ``(dow + h) mod 7``).
+
+**Declared.** These are the features ``finscore/families/cashflow.toml`` declares (a
+``daily_series`` feature, a ``quantiles`` output): :class:`finscore.families.series.DailySeries`
+compiles a declaration into these functions' arguments, and the cash-flow family's training
+(``finscore compress cashflow``) and worker (``finscore worker cashflow``) read them through it.
 """
 
 from __future__ import annotations
@@ -139,6 +144,9 @@ def forecast_rows(
     horizon: int = HORIZON,
     min_scale: float = 1.0,
     with_targets: bool = True,
+    scaled: bool = True,
+    log_scale: bool = True,
+    weekday_onehot: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Input rows (and targets) for every terminal (row of ``takings``) at every origin.
 
@@ -150,6 +158,10 @@ def forecast_rows(
     Returns ``(x, y, scale)``: ``x`` float32 ``[n, lookback + 8]`` (see the module docstring),
     ``y`` float32 ``[n, horizon]`` the takings of ``[d, d + horizon)`` divided by ``scale``
     (None without targets), ``scale`` float64 ``[n]``.
+
+    A declared series (:mod:`finscore.families.series`) may leave parts out: ``scaled=False``
+    (``scale`` is 1: no division), ``log_scale=False`` (no ``log_scale`` column),
+    ``weekday_onehot=False`` (no weekday columns); the defaults are the layout above.
     """
     v = np.asarray(takings, dtype=np.float64)
     d = np.asarray(origins, dtype=np.int64).reshape(-1)
@@ -162,11 +174,13 @@ def forecast_rows(
         raise ValueError(f"origin {int(d.max())} is past the last day ({n_days})")
     past = d[:, None] + np.arange(-lookback, 0)[None, :]  # [o, L]
     window = v[:, past].transpose(1, 0, 2).reshape(-1, lookback)  # [o · t, L]
-    scale = np.maximum(window.mean(axis=1), min_scale)
-    dow = np.repeat(weekday(first_day + d), v.shape[0])
-    x = np.concatenate(
-        [window / scale[:, None], np.log1p(scale)[:, None], np.eye(7)[dow]], axis=1
-    ).astype(np.float32)
+    scale = np.maximum(window.mean(axis=1), min_scale) if scaled else np.ones(len(window))
+    parts = [window / scale[:, None]]
+    if log_scale:
+        parts.append(np.log1p(scale)[:, None])
+    if weekday_onehot:
+        parts.append(np.eye(7)[np.repeat(weekday(first_day + d), v.shape[0])])
+    x = np.concatenate(parts, axis=1).astype(np.float32)
     if not with_targets:
         return x, None, scale
     ahead = d[:, None] + np.arange(horizon)[None, :]

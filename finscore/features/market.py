@@ -12,6 +12,11 @@ computed alone (no state), yet a window of ``book40+mid`` rows carries the mid-p
 model takes each row's log-mid relative to the window's last one (a difference in basis
 points), so the absolute level never reaches its weights.
 
+The window models (:mod:`finscore.compression.market`) take windows of :data:`MIN_WINDOW` to
+:data:`MAX_WINDOW` rows: the students summarise the last 10 rows of a window, and a chunk of
+windows scored at once (``SCORE_CHUNK`` of them, :mod:`finscore.features.market_windows`)
+stays within about 40 MB.
+
 Labels follow FI-2010/DeepLOB: with m₋ the mean of the previous k mids (current included) and
 m₊ the mean of the next k mids, l = (m₊ − m₋)/m₋; up if l > α, down if l < −α, flat otherwise.
 Classes: down = 0, flat = 1, up = 2.
@@ -27,6 +32,8 @@ __all__ = [
     "FLAT",
     "LAYOUTS",
     "LEVELS",
+    "MAX_WINDOW",
+    "MIN_WINDOW",
     "N_FEATURES",
     "PATH_LAYOUT",
     "UP",
@@ -49,6 +56,8 @@ DOWN, FLAT, UP = 0, 1, 2
 BOOK_LAYOUT = "book40"
 PATH_LAYOUT = "book40+mid"
 LAYOUTS = {BOOK_LAYOUT: N_FEATURES, PATH_LAYOUT: N_FEATURES + 1}
+#: the window lengths (rows) the market models take (see the module docstring)
+MIN_WINDOW, MAX_WINDOW = 10, 1000
 
 
 def layout_width(layout: str) -> int:

@@ -5,12 +5,16 @@ bulk, so the rows of a batch and the window before them are contiguous and every
 batch completes is a slice of that buffer. :meth:`MarketWindows.push_rows` hands those windows
 back as a :class:`ReadyWindows` that copies them on demand, a few hundred at a time, into one
 reused (cache-resident) array for the model: one copy per window, no per-tick allocation.
+
+A declared family's ``sequence`` feature (``finscore/families/market.toml``) compiles into
+this state: :func:`declared_windows`.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,10 +27,14 @@ from finscore.features.market import (
     rows_from_book_array,
 )
 
+if TYPE_CHECKING:
+    from finscore.families.spec import FamilySpec
+
 __all__ = [
     "SCORE_CHUNK",
     "MarketWindows",
     "ReadyWindows",
+    "declared_windows",
 ]
 
 SCORE_CHUNK = 256  # windows per copy + inference: [256, 100, 40] float32 is 4 MB
@@ -251,3 +259,13 @@ class MarketWindows:
         ring.extend(rows[-self.window :] if n else rows)
         self._rings[instrument] = ring
         self._last_seq[instrument] = seq
+
+
+def declared_windows(spec: FamilySpec) -> MarketWindows:
+    """The state a family's ``sequence`` feature compiles into: :class:`MarketWindows` of its
+    ``events`` rows of its ``layout`` (the coded state itself, so the same windows bit for bit).
+    :class:`ValueError` for a family without one."""
+    seq = spec.sequence
+    if seq is None:
+        raise ValueError(f"family {spec.name!r} declares no sequence feature")
+    return MarketWindows(window=seq.events, layout=seq.layout)

@@ -6,9 +6,12 @@ Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`
   decode_transactions`, :func:`~finscore.streams.fraud.pipeline.transaction_checks`):
   undecodable records and impossible values (amounts, ids, event times outside the bounds) are
   dead letters with the same reasons.
-- **Takings** (:class:`TerminalTakings`): the sum of the amounts per terminal per UTC day of
-  ``event_time`` (the definition of :func:`finscore.features.cashflow.daily_takings`); only the
-  last ``lookback + 1`` days up to the latest day seen are kept: a transaction older than that
+- **Takings** (:class:`TerminalTakings`): the declared daily series
+  (``finscore/families/cashflow.toml``, compiled by
+  :class:`~finscore.families.series.DailySeries`): the sum of the amounts per terminal per UTC
+  day of ``event_time`` (the definition of :func:`finscore.features.cashflow.daily_takings`;
+  another declaration may key by ``customer_id`` or count instead); only the last
+  ``lookback + 1`` days up to the latest day seen are kept: a transaction older than that
   is read but counts nowhere (too late for any forecast still to come).
 - **Forecasts**: rows are taken in input order; when one's UTC day ``D`` is after every day
   seen before it (the stream's event time crosses midnight), before adding it the pipeline
@@ -40,7 +43,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from finscore.features.cashflow import DAY_MS, HORIZON, LOOKBACK, QUANTILES, forecast_rows
+from finscore.families import FamilySpec, FamilySpecError, builtin_family
+from finscore.families.series import DailySeries
+from finscore.features.cashflow import DAY_MS, LOOKBACK
 from finscore.schemas.codec import Codec
 from finscore.streams.bounds import DEFAULT_BOUNDS, InputBounds, first_failures
 from finscore.streams.fraud.columns import TxColumns, decode_transactions
@@ -112,6 +117,30 @@ class TerminalTakings:
         return names, values
 
 
+#: the transaction fields a declared series may read, as :class:`TxColumns` holds them
+SERIES_KEYS = ("terminal_id", "customer_id")
+SERIES_FIELDS = ("amount",)
+
+
+def declared_series(spec: FamilySpec, lookback: int | None = None) -> DailySeries:
+    """The compiled series of ``spec`` (with ``lookback`` days when given) that this stream
+    can compute from decoded transactions; raises :class:`FamilySpecError` otherwise."""
+    series = DailySeries.of(spec).replace(lookback=lookback)
+    inp = spec.input
+    if inp.schema.ref != "transaction" or inp.time != "event_time":
+        raise FamilySpecError(
+            f"family {spec.name!r}: the cash-flow stream reads the built-in 'transaction' "
+            "schema by its event_time"
+        )
+    if series.key not in SERIES_KEYS:
+        raise FamilySpecError(f"family {spec.name!r}: the cash-flow stream keys a series by "
+                              f"{' or '.join(SERIES_KEYS)}, not {series.key!r}")  # fmt: skip
+    if series.field is not None and series.field not in SERIES_FIELDS:
+        raise FamilySpecError(f"family {spec.name!r}: the cash-flow stream sums "
+                              f"{', '.join(SERIES_FIELDS)}, not {series.field!r}")  # fmt: skip
+    return series
+
+
 class CashflowPipeline(StreamPipeline[TxColumns]):
     """Transactions → daily takings → a forecast per terminal at each new UTC day (see the
     module docstring). No changelog: ``flush = "at_commit"`` with nothing to flush."""
@@ -123,17 +152,21 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
         slot: ModelSlot,
         output_topic: str,
         *,
-        lookback: int = LOOKBACK,
+        family: FamilySpec | None = None,
+        lookback: int | None = None,
         output_encoding: str = "avro",
         clock: Clock = time.time,
         in_codec: Codec | None = None,
         out_codec: Codec | None = None,
         bounds: InputBounds = DEFAULT_BOUNDS,
     ) -> None:
-        """``lookback``: the days of takings a forecast reads (the model's ``lookback_days``)."""
+        """``family``: the declaration (default: the built-in ``cashflow``), compiled
+        (:func:`declared_series`); ``lookback``: the days of takings a forecast reads (the
+        model's ``lookback_days``; default: the declaration's)."""
         super().__init__(slot, output_topic, changelog_topic=None, clock=clock)
-        self.lookback = lookback
-        self.takings = TerminalTakings(lookback + 1)
+        self.series = declared_series(family or builtin_family("cashflow"), lookback)
+        self.lookback = self.series.lookback
+        self.takings = TerminalTakings(self.lookback + 1)
         self.output_encoding = output_encoding
         self.in_codec = in_codec or Codec("transaction")
         self.out_codec = out_codec or Codec("cashflow_forecast")
@@ -155,7 +188,7 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
     def score(self, cols: TxColumns, messages: list[Message], result: BatchResult) -> None:
         """Add the rows' takings in input order, forecasting at each new day first."""
         day = np.asarray(cols.event_time, dtype=np.int64) // DAY_MS
-        amount = np.asarray(cols.cents, dtype=np.float64) / 100.0
+        amount = self._contributions(cols)
         start = 0
         for i in self._crossings(day).tolist():
             self._add(cols, day, amount, start, i)
@@ -166,6 +199,18 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
             if first is not None and d - self.lookback > first:
                 self._forecast(d, cols.messages[i], result)
         self._add(cols, day, amount, start, len(day))
+
+    def _contributions(self, cols: TxColumns) -> np.ndarray:
+        """Each row's contribution to its day (the declared series': the amount in units,
+        or 1 for a count)."""
+        if self.series.stat == "count":
+            return np.ones(len(cols), dtype=np.float64)
+        return np.asarray(cols.cents, dtype=np.float64) / 100.0
+
+    def _keys(self, cols: TxColumns, lo: int, hi: int) -> list[str]:
+        """The declared series' key of rows ``lo:hi``."""
+        keys: list[str] = getattr(cols, self.series.key)
+        return keys[lo:hi]
 
     def _crossings(self, day: np.ndarray) -> np.ndarray:
         """Rows whose day is after every day seen before them (the first row ever, too)."""
@@ -178,7 +223,7 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
 
     def _add(self, cols: TxColumns, day: np.ndarray, amount: np.ndarray, lo: int, hi: int) -> None:
         if hi > lo:
-            self.takings.add(cols.terminal_id[lo:hi], day[lo:hi], amount[lo:hi])
+            self.takings.add(self._keys(cols, lo, hi), day[lo:hi], amount[lo:hi])
 
     def _forecast(self, origin: int, crossing: Message, result: BatchResult) -> None:
         """One forecast per terminal with takings in the window before ``origin``, by the live
@@ -194,11 +239,11 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
             result.dead_letters += no_model([crossing])
             return
         params = live.manifest.params or {}
-        x, _, scale = forecast_rows(
-            values, np.array([self.lookback]), first_day=origin - self.lookback,
-            lookback=self.lookback, horizon=int(params.get("horizon_days", HORIZON)),
-            min_scale=float(params.get("min_scale", 1.0)), with_targets=False,
-        )  # fmt: skip
+        # the model's horizon and scale floor (its manifest's params), else the declaration's
+        floor = params.get("min_scale") if self.series.scaled else None
+        series = self.series.replace(horizon=params.get("horizon_days"), min_scale=floor)
+        x, _, scale = series.rows(values, np.array([self.lookback]),
+                                  first_day=origin - self.lookback, with_targets=False)  # fmt: skip
         out = self.run_models(live, x, result)
         origin_ms = origin * DAY_MS
         # one output per terminal, keyed by it and stamped with the origin: what emit keys by
@@ -220,7 +265,7 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
         scorer: Scorer, processing: int,
     ) -> list[bytes]:  # fmt: skip
         params = scorer.manifest.params or {}
-        levels = [float(q) for q in params.get("quantiles", QUANTILES)]
+        levels = [float(q) for q in params.get("quantiles", self.series.quantiles)]
         days = [origin_ms + h * DAY_MS for h in range(quantiles.shape[1])]
         return [
             self.out_codec.encode(

@@ -1,11 +1,14 @@
 """The cash-flow stream: transactions → cashflow-forecasts (issue 18).
 
-Reads ``transactions`` in its own consumer group (``finscore-cashflow``), keeps each terminal's
-daily takings and, at each new UTC day of the stream's event time, forecasts every recently
-active terminal's next days of takings with the live ``cashflow`` model (see
+What it reads, computes and writes is declared (``finscore/families/cashflow.toml``, or the
+declaration ``family_path`` names in the worker's config): it reads the declaration's input
+topic (``transactions``) in its own consumer group (``finscore-cashflow``), keeps each
+terminal's daily takings and, at each new UTC day of the stream's event time, forecasts every
+recently active terminal's next days of takings with the live ``cashflow`` model onto the
+declaration's output topic (``cashflow-forecasts``, schema ``cashflow_forecast``; see
 :mod:`finscore.streams.cashflow.pipeline`). The window length is the first model's
-(``lookback_days`` in its manifest's params; a later model must read the same, see
-:meth:`CashflowStream.input_spec`).
+(``lookback_days`` in its manifest's params, else the declaration's ``days``; a later model
+must read the same, see :meth:`CashflowStream.input_spec`).
 
 **Run one cashflow worker.** Transactions are keyed by card, so a worker sees only the
 terminals' transactions of its own partitions: two workers would each forecast every terminal
@@ -18,10 +21,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from finscore.features.cashflow import LOOKBACK
-from finscore.schemas import topics as T
+from finscore.families import FamilySpec, builtin_family, load_family
 from finscore.schemas.codec import Codec
-from finscore.streams.cashflow.pipeline import CashflowPipeline
+from finscore.streams.cashflow.pipeline import CashflowPipeline, declared_series
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.scoring import InputSpec
 from finscore.streams.stream import StreamBase, output_codec, output_encoding, registry_client
@@ -44,24 +46,34 @@ class CashflowStream(StreamBase):
     def __init__(
         self, cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
     ) -> None:
-        super().__init__(cfg, slot, transports, input_topic=T.TRANSACTIONS,
-                         output_topic=T.CASHFLOW_FORECASTS, output_schema="cashflow_forecast")  # fmt: skip
+        family = cfg.family_path
+        self.family: FamilySpec = load_family(family) if family else builtin_family("cashflow")
+        series = declared_series(self.family)  # refuses a declaration it cannot compute
+        out = self.family.output
+        super().__init__(cfg, slot, transports, input_topic=self.family.input.topic,
+                         output_topic=out.topic, output_schema=out.schema or "cashflow_forecast")  # fmt: skip
+        self.default_lookback = series.lookback
         self.lookback: int | None = None  # fixed by the first model (start)
         self.pipeline: CashflowPipeline
 
     def input_spec(self) -> InputSpec:
-        """Rows of ``lookback + 8`` cash-flow features (the lookback in force once started)."""
-        return InputSpec.cashflow(self.lookback)
+        """Rows of the declared features (``lookback + 8`` of them for the built-in
+        declaration; the lookback in force once started)."""
+        if self.lookback is None:
+            return InputSpec.cashflow(None)
+        width = len(declared_series(self.family, self.lookback).feature_names)
+        return InputSpec("cashflow", width, self.lookback)
 
     def start(self) -> None:
         live = self.slot.live
         params = (live.manifest.params or {}) if live else {}
-        self.lookback = int(params.get("lookback_days", LOOKBACK))
+        self.lookback = int(params.get("lookback_days", self.default_lookback))
         registry = registry_client(self.cfg)
         out_encoding = output_encoding(self.cfg, self.output_topic, registry)
         self.pipeline = CashflowPipeline(
             self.slot,
             self.output_topic,
+            family=self.family,
             lookback=self.lookback,
             output_encoding=out_encoding,
             in_codec=Codec("transaction", registry=registry),

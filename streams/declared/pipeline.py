@@ -16,12 +16,23 @@ outside the bounds (:class:`~finscore.streams.bounds.InputBounds`: against the w
 float field read that is not finite, a summed field too large for exact window sums; each such
 record is an ``ImpossibleValue`` dead letter with its reason and never reaches the state.
 Replays (the same id, key and time) count once in the windows (the engine's rule) and are
-scored again.
+scored again. Reused ids (:meth:`DeclaredPipeline._duplicates`, after the bounds): an id
+already held for the same topic key with another event time or other summed values (in the
+windows over that key, or earlier in the batch) is a ``DuplicateId`` dead letter (reason
+``duplicate_id: ...``) and never enters the state, as the fraud stream's reused transaction
+ids (:meth:`DeclaredFeatures.find_conflicts <finscore.families.engine.DeclaredFeatures.
+find_conflicts>`).
 
-State: the window state lives in this process only (no changelog yet, ``changelog_topic`` is
-None): a worker that restarts, or takes over partitions, rebuilds its windows only from the
-events it reads next. Labels (:class:`LabelsPipeline`) are read by the stream from every
-partition of the label topic, from the beginning, so label-risk state is whole after a restart.
+State: the windows over the topic's key go to an append-only changelog (``changelog_topic``,
+set by the stream) at each commit: :meth:`DeclaredPipeline.flush_state` writes the entries
+added since the last flush (:meth:`DeclaredFeatures.take_changes <finscore.families.engine.
+DeclaredFeatures.take_changes>`), each in the partition of the input its keys live in (in
+exactly-once mode within the batch's transaction); the stream rebuilds them from it when
+partitions are assigned. Windows over another key are not in it (see
+:mod:`finscore.families.engine`): a worker that restarts, or takes over partitions, rebuilds
+them only from the events it reads next. Labels (:class:`LabelsPipeline`) are read by the
+stream from every partition of the label topic, from the beginning, so label-risk state is
+whole after a restart.
 """
 
 from __future__ import annotations
@@ -49,9 +60,11 @@ from finscore.streams.pipeline import (
     now_ms,
 )
 from finscore.streams.scoring import Scorer, decision_threshold, top_features
-from finscore.streams.transport import Message
+from finscore.streams.transport import Message, OutRecord
 
 __all__ = [
+    "DUPLICATE",
+    "DUPLICATE_ERROR",
     "MAX_SQUARED_UNITS",
     "MAX_SUMMED_UNITS",
     "DeclaredPipeline",
@@ -66,6 +79,9 @@ MAX_SUMMED_UNITS = 10**12
 #: ... and at most this large where its square is summed too (a z-score), as the fraud
 #: stream's amount bound (1e8 cents).
 MAX_SQUARED_UNITS = 10**8
+#: The reason's prefix and the error type of a reused id's dead letter.
+DUPLICATE = "duplicate_id"
+DUPLICATE_ERROR = "DuplicateId"
 
 
 def _null_checks(cols: FamilyColumns, names: Sequence[str]) -> list[Check]:
@@ -140,8 +156,9 @@ def label_checks(spec: FamilySpec, cols: FamilyColumns, now: int,
 
 class DeclaredPipeline(StreamPipeline[FamilyColumns]):
     """Scores a batch of a declared family's events on the stream skeleton; see the module
-    docstring. No changelog (``changelog_topic`` is None); its ``flush_state`` writes nothing
-    and, every ``evict_interval`` seconds, forgets what no feature can see any more."""
+    docstring. The window state over the topic's key goes to ``changelog_topic`` at each
+    commit (``flush = "at_commit"``; nothing when it is None); every ``evict_interval``
+    seconds a flush also forgets what no feature can see any more."""
 
     flush = "at_commit"
 
@@ -159,11 +176,13 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
         bounds: InputBounds = DEFAULT_BOUNDS,
         explain: int = 0,
         evict_interval: float = 30.0,
+        changelog_topic: str | None = None,
     ) -> None:
         """``in_codec``: the per-record codec of the family's input schema; ``threshold``
         overrides the models' own; ``explain``: the top-k unusual features of each score
-        (0: none)."""
-        super().__init__(slot, output_topic, changelog_topic=None, clock=clock)
+        (0: none); ``changelog_topic``: where :meth:`flush_state` writes the window state
+        (None: nowhere, the state is this process's only)."""
+        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock)
         self.features = features
         self.spec = spec = features.spec
         inp = spec.input
@@ -175,6 +194,7 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
         self.explain = explain
         self.evict_interval = evict_interval
         self._last_evict = time.monotonic()
+        self._dirty: dict[str, int] = {}  # topic key -> input partition, since the last flush
 
     def threshold_of(self, scorer: Scorer) -> float:
         """The decision threshold: the override, else the manifest's, else 0.5."""
@@ -187,11 +207,33 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
         return cols.messages.__getitem__
 
     def checks(self) -> list[tuple[str, Stage[FamilyColumns]]]:
-        """Out of bounds (:func:`event_checks`)."""
-        return [("ImpossibleValue", self._impossible)]
+        """Out of bounds (:func:`event_checks`, then the state's time range), then reused ids
+        (:meth:`_duplicates`)."""
+        return [("ImpossibleValue", self._impossible), (DUPLICATE_ERROR, self._duplicates)]
 
     def _impossible(self, cols: FamilyColumns, now: int) -> tuple[np.ndarray, list[str]]:
-        return first_failures(event_checks(self.spec, cols, now, self.bounds), len(cols))
+        time_field = self.spec.input.time
+        t = times(cols[time_field])
+        checks = [
+            *event_checks(self.spec, cols, now, self.bounds),
+            (~self.features.accepts_times(t),
+             lambda i: f"{time_field} {int(t[i])} is out of the feature state's range"),
+        ]  # fmt: skip
+        return first_failures(checks, len(cols))
+
+    def _duplicates(self, cols: FamilyColumns, now: int) -> tuple[np.ndarray, list[str]]:
+        """Reused ids (policy: the first occurrence is scored; a repeat under the same topic
+        key within the state's horizon with another event time or other summed values is a
+        ``DuplicateId`` dead letter and never enters the state; an identical repeat is an
+        at-least-once replay, scored again and counted once)."""
+        conflict = np.flatnonzero(self.features.find_conflicts(cols.columns))
+        inp = self.spec.input
+        ids, keys = cols[inp.id], cols[inp.key]
+        return conflict, [
+            f"{DUPLICATE}: {inp.id} {str(ids[i])!r} of {inp.key} {str(keys[i])!r} was already "
+            f"scored with another {inp.time} or other values"
+            for i in conflict.tolist()
+        ]
 
     def score(self, cols: FamilyColumns, messages: list[Message], result: BatchResult) -> None:
         """Features (into the window state), the live model and the challenger, scores (with
@@ -201,6 +243,9 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
             result.dead_letters += no_model(cols.messages)
             return
         x = self.features.transform_columns(cols.columns)
+        if self.changelog_topic and self.features.has_changelog_state:
+            keys = strings(cols[self.spec.input.key])
+            self._dirty.update(zip(keys, [m.partition for m in cols.messages], strict=True))
         run = self.run_models(live, x, result)
         processing = now_ms(self.clock)
         top = top_features(run.x_live, live, self.explain) if self.explain else None
@@ -216,9 +261,28 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
 
         self.emit(result, cols.messages, live, run.scores, run.challenger, run.challenger_scores,
                   encode)  # fmt: skip
+
+    def flush_state(self) -> list[OutRecord]:
+        """Changelog records of the topic keys changed since the last flush: the window
+        entries added since then (:meth:`DeclaredFeatures.take_changes`), a few records per
+        input partition, each in the partition its keys live in (none without a changelog).
+        Every ``evict_interval`` seconds also forgets what no feature can see any more."""
+        dirty, self._dirty = self._dirty, {}
+        changes = self.features.take_changes(dirty)
         if time.monotonic() - self._last_evict >= self.evict_interval:
             self.features.evict()
             self._last_evict = time.monotonic()
+        if not self.changelog_topic:
+            return []
+        topic = self.changelog_topic
+        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes]
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop pending changelog updates of revoked partitions (never write the state of a
+        key a new owner has; it rebuilds ours by replaying the uncommitted input)."""
+        gone = [k for k, p in self._dirty.items() if p in partitions]
+        self.features.forget_changes(gone)
+        self._dirty = {k: p for k, p in self._dirty.items() if p not in partitions}
 
 
 class LabelsPipeline:

@@ -7,22 +7,35 @@ Everything comes from the declaration (``WorkerConfig.family_path``): the topics
 worker loads the models announced under it, and admits only those whose manifest names that
 family and features the family declares, see :func:`~finscore.streams.scoring.admit`).
 
-No changelog yet: the window state is this process's only, so a restart (or a rebalance)
-rebuilds windows only from the events it reads next; labels are read again from the
-beginning at each start (see :mod:`finscore.streams.declared.pipeline`).
+State: the windows over the topic's key (``[input] key``) are kept in an append-only changelog,
+``<group>-window-entries-changelog`` (co-partitioned with the input, pruned by time: kept the
+longest such window plus 15 days, at least 45 days), as the fraud stream keeps its customer
+windows: the pipeline writes the entries added since the last commit with the commit (in
+exactly-once mode within the batch's transaction), a worker reads the changelog partitions of
+the input partitions it is assigned and rebuilds their windows, and forgets the unwritten
+changes of the partitions it loses. So a worker restarted, or taking over partitions, scores as
+an uninterrupted one does. Windows over another key are not in it: they are rebuilt only from
+the events read from then on (see :mod:`finscore.families.engine`). Labels are read again from
+the beginning at each start (see :mod:`finscore.streams.declared.pipeline`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from finscore.families.engine import DeclaredFeatures
 from finscore.families.exceptions import FamilySpecError
-from finscore.families.spec import FamilySpec, LabelRiskFeature
+from finscore.families.spec import DAY_MS, FamilySpec, LabelRiskFeature, WindowFeature
+from finscore.features.exceptions import FeatureStateError
+from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import TopicSpec
+from finscore.streams.changelog import read_changelog_records
 from finscore.streams.declared.columns import schema_of
 from finscore.streams.declared.pipeline import DeclaredPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
@@ -32,6 +45,7 @@ from finscore.streams.stream import (
     MAX_PENDING_DEAD,
     SideDeadLetters,
     StreamBase,
+    ensure_changelog,
     follow,
     output_codec,
     output_encoding,
@@ -44,10 +58,12 @@ if TYPE_CHECKING:
     from finscore.streams.worker import WorkerConfig
 
 __all__ = [
+    "CHANGELOG_STORE",
     "MAX_PENDING_DEAD",
     "OUTPUT_SCHEMA",
     "RESERVED_NAMES",
     "DeclaredStream",
+    "changelog_config",
     "family_topics",
 ]
 
@@ -55,6 +71,16 @@ log = get_logger(__name__)
 
 OUTPUT_SCHEMA = "family_score"  # what a "probability" family writes
 RESERVED_NAMES = ("fraud", "market")  # the built-in streams' model names
+CHANGELOG_STORE = "window-entries"  # <group>-window-entries-changelog
+
+
+def changelog_config(spec: FamilySpec) -> dict[str, str]:
+    """The window changelog's topic config: append-only, deleted by age, kept the longest
+    window over the topic's key plus 15 days (at least what the fraud stream keeps)."""
+    spans = [f.span_ms for f in spec.features
+             if isinstance(f, WindowFeature) and f.key == spec.input.key]  # fmt: skip
+    keep = max([int(T.APPEND_ONLY_STATE["retention.ms"]), *(s + 15 * DAY_MS for s in spans)])
+    return {**T.APPEND_ONLY_STATE, "retention.ms": str(keep)}
 
 
 def reads_labels(spec: FamilySpec) -> bool:
@@ -67,18 +93,21 @@ def family_topics(spec: FamilySpec, partitions: int = 6, prefix: str = "") -> li
     catalog has): its input, output and the output's shadow, its labels (when a feature reads
     them) and the dead-letter topics of its inputs; for :func:`~finscore.streams.admin.
     ensure_topics`."""
-    inp, lab, out, p = spec.input, spec.label, spec.output, prefix
+    inp, lab, out, p = spec.input, spec.label_spec, spec.output, prefix
+    # a probability family writes family_score records; a series or sequence family its own
+    # output schema (cashflow_forecast, price_signal)
+    schema = OUTPUT_SCHEMA if out.kind == "probability" or out.schema is None else out.schema
     specs = [
         TopicSpec(p + inp.topic, partitions, inp.schema.ref, inp.key,
                   doc=f"Events of the {spec.name} family in."),
-        TopicSpec(p + out.topic, partitions, OUTPUT_SCHEMA, inp.key,
+        TopicSpec(p + out.topic, partitions, schema, inp.key,
                   doc=f"Scores of the {spec.name} family out."),
-        TopicSpec(p + T.shadow(out.topic), partitions, OUTPUT_SCHEMA, inp.key,
+        TopicSpec(p + T.shadow(out.topic), partitions, schema, inp.key,
                   doc=f"Challenger scores of the {spec.name} family (not acted on)."),
         TopicSpec(p + T.dlq(inp.topic), partitions, "dead_letter", "source key",
                   doc=f"Records of {inp.topic} that could not be processed."),
     ]  # fmt: skip
-    if reads_labels(spec):
+    if lab is not None and reads_labels(spec):
         specs += [
             TopicSpec(p + lab.topic, partitions, lab.schema.ref, lab.id,
                       doc=f"Delayed labels of the {spec.name} family."),
@@ -89,8 +118,8 @@ def family_topics(spec: FamilySpec, partitions: int = 6, prefix: str = "") -> li
 
 
 class DeclaredStream(StreamBase):
-    """A declared family's events → ``family_score`` records, labels read globally, no
-    changelog (see the module docstring)."""
+    """A declared family's events → ``family_score`` records, the windows over the topic's
+    key in a changelog, labels read globally (see the module docstring)."""
 
     scores = True
 
@@ -132,6 +161,9 @@ class DeclaredStream(StreamBase):
         return InputSpec.declared(self.spec.name, self.spec.feature_names)
 
     def start(self) -> None:
+        if self.features.has_changelog_state:
+            self.changelog_topic = ensure_changelog(self.cfg, self.transports, self.input_topic,
+                                                    CHANGELOG_STORE, changelog_config(self.spec))  # fmt: skip
         self.pipeline = self.make_pipeline()
         if self.labels_topic:
             self._labels_reader = follow(self.cfg, self.transports, self.labels_topic, "labels")
@@ -154,6 +186,7 @@ class DeclaredStream(StreamBase):
             threshold=self.cfg.threshold,
             bounds=self.cfg.bounds,
             explain=self.cfg.explain,
+            changelog_topic=self.changelog_topic or None,
         )
 
     def _apply_labels(self, msgs: list[Message]) -> int:
@@ -173,12 +206,48 @@ class DeclaredStream(StreamBase):
         return self._label_dead.take()
 
     def on_assign(self, tps: list[TP]) -> None:
-        """Remember the partitions owned (for label dead letters); there is no state to
-        restore (no changelog: windows build up from the events read from now on)."""
-        self._label_dead.assigned(p for t, p in tps if t == self.input_topic)
+        """Remember the partitions owned (for label dead letters) and rebuild their windows
+        from the changelog: every record of those partitions (``read_committed`` in
+        exactly-once mode); a record that is not a window record is skipped with a warning,
+        and so is a corrupt one (the others are kept), entries out of the bounds are dropped."""
+        parts = [p for t, p in tps if t == self.input_topic]
+        self._label_dead.assigned(parts)
+        if not self.changelog_topic:
+            return
+        records = read_changelog_records(
+            self.transports, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
+        )
+        good = []
+        for key, value in records:
+            if value[:4] in (ROWS_MAGIC, KEY_ROWS_MAGIC, SNAPSHOT_MAGIC):
+                good.append((key.decode(errors="replace"), value))
+            else:  # not ours: rebuilt from the stream instead
+                log.warning("state.record_skipped", key=key.decode(errors="replace"))
+        b = self.cfg.bounds
+        latest = b.latest_ms(int(time.time() * 1000))
+
+        def keep(rows: np.ndarray) -> np.ndarray:  # rows: time, tag, the store's columns
+            t = rows[:, 0]
+            return (t >= b.min_event_time_ms) & (t <= latest)
+
+        dropped = 0
+        try:
+            dropped = self.features.add_changes(good, keep)
+        except FeatureStateError:  # a corrupt record: keep every other one
+            for record in good:
+                try:
+                    dropped += self.features.add_changes([record], keep)
+                except FeatureStateError as exc:
+                    log.warning("state.record_skipped", key=record[0], reason=str(exc))
+        if dropped:
+            log.warning("state.rows_out_of_bounds_dropped", topic=self.changelog_topic,
+                        rows=dropped)  # fmt: skip
 
     def on_revoke(self, tps: list[TP]) -> None:
-        self._label_dead.revoked(p for t, p in tps if t == self.input_topic)
+        parts = {p for t, p in tps if t == self.input_topic}
+        self._label_dead.revoked(parts)
+        if hasattr(self, "pipeline"):  # their new owner replays what was not committed
+            self.pipeline.forget_partitions(parts)
 
     def close(self) -> None:
         if self._labels_reader is not None:

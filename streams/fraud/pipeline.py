@@ -5,7 +5,9 @@ the validation stages, the challenger step and the flush protocol are the skelet
 batch, on columns rather than per-record dicts: decode (see
 :mod:`finscore.streams.fraud.columns`), validate (impossible values become dead letters),
 featurise with :meth:`finscore.features.fraud.FraudFeatures.transform_columns` (the same code
-training uses), score with the live model (and a challenger, if one is set), encode flags keyed
+training uses; or the same rows from the fraud family's declaration,
+:class:`~finscore.streams.fraud.declared_features.DeclaredFraudFeatures`, which the stream
+runs under ``all_outcomes``), score with the live model (and a challenger, if one is set), encode flags keyed
 like their input. Validation is explicit bounds (:class:`~finscore.streams.bounds.InputBounds`:
 ids, amount, event time against the wall clock) and the duplicate policy of
 :meth:`FraudPipeline._duplicates` (a reused id with other content is a
@@ -31,6 +33,7 @@ from finscore.streams.fraud.columns import (
     columns_from_records,
     decode_transactions,
 )
+from finscore.streams.fraud.declared_features import DeclaredFraudFeatures
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import (
     BatchResult,
@@ -84,7 +87,7 @@ class FraudPipeline(StreamPipeline[TxColumns]):
 
     def __init__(
         self,
-        features: FraudFeatures,
+        features: FraudFeatures | DeclaredFraudFeatures,
         slot: ModelSlot,
         output_topic: str,
         *,
@@ -244,7 +247,7 @@ class LabelsPipeline:
 
     def __init__(
         self,
-        features: FraudFeatures,
+        features: FraudFeatures | DeclaredFraudFeatures,
         codec: Codec | None = None,
         *,
         bounds: InputBounds = DEFAULT_BOUNDS,

@@ -1,7 +1,16 @@
 """The fraud stream: transactions → fraud-flags, customer state in an append-only changelog,
 the delayed labels of *all* partitions read as a side input (terminal risk is global whatever
 partitions a worker owns), and in ``fraud_reports`` fleets the workers' terminal entries
-exchanged on their own topic."""
+exchanged on their own topic.
+
+The features: under the ``all_outcomes`` label contract, in the single-stage topology
+(``part="all"``), they come from the fraud family's declaration (``fraud_declared.toml``, run by
+the declared engine behind FraudFeatures' interface:
+:class:`~finscore.streams.fraud.declared_features.DeclaredFraudFeatures`; the same rows and
+changelog records, bit for bit). The ``fraud_reports`` contract and the two-stage topology's
+halves keep the hand-coded :class:`~finscore.features.fraud.FraudFeatures`: the declaration's
+vocabulary does not express them (counts from the transactions themselves, each scored
+transaction's habit flag, reports pending their terminal entry, the halves' exchange)."""
 
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.changelog import read_changelog_records
+from finscore.streams.fraud.declared_features import DeclaredFraudFeatures, declared_covers
 from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter
@@ -66,9 +76,14 @@ class FraudStream(StreamBase):
         )
         # fraud_reports: the workers exchange their transactions' terminal entries (see
         # finscore.features.terminal_entries) on <group>-terminal-entries-changelog.
-        self.features = FraudFeatures(
-            features_cfg, share_entries=features_cfg.reports_only and part == "all", part=part
-        )
+        # all_outcomes, single stage: the declaration (see the module docstring).
+        self.features: FraudFeatures | DeclaredFraudFeatures
+        if declared_covers(features_cfg, part):
+            self.features = DeclaredFraudFeatures(features_cfg)
+        else:
+            self.features = FraudFeatures(
+                features_cfg, share_entries=features_cfg.reports_only and part == "all", part=part
+            )
         self.entries_topic = ""
         self._entries_reader: TopicReader | None = None
         self._entries_key = cfg.instance_id.encode()

@@ -1,13 +1,21 @@
 """The market stream: market-ticks → price-signals, per-instrument windows in a compacted
-changelog (the window length and row layout are the first model's)."""
+changelog.
+
+With a market declaration (``cfg.family_path``, ``finscore worker market --family market``:
+a ``sequence`` feature, :mod:`finscore.families.spec`) the windows are the declaration's,
+compiled before any model is loaded (:func:`declared_windows`), and its topics are the
+stream's: a model of another window or layout is refused. Without one, the window length and
+row layout are the first model's, the built-in declaration's (``market.toml``) when no model
+is live."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from finscore.families.spec import FamilySpec, builtin_family
 from finscore.features.exceptions import FeatureStateError
 from finscore.features.market import BOOK_LAYOUT
-from finscore.features.market_windows import MarketWindows
+from finscore.features.market_windows import MarketWindows, declared_windows
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
@@ -33,21 +41,38 @@ log = get_logger(__name__)
 
 
 class MarketStream(StreamBase):
-    """market-ticks → price-signals, per-instrument windows in a changelog."""
+    """market-ticks → price-signals, per-instrument windows in a changelog (see the module
+    docstring: the declaration's windows, else the first model's)."""
 
     def __init__(
         self, cfg: WorkerConfig, slot: ModelSlot, transports: TransportFactory | None = None
     ) -> None:
-        super().__init__(cfg, slot, transports, input_topic=T.MARKET_TICKS,
-                         output_topic=T.PRICE_SIGNALS, output_schema="price_signal")  # fmt: skip
+        self.family: FamilySpec | None = cfg.family_spec() if cfg.family_path else None
+        spec = self.family
+        if spec is not None and spec.sequence is None:
+            raise ValueError(f"family {spec.name!r} declares no sequence: not a market family")
+        super().__init__(
+            cfg, slot, transports,
+            input_topic=spec.input.topic if spec else T.MARKET_TICKS,
+            output_topic=spec.output.topic if spec else T.PRICE_SIGNALS,
+            output_schema=(spec.output.schema if spec else None) or "price_signal",
+        )  # fmt: skip
         self.windows: MarketWindows
+        if spec is not None:  # fixed now: the worker admits models of these windows only
+            self.windows = declared_windows(spec)
         self.pipeline: MarketPipeline
 
     def start(self) -> None:
-        live = self.slot.live
-        params = (live.manifest.params or {}) if live else {}
-        window = int(params.get("window", 100))
-        self.windows = MarketWindows(window=window, layout=str(params.get("layout", BOOK_LAYOUT)))
+        if self.family is None:
+            live = self.slot.live
+            default = declared_windows(builtin_family("market"))
+            if live is None:
+                self.windows = default
+            else:  # a manifest without a layout reads book40 rows
+                params = live.manifest.params or {}
+                window = int(params.get("window", default.window))
+                layout = str(params.get("layout", BOOK_LAYOUT))
+                self.windows = MarketWindows(window=window, layout=layout)
         registry = registry_client(self.cfg)
         out_encoding = output_encoding(self.cfg, self.output_topic, registry)
         self.changelog_topic = ensure_changelog(

@@ -300,12 +300,12 @@ def _family_topic(family_path: Any, topic: str) -> tuple[str | dict, str]:
     fam = load_family(family_path)
     if topic == fam.input.topic:
         ref, key = fam.input.schema, fam.input.key
-    elif topic == fam.label.topic:
+    elif fam.has_label and topic == fam.label.topic:
         ref, key = fam.label.schema, fam.label.id
     else:
+        label = f" or label ({fam.label.topic})" if fam.has_label else ""
         raise click.UsageError(
-            f"{topic!r} is not family {fam.name}'s input ({fam.input.topic}) or label "
-            f"({fam.label.topic}) topic"
+            f"{topic!r} is not family {fam.name}'s input ({fam.input.topic}){label} topic"
         )
     if ref.ref in SCHEMA_NAMES:
         return ref.ref, key

@@ -3,7 +3,8 @@ report, register.
 
 ``compress cashflow [--source sim|handbook] [--terminals N]`` trains the cash-flow family
 (:class:`~finscore.compression.cashflow.CashflowFamily`, quantile forecasts of a terminal's
-daily takings) with the ``cashflow_quick`` plan and registers it as model ``cashflow``.
+daily takings, its rows as ``finscore/families/cashflow.toml`` declares them) with the
+``cashflow_quick`` plan and registers it as model ``cashflow``.
 
 ``compress FAMILY.toml --data PATH [--map FIELD=COLUMN ...] [--teacher PATH]`` (or a built-in
 declaration's name for FAMILY) trains a declared family from a file
@@ -24,6 +25,7 @@ import click
 from finscore.compression.family import Family, TrainData
 from finscore.compression.plan import Gate, Plan, RunResult
 from finscore.compression.plans import PLAN_NAMES, fraud_plan, market_plan
+from finscore.features.market import LAYOUTS
 from finscore.models.registry import Artifact
 
 if TYPE_CHECKING:
@@ -50,11 +52,15 @@ def load(
     sim_size: tuple[int, int] | None = None,
     layout: str | None = None,
     terminals: int | None = None,
+    declaration: str | Path | None = None,
 ) -> tuple[Family, TrainData]:
     """The family and its data; ``sim_size`` = (customers, days) overrides the fraud and
-    cash-flow simulators' size (tiny runs in tests and demos); ``layout``: the market feature
-    layout (default ``book40``; ``book40+mid`` keeps the mid-price path); ``terminals``: the
-    cash-flow family's random subset of terminals (default: all)."""
+    cash-flow simulators' size (tiny runs in tests and demos); ``terminals``: the cash-flow
+    family's random subset of terminals (default: all). The market family's window, horizon
+    and feature layout are its declaration's (``declaration``: a market TOML or a built-in
+    name, default ``market``; :func:`~finscore.compression.market.declared_market`, the quick
+    plan on half the window); ``layout`` overrides the declared one (``book40+mid`` keeps the
+    mid-price path)."""
     if family == "cashflow":
         from finscore.compression.cashflow import CashflowFamily
 
@@ -80,9 +86,12 @@ def load(
         return fam, fam.load_data(
             data, data_dir=data_dir, seed=seed, **(kw if data == "sim" else {})
         )
-    from finscore.compression.market import MarketFamily
+    from finscore.compression.market import declared_market
 
-    mfam = MarketFamily(window=50 if quick else 100, **({"layout": layout} if layout else {}))
+    try:
+        mfam = declared_market(load_declared(declaration or "market"), quick=quick, layout=layout)
+    except ValueError as exc:
+        raise click.UsageError(f"{declaration or 'market'}: {exc}") from None
     return mfam, mfam.load_data(data, data_dir=data_dir, seed=seed, quick=quick)
 
 
@@ -164,6 +173,7 @@ def run_compression(
     wide: bool = False,
     layout: str | None = None,
     terminals: int | None = None,
+    declaration: str | Path | None = None,
 ) -> tuple[RunResult, Artifact | None]:
     """Run a plan end to end (``cashflow``: always the ``cashflow_quick`` plan); returns the result and the published artifact (if any).
 
@@ -175,7 +185,7 @@ def run_compression(
     keeps its own); a run that registers nothing (gate failed, or no registry) writes
     ``report_dir/report.md``. Raises :class:`~finscore.compression.exceptions.GateFailed` when
     no candidate passes the gate (with :func:`gate_hint`'s advice as its hint); nothing is
-    published then.
+    published then. ``declaration`` (market): the family's declaration (see :func:`load`).
     """
     import torch
     from rich.console import Console
@@ -190,7 +200,8 @@ def run_compression(
             if st is not None:
                 st.update(f"{family}: {msg}")
 
-        fam, td = load(family, data, data_dir, data_seed, quick, sim_size, layout, terminals)
+        fam, td = load(family, data, data_dir, data_seed, quick, sim_size, layout, terminals,
+                       declaration)  # fmt: skip
         # (students, teacher); fraud: 60 student epochs, a 40-epoch teacher with weight decay
         # 1e-4 (the best validation AP on the handbook data, see docs/BENCHMARKS.md)
         default_epochs = (10, 8) if quick else ((60, 40) if family == "fraud" else (30, 12))
@@ -304,7 +315,9 @@ class _FamilyGroup(click.Group):
             formatter.write_dl([
                 ("FAMILY.toml", "A family declared in TOML, trained from --data CSV/Parquet "
                                 "(--map FIELD=COLUMN, --teacher ONNX/TorchScript)."),
-                (", ".join(BUILTIN_FAMILIES), "Built-in declarations, the same options."),
+                # declared families with a command of their own (cashflow) are listed above
+                (", ".join(n for n in BUILTIN_FAMILIES if n not in self.commands),
+                 "Built-in declarations, the same options."),
             ])  # fmt: skip
 
 
@@ -394,7 +407,7 @@ def _run(family: str, data: str, **kw: Any) -> None:
             report_dir=kw["report_dir"] or Path("reports") / family,
             signing_key=_signing_key(s) if kw["publish"] else None,
             promote=kw["promote"], sim_size=kw.get("sim_size"), layout=kw.get("layout"),
-            terminals=kw.get("terminals"),
+            terminals=kw.get("terminals"), declaration=kw.get("declaration"),
         )  # fmt: skip
     except GateFailed as exc:
         raise click.ClickException(f"{exc}\nhint: {exc.hint}" if exc.hint else str(exc)) from exc
@@ -412,12 +425,21 @@ def fraud(data: str, **kw: Any) -> None:
 
 @compress.command()
 @click.option("--data", type=click.Choice(["sim", "lobster"]), default="sim", show_default=True)
-@click.option("--layout", type=click.Choice(["book40", "book40+mid"]), default="book40",
-              show_default=True,
-              help="Feature layout: book40+mid adds the mid-price path (see docs/BENCHMARKS.md).")  # fmt: skip
+@click.option(
+    "--family",
+    "declaration",
+    default="market",
+    show_default=True,
+    help="The market declaration (a TOML path or a built-in name): window, horizon "
+    "and layout (docs/FAMILIES.md).",
+)
+@click.option("--layout", type=click.Choice(list(LAYOUTS)), default=None,
+              help="Feature layout, overriding the declaration's (book40+mid adds the "
+                   "mid-price path, see docs/BENCHMARKS.md).")  # fmt: skip
 @_common
 def market(data: str, **kw: Any) -> None:
-    """Market family (DeepLOB-style teacher; gate: macro-F1)."""
+    """Market family (DeepLOB-style teacher; gate: macro-F1): window, horizon and layout from
+    its declaration (finscore/families/market.toml; --plan quick: half the window)."""
     _run("market", data, **kw)
 
 
@@ -584,6 +606,11 @@ def _declared_command(ref: str) -> click.Command:
 
         s = Settings()
         spec = load_declared(ref)
+        if spec.sequence is not None:  # a window model's declaration: the market command
+            raise click.UsageError(
+                f"{ref} declares a sequence (a window model): run `finscore compress market "
+                f"--family {ref}`"
+            )
         try:
             run_declared_compression(
                 spec, data=data_path, mapping=parse_mapping(mapping), teacher=teacher,

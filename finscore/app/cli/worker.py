@@ -1,6 +1,7 @@
 """`finscore worker fraud|market`, `finscore worker family --family PATH.toml`: one scoring
 worker, configured from the settings (a declared family's from its TOML declaration, see
-:mod:`finscore.families`)."""
+:mod:`finscore.families`). `finscore worker market --family market` keeps the windows a market
+declaration names (a ``sequence`` feature; models of another window or layout are refused)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from finscore.app.cli.context import Ctx, family_files, pass_ctx
 @click.argument("stream", type=click.Choice(["fraud", "market", "cashflow", "family"]))
 @click.option("--family", "family_path", default=None, callback=family_files,
               help="family: the family's TOML declaration, or a built-in family's name such as "
-                   "credit (its model is the family's name).")  # fmt: skip
+                   "credit (its model is the family's name); market: a market declaration "
+                   "such as market (its windows; default: the first model's).")  # fmt: skip
 @click.option("--exactly-once", is_flag=True, help="Kafka transactions (read_committed outputs).")
 @click.option("--metrics-port", type=int, default=None, help="/metrics + /health port (0 = any).")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
@@ -57,14 +59,23 @@ def worker(
     from finscore.streams.admin import check_reachable
     from finscore.streams.worker import Worker
 
-    if (stream == "family") != (family_path is not None):
-        raise click.UsageError(
-            "`finscore worker family` needs --family PATH.toml"
-            if stream == "family"
-            else f"--family is for `finscore worker family`, not {stream}"
-        )
+    if stream == "family" and family_path is None:
+        raise click.UsageError("`finscore worker family` needs --family PATH.toml")
+    if family_path is not None and stream not in ("family", "market"):
+        raise click.UsageError(f"--family is for `finscore worker family` or market, not {stream}")
     if family_path is not None:
-        load_family(family_path)  # a bad declaration: one sentence, before any connection
+        # a bad declaration: one sentence, before any connection
+        windowed = load_family(family_path).sequence is not None
+        if stream == "market" and not windowed:
+            raise click.UsageError(
+                f"{family_path} declares no sequence feature: not a market family (run "
+                "`finscore worker family --family` for it)"
+            )
+        if stream == "family" and windowed:
+            raise click.UsageError(
+                f"{family_path} declares a sequence (a window model): run `finscore worker "
+                "market --family` for it"
+            )
     check_reachable(ctx.client)
     settings = ctx.settings
     if stage is not None:
