@@ -13,7 +13,7 @@ changelog flush a commit makes — and reports the best of ``--repeat`` runs.
 code, whatever its layout: ``bench/revision.py``) on the same messages in the same process, side
 by side, and checks that both score the same transactions alike. ``--engines`` names the feature
 engines of this working tree to run: ``declared`` (the declaration ``fraud_declared.toml``, what
-the fraud worker runs under ``all_outcomes`` in one stage: ``streams/fraud/declared_features.py``;
+the fraud worker runs under ``all_outcomes`` in one stage: ``finscore/families/fraud.py``;
 the default) and ``hand`` (the hand-coded ``FraudFeatures``, which the ``fraud_reports`` contract
 and the two stages run); both: interleaved side by side, compared like a baseline.
 """
@@ -79,7 +79,7 @@ def current(engine: str = "declared") -> types.ModuleType:
     ``"hand"`` (see the module docstring)."""
     from finscore.features.fraud import FraudFeatures
     from finscore.streams.fraud import pipeline
-    from finscore.streams.fraud.declared_features import DeclaredFraudFeatures
+    from finscore.families.fraud import DeclaredFraudFeatures
 
     engines = {"declared": DeclaredFraudFeatures, "hand": FraudFeatures}
     if engine not in engines:

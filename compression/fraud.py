@@ -1,6 +1,7 @@
 """The fraud family: tabular features per transaction → fraud probability.
 
-Data comes from the shared feature code (:func:`finscore.features.fraud.featurize_frame`) over
+Data comes from the fraud family's declaration (``fraud_declared.toml``), replayed by the
+worker's own engine (:func:`finscore.families.fraud.training_features`), over
 either the simulator or the fraud handbook's dataset with its published protocol: train on
 2018-07-25 → 07-31, leave the one-week label delay, test on 2018-08-08 → 08-14 (the week
 before the training week is the validation set for thresholds and early choices).
@@ -20,12 +21,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from finscore.compression.family import Sigmoid, TrainData
 from finscore.compression.nn import MLP, Ensemble, fit, predict
-from finscore.features.fraud import (
-    FEATURES_VERSION,
-    FRAUD_FEATURE_NAMES,
-    FraudFeatureConfig,
-    featurize_frame,
-)
+from finscore.families.fraud import training_features
+from finscore.features.fraud import FEATURES_VERSION, FRAUD_FEATURE_NAMES, FraudFeatureConfig
 from finscore.models.evaluation import average_precision, card_precision_at_k, roc_auc
 
 DAY_MS = 86_400_000
@@ -72,7 +69,7 @@ def known_compromised_filter(
 
 
 def cached_features(frame, cfg: FraudFeatureConfig | None = None) -> np.ndarray:  # noqa: ANN001
-    """:func:`featurize_frame`, cached in ``~/.cache/finscore`` keyed by the frame's bytes, the
+    """:func:`~finscore.families.fraud.training_features`, cached in ``~/.cache/finscore`` keyed by the frame's bytes, the
     config, the feature names and the feature code's version (the handbook's 1.75M rows take
     seconds to minutes)."""
     from finscore.sim.data import cache_dir
@@ -85,7 +82,7 @@ def cached_features(frame, cfg: FraudFeatureConfig | None = None) -> np.ndarray:
     path = cache_dir() / f"fraud-features-{h.hexdigest()[:20]}.npy"
     if path.exists():
         return np.load(path)
-    x = featurize_frame(frame, cfg)
+    x = training_features(frame, cfg)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, x)
     tmp.replace(path)
@@ -104,7 +101,7 @@ def split_frame(
     # Only the rows that feed some split's windows: every feature looks back at most
     # ``cfg.horizon_ms`` (delay + longest window); a day of slack for day-aligned label replay.
     frame = frame.select(frame.between(first - cfg.horizon_ms - DAY_MS, last))
-    x = cached_features(frame, cfg) if cache else featurize_frame(frame, cfg)
+    x = cached_features(frame, cfg) if cache else training_features(frame, cfg)
     y = frame.is_fraud.astype(np.float32)
     out = {}
     for name in ("train", "val", "test"):

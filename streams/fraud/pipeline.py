@@ -6,7 +6,7 @@ batch, on columns rather than per-record dicts: decode (see
 :mod:`finscore.streams.fraud.columns`), validate (impossible values become dead letters),
 featurise with :meth:`finscore.features.fraud.FraudFeatures.transform_columns` (the same code
 training uses; or the same rows from the fraud family's declaration,
-:class:`~finscore.streams.fraud.declared_features.DeclaredFraudFeatures`, which the stream
+:class:`~finscore.families.fraud.DeclaredFraudFeatures`, which the stream
 runs under ``all_outcomes``), score with the live model (and a challenger, if one is set), encode flags keyed
 like their input. Validation is explicit bounds (:class:`~finscore.streams.bounds.InputBounds`:
 ids, amount, event time against the wall clock) and the duplicate policy of
@@ -33,7 +33,7 @@ from finscore.streams.fraud.columns import (
     columns_from_records,
     decode_transactions,
 )
-from finscore.streams.fraud.declared_features import DeclaredFraudFeatures
+from finscore.families.fraud import DeclaredFraudFeatures
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import (
     BatchResult,

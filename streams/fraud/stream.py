@@ -6,7 +6,7 @@ exchanged on their own topic.
 The features: under the ``all_outcomes`` label contract, in the single-stage topology
 (``part="all"``), they come from the fraud family's declaration (``fraud_declared.toml``, run by
 the declared engine behind FraudFeatures' interface:
-:class:`~finscore.streams.fraud.declared_features.DeclaredFraudFeatures`; the same rows and
+:class:`~finscore.families.fraud.DeclaredFraudFeatures`; the same rows and
 changelog records, bit for bit). The ``fraud_reports`` contract and the two-stage topology's
 halves keep the hand-coded :class:`~finscore.features.fraud.FraudFeatures`: the declaration's
 vocabulary does not express them (counts from the transactions themselves, each scored
@@ -26,7 +26,7 @@ from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.changelog import read_changelog_records
-from finscore.streams.fraud.declared_features import DeclaredFraudFeatures, declared_covers
+from finscore.families.fraud import DeclaredFraudFeatures, declared_covers
 from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter

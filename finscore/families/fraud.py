@@ -29,7 +29,7 @@ from finscore.families import builtin_family
 from finscore.families.engine import DeclaredFeatures
 from finscore.features.fraud import FraudFeatureConfig, to_cents
 
-__all__ = ["FAMILY", "DeclaredFraudFeatures", "declared_covers"]
+__all__ = ["FAMILY", "DeclaredFraudFeatures", "declared_covers", "training_features"]
 
 FAMILY = "fraud_declared"  # the built-in declaration of the fraud features
 # FraudFeatures' store names (held, oldest) for the declared engine's
@@ -43,13 +43,43 @@ _STORE_NAMES = {
 def declared_covers(cfg: FraudFeatureConfig, part: str = "all") -> bool:
     """Whether the declaration computes what FraudFeatures(cfg, part=part) does: part
     ``"all"`` under ``all_outcomes`` with the declared delay, windows and habit ratio."""
+    return part == "all" and not cfg.reports_only and _declared_windows(cfg)
+
+
+def _declared_windows(cfg: FraudFeatureConfig) -> bool:
+    """The declaration's delay, windows and habit ratio."""
     return (
-        part == "all"
-        and not cfg.reports_only
-        and cfg.label_delay_ms == 7 * 86_400_000
+        cfg.label_delay_ms == 7 * 86_400_000
         and tuple(cfg.windows_days) == (1, 7, 30)
         and cfg.habit_ratio == 2.5
     )
+
+
+def training_features(frame: Any, cfg: FraudFeatureConfig | None = None) -> np.ndarray:
+    """The fraud features of every transaction of a history (a
+    :class:`~finscore.sim.transactions.TransactionFrame`), every outcome known
+    ``cfg.label_delay_ms`` after its transaction: what training reads. Computed from the
+    declaration (:func:`finscore.families.engine.featurize`, the worker's engine replayed day
+    by day) whenever it covers ``cfg``'s delay, windows and habit ratio, so training and the
+    worker run one code path; offline the label contract changes nothing (every outcome is
+    replayed). Otherwise :func:`finscore.features.fraud.featurize_frame`; the two are equal
+    bit for bit where both apply (tests/families/test_fraud_declared.py). float32
+    ``[N, 23]`` in the frame's order."""
+    from finscore.families.engine import featurize
+    from finscore.features.fraud import featurize_frame
+
+    cfg = FraudFeatureConfig() if cfg is None else cfg
+    if not _declared_windows(cfg):
+        return featurize_frame(frame, cfg)
+    t = np.asarray(frame.event_time, dtype=np.int64)
+    events = {"transaction_id": frame.transaction_id, "event_time": t,
+              "customer_id": frame.customer_id, "terminal_id": frame.terminal_id,
+              "amount": frame.amount}  # fmt: skip
+    labels = {"transaction_id": frame.transaction_id, "customer_id": frame.customer_id,
+              "terminal_id": frame.terminal_id, "tx_time": t,
+              "label_time": t + cfg.label_delay_ms, "is_fraud": frame.is_fraud,
+              "amount": frame.amount}  # fmt: skip
+    return featurize(builtin_family(FAMILY), events, labels, time_origin_ms=cfg.time_origin_ms)
 
 
 class DeclaredFraudFeatures:
