@@ -77,9 +77,9 @@ def load_revision(rev: str) -> types.ModuleType:
 def current(engine: str = "declared") -> types.ModuleType:
     """This working tree's fraud pipeline on feature engine ``engine``: ``"declared"`` or
     ``"hand"`` (see the module docstring)."""
+    from finscore.families.fraud import DeclaredFraudFeatures
     from finscore.features.fraud import FraudFeatures
     from finscore.streams.fraud import pipeline
-    from finscore.families.fraud import DeclaredFraudFeatures
 
     engines = {"declared": DeclaredFraudFeatures, "hand": FraudFeatures}
     if engine not in engines:

@@ -21,7 +21,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from finscore.compression.family import Sigmoid, TrainData
 from finscore.compression.nn import MLP, Ensemble, fit, predict
-from finscore.families.fraud import training_features
+from finscore.families import builtin_family
+from finscore.families.fraud import FAMILY, training_features
 from finscore.features.fraud import FEATURES_VERSION, FRAUD_FEATURE_NAMES, FraudFeatureConfig
 from finscore.models.evaluation import average_precision, card_precision_at_k, roc_auc
 
@@ -70,12 +71,14 @@ def known_compromised_filter(
 
 def cached_features(frame, cfg: FraudFeatureConfig | None = None) -> np.ndarray:  # noqa: ANN001
     """:func:`~finscore.families.fraud.training_features`, cached in ``~/.cache/finscore`` keyed by the frame's bytes, the
-    config, the feature names and the feature code's version (the handbook's 1.75M rows take
+    config, the declaration, the feature names and the feature code's version (the handbook's 1.75M rows take
     seconds to minutes)."""
     from finscore.sim.data import cache_dir
 
     cfg = cfg or FraudFeatureConfig()
-    h = hashlib.sha256(repr((cfg, FRAUD_FEATURE_NAMES, FEATURES_VERSION)).encode())
+    # the declaration the features come from is part of the key: editing it invalidates the cache
+    declared = builtin_family(FAMILY).to_toml()
+    h = hashlib.sha256(repr((cfg, FRAUD_FEATURE_NAMES, FEATURES_VERSION, declared)).encode())
     for col in (frame.transaction_id, frame.event_time, frame.customer_id, frame.terminal_id,
                 frame.amount, frame.is_fraud):  # fmt: skip
         h.update(np.ascontiguousarray(col).tobytes())

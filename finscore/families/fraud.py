@@ -27,6 +27,7 @@ import numpy as np
 
 from finscore.families import builtin_family
 from finscore.families.engine import DeclaredFeatures
+from finscore.families.spec import LabelRiskFeature, WindowFeature
 from finscore.features.fraud import FraudFeatureConfig, to_cents
 
 __all__ = ["FAMILY", "DeclaredFraudFeatures", "declared_covers", "training_features"]
@@ -47,11 +48,17 @@ def declared_covers(cfg: FraudFeatureConfig, part: str = "all") -> bool:
 
 
 def _declared_windows(cfg: FraudFeatureConfig) -> bool:
-    """The declaration's delay, windows and habit ratio."""
+    """Whether ``cfg`` has the declaration's label delay, customer windows and habit ratio
+    (read from ``fraud_declared.toml``)."""
+    spec = builtin_family(FAMILY)
+    days = sorted({f.days for f in spec.features
+                   if isinstance(f, WindowFeature) and f.key == spec.input.key})  # fmt: skip
+    ratios = {f.habit_ratio for f in spec.features
+              if isinstance(f, LabelRiskFeature) and f.positives == "habit"}  # fmt: skip
     return (
-        cfg.label_delay_ms == 7 * 86_400_000
-        and tuple(cfg.windows_days) == (1, 7, 30)
-        and cfg.habit_ratio == 2.5
+        cfg.label_delay_ms == spec.label.delay_ms
+        and tuple(cfg.windows_days) == tuple(days)
+        and ratios == {cfg.habit_ratio}
     )
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from finscore.families.fraud import DeclaredFraudFeatures
 from finscore.features.fraud import FRAUD_FEATURE_NAMES, FraudFeatures, to_cents
 from finscore.schemas.codec import Codec
 from finscore.schemas.columnar.codec import ColumnarCodec
@@ -33,7 +34,6 @@ from finscore.streams.fraud.columns import (
     columns_from_records,
     decode_transactions,
 )
-from finscore.families.fraud import DeclaredFraudFeatures
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import (
     BatchResult,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from finscore.families.fraud import DeclaredFraudFeatures, declared_covers
 from finscore.features.exceptions import FeatureStateError
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
@@ -26,7 +27,6 @@ from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.changelog import read_changelog_records
-from finscore.families.fraud import DeclaredFraudFeatures, declared_covers
 from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter

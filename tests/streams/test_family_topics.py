@@ -17,6 +17,7 @@ from finscore.streams.declared import family_topics
         ("cashflow", "cashflow_forecast", None),  # a series family: no [label]
         ("credit", "family_score", None),  # no feature reads its outcomes
         ("fraud_declared", "family_score", "fraud-labels"),
+        ("fraud_handbook", "family_score", "fraud-labels"),
     ],
 )
 def test_each_built_in_family_names_its_topics(
@@ -34,4 +35,5 @@ def test_each_built_in_family_names_its_topics(
 
 
 def test_every_built_in_family_is_covered() -> None:
-    assert set(BUILTIN_FAMILIES) >= {"market", "cashflow", "credit", "fraud_declared"}
+    covered = {"market", "cashflow", "credit", "fraud_declared", "fraud_handbook"}
+    assert set(BUILTIN_FAMILIES) == covered, "a new built-in family needs a case above"

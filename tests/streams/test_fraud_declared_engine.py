@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from finscore.app.console.produce import transaction_events
+from finscore.families.fraud import DeclaredFraudFeatures, declared_covers
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
-from finscore.families.fraud import DeclaredFraudFeatures, declared_covers
 from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.scoring import Scorer
