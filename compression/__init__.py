@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from finscore.compression.market import MarketFamily
     from finscore.compression.plan import Candidate, Gate, Plan, RunResult, to_artifact
     from finscore.compression.report import write_report
+    from finscore.compression.search import BudgetedSearch
 
 #: The names loaded on first access, and the module of each.
 _LAZY = {
+    "BudgetedSearch": "search",
     "Candidate": "plan",
     "Family": "family",
     "FraudFamily": "fraud",
@@ -37,6 +39,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BudgetedSearch",
     "Candidate",
     "CompressionError",
     "ExportError",

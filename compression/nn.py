@@ -8,7 +8,7 @@ structured pruning can rebuild it smaller and weight sharing can swap its layers
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -113,6 +113,48 @@ class MLP(nn.Module):
     @property
     def hidden(self) -> list[int]:
         return [m.out_features for m in self.linears()[:-1]]
+
+
+def window_summary(x: torch.Tensor, spans: Sequence[int]) -> torch.Tensor:
+    """[N, T, W] → [N, (1 + len(spans))·W]: the window's last row, then for every span ``s``
+    the mean of its last ``s`` rows (``s = 0``, or ``s >= T``: the whole window). Spans
+    ``(10, 0)`` give the market students' summary (last row, mean of the last 10, mean of the
+    window)."""
+    parts = [x[:, -1]] + [(x if s <= 0 else x[:, -int(s) :]).mean(1) for s in spans]
+    return torch.cat(parts, dim=1)
+
+
+class SummaryMLP(MLP):
+    """An :class:`MLP` over :func:`window_summary` of a window ``[N, T, W]`` with searchable
+    ``spans`` (e.g. the architecture search's market students).
+
+    ``transform`` (a function ``[N, T, W] → [N, T, W]``, e.g. the market's
+    ``relative_path``) runs before the summary; ``mean``/``std`` standardise the summary
+    (``(1 + len(spans))·row_width`` values). With ``spans=(10, 0)`` and the market's
+    ``relative_path`` it computes what the market family's ``WindowMLP`` computes; an MLP
+    subclass, so structured pruning, weight sharing and QAT apply."""
+
+    def __init__(
+        self,
+        row_width: int,
+        hidden: list[int],
+        n_out: int,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        spans: Sequence[int] = (10, 0),
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__((1 + len(spans)) * row_width, hidden, n_out, mean, std, dropout)
+        self.spans = tuple(int(s) for s in spans)
+        self.transform = transform
+
+    def summary(self, x: torch.Tensor) -> torch.Tensor:
+        """What the MLP reads: :func:`window_summary` of ``transform(x)``."""
+        return window_summary(self.transform(x) if self.transform is not None else x, self.spans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.summary(x))
 
 
 def count_params(model: nn.Module) -> int:

@@ -13,6 +13,10 @@ plan                   what it is                                       used by
 ``market_quick``       width-16 student, half pruned, dynamic int8      ``finscore compress
                                                                         market --plan quick``
 ``market_default``     width search, half pruned, both int8             ``--plan default``
+``fraud_search``       budgeted search (16 kB, 0.1 ms), then as         ``--plan search``
+                       ``fraud_default``
+``market_search``      budgeted search incl. the window summary         ``--plan search``
+                       (32 kB, 0.2 ms), then as ``market_default``
 ``fraud_recompress``   the sidecar's fraud recompression (width 64)     ``finscore sidecar``
 ``market_recompress``  the sidecar's market recompression (width 32)    ``finscore sidecar``
 =====================  ===============================================  ======================
@@ -27,6 +31,7 @@ alpha 0.5), and their gate picks the best compressed candidate when none is with
 from __future__ import annotations
 
 from finscore.compression.plan import Plan
+from finscore.compression.search import BudgetedSearch
 from finscore.compression.steps import (
     ArchitectureSearch,
     Distill,
@@ -43,14 +48,16 @@ __all__ = [
     "fraud_plan",
     "fraud_quick",
     "fraud_recompress",
+    "fraud_search",
     "market_default",
     "market_plan",
     "market_quick",
     "market_recompress",
+    "market_search",
 ]
 
 #: The names ``finscore compress --plan`` accepts.
-PLAN_NAMES = ("quick", "default")
+PLAN_NAMES = ("quick", "default", "search")
 
 
 def fraud_quick(epochs: int, teacher_epochs: int, seed: int = 0) -> Plan:
@@ -110,6 +117,36 @@ def market_default(epochs: int, teacher_epochs: int, seed: int = 0) -> Plan:
     return Plan(steps, teacher_epochs=teacher_epochs, epochs=epochs, seed=seed)
 
 
+def fraud_search(epochs: int, teacher_epochs: int, seed: int = 0) -> Plan:
+    """:func:`fraud_default` with a budgeted architecture search instead of its 4-shape grid:
+    16 seeded shapes (8 random, 8 evolved; depth 1-3 × widths 4-128, non-increasing), each
+    distilled ``max(2, epochs // 10)`` epochs (T = 2, alpha = 0.9, lr 5e-3), under 16 kB and a
+    batch-1 p50 of 0.1 ms (a guard: fraud students take ~0.01 ms on one core, so measurement
+    noise does not decide); the best 3 are distilled ``epochs`` epochs and the best of those
+    is pruned, shared and quantised as in :func:`fraud_default` (see docs/BENCHMARKS.md,
+    "Budgeted architecture search")."""
+    plan = fraud_default(epochs, teacher_epochs, seed)
+    plan.steps[0] = BudgetedSearch(
+        16_000, 0.1, search_epochs=max(2, epochs // 10), finalists=3, temperature=2.0,
+        alpha=0.9, lr=5e-3,
+    )  # fmt: skip
+    return plan
+
+
+def market_search(epochs: int, teacher_epochs: int, seed: int = 0) -> Plan:
+    """:func:`market_default` with a budgeted architecture search instead of its width grid:
+    16 seeded shapes (8 random, 8 evolved; depth 1-3 × widths 8-64 × the window summary's
+    spans, :data:`~finscore.compression.search.DEFAULT_SPANS`), each distilled
+    ``max(1, epochs // 10)`` epochs, under 32 kB and a batch-1 p50 of 0.2 ms (a guard: market
+    students take 0.01-0.04 ms on one core); the best 3 are distilled ``epochs`` epochs and
+    the best of those is pruned and quantised as in :func:`market_default`."""
+    plan = market_default(epochs, teacher_epochs, seed)
+    plan.steps[0] = BudgetedSearch(
+        32_000, 0.2, widths=(8, 16, 32, 64), search_epochs=max(1, epochs // 10), finalists=3
+    )
+    return plan
+
+
 def fraud_recompress(epochs: int, seed: int = 0) -> Plan:
     """The sidecar's fraud recompression on its recent labelled window: a width-64 student, a
     quarter of the neurons pruned (4 fine-tune epochs), 16 shared weights (3), dynamic int8;
@@ -127,12 +164,14 @@ def market_recompress(epochs: int, seed: int = 0) -> Plan:
 
 
 def fraud_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
-    """``finscore compress fraud``'s plan by name: :func:`fraud_quick` for ``quick``, else
-    :func:`fraud_default` (as it always chose)."""
-    return (fraud_quick if name == "quick" else fraud_default)(epochs, teacher_epochs, seed)
+    """``finscore compress fraud``'s plan by name: :func:`fraud_quick` for ``quick``,
+    :func:`fraud_search` for ``search``, else :func:`fraud_default` (as it always chose)."""
+    make = {"quick": fraud_quick, "search": fraud_search}.get(name, fraud_default)
+    return make(epochs, teacher_epochs, seed)
 
 
 def market_plan(name: str, epochs: int, teacher_epochs: int, seed: int) -> Plan:
-    """``finscore compress market``'s plan by name: :func:`market_quick` for ``quick``, else
-    :func:`market_default`."""
-    return (market_quick if name == "quick" else market_default)(epochs, teacher_epochs, seed)
+    """``finscore compress market``'s plan by name: :func:`market_quick` for ``quick``,
+    :func:`market_search` for ``search``, else :func:`market_default`."""
+    make = {"quick": market_quick, "search": market_search}.get(name, market_default)
+    return make(epochs, teacher_epochs, seed)

@@ -2,16 +2,22 @@
 
 Plots are hand-written SVG (no plotting library): metric vs size and metric vs batch-1
 latency, log-scaled x, Pareto-optimal candidates (no other candidate is at least as small/fast
-and strictly better, or better and strictly smaller/faster) ringed and joined.
+and strictly better, or better and strictly smaller/faster) ringed and joined. A budgeted
+architecture search (:class:`~finscore.compression.search.BudgetedSearch`) in the run adds its
+candidate table with both Pareto fronts and the same two plots of its candidates
+(``search-size.svg``, ``search-latency.svg``; validation metric).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Any
 
-from finscore.compression.plan import Candidate, RunResult
+from finscore.compression.plan import RunResult
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -28,7 +34,9 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def svg_plot(cands: list[Candidate], metric: str, x_of, x_label: str, title: str) -> str:  # noqa: ANN001
+def svg_plot(cands: Sequence[Any], metric: str, x_of, x_label: str, title: str) -> str:  # noqa: ANN001
+    """A metric-vs-x plot of ``cands`` (anything with ``name`` and ``metrics``: candidates, or
+    search points), Pareto front ringed."""
     w, h, m = 640, 400, 60
     xs = [max(float(x_of(c)), 1e-9) for c in cands]
     ys = [float(c.metrics.get(metric, float("nan"))) for c in cands]
@@ -142,10 +150,14 @@ def write_report(result: RunResult, directory: Path, title: str, notes: str = ""
     ]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in table]
     lines += ["", "![metric vs size](size.svg)", "", "![metric vs latency](latency.svg)", ""]
-    if result.search_log:
+    grid = [e for e in result.search_log if e.get("step") != "budgeted_search"]
+    searched = [e for e in result.search_log if e.get("step") == "budgeted_search"]
+    if grid:
         lines += ["Architecture search (validation metric):", ""]
         lines += [f"- width {e['width']}: {e['bytes']} bytes, val {e['val_metric']:.4f}, fits budget: {e['fits']}"
-                  for e in result.search_log]  # fmt: skip
+                  for e in grid]  # fmt: skip
+    if searched:
+        lines += search_section(searched, directory, title)
     if notes:
         lines += ["", notes]
     path = directory / "report.md"
@@ -162,3 +174,85 @@ def write_version_report(
     a version they register, and what the dashboard's compression panel shows for the live one.
     Returns the Markdown path."""
     return write_report(result, family_dir / f"v{version}", f"{family} v{version}: {title}", notes)
+
+
+@dataclass
+class _SearchPoint:
+    """A search candidate as :func:`svg_plot` reads it."""
+
+    name: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def search_table(table: list[dict]) -> list[str]:
+    """Markdown table of a budgeted search's candidates (``BudgetedSearch.table`` or its
+    entries of a run's search log): shape, size, latency, validation metric after the search's
+    short training, the budgets they meet, the Pareto fronts (bytes vs metric: ``B``; latency
+    vs metric: ``L``) and, for the finalists, the validation metric after full training."""
+    metric = table[0].get("metric", "metric") if table else "metric"
+    lines = [
+        f"| # | phase | shape | params | bytes | p50 ms | val {metric} | fits | Pareto "
+        f"| final val {metric} | chosen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in table:
+        fits = "yes" if e["fits"] else ("no: bytes" if not e["fits_bytes"] else "no: latency")
+        if e.get("latency_marginal"):
+            fits += " (marginal latency)"
+        front = ("B" if e["front_bytes"] else "") + ("L" if e["front_latency"] else "")
+        phase = e["phase"] + (f" of #{e['parent']}" if e.get("parent") is not None else "")
+        final = f"{e['final_val_metric']:.4f}" if "final_val_metric" in e else ""
+        lines.append(
+            f"| {e['index']} | {phase} | {e['shape']} | {e['params']} | {e['bytes']} | "
+            f"{e['p50_ms']:.4f} | {e['val_metric']:.4f} | {fits} | {front} | {final} | "
+            f"{'★' if e['chosen'] else ''} |"
+        )
+    return lines
+
+
+def search_fronts(table: list[dict]) -> list[str]:
+    """One line per Pareto front of a budgeted search: its shapes by increasing x."""
+    out = []
+    for x, flag in (("bytes", "front_bytes"), ("p50_ms", "front_latency")):
+        front = sorted((e for e in table if e[flag]), key=lambda e: e[x])
+        where = [f"{e[x]:,} bytes" if x == "bytes" else f"{e[x]:.4f} ms" for e in front]
+        pts = ", ".join(
+            f"{e['shape']} ({w}, {e['val_metric']:.4f})" for e, w in zip(front, where, strict=True)
+        )
+        out.append(f"- Pareto front, {'size' if x == 'bytes' else 'latency'} vs metric: {pts}")
+    return out
+
+
+def search_section(table: list[dict], directory: Path, title: str) -> list[str]:
+    """The report's budgeted-search section (table and fronts) and its two plots, written into
+    ``directory``."""
+    metric = table[0].get("metric", "metric")
+    points = [_SearchPoint(f"#{e['index']} {e['shape']}", {metric: e["val_metric"]}) for e in table]
+    by_index = {p.name: e for p, e in zip(points, table, strict=True)}
+    for name, x, label in (("search-size.svg", "bytes", "bytes on disk"),
+                           ("search-latency.svg", "p50_ms", "batch-1 p50 latency (ms)")):  # fmt: skip
+        (directory / name).write_text(
+            svg_plot(
+                points,
+                metric,
+                lambda p, x=x: by_index[p.name][x],
+                label,
+                f"{title}: search, validation {metric} vs {label}",
+            )  # fmt: skip
+        )
+    return [
+        "",
+        "## Budgeted architecture search",
+        "",
+        "Every trained candidate (short search training; validation metric). Pareto: B = not "
+        "dominated on bytes vs metric, L = on batch-1 p50 latency vs metric.",
+        "",
+        *search_table(table),
+        "",
+        *search_fronts(table),
+        "",
+        "![search: metric vs size](search-size.svg)",
+        "",
+        "![search: metric vs latency](search-latency.svg)",
+        "",
+    ]

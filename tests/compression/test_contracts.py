@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from finscore.compression.checks import QUANTIZED_ATOL, check_artifact, check_step
+from finscore.compression.nn import seed_everything
+from finscore.compression.search import BudgetedSearch
 from finscore.compression.steps import (
     ArchitectureSearch,
     Distill,
@@ -23,6 +25,7 @@ FRAUD_STEPS = [
     Distill(8, epochs=1),
     Distill((8, 8, 4), epochs=1),  # a shape (depth) instead of a width
     ArchitectureSearch((4, 8, (8, 4, 4)), epochs=1),
+    BudgetedSearch(16_000, 1.0, widths=(4, 8, 16), n_random=3, n_evolve=1, search_epochs=1),
     PruneStructured(0.5, 1),
     PruneUnstructured(0.5, 1),
     WeightShare(8, 1),
@@ -37,6 +40,7 @@ FRAUD_STEPS = [
 ]
 MARKET_STEPS = [
     Distill(8, epochs=1),
+    BudgetedSearch(32_000, 1.0, widths=(4, 8), n_random=3, n_evolve=1, search_epochs=1),
     PruneStructured(0.5, 0),
     PruneUnstructured(0.5, 0),
     WeightShare(8, 0),
@@ -72,7 +76,7 @@ _students: dict[str, object] = {}
 
 def _source(step, ctx):  # noqa: ANN001, ANN202
     """Steps that prune or share start from a small dense student, like in a plan."""
-    if isinstance(step, Distill | ArchitectureSearch):
+    if isinstance(step, Distill | ArchitectureSearch | BudgetedSearch):
         return ctx.teacher
     key = ctx.family.name
     if key not in _students:
@@ -86,6 +90,9 @@ def test_check_names_are_stable(fraud_ctx) -> None:  # noqa: ANN001
 
 
 def _run_checks(step, ctx) -> None:  # noqa: ANN001
+    # Distill builds its student from the global RNG as it finds it: start every step from the
+    # seed, so a step's check does not depend on which tests (or fixtures) ran before it
+    seed_everything(ctx.seed)
     atol = float(getattr(ctx.family, "parity_atol", QUANTIZED_ATOL))
     for name, check in check_step(step, _source(step, ctx), ctx, atol):
         if name == "is_batch_invariant" and isinstance(step, QuantizeDynamic):
