@@ -131,8 +131,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--baseline", help="git revision to run side by side")
-    ap.add_argument("--engines", default="declared",
-                    help="feature engines of this tree: declared, hand or declared,hand")
+    ap.add_argument(
+        "--engines",
+        default="declared",
+        help="feature engines of this tree: declared, hand or declared,hand",
+    )
     args = ap.parse_args()
     champion = Registry(Settings().registry_dir).champion("fraud")
     if champion is None:
@@ -158,8 +161,10 @@ def main() -> None:
         for name, b in others:
             common = sorted(set(a) & set(b))
             diff = max((abs(a[k] - b[k]) for k in common), default=0.0)
-            print(f"  {name} vs {first}: same transactions scored: "
-                  f"{len(common) == len(a) == len(b)}; max score difference {diff:.2e}")
+            print(
+                f"  {name} vs {first}: same transactions scored: "
+                f"{len(common) == len(a) == len(b)}; max score difference {diff:.2e}"
+            )
 
 
 if __name__ == "__main__":
