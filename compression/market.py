@@ -29,7 +29,6 @@ from finscore.compression.nn import MLP, Standardize, fit, predict
 from finscore.features.market import (
     BOOK_LAYOUT,
     LEVELS,
-    MIN_WINDOW,
     N_FEATURES,
     direction_labels,
     layout_width,
@@ -264,19 +263,18 @@ class MarketFamily:
 
 
 def declared_market(
-    spec: FamilySpec, *, quick: bool = False, layout: str | None = None, symbol: str = "GOOG"
+    spec: FamilySpec, *, layout: str | None = None, symbol: str = "GOOG"
 ) -> MarketFamily:
     """The :class:`MarketFamily` a declaration describes: windows of its ``sequence``'s
-    ``events`` (``quick``: half of them, at least :data:`~finscore.features.market.MIN_WINDOW`,
-    the quick plan's shorter training), its ``layout`` unless ``layout`` overrides it (both
-    recorded in the manifest's params, which workers check), and its ``smoothed_move``
-    label's horizon. :class:`ValueError` for a declaration that is not a window model's."""
+    ``events`` (on every plan: a worker started with the declaration admits models of that
+    window only), its ``layout`` unless ``layout`` overrides it (both recorded in the
+    manifest's params, which workers check), and its ``smoothed_move`` label's horizon.
+    :class:`ValueError` for a declaration that is not a window model's."""
     seq, move = spec.sequence, spec.move
     if seq is None or move is None:
         raise ValueError(
             f"family {spec.name!r} is not a window model's: it needs a sequence feature and a "
             "smoothed_move label (see finscore/families/market.toml)"
         )
-    window = max(MIN_WINDOW, seq.events // 2) if quick else seq.events
-    return MarketFamily(window=window, horizon=move.horizon, symbol=symbol,
+    return MarketFamily(window=seq.events, horizon=move.horizon, symbol=symbol,
                         layout=layout or seq.layout)  # fmt: skip

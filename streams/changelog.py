@@ -8,19 +8,52 @@ are co-partitioned). Two kinds: *compacted* changelogs hold the latest value of 
 commit, pruned by age (fraud customer windows: :func:`read_changelog_records`, all records).
 When a partition is assigned, the worker reads that changelog partition up to its end and
 rebuilds its keys: a restart costs one read of the state plus a replay of the uncommitted
-tail, not a replay of the input history. In exactly-once mode changelog records are part of
-the batch's transaction.
+tail, not a replay of the input history (:func:`restore_append_only` for the append-only
+ones). In exactly-once mode changelog records are part of the batch's transaction.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
+import numpy as np
+
+from finscore.features.exceptions import FeatureStateError
+from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.streams.transport import Message, TransportFactory, read_partitions
 
+__all__ = [
+    "AppendOnlyState",
+    "Keep",
+    "read_changelog",
+    "read_changelog_records",
+    "restore_append_only",
+    "resume_offsets",
+]
+
 log = get_logger(__name__)
+
+#: Which rows of a changelog table (int64: time, tag, then the store's columns) to keep.
+Keep = Callable[[np.ndarray], np.ndarray]
+
+
+class AppendOnlyState(Protocol):
+    """Feature state kept in an append-only changelog (the fraud customer windows, a declared
+    family's windows over its topic's key): it hands out the entries added since the last
+    call, rebuilds itself from such records, forgets revoked keys' unwritten changes, and
+    forgets what no feature can see any more."""
+
+    def take_changes(self, partition_of: Mapping[str, int], /) -> list[tuple[int, bytes]]: ...
+
+    def add_changes(self, records: Iterable[tuple[str, bytes]], keep: Keep | None = None,
+                    /) -> int: ...  # fmt: skip
+
+    def forget_changes(self, keys: Iterable[str], /) -> None: ...
+
+    def evict(self, now_ms: int | None = None, /) -> None: ...
 
 
 def _read(
@@ -94,6 +127,43 @@ def read_changelog_records(
     log.info("state.restored", topic=topic, partitions=parts, records=len(out),
              seconds=round(time.monotonic() - t0, 3))  # fmt: skip
     return out
+
+
+def restore_append_only(
+    transports: TransportFactory,
+    topic: str,
+    partitions: Iterable[int],
+    state: AppendOnlyState,
+    keep: Keep,
+    *,
+    read_committed: bool = False,
+) -> int:
+    """Rebuild ``state`` from every record of ``partitions`` of the append-only changelog
+    ``topic`` (:func:`read_changelog_records`; ``read_committed`` in exactly-once mode). A
+    record that is not a window record (rows, key rows or a snapshot) is skipped with a
+    warning (``state.record_skipped``; the state it would hold is rebuilt from the stream
+    instead), and so is a corrupt one (the others are restored); rows the store cannot hold or
+    that ``keep`` refuses are dropped (one ``state.rows_out_of_bounds_dropped`` warning).
+    Returns how many rows were dropped."""
+    records = read_changelog_records(transports, topic, partitions, read_committed=read_committed)
+    good = []
+    for key, value in records:
+        if value[:4] in (ROWS_MAGIC, KEY_ROWS_MAGIC, SNAPSHOT_MAGIC):
+            good.append((key.decode(errors="replace"), value))
+        else:  # not ours: rebuilt from the stream instead
+            log.warning("state.record_skipped", key=key.decode(errors="replace"))
+    dropped = 0
+    try:
+        dropped = state.add_changes(good, keep)
+    except FeatureStateError:  # a corrupt record: keep every other one
+        for record in good:
+            try:
+                dropped += state.add_changes([record], keep)
+            except FeatureStateError as exc:
+                log.warning("state.record_skipped", key=record[0], reason=str(exc))
+    if dropped:
+        log.warning("state.rows_out_of_bounds_dropped", topic=topic, rows=dropped)
+    return dropped
 
 
 def _keep(state: dict[bytes, bytes], m: Message) -> None:

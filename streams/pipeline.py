@@ -20,6 +20,11 @@ what is its own:
 4. the state flush its class declares (:data:`FlushPolicy`): ``at_commit``, the worker asks
    :meth:`StreamPipeline.flush_state` for the changelog records just before it commits;
    ``every_batch``, ``process`` puts them in :attr:`BatchResult.state` of every batch.
+
+:class:`AppendOnlyPipeline` adds the bookkeeping of state kept in an append-only changelog
+(the fraud customer windows, a declared family's windows over its topic's key): the keys
+touched since the last flush with their input partition, their new entries at each flush,
+periodic eviction, and forgetting revoked partitions' unwritten changes.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 from finscore.schemas.topics import dlq, shadow
+from finscore.streams.changelog import AppendOnlyState
 from finscore.streams.scoring import in_canary
 from finscore.streams.transport import Message, OutRecord
 
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
     from finscore.streams.scoring import Challenger, Scorer
 
 __all__ = [
+    "AppendOnlyPipeline",
     "BatchResult",
     "Clock",
     "DeadLetter",
@@ -393,3 +400,55 @@ class StreamPipeline(Generic[C]):
                 result.outputs += [r for pair in zip(shadows, lives, strict=True) for r in pair]
                 return
         result.outputs += records(topic, messages, values)
+
+
+class AppendOnlyPipeline(StreamPipeline[C]):
+    """A :class:`StreamPipeline` whose state (``features``, set by the subclass) is kept in an
+    append-only changelog (``changelog_topic``; None: nowhere, the state is this process's
+    only). :meth:`touched` remembers the keys a batch changed with their input partitions;
+    :meth:`flush_state` writes their new entries; :meth:`forget_partitions` drops those of
+    revoked partitions."""
+
+    features: AppendOnlyState
+
+    def __init__(
+        self,
+        slot: ModelSlot,
+        output_topic: str,
+        *,
+        changelog_topic: str | None,
+        clock: Clock,
+        evict_interval: float,
+    ) -> None:
+        """``evict_interval``: seconds between evictions of state no feature can see (at a
+        flush; an eviction scans the whole state, so not at every commit)."""
+        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock)
+        self.evict_interval = evict_interval
+        self._last_evict = time.monotonic()
+        self._dirty: dict[str, int] = {}  # key -> input partition, since the last flush
+
+    def touched(self, keys: Sequence[str], messages: Sequence[Message]) -> None:
+        """Remember that ``keys`` changed, each in the input partition of its message."""
+        self._dirty.update(zip(keys, [m.partition for m in messages], strict=True))
+
+    def flush_state(self) -> list[OutRecord]:
+        """Changelog records of the keys changed since the last flush: the entries added
+        since then (``features.take_changes``), a few records per input partition, each in
+        the partition its keys live in, keyed ``p<partition>`` (none without a changelog).
+        Every ``evict_interval`` seconds also forgets what no feature can see any more."""
+        dirty, self._dirty = self._dirty, {}
+        changes = self.features.take_changes(dirty)
+        if time.monotonic() - self._last_evict >= self.evict_interval:
+            self.features.evict()
+            self._last_evict = time.monotonic()
+        if not self.changelog_topic:
+            return []
+        topic = self.changelog_topic
+        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes]
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop pending changelog updates of revoked partitions (never write the state of a
+        key a new owner has; it rebuilds ours by replaying the uncommitted input)."""
+        gone = [k for k, p in self._dirty.items() if p in partitions]
+        self.features.forget_changes(gone)
+        self._dirty = {k: p for k, p in self._dirty.items() if p not in partitions}

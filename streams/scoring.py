@@ -15,6 +15,8 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from finscore.families import FamilySpecError, builtin_family
+from finscore.families.series import DailySeries
 from finscore.features.cashflow import LOOKBACK as CASHFLOW_LOOKBACK
 from finscore.features.exceptions import UnknownFeature
 from finscore.features.fraud import N_FEATURES as FRAUD_WIDTH
@@ -262,7 +264,13 @@ def admit(scorer: Scorer, spec: InputSpec) -> None:
                 f"{label} reads {lookback} days of takings; the stream provides {spec.window}",
                 reason="input_mismatch",
             )
-        x = np.zeros((n, lookback + 8), dtype=np.float32)
+        try:  # a series the worker could not forecast with: refused now, not per forecast
+            DailySeries.of(builtin_family("cashflow")).for_model(params)
+        except FamilySpecError as exc:
+            raise ArtifactError(f"{label}: {exc}", reason="input_mismatch") from None
+        # the stream's rows: the lookback's days, then the declaration's extra columns
+        extra = spec.width - (spec.window or CASHFLOW_LOOKBACK)
+        x = np.zeros((n, lookback + extra), dtype=np.float32)
         want = (n, int(params.get("horizon_days", 0) or 0), len(params.get("quantiles") or []))
     else:
         x = scorer.select(np.zeros((n, spec.width), dtype=np.float32))

@@ -40,6 +40,15 @@ key with another time or other summed values (a duplicate, which must not enter 
 Label-risk and habit stores are not in the changelog: the labels are a global side input,
 rebuilt at each start by reading the label topic from the beginning.
 
+A changelog record's rows are unnamed int64 columns (time, tag, then the store's columns), so
+they mean something only under the declaration that wrote them: :meth:`DeclaredFeatures.
+changelog_layout` describes that layout (the topic's key, each column with its integer unit,
+the spans) and :meth:`DeclaredFeatures.layout_digest` is a short digest of it, which a worker
+puts in its changelog's name so that an edited declaration never reads another's rows.
+:meth:`DeclaredFeatures.valid_rows` tells which rows the engine could have written (summed
+values within :data:`MAX_SUMMED_UNITS` / :data:`MAX_SQUARED_UNITS`, squares that are their
+fields' squares, ...): what a restore keeps.
+
 Windows over a key other than the topic's key are not in the changelog either: their entries
 come from every partition this instance reads, so no topic partition holds them. After a
 restart or a rebalance they are rebuilt only from the events this instance reads from then on
@@ -49,6 +58,8 @@ uninterrupted run gives; one with such windows does not).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -77,7 +88,15 @@ from finscore.families.spec import (
 from finscore.features.fraud import tags_of, time_chunks
 from finscore.features.timestore import TimeStore
 
-__all__ = ["DeclaredFeatures", "featurize"]
+__all__ = ["MAX_SQUARED_UNITS", "MAX_SUMMED_UNITS", "DeclaredFeatures", "featurize"]
+
+#: A value a window sums, in its integer unit (cents for a decimal of scale 2), is at most
+#: this large: window sums are exact int64 sums, which this keeps far from overflowing.
+MAX_SUMMED_UNITS = 10**12
+#: ... and at most this large where its square is summed too (a z-score), as the fraud
+#: stream's amount bound (1e8 cents).
+MAX_SQUARED_UNITS = 10**8
+TAGS = 1 << 32  # tags are CRC-32s of ids: 0 <= tag < 2**32
 
 _NIGHT_MS = 7 * 3_600_000  # night: hour <= 6, as the handbook
 _HOUR_MS = 3_600_000
@@ -177,7 +196,6 @@ class DeclaredFeatures:
         False where nobody takes them, e.g. training: :func:`featurize`)."""
         self.spec = spec
         self.feature_names: tuple[str, ...] = spec.feature_names
-        self.delay_ms = spec.label.delay_ms
         self._fields = spec.input.schema.fields
         self._rows: list[tuple[int, RawFeature | TimeFlagFeature | CategoryFeature]] = []
         by_key: dict[str, list[tuple[int, WindowFeature]]] = {}
@@ -197,6 +215,7 @@ class DeclaredFeatures:
                     "sequence family through `worker market`)"
                 )
             j += len(f.values) if isinstance(f, CategoryFeature) else 1
+        self.delay_ms = spec.label.delay_ms  # after the kind check: it names what is wrong
         self.key = spec.input.key
         self._windows = [_windows(key, fs, time_origin_ms, key == self.key,
                                   track_changes and key == self.key)
@@ -526,6 +545,62 @@ class DeclaredFeatures:
     def has_changelog_state(self) -> bool:
         """Whether the family has windows over its topic's key (the state a changelog holds)."""
         return self._own is not None
+
+    def changelog_layout(self) -> str:
+        """What the rows of this engine's changelog records mean, as canonical JSON: the
+        topic's key, the columns after time and tag (each with its integer unit: 10^places
+        of a summed field, its square for ``<field>^2``, 1 for ``seen``) and the windows'
+        spans in ms. Two declarations with the same layout read each other's records; ""
+        for a family without windows over its topic's key."""
+        if self._own is None:
+            return ""
+        w = self._own
+
+        def unit(column: str) -> int:
+            if column == SEEN:
+                return 1
+            if column.endswith("^2"):
+                return self._scale(column[:-2]) ** 2
+            return self._scale(column)
+
+        columns = [[c, unit(c)] for c in w.store.value_names]
+        return json.dumps({"key": w.key, "columns": columns, "spans_ms": w.spans},
+                          sort_keys=True, separators=(",", ":"))  # fmt: skip
+
+    def layout_digest(self) -> str:
+        """8 hex digits of SHA-256 of :meth:`changelog_layout` (a worker's changelog name
+        carries it); "" for a family without windows over its topic's key."""
+        layout = self.changelog_layout()
+        return hashlib.sha256(layout.encode()).hexdigest()[:8] if layout else ""
+
+    def valid_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Which changelog rows (the int64 table :meth:`add_changes`'s ``keep`` sees: time,
+        tag, then the store's columns) this engine could have written: a time the store can
+        hold, a 32-bit tag, each summed field within ±:data:`MAX_SUMMED_UNITS`
+        (±:data:`MAX_SQUARED_UNITS` when its square is summed too: the bounds the pipeline
+        holds events to), each ``<field>^2`` column its field's square, and the ``seen``
+        column 1. A restore keeps only these (a row outside them would corrupt the window
+        sums: an int64 overflow). ValueError for a family without windows over its topic's
+        key."""
+        store = self._own_state("valid_rows")
+        assert self._own is not None
+        w = self._own
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 2 or rows.shape[1] != 2 + len(store.value_names):
+            raise ValueError(f"rows of {rows.shape[-1] if rows.ndim else 0} columns; this "
+                             f"engine's have {2 + len(store.value_names)}")  # fmt: skip
+        tag = rows[:, 1]
+        ok = store.accepts(rows[:, 0]) & (tag >= 0) & (tag < TAGS)
+        col = {name: rows[:, 2 + j] for j, name in enumerate(store.value_names)}
+        for f in w.fields:
+            top = MAX_SQUARED_UNITS if f in w.squares else MAX_SUMMED_UNITS
+            ok &= (col[f] >= -top) & (col[f] <= top)
+        for f in w.squares:  # |field| <= 1e8 where ok: its square cannot overflow there
+            v = np.where(ok, col[f], 0)
+            ok &= col[f"{f}^2"] == v * v
+        if SEEN in col:
+            ok &= col[SEEN] == 1
+        return ok
 
     def take_changes(self, partition_of: Mapping[str, int]) -> list[tuple[int, bytes]]:
         """The entries added to the windows over the topic's key since the last call, as

@@ -15,7 +15,9 @@ the TOML declares, with that module's arithmetic (float64 sums in input order).
   (:func:`~finscore.features.cashflow.forecast_rows` with the declared window, horizon,
   scale, ``log_scale`` and weekday columns);
 - :meth:`DailySeries.replace`: the same declaration with another window, horizon, quantiles
-  or scale floor (a valid spec again; the benchmark's and the tests' variants).
+  or scale floor (a valid spec again; the benchmark's and the tests' variants);
+- :meth:`DailySeries.for_model`: the series a model's manifest params name (checked: a model
+  whose params cannot be forecast with is refused by name).
 
 The ground: numpy, finscore.features and this package only.
 """
@@ -119,6 +121,27 @@ class DailySeries:
             })  # fmt: skip
             out = dataclasses.replace(out, quantiles=levels, horizon_days=days)
         return DailySeries(dataclasses.replace(self.spec, output=out, features=(f,)), f)
+
+    def for_model(self, params: Mapping[str, Any]) -> DailySeries:
+        """The series a model with manifest ``params`` forecasts: its ``lookback_days``,
+        ``horizon_days``, ``quantiles`` and (a scaled series) ``min_scale`` where it names
+        them, else the declaration's, checked as the declaration's entries are. Raises
+        :class:`FamilySpecError` (``model params: ...``, naming the entry) for a model whose
+        params cannot be forecast with: check it once, when the model is loaded."""
+        floor = params.get("min_scale") if self.scaled else None
+        levels = params.get("quantiles")
+        try:
+            if floor is not None and (isinstance(floor, bool)
+                                      or not isinstance(floor, int | float)):  # fmt: skip
+                raise FamilySpecError(f"min_scale {floor!r}: a positive floor of a scale")
+            if levels is not None and not isinstance(levels, list | tuple):
+                raise FamilySpecError(f"quantiles {levels!r}: a list of levels is needed")
+            return self.replace(
+                lookback=params.get("lookback_days"), horizon=params.get("horizon_days"),
+                quantiles=tuple(levels) if levels is not None else None, min_scale=floor,
+            )  # fmt: skip
+        except FamilySpecError as exc:
+            raise FamilySpecError(f"model params: {exc}") from None
 
     # -- computing it -----------------------------------------------------------------------
     def values(self, events: Any) -> np.ndarray:

@@ -10,9 +10,10 @@ Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`
   (``finscore/families/cashflow.toml``, compiled by
   :class:`~finscore.families.series.DailySeries`): the sum of the amounts per terminal per UTC
   day of ``event_time`` (the definition of :func:`finscore.features.cashflow.daily_takings`;
-  another declaration may key by ``customer_id`` or count instead); only the last
-  ``lookback + 1`` days up to the latest day seen are kept: a transaction older than that
-  is read but counts nowhere (too late for any forecast still to come).
+  another declaration may count instead, or read another window; the key is always
+  ``terminal_id``, the key of the ``cashflow_forecast`` records, :func:`declared_series`);
+  only the last ``lookback + 1`` days up to the latest day seen are kept: a transaction
+  older than that is read but counts nowhere (too late for any forecast still to come).
 - **Forecasts**: rows are taken in input order; when one's UTC day ``D`` is after every day
   seen before it (the stream's event time crosses midnight), before adding it the pipeline
   forecasts, with origin ``D``, every terminal with takings in the ``lookback`` days
@@ -26,8 +27,13 @@ Built on the stream skeleton (:class:`~finscore.streams.pipeline.StreamPipeline`
   outputs ``[N, horizon, Q]`` in scaled units, times each row's scale, are the quantiles in
   currency (the model sorts each day's quantiles, so they never cross); a record per terminal
   (``cashflow_forecast``, keyed by terminal id, timestamped at the origin) names the model and
-  its version. With no model loaded, the message that crossed midnight is a ``NoModel`` dead
-  letter (no forecast is made silently). Challengers go through the step every stream shares
+  its version. The model's horizon, levels and scale floor are its manifest's params, else
+  the declaration's, checked once per model
+  (:meth:`~finscore.families.series.DailySeries.for_model`). With no model loaded, the
+  message that crossed midnight is a ``NoModel`` dead letter (no forecast is made silently);
+  with a live model whose params cannot be forecast with (a scale floor not above 0, a
+  horizon that is not a whole number of days...), a ``ModelRefused`` dead letter naming the
+  param (the worker goes on). Challengers go through the step every stream shares
   (:meth:`~finscore.streams.pipeline.StreamPipeline.emit`, under the stream contract): a
   shadow's forecasts to ``cashflow-forecasts-shadow``, a canary's in place of the live ones
   for its share of terminals.
@@ -117,14 +123,18 @@ class TerminalTakings:
         return names, values
 
 
-#: the transaction fields a declared series may read, as :class:`TxColumns` holds them
-SERIES_KEYS = ("terminal_id", "customer_id")
+#: the transaction fields a declared series may read, as :class:`TxColumns` holds them: keyed
+#: by terminal only, the key field of the ``cashflow_forecast`` records it writes
+SERIES_KEYS = ("terminal_id",)
 SERIES_FIELDS = ("amount",)
 
 
 def declared_series(spec: FamilySpec, lookback: int | None = None) -> DailySeries:
     """The compiled series of ``spec`` (with ``lookback`` days when given) that this stream
-    can compute from decoded transactions; raises :class:`FamilySpecError` otherwise."""
+    can compute from decoded transactions: the ``transaction`` schema by its ``event_time``,
+    keyed by ``terminal_id`` (what its ``cashflow_forecast`` records are keyed by), the
+    ``amount`` summed or the transactions counted; raises :class:`FamilySpecError`
+    otherwise."""
     series = DailySeries.of(spec).replace(lookback=lookback)
     inp = spec.input
     if inp.schema.ref != "transaction" or inp.time != "event_time":
@@ -133,8 +143,10 @@ def declared_series(spec: FamilySpec, lookback: int | None = None) -> DailySerie
             "schema by its event_time"
         )
     if series.key not in SERIES_KEYS:
-        raise FamilySpecError(f"family {spec.name!r}: the cash-flow stream keys a series by "
-                              f"{' or '.join(SERIES_KEYS)}, not {series.key!r}")  # fmt: skip
+        raise FamilySpecError(
+            f"family {spec.name!r}: the cash-flow stream keys a series by terminal_id (the "
+            f"terminal_id field of its cashflow_forecast records), not {series.key!r}"
+        )
     if series.field is not None and series.field not in SERIES_FIELDS:
         raise FamilySpecError(f"family {spec.name!r}: the cash-flow stream sums "
                               f"{', '.join(SERIES_FIELDS)}, not {series.field!r}")  # fmt: skip
@@ -171,6 +183,8 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
         self.in_codec = in_codec or Codec("transaction")
         self.out_codec = out_codec or Codec("cashflow_forecast")
         self.bounds = bounds
+        # the live model's series (its params, checked once per model), or why it has none
+        self._model: tuple[Scorer, DailySeries | str] | None = None
 
     def decode(self, messages: list[Message]) -> tuple[TxColumns, list[DeadLetter]]:
         return decode_transactions(self.in_codec, messages)
@@ -238,10 +252,10 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
         if live is None:
             result.dead_letters += no_model([crossing])
             return
-        params = live.manifest.params or {}
-        # the model's horizon and scale floor (its manifest's params), else the declaration's
-        floor = params.get("min_scale") if self.series.scaled else None
-        series = self.series.replace(horizon=params.get("horizon_days"), min_scale=floor)
+        series = self._series_of(live)
+        if isinstance(series, str):  # params it cannot forecast with: named, not raised
+            result.dead_letters.append(DeadLetter(crossing, "ModelRefused", series))
+            return
         x, _, scale = series.rows(values, np.array([self.lookback]),
                                   first_day=origin - self.lookback, with_targets=False)  # fmt: skip
         out = self.run_models(live, x, result)
@@ -259,6 +273,25 @@ class CashflowPipeline(StreamPipeline[TxColumns]):
 
         self.emit(result, rows, out.live, out.scores, out.challenger, out.challenger_scores,
                   encode)  # fmt: skip
+
+    def _series_of(self, live: Scorer) -> DailySeries | str:
+        """The series ``live`` forecasts (its manifest's horizon, levels and scale floor, else
+        the declaration's: :meth:`DailySeries.for_model`), checked once per model; or the
+        sentence saying why its params cannot be forecast with."""
+        if self._model is None or self._model[0] is not live:
+            label = f"{live.name} v{live.version}"
+            series: DailySeries | str
+            try:
+                model = self.series.for_model(live.manifest.params or {})
+            except FamilySpecError as exc:
+                series = f"{label}: {exc}"
+            else:
+                series = model if model.lookback == self.lookback else (
+                    f"{label} reads {model.lookback} days of takings; the stream provides "
+                    f"{self.lookback}"
+                )  # fmt: skip
+            self._model = (live, series)
+        return self._model[1]
 
     def _values(
         self, names: list[str], origin_ms: int, quantiles: np.ndarray, scale: np.ndarray,

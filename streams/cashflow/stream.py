@@ -1,9 +1,12 @@
 """The cash-flow stream: transactions → cashflow-forecasts (issue 18).
 
 What it reads, computes and writes is declared (``finscore/families/cashflow.toml``, or the
-declaration ``family_path`` names in the worker's config): it reads the declaration's input
-topic (``transactions``) in its own consumer group (``finscore-cashflow``), keeps each
-terminal's daily takings and, at each new UTC day of the stream's event time, forecasts every
+declaration ``family_path`` names in the worker's config: ``finscore worker cashflow --family
+F``; one the stream cannot compute is refused,
+:func:`~finscore.streams.cashflow.pipeline.declared_series`: it needs the ``transaction``
+schema and a series keyed by ``terminal_id``): it reads the declaration's input topic
+(``transactions``) in its own consumer group (``finscore-cashflow``), keeps each terminal's
+daily takings and, at each new UTC day of the stream's event time, forecasts every
 recently active terminal's next days of takings with the live ``cashflow`` model onto the
 declaration's output topic (``cashflow-forecasts``, schema ``cashflow_forecast``; see
 :mod:`finscore.streams.cashflow.pipeline`). The window length is the first model's

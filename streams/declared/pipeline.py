@@ -44,23 +44,23 @@ from typing import Any
 import numpy as np
 
 from finscore.families.columns import strings, times
-from finscore.families.engine import DeclaredFeatures
+from finscore.families.engine import MAX_SQUARED_UNITS, MAX_SUMMED_UNITS, DeclaredFeatures
 from finscore.families.spec import FamilySpec, LabelRiskFeature, SchemaRef, WindowFeature
 from finscore.schemas.codec import Codec
 from finscore.streams.bounds import DEFAULT_BOUNDS, Check, InputBounds, first_failures
 from finscore.streams.declared.columns import FamilyColumns, RecordDecoder, ScoreEncoder
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import (
+    AppendOnlyPipeline,
     BatchResult,
     Clock,
     DeadLetter,
     Stage,
-    StreamPipeline,
     no_model,
     now_ms,
 )
 from finscore.streams.scoring import Scorer, decision_threshold, top_features
-from finscore.streams.transport import Message, OutRecord
+from finscore.streams.transport import Message
 
 __all__ = [
     "DUPLICATE",
@@ -73,12 +73,6 @@ __all__ = [
     "label_checks",
 ]
 
-#: A value a window sums, in its integer unit (cents for a decimal of scale 2), is at most
-#: this large: window sums are exact int64 sums, which this keeps far from overflowing.
-MAX_SUMMED_UNITS = 10**12
-#: ... and at most this large where its square is summed too (a z-score), as the fraud
-#: stream's amount bound (1e8 cents).
-MAX_SQUARED_UNITS = 10**8
 #: The reason's prefix and the error type of a reused id's dead letter.
 DUPLICATE = "duplicate_id"
 DUPLICATE_ERROR = "DuplicateId"
@@ -154,11 +148,13 @@ def label_checks(spec: FamilySpec, cols: FamilyColumns, now: int,
     return checks
 
 
-class DeclaredPipeline(StreamPipeline[FamilyColumns]):
+class DeclaredPipeline(AppendOnlyPipeline[FamilyColumns]):
     """Scores a batch of a declared family's events on the stream skeleton; see the module
     docstring. The window state over the topic's key goes to ``changelog_topic`` at each
-    commit (``flush = "at_commit"``; nothing when it is None); every ``evict_interval``
-    seconds a flush also forgets what no feature can see any more."""
+    commit (``flush = "at_commit"``, :meth:`~finscore.streams.pipeline.AppendOnlyPipeline.
+    flush_state`: the entries added since the last flush, :meth:`DeclaredFeatures.take_changes
+    <finscore.families.engine.DeclaredFeatures.take_changes>`; nothing when it is None); every
+    ``evict_interval`` seconds a flush also forgets what no feature can see any more."""
 
     flush = "at_commit"
 
@@ -182,8 +178,9 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
         overrides the models' own; ``explain``: the top-k unusual features of each score
         (0: none); ``changelog_topic``: where :meth:`flush_state` writes the window state
         (None: nowhere, the state is this process's only)."""
-        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock)
-        self.features = features
+        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock,
+                         evict_interval=evict_interval)  # fmt: skip
+        self.features: DeclaredFeatures = features
         self.spec = spec = features.spec
         inp = spec.input
         self.decoder = RecordDecoder(inp.schema, [*spec.input_fields, inp.key], in_codec)
@@ -192,9 +189,6 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
         self.threshold_override = threshold
         self.bounds = bounds
         self.explain = explain
-        self.evict_interval = evict_interval
-        self._last_evict = time.monotonic()
-        self._dirty: dict[str, int] = {}  # topic key -> input partition, since the last flush
 
     def threshold_of(self, scorer: Scorer) -> float:
         """The decision threshold: the override, else the manifest's, else 0.5."""
@@ -244,8 +238,7 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
             return
         x = self.features.transform_columns(cols.columns)
         if self.changelog_topic and self.features.has_changelog_state:
-            keys = strings(cols[self.spec.input.key])
-            self._dirty.update(zip(keys, [m.partition for m in cols.messages], strict=True))
+            self.touched(strings(cols[self.spec.input.key]), cols.messages)
         run = self.run_models(live, x, result)
         processing = now_ms(self.clock)
         top = top_features(run.x_live, live, self.explain) if self.explain else None
@@ -261,28 +254,6 @@ class DeclaredPipeline(StreamPipeline[FamilyColumns]):
 
         self.emit(result, cols.messages, live, run.scores, run.challenger, run.challenger_scores,
                   encode)  # fmt: skip
-
-    def flush_state(self) -> list[OutRecord]:
-        """Changelog records of the topic keys changed since the last flush: the window
-        entries added since then (:meth:`DeclaredFeatures.take_changes`), a few records per
-        input partition, each in the partition its keys live in (none without a changelog).
-        Every ``evict_interval`` seconds also forgets what no feature can see any more."""
-        dirty, self._dirty = self._dirty, {}
-        changes = self.features.take_changes(dirty)
-        if time.monotonic() - self._last_evict >= self.evict_interval:
-            self.features.evict()
-            self._last_evict = time.monotonic()
-        if not self.changelog_topic:
-            return []
-        topic = self.changelog_topic
-        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes]
-
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """Drop pending changelog updates of revoked partitions (never write the state of a
-        key a new owner has; it rebuilds ours by replaying the uncommitted input)."""
-        gone = [k for k, p in self._dirty.items() if p in partitions]
-        self.features.forget_changes(gone)
-        self._dirty = {k: p for k, p in self._dirty.items() if p not in partitions}
 
 
 class LabelsPipeline:

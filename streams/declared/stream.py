@@ -8,19 +8,41 @@ worker loads the models announced under it, and admits only those whose manifest
 family and features the family declares, see :func:`~finscore.streams.scoring.admit`).
 
 State: the windows over the topic's key (``[input] key``) are kept in an append-only changelog,
-``<group>-window-entries-changelog`` (co-partitioned with the input, pruned by time: kept the
-longest such window plus 15 days, at least 45 days), as the fraud stream keeps its customer
-windows: the pipeline writes the entries added since the last commit with the commit (in
-exactly-once mode within the batch's transaction), a worker reads the changelog partitions of
-the input partitions it is assigned and rebuilds their windows, and forgets the unwritten
+``<group>-window-entries-<digest>-changelog`` (co-partitioned with the input, pruned by time:
+kept the longest such window plus 15 days, at least 45 days), as the fraud stream keeps its
+customer windows: the pipeline writes the entries added since the last commit with the commit
+(in exactly-once mode within the batch's transaction), a worker reads the changelog partitions
+of the input partitions it is assigned and rebuilds their windows, and forgets the unwritten
 changes of the partitions it loses. So a worker restarted, or taking over partitions, scores as
 an uninterrupted one does. Windows over another key are not in it: they are rebuilt only from
 the events read from then on (see :mod:`finscore.families.engine`). Labels are read again from
 the beginning at each start (see :mod:`finscore.streams.declared.pipeline`).
+
+The changelog is tied to its rows' layout: ``<digest>`` is :meth:`DeclaredFeatures.
+layout_digest <finscore.families.engine.DeclaredFeatures.layout_digest>` (8 hex digits of the
+windows' key, columns with their integer units, and spans). Its records hold unnamed int64
+columns, so rows written under another declaration would be read into the wrong columns (an
+edit keeping the column count) or be refused as corrupt (another count). The digest is in the
+topic's name rather than in each record's key because then a worker never reads another
+layout's records at all (not at each assignment, to skip them until they expire), the records
+stay those of :meth:`~finscore.families.engine.DeclaredFeatures.take_changes` (the fraud
+stream's format), and the new topic gets the retention the new spans need. So an edited
+declaration starts with empty windows over its topic's key (rebuilt from the events read from
+then on, as windows over another key are), and the worker warns once at start
+(``state.changelog_not_read``) naming the changelogs of its group it does not read (the one
+before digests were named, ``<group>-window-entries-changelog``, included): delete them once no
+worker of their layout runs.
+
+On assignment, rows the declaration could not have written (:meth:`DeclaredFeatures.valid_rows
+<finscore.families.engine.DeclaredFeatures.valid_rows>`: a summed value beyond the bound the
+pipeline holds events to, a square that is not its field's, ...) and rows out of the time
+bounds are dropped with a warning; a record that is not a window record, or a corrupt one, is
+skipped with a warning, and the others restored.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -29,15 +51,14 @@ import numpy as np
 from finscore.families.engine import DeclaredFeatures
 from finscore.families.exceptions import FamilySpecError
 from finscore.families.spec import DAY_MS, FamilySpec, LabelRiskFeature, WindowFeature
-from finscore.features.exceptions import FeatureStateError
-from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.topics import TopicSpec
-from finscore.streams.changelog import read_changelog_records
+from finscore.streams.changelog import restore_append_only
 from finscore.streams.declared.columns import schema_of
 from finscore.streams.declared.pipeline import DeclaredPipeline, LabelsPipeline
+from finscore.streams.exceptions import StreamsError
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter
 from finscore.streams.scoring import InputSpec
@@ -64,6 +85,7 @@ __all__ = [
     "RESERVED_NAMES",
     "DeclaredStream",
     "changelog_config",
+    "changelog_store",
     "family_topics",
 ]
 
@@ -71,7 +93,13 @@ log = get_logger(__name__)
 
 OUTPUT_SCHEMA = "family_score"  # what a "probability" family writes
 RESERVED_NAMES = ("fraud", "market")  # the built-in streams' model names
-CHANGELOG_STORE = "window-entries"  # <group>-window-entries-changelog
+CHANGELOG_STORE = "window-entries"  # <group>-window-entries-<layout digest>-changelog
+
+
+def changelog_store(features: DeclaredFeatures) -> str:
+    """The window changelog's store name: ``window-entries-<layout digest>`` (see the module
+    docstring); the topic is ``<group>-<store>-changelog``."""
+    return f"{CHANGELOG_STORE}-{features.layout_digest()}"
 
 
 def changelog_config(spec: FamilySpec) -> dict[str, str]:
@@ -163,12 +191,33 @@ class DeclaredStream(StreamBase):
     def start(self) -> None:
         if self.features.has_changelog_state:
             self.changelog_topic = ensure_changelog(self.cfg, self.transports, self.input_topic,
-                                                    CHANGELOG_STORE, changelog_config(self.spec))  # fmt: skip
+                                                    changelog_store(self.features),
+                                                    changelog_config(self.spec))  # fmt: skip
+            self._warn_unread_changelogs()
         self.pipeline = self.make_pipeline()
         if self.labels_topic:
             self._labels_reader = follow(self.cfg, self.transports, self.labels_topic, "labels")
             n = catch_up(self._labels_reader, self._apply_labels)
             log.info("labels.caught_up", family=self.spec.name, labels=n)
+
+    def _warn_unread_changelogs(self) -> None:
+        """Warn once if this group has window changelogs of other layouts (written under
+        another declaration, or before changelogs were named by layout): they are not read."""
+        group = re.escape(self.cfg.group)
+        pattern = re.compile(f"{group}-{CHANGELOG_STORE}(-[0-9a-f]{{8}})?-changelog")
+        try:
+            topics = self.transports.topic_partitions()
+        except StreamsError as exc:  # only a warning is lost
+            log.info("state.changelogs_not_listed", reason=str(exc))
+            return
+        others = sorted(t for t in topics if pattern.fullmatch(t) and t != self.changelog_topic)
+        if others:
+            log.warning("state.changelog_not_read", family=self.spec.name,
+                        topic=self.changelog_topic, layout=self.features.changelog_layout(),
+                        others=others,
+                        reason="written under another window layout (an edited declaration): "
+                               "the windows over the topic's key start empty; delete these "
+                               "topics once no worker of their layout runs")  # fmt: skip
 
     def make_pipeline(self) -> DeclaredPipeline:
         """The stream's pipeline (called by :meth:`start`)."""
@@ -209,39 +258,22 @@ class DeclaredStream(StreamBase):
         """Remember the partitions owned (for label dead letters) and rebuild their windows
         from the changelog: every record of those partitions (``read_committed`` in
         exactly-once mode); a record that is not a window record is skipped with a warning,
-        and so is a corrupt one (the others are kept), entries out of the bounds are dropped."""
+        and so is a corrupt one (the others are kept); rows out of the time bounds, and rows
+        the declaration could not have written (:meth:`DeclaredFeatures.valid_rows`), are
+        dropped with a warning."""
         parts = [p for t, p in tps if t == self.input_topic]
         self._label_dead.assigned(parts)
         if not self.changelog_topic:
             return
-        records = read_changelog_records(
-            self.transports, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
-        )
-        good = []
-        for key, value in records:
-            if value[:4] in (ROWS_MAGIC, KEY_ROWS_MAGIC, SNAPSHOT_MAGIC):
-                good.append((key.decode(errors="replace"), value))
-            else:  # not ours: rebuilt from the stream instead
-                log.warning("state.record_skipped", key=key.decode(errors="replace"))
         b = self.cfg.bounds
-        latest = b.latest_ms(int(time.time() * 1000))
 
         def keep(rows: np.ndarray) -> np.ndarray:  # rows: time, tag, the store's columns
             t = rows[:, 0]
-            return (t >= b.min_event_time_ms) & (t <= latest)
+            latest = b.latest_ms(int(time.time() * 1000))
+            return (t >= b.min_event_time_ms) & (t <= latest) & self.features.valid_rows(rows)
 
-        dropped = 0
-        try:
-            dropped = self.features.add_changes(good, keep)
-        except FeatureStateError:  # a corrupt record: keep every other one
-            for record in good:
-                try:
-                    dropped += self.features.add_changes([record], keep)
-                except FeatureStateError as exc:
-                    log.warning("state.record_skipped", key=record[0], reason=str(exc))
-        if dropped:
-            log.warning("state.rows_out_of_bounds_dropped", topic=self.changelog_topic,
-                        rows=dropped)  # fmt: skip
+        restore_append_only(self.transports, self.changelog_topic, parts, self.features, keep,
+                            read_committed=self.cfg.exactly_once)  # fmt: skip
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}

@@ -36,11 +36,11 @@ from finscore.streams.fraud.columns import (
 )
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import (
+    AppendOnlyPipeline,
     BatchResult,
     Clock,
     DeadLetter,
     Stage,
-    StreamPipeline,
     decode_batch,
     no_model,
     now_ms,
@@ -78,10 +78,11 @@ def validate_transaction(tx: dict, now: int, bounds: InputBounds = DEFAULT_BOUND
     return reasons[0] if reasons else None
 
 
-class FraudPipeline(StreamPipeline[TxColumns]):
+class FraudPipeline(AppendOnlyPipeline[TxColumns]):
     """Scores a batch of transaction messages on the stream skeleton
     (:class:`~finscore.streams.pipeline.StreamPipeline`); see the module docstring. The state
-    goes to the changelog at each commit (``flush = "at_commit"``)."""
+    goes to its append-only changelog at each commit (``flush = "at_commit"``,
+    :class:`~finscore.streams.pipeline.AppendOnlyPipeline`)."""
 
     flush = "at_commit"
 
@@ -110,19 +111,17 @@ class FraudPipeline(StreamPipeline[TxColumns]):
         fleets): where each flush writes the terminal entries of the transactions scored since
         the previous one, keyed ``entries_key`` (this worker), in the partition of their
         terminal among ``entries_partitions``."""
-        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock)
+        super().__init__(slot, output_topic, changelog_topic=changelog_topic, clock=clock,
+                         evict_interval=evict_interval)  # fmt: skip
         self.entries_topic = entries_topic
         self.entries_partitions = max(1, entries_partitions)
         self.entries_key = entries_key
         self.bounds = bounds
         self.explain = explain
-        self.features = features
+        self.features: FraudFeatures | DeclaredFraudFeatures = features
         self.threshold_override = threshold
         self.in_codec = in_codec or Codec("transaction")
         self.flags = FlagEncoder(out_codec or Codec("fraud_flag"), output_encoding)
-        self._dirty: dict[str, int] = {}  # customer -> input partition, since the last flush
-        self.evict_interval = evict_interval
-        self._last_evict = time.monotonic()
 
     @property
     def output_encoding(self) -> str:
@@ -160,7 +159,7 @@ class FraudPipeline(StreamPipeline[TxColumns]):
         x = self.features.transform_columns(
             cols.transaction_id, cols.event_time, cols.customer_id, cols.terminal_id, cols.cents
         )
-        self._dirty.update(zip(cols.customer_id, [m.partition for m in cols.messages], strict=True))
+        self.touched(cols.customer_id, cols.messages)
         run = self.run_models(live, x, result)
         processing = now_ms(self.clock)
         top = (
@@ -208,31 +207,18 @@ class FraudPipeline(StreamPipeline[TxColumns]):
         ]
 
     def flush_state(self) -> list[OutRecord]:
-        """Changelog records for the customers changed since the last flush: the window entries
-        added since then (an append-only changelog, see ``FraudFeatures.take_changes``), a few
-        records per input partition, each in the partition its customers live in. Every
-        ``evict_interval`` seconds also forgets what no feature can see any more."""
-        dirty, self._dirty = self._dirty, {}
-        changes = self.features.take_changes(dirty)
-        if time.monotonic() - self._last_evict >= self.evict_interval:
-            self.features.evict()
-            self._last_evict = time.monotonic()
-        out = []
+        """Changelog records for the customers changed since the last flush (the window
+        entries added since then, an append-only changelog, see ``FraudFeatures.take_changes``
+        and :meth:`AppendOnlyPipeline.flush_state
+        <finscore.streams.pipeline.AppendOnlyPipeline.flush_state>`, which also evicts every
+        ``evict_interval`` seconds), then, in ``fraud_reports`` fleets, this worker's terminal
+        entries since the last flush (keyed ``entries_key``, in their terminals' partitions)."""
+        out = super().flush_state()
         if self.entries_topic:
             parts, topic = self.entries_partitions, self.entries_topic
             entries = self.features.take_terminal_entries(lambda t: zlib.crc32(t.encode()) % parts)
             out += [OutRecord(topic, self.entries_key, rows, p) for p, rows in entries]
-        if not self.changelog_topic:
-            return out
-        topic = self.changelog_topic
-        return [OutRecord(topic, b"p%d" % p, rows, p) for p, rows in changes] + out
-
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """Drop pending changelog updates of revoked partitions (never write the state of a
-        key a new owner has; it rebuilds ours by replaying the uncommitted input)."""
-        gone = [c for c, p in self._dirty.items() if p in partitions]
-        self.features.forget_changes(gone)
-        self._dirty = {c: p for c, p in self._dirty.items() if p not in partitions}
+        return out
 
 
 class LabelsPipeline:

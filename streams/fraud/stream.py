@@ -22,11 +22,10 @@ import numpy as np
 from finscore.families.fraud import DeclaredFraudFeatures, declared_covers
 from finscore.features.exceptions import FeatureStateError
 from finscore.features.fraud import FraudFeatureConfig, FraudFeatures
-from finscore.features.timestore import KEY_ROWS_MAGIC, ROWS_MAGIC, SNAPSHOT_MAGIC
 from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
-from finscore.streams.changelog import read_changelog_records
+from finscore.streams.changelog import restore_append_only
 from finscore.streams.fraud.pipeline import FraudPipeline, LabelsPipeline
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter
@@ -182,37 +181,21 @@ class FraudStream(StreamBase):
         return self._label_dead.take()
 
     def on_assign(self, tps: list[TP]) -> None:
+        """Remember the partitions owned (for label dead letters) and rebuild their customer
+        windows from the changelog (:func:`~finscore.streams.changelog.restore_append_only`):
+        rows out of the time or amount bounds are dropped."""
         parts = [p for t, p in tps if t == self.input_topic]
         self._label_dead.assigned(parts)
-        records = read_changelog_records(
-            self.transports, self.changelog_topic, parts, read_committed=self.cfg.exactly_once
-        )
-        good = []
-        for key, value in records:
-            if value[:4] in (ROWS_MAGIC, KEY_ROWS_MAGIC, SNAPSHOT_MAGIC):
-                good.append((key.decode(errors="replace"), value))
-            else:  # not ours: rebuilt from the stream instead
-                log.warning("state.record_skipped", key=key.decode(errors="replace"))
         b = self.cfg.bounds
-        latest = b.latest_ms(int(time.time() * 1000))
 
         def keep(rows: np.ndarray) -> np.ndarray:  # rows: time, tag, cents, sq
             t, cents = rows[:, 0], rows[:, 2]
+            latest = b.latest_ms(int(time.time() * 1000))
             return ((t >= b.min_event_time_ms) & (t <= latest)
                     & (cents >= b.min_amount_cents) & (cents <= b.max_amount_cents))  # fmt: skip
 
-        dropped = 0
-        try:
-            dropped = self.features.add_changes(good, keep)
-        except FeatureStateError:  # a corrupt record: keep every other one
-            for record in good:
-                try:
-                    dropped += self.features.add_changes([record], keep)
-                except FeatureStateError as exc:
-                    log.warning("state.record_skipped", key=record[0], reason=str(exc))
-        if dropped:
-            log.warning("state.rows_out_of_bounds_dropped", topic=self.changelog_topic,
-                        rows=dropped)  # fmt: skip
+        restore_append_only(self.transports, self.changelog_topic, parts, self.features, keep,
+                            read_committed=self.cfg.exactly_once)  # fmt: skip
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}

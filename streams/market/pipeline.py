@@ -29,6 +29,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from finscore.families import FamilySpec, FamilySpecError
+from finscore.families.spec import SequenceFeature
 from finscore.features.market import rows_from_levels
 from finscore.features.market_windows import MarketWindows, ReadyWindows
 from finscore.schemas.codec import Codec
@@ -54,9 +56,46 @@ from finscore.streams.pipeline import (
 from finscore.streams.scoring import Scorer
 from finscore.streams.transport import Message, OutRecord
 
-__all__ = ["SIGNALS", "MarketPipeline", "validate_tick"]
+__all__ = ["SIGNALS", "MarketPipeline", "declared_sequence", "validate_tick"]
 
 SIGNALS = ("DOWN", "FLAT", "UP")
+
+#: what this pipeline decodes and writes: (input schema, key, id, time), output schema
+TICK_SCHEMA, TICK_KEY, TICK_ID, TICK_TIME = "market_tick", "instrument", "sequence", "event_time"
+SIGNAL_SCHEMA = "price_signal"
+
+
+def declared_sequence(spec: FamilySpec) -> SequenceFeature:
+    """The ``sequence`` feature of ``spec`` when this pipeline can compute it: it decodes
+    ``market_tick`` ticks, keeps a window per ``instrument`` in ``sequence`` order, reads each
+    tick's ``event_time`` and writes ``price_signal`` signals. Any other declaration raises
+    :class:`FamilySpecError`, one sentence naming the entry (the declaration's own checks,
+    :mod:`finscore.families.spec`, accept any schema with a book, a key and a numeric id)."""
+    seq, inp, out = spec.sequence, spec.input, spec.output
+    where = f"family {spec.name!r}"
+    if seq is None:
+        raise FamilySpecError(f"{where} declares no sequence: not a market family")
+    if inp.schema.ref != TICK_SCHEMA:
+        raise FamilySpecError(
+            f"{where}: [input] schema: the market stream decodes {TICK_SCHEMA!r} ticks, "
+            f"not {inp.schema.ref!r}"
+        )
+    for entry, got, does in (
+        ("key", inp.key, f"keeps a window per {TICK_KEY!r}"),
+        ("id", inp.id, f"orders each instrument's ticks by {TICK_ID!r}"),
+        ("time", inp.time, f"reads a tick's {TICK_TIME!r}"),
+    ):
+        want = {"key": TICK_KEY, "id": TICK_ID, "time": TICK_TIME}[entry]
+        if got != want:
+            raise FamilySpecError(
+                f"{where}: [input] {entry}: the market stream {does}, not {got!r}"
+            )
+    if (out.schema or SIGNAL_SCHEMA) != SIGNAL_SCHEMA:
+        raise FamilySpecError(
+            f"{where}: [output] schema: the market stream writes {SIGNAL_SCHEMA!r} signals, "
+            f"not {out.schema!r}"
+        )
+    return seq
 
 
 class MarketPipeline(StreamPipeline[TickColumns]):

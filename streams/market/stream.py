@@ -4,9 +4,12 @@ changelog.
 With a market declaration (``cfg.family_path``, ``finscore worker market --family market``:
 a ``sequence`` feature, :mod:`finscore.families.spec`) the windows are the declaration's,
 compiled before any model is loaded (:func:`declared_windows`), and its topics are the
-stream's: a model of another window or layout is refused. Without one, the window length and
-row layout are the first model's, the built-in declaration's (``market.toml``) when no model
-is live."""
+stream's: a model of another window or layout is refused. A declaration the stream cannot
+compute (another input or output schema, a key other than ``instrument``, an id other than
+``sequence``, a time other than ``event_time``) is refused first
+(:func:`~finscore.streams.market.pipeline.declared_sequence`). Without one, the window length
+and row layout are the first model's, the built-in declaration's (``market.toml``) when no
+model is live."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.streams.changelog import read_changelog
 from finscore.streams.hot_swap import ModelSlot
-from finscore.streams.market.pipeline import MarketPipeline
+from finscore.streams.market.pipeline import MarketPipeline, declared_sequence
 from finscore.streams.stream import (
     StreamBase,
     ensure_changelog,
@@ -49,8 +52,8 @@ class MarketStream(StreamBase):
     ) -> None:
         self.family: FamilySpec | None = cfg.family_spec() if cfg.family_path else None
         spec = self.family
-        if spec is not None and spec.sequence is None:
-            raise ValueError(f"family {spec.name!r} declares no sequence: not a market family")
+        if spec is not None:  # refuses what the pipeline cannot compute (a FamilySpecError)
+            declared_sequence(spec)
         super().__init__(
             cfg, slot, transports,
             input_topic=spec.input.topic if spec else T.MARKET_TICKS,

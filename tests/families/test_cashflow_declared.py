@@ -171,6 +171,57 @@ def test_the_worker_reads_the_declared_series() -> None:
     other = _variant(builtin_family("cashflow"), key="transaction_id")
     with pytest.raises(FamilySpecError, match="key"):
         CashflowPipeline(ModelSlot(), "cashflow-forecasts", family=other)
+    # the forecast feeds the model the declared rows: no weekday columns, 14 days + log_scale
+    plain = _variant(builtin_family("cashflow"), days=14, stat="count", field=None,
+                     weekday=None)  # fmt: skip
+    assert len(plain.feature_names) == 15
+    widths: list[int] = []
+    p = CashflowPipeline(ModelSlot(_RecordingScorer(widths)), "cashflow-forecasts", family=plain)
+    result = p.process(messages_of(txs))
+    assert result.dead_letters == [] and result.outputs  # a forecast per crossing after day 14
+    assert widths and set(widths) == {15}
+
+
+class _RecordingScorer:
+    """A stand-in live model that records the width of the rows it is given and returns
+    zeros of the family's output shape ([N, 7 days, 3 quantiles])."""
+
+    name, version = "cashflow", "1"
+
+    def __init__(self, widths: list[int]) -> None:
+        from types import SimpleNamespace
+
+        self.widths = widths
+        self.manifest = SimpleNamespace(name="cashflow", version="1", family="cashflow",
+                                        params={"lookback_days": 14, "horizon_days": HORIZON,
+                                                "quantiles": list(QUANTILES)})  # fmt: skip
+
+    def select(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def score_batch(self, x: np.ndarray) -> np.ndarray:
+        self.widths.append(int(x.shape[1]))
+        return np.zeros((len(x), HORIZON, len(QUANTILES)), dtype=np.float32)
+
+
+def test_the_worker_keys_a_series_by_terminal_only() -> None:
+    """The forecasts' schema (``cashflow_forecast``) keys a record by ``terminal_id``: a
+    declaration keying its series by another field (``customer_id``) is refused, in one
+    sentence, rather than writing customer ids as terminal ids."""
+    from finscore.streams.cashflow import CashflowPipeline
+    from finscore.streams.cashflow.pipeline import declared_series
+    from finscore.streams.hot_swap import ModelSlot
+
+    by_customer = _variant(builtin_family("cashflow"), key="customer_id")
+    message = (
+        "family 'cashflow': the cash-flow stream keys a series by terminal_id (the "
+        "terminal_id field of its cashflow_forecast records), not 'customer_id'"
+    )
+    with pytest.raises(FamilySpecError) as err:
+        declared_series(by_customer)
+    assert str(err.value) == message
+    with pytest.raises(FamilySpecError, match="keys a series by terminal_id"):
+        CashflowPipeline(ModelSlot(), "cashflow-forecasts", family=by_customer)
 
 
 def _variant(spec: FamilySpec, **changes: object) -> FamilySpec:
@@ -262,12 +313,14 @@ def test_invalid_entries_are_named(tables: dict, change: str, message: str) -> N
     assert message in str(err.value)
 
 
-def test_the_generic_engine_refuses_a_quantiles_family(spec: FamilySpec) -> None:
-    """DeclaredFeatures computes per-event rows: a series family is refused, by name."""
+@pytest.mark.parametrize("family", ["cashflow", "market"])
+def test_the_generic_engine_refuses_a_series_or_sequence_family(family: str) -> None:
+    """DeclaredFeatures computes per-event rows: a series (cashflow) or sequence (market)
+    family is refused by its feature's kind, naming the worker that computes it."""
     from finscore.families import DeclaredFeatures
 
-    with pytest.raises(FamilySpecError, match="'cashflow'"):
-        DeclaredFeatures(spec)
+    with pytest.raises(FamilySpecError, match="is not computed per event"):
+        DeclaredFeatures(builtin_family(family))
 
 
 def test_variants_keep_the_spec_valid(spec: FamilySpec) -> None:

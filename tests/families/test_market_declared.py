@@ -291,18 +291,16 @@ def _declaration(tmp_path: Path, events: int = 30, layout: str = PATH_LAYOUT,
 
 
 def test_compress_takes_window_horizon_and_layout_from_the_declaration(tmp_path: Path) -> None:
-    """``declared_market`` (what ``finscore compress market`` builds): the declaration's window
-    (the quick plan: half), horizon and layout, ``--layout`` overriding; its training windows
+    """``declared_market`` (what ``finscore compress market`` builds, on every plan): the
+    declaration's window, horizon and layout, ``--layout`` overriding; its training windows
     are the coded family's bit for bit."""
     from finscore.compression.market import MarketFamily, declared_market
 
     built_in = declared_market(builtin_family("market"))
     assert (built_in.window, built_in.horizon, built_in.layout) == (100, 10, BOOK_LAYOUT)
-    assert declared_market(builtin_family("market"), quick=True).window == 50  # as before
     spec = load_family(_declaration(tmp_path))
     fam = declared_market(spec)
     assert (fam.window, fam.horizon, fam.layout) == (30, 5, PATH_LAYOUT)
-    assert declared_market(spec, quick=True).window == 15
     assert declared_market(spec, layout=BOOK_LAYOUT).layout == BOOK_LAYOUT
     coded = MarketFamily(window=30, horizon=5, layout=PATH_LAYOUT)
     a = fam.load_data("sim", n=2500, seed=6, max_train=300)
@@ -365,4 +363,111 @@ def test_the_worker_command_sends_each_declaration_to_its_worker(tmp_path: Path)
     r = runner.invoke(cli, ["worker", "family", "--family", "market"])
     assert r.exit_code == 2 and "run `finscore worker market --family`" in r.output
     r = runner.invoke(cli, ["worker", "fraud", "--family", "market"])
-    assert r.exit_code == 2 and "--family is for `finscore worker family` or market" in r.output
+    assert (
+        r.exit_code == 2
+        and "--family is for `finscore worker family`, market or cashflow" in r.output
+    )
+
+
+# -- what the market stream computes -------------------------------------------------------------
+def _renamed_schema(tmp_path: Path, name: str, record: str) -> str:
+    """A copy of built-in schema ``name`` under another record name, as a ``.avsc`` file (the
+    same fields: it passes the declaration's checks, but it is not the stream's schema)."""
+    import json
+
+    import finscore.schemas
+
+    folder = Path(finscore.schemas.__file__).parent
+    schema = json.loads((folder / f"{name}.avsc").read_text())
+    schema["name"] = record
+    path = tmp_path / f"{record}.avsc"
+    path.write_text(json.dumps(schema))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("schema", "[input] schema: the market stream decodes 'market_tick' ticks"),
+        ("id", "[input] id: the market stream orders each instrument's ticks by 'sequence', "
+               "not 'event_time'"),
+        ("key", "[input] key: the market stream keeps a window per 'instrument', not "
+                "'sequence'"),
+        ("time", "[input] time: the market stream reads a tick's 'event_time', not "
+                 "'sequence'"),
+        ("output", "[output] schema: the market stream writes 'price_signal' signals"),
+    ],
+)  # fmt: skip
+def test_the_market_stream_refuses_a_sequence_it_cannot_compute(
+    tmp_path: Path, tables: dict, entry: str, message: str
+) -> None:
+    """A declaration ``_check_sequence`` accepts but the market stream cannot compute (it
+    decodes ``market_tick`` ticks by instrument and sequence and writes ``price_signal``s) is
+    refused before the worker starts, in one sentence naming the entry."""
+    from finscore.streams.hot_swap import ModelSlot
+    from finscore.streams.market.pipeline import declared_sequence
+    from finscore.streams.worker import WorkerConfig, build_stream
+
+    inp = tables["input"]
+    if entry == "schema":
+        inp["schema"] = _renamed_schema(tmp_path, "market_tick", "MyTick")
+    elif entry == "id":
+        inp["id"] = "event_time"
+    elif entry == "key":
+        inp["key"] = tables["features"][0]["key"] = "sequence"
+    elif entry == "time":
+        inp["time"] = "sequence"
+    else:
+        tables["output"]["schema"] = _renamed_schema(tmp_path, "price_signal", "MySignal")
+    spec = FamilySpec.from_dict(tables)  # a valid declaration
+    with pytest.raises(FamilySpecError) as err:
+        declared_sequence(spec)
+    assert message in str(err.value) and f"family {spec.name!r}" in str(err.value)
+    path = tmp_path / "market.toml"
+    path.write_text(spec.to_toml())
+    with pytest.raises(FamilySpecError, match=message.replace("[", "\\[").replace("]", "\\]")):
+        build_stream(WorkerConfig(stream="market", client={}, family_path=path), ModelSlot())
+    assert declared_sequence(builtin_family("market")) == builtin_family("market").sequence
+    from click.testing import CliRunner
+
+    from finscore.app.cli.group import cli
+
+    r = CliRunner().invoke(cli, ["worker", "market", "--family", str(path)])
+    assert r.exit_code == 2 and message in " ".join(r.output.split())
+
+
+def test_the_documented_market_commands_work_together() -> None:
+    """docs/FAMILIES.md's pair, ``finscore compress market`` (its default plan, quick) then
+    ``finscore worker market --family market``: the model compress builds reads the windows
+    the declared worker provides, so the worker admits it (the window and layout checks of
+    :func:`~finscore.streams.scoring.admit`, on a stub scorer with the model's params)."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from finscore.app.cli.compress import compress, load
+    from finscore.app.cli.context import family_files
+    from finscore.streams.hot_swap import ModelSlot
+    from finscore.streams.scoring import admit
+    from finscore.streams.worker import Worker, WorkerConfig, build_stream
+
+    out = CliRunner().invoke(compress, ["market", "--help"], terminal_width=100).output
+    assert "--plan [" in out and "[default: quick]" in out and "[default: market]" in out
+    fam, data = load("market", "sim", None, 0, True)  # the defaults: the quick plan
+    params = fam.params(data)
+    path = family_files(None, None, "market")  # type: ignore[arg-type]  # as --family reads it
+    cfg = WorkerConfig(stream="market", client={}, family_path=path)
+    stream = build_stream(cfg, ModelSlot())
+    fake = SimpleNamespace(stream=stream, cfg=cfg, _start_window=None)
+    spec = Worker._input_spec(fake)  # type: ignore[arg-type]
+    manifest = SimpleNamespace(name="market", version="1", family="market", params=params,
+                               reference_inputs=[[0.0]], reference_outputs=[[0.0]])  # fmt: skip
+    shapes: list[tuple[int, ...]] = []
+
+    def score_batch(x: np.ndarray) -> np.ndarray:
+        shapes.append(x.shape)
+        return np.zeros((len(x), 3), dtype=np.float32)
+
+    scorer = SimpleNamespace(manifest=manifest, score_batch=score_batch, smoke_test=lambda: None)
+    admit(scorer, spec)  # type: ignore[arg-type]
+    assert shapes == [(2, 100, 40)] and params["window"] == 100

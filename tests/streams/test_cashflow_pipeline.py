@@ -158,3 +158,97 @@ def test_a_model_reading_another_lookback_is_refused() -> None:
 
     with pytest.raises(ArtifactError, match="days of takings"):
         admit(Scorer(cashflow_artifact()), InputSpec.cashflow(LOOKBACK + 1))
+
+
+def _with_params(**params: object) -> Scorer:
+    """The test model with some of its manifest's series params changed (not re-admitted)."""
+    art = cashflow_artifact()
+    assert art.manifest.params is not None
+    art.manifest.params.update(params)  # the manifest is frozen, its params dict is not
+    return Scorer(art)
+
+
+BAD_PARAMS = [
+    ({"min_scale": 0}, "min_scale"),
+    ({"min_scale": -1.0}, "min_scale"),
+    ({"horizon_days": 7.5}, "horizon_days"),
+    ({"quantiles": [0.9, 0.1, 0.5]}, "quantiles"),
+]
+
+
+@pytest.mark.parametrize(("params", "entry"), BAD_PARAMS)
+def test_a_model_s_series_params_are_checked_once(params: dict, entry: str) -> None:
+    """A model whose manifest's series params cannot be forecast with (a scale floor not
+    above 0, a horizon that is not a whole number of days, levels out of order) is named by
+    :meth:`DailySeries.for_model`; should one be live, each forecast it cannot make is a
+    dead letter naming the entry, and the worker goes on (no exception at each new day)."""
+    from finscore.families import FamilySpecError, builtin_family
+    from finscore.families.series import DailySeries
+
+    series = DailySeries.of(builtin_family("cashflow"))
+    with pytest.raises(FamilySpecError, match=f"model params: .*{entry}"):
+        series.for_model(params)
+    good = series.for_model(cashflow_artifact().manifest.params or {})
+    assert (good.lookback, good.horizon, good.min_scale) == (LOOKBACK, HORIZON, 1.0)
+    p = CashflowPipeline(ModelSlot(_with_params(**params)), "cashflow-forecasts")
+    out, dead = _run(p, messages_of(transactions(32)))
+    assert out == [] and dead
+    assert {d.error_type for d in dead} == {"ModelRefused"}
+    assert all(entry in d.reason for d in dead)
+
+
+@pytest.mark.parametrize(("params", "entry"), BAD_PARAMS[:2])
+def test_a_model_with_bad_series_params_is_refused_when_admitted(params: dict,
+                                                                 entry: str) -> None:  # fmt: skip
+    """Refused at load time (the champion stays live), not at every forecast."""
+    from finscore.models.registry import ArtifactError
+
+    with pytest.raises(ArtifactError, match=entry):
+        admit(_with_params(**params), InputSpec.cashflow(LOOKBACK))
+
+
+def test_finscore_worker_cashflow_takes_a_declaration(tmp_path) -> None:
+    """``finscore worker cashflow --family F``: the stream computes F's series (its window
+    and topics); a declaration it cannot compute is refused in one sentence before any
+    connection, and so is one that is not a series family."""
+    from click.testing import CliRunner
+
+    import finscore.streams.admin as admin
+    from finscore.app.cli.group import cli
+    from finscore.app.cli.worker import worker_config
+    from finscore.families import FamilySpec, builtin_family
+    from finscore.settings import Settings
+    from finscore.streams.testing import InMemoryBus
+    from finscore.streams.worker import build_stream
+
+    tables = builtin_family("cashflow").to_dict()
+    tables["features"][0]["days"] = 14
+    tables["output"]["topic"] = "cashflow-forecasts-14"
+    path = tmp_path / "cashflow14.toml"
+    path.write_text(FamilySpec.from_dict(tables).to_toml())
+    cfg = worker_config(Settings(allow_unsigned_models=True), "cashflow", family_path=path)
+    stream = build_stream(cfg, ModelSlot(), InMemoryBus())
+    assert (stream.default_lookback, stream.output_topic) == (14, "cashflow-forecasts-14")
+
+    class Reached(Exception):
+        pass
+
+    def reached(_client: object) -> None:
+        raise Reached
+
+    runner = CliRunner()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(admin, "check_reachable", reached)
+    try:
+        r = runner.invoke(cli, ["worker", "cashflow", "--family", str(path)])
+        assert isinstance(r.exception, Reached)  # accepted: it went on to connect
+        r = runner.invoke(cli, ["worker", "cashflow", "--family", "credit"])
+        assert r.exit_code == 2 and "declares no daily_series feature" in r.output
+        tables["features"][0]["key"] = "customer_id"
+        path.write_text(FamilySpec.from_dict(tables).to_toml())
+        r = runner.invoke(cli, ["worker", "cashflow", "--family", str(path)])
+        assert r.exit_code == 2 and "keys a series by terminal_id" in " ".join(r.output.split())
+        r = runner.invoke(cli, ["worker", "family", "--family", "cashflow"])
+        assert r.exit_code == 2 and "run `finscore worker cashflow --family`" in r.output
+    finally:
+        mp.undo()

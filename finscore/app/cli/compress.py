@@ -58,9 +58,9 @@ def load(
     cash-flow simulators' size (tiny runs in tests and demos); ``terminals``: the cash-flow
     family's random subset of terminals (default: all). The market family's window, horizon
     and feature layout are its declaration's (``declaration``: a market TOML or a built-in
-    name, default ``market``; :func:`~finscore.compression.market.declared_market`, the quick
-    plan on half the window); ``layout`` overrides the declared one (``book40+mid`` keeps the
-    mid-price path)."""
+    name, default ``market``; :func:`~finscore.compression.market.declared_market`: the
+    declared window on every plan, ``quick`` reads fewer ticks); ``layout`` overrides the
+    declared one (``book40+mid`` keeps the mid-price path)."""
     if family == "cashflow":
         from finscore.compression.cashflow import CashflowFamily
 
@@ -89,7 +89,7 @@ def load(
     from finscore.compression.market import declared_market
 
     try:
-        mfam = declared_market(load_declared(declaration or "market"), quick=quick, layout=layout)
+        mfam = declared_market(load_declared(declaration or "market"), layout=layout)
     except ValueError as exc:
         raise click.UsageError(f"{declaration or 'market'}: {exc}") from None
     return mfam, mfam.load_data(data, data_dir=data_dir, seed=seed, quick=quick)
@@ -439,7 +439,8 @@ def fraud(data: str, **kw: Any) -> None:
 @_common
 def market(data: str, **kw: Any) -> None:
     """Market family (DeepLOB-style teacher; gate: macro-F1): window, horizon and layout from
-    its declaration (finscore/families/market.toml; --plan quick: half the window)."""
+    its declaration (finscore/families/market.toml; every plan keeps the declared window, so
+    `finscore worker market --family` admits the model)."""
     _run("market", data, **kw)
 
 

@@ -1,7 +1,10 @@
-"""`finscore worker fraud|market`, `finscore worker family --family PATH.toml`: one scoring
-worker, configured from the settings (a declared family's from its TOML declaration, see
-:mod:`finscore.families`). `finscore worker market --family market` keeps the windows a market
-declaration names (a ``sequence`` feature; models of another window or layout are refused)."""
+"""`finscore worker fraud|market|cashflow`, `finscore worker family --family PATH.toml`: one
+scoring worker, configured from the settings (a declared family's from its TOML declaration,
+see :mod:`finscore.families`). `finscore worker market --family market` keeps the windows a
+market declaration names (a ``sequence`` feature; models of another window or layout are
+refused); `finscore worker cashflow --family F` computes the daily series F declares (default:
+the built-in ``cashflow``). A declaration the worker cannot compute is refused in one sentence
+before any connection."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from finscore.app.cli.context import Ctx, family_files, pass_ctx
 @click.option("--family", "family_path", default=None, callback=family_files,
               help="family: the family's TOML declaration, or a built-in family's name such as "
                    "credit (its model is the family's name); market: a market declaration "
-                   "such as market (its windows; default: the first model's).")  # fmt: skip
+                   "such as market (its windows; default: the first model's); cashflow: a "
+                   "series declaration (default: cashflow).")  # fmt: skip
 @click.option("--exactly-once", is_flag=True, help="Kafka transactions (read_committed outputs).")
 @click.option("--metrics-port", type=int, default=None, help="/metrics + /health port (0 = any).")
 @click.option("--batch-size", type=int, default=5000, show_default=True)
@@ -55,27 +59,18 @@ def worker(
 ) -> None:
     """Run a scoring worker (fraud, market, cashflow, or a declared family) until
     Ctrl-C/SIGTERM."""
-    from finscore.families.spec import load_family
     from finscore.streams.admin import check_reachable
     from finscore.streams.worker import Worker
 
     if stream == "family" and family_path is None:
         raise click.UsageError("`finscore worker family` needs --family PATH.toml")
-    if family_path is not None and stream not in ("family", "market"):
-        raise click.UsageError(f"--family is for `finscore worker family` or market, not {stream}")
+    if family_path is not None and stream not in ("family", "market", "cashflow"):
+        raise click.UsageError(
+            f"--family is for `finscore worker family`, market or cashflow, not {stream}"
+        )
     if family_path is not None:
         # a bad declaration: one sentence, before any connection
-        windowed = load_family(family_path).sequence is not None
-        if stream == "market" and not windowed:
-            raise click.UsageError(
-                f"{family_path} declares no sequence feature: not a market family (run "
-                "`finscore worker family --family` for it)"
-            )
-        if stream == "family" and windowed:
-            raise click.UsageError(
-                f"{family_path} declares a sequence (a window model): run `finscore worker "
-                "market --family` for it"
-            )
+        _check_declaration(stream, family_path)
     check_reachable(ctx.client)
     settings = ctx.settings
     if stage is not None:
@@ -89,6 +84,47 @@ def worker(
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     signal.signal(signal.SIGINT, lambda *_: w.stop())
     w.run()
+
+
+def _check_declaration(stream: str, family_path: Path) -> None:
+    """Raise :class:`click.UsageError` (one sentence) unless ``stream``'s worker computes the
+    declaration ``family_path``: a tabular family for ``family``, a sequence the market stream
+    computes for ``market``, a daily series the cash-flow stream computes for ``cashflow``."""
+    from finscore.families import FamilySpecError
+    from finscore.families.spec import load_family
+    from finscore.streams.cashflow.pipeline import declared_series
+    from finscore.streams.market.pipeline import declared_sequence
+
+    spec = load_family(family_path)
+    windowed = spec.sequence is not None
+    series = spec.output.kind == "quantiles"
+    if stream == "market" and not windowed:
+        raise click.UsageError(
+            f"{family_path} declares no sequence feature: not a market family (run "
+            "`finscore worker family --family` for it)"
+        )
+    if stream == "cashflow" and not series:
+        raise click.UsageError(
+            f"{family_path} declares no daily_series feature: not a cash-flow family (run "
+            f"`finscore worker {'market' if windowed else 'family'} --family` for it)"
+        )
+    if stream == "family" and windowed:
+        raise click.UsageError(
+            f"{family_path} declares a sequence (a window model): run `finscore worker "
+            "market --family` for it"
+        )
+    if stream == "family" and series:
+        raise click.UsageError(
+            f"{family_path} declares a daily series (a quantiles family): run `finscore worker "
+            "cashflow --family` for it"
+        )
+    try:
+        if stream == "market":
+            declared_sequence(spec)
+        elif stream == "cashflow":
+            declared_series(spec)
+    except FamilySpecError as exc:
+        raise click.UsageError(f"{family_path}: {exc}") from None
 
 
 def worker_config(
