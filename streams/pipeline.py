@@ -33,7 +33,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from finscore.schemas.codec import Codec
 from finscore.schemas.exceptions import DecodeError
 from finscore.schemas.topics import dlq, shadow
 from finscore.streams.changelog import AppendOnlyState
-from finscore.streams.scoring import in_canary
+from finscore.streams.scoring import decision_threshold, in_canary
 from finscore.streams.transport import Message, OutRecord
 
 if TYPE_CHECKING:
@@ -246,6 +246,14 @@ class Columns(Protocol):
 
 C = TypeVar("C", bound=Columns)
 
+
+class ScoreEncoder(Protocol):
+    """Encodes one output per scored row (a stream's flags or scores encoder)."""
+
+    def encode(self, cols: Any, scores: np.ndarray, scorer: Scorer, threshold: float,
+               processing_ms: int, top: list[list[dict]] | None = None) -> list[bytes]: ...  # fmt: skip
+
+
 #: One validation stage: ``(columns, now_ms) -> (rows refused, their reasons)``.
 Stage = Callable[[C, int], tuple[np.ndarray, Sequence[str]]]
 
@@ -295,6 +303,7 @@ class StreamPipeline(Generic[C]):
 
     #: When the state goes to the changelog (see :data:`FlushPolicy`); every stream declares it.
     flush: ClassVar[FlushPolicy]
+    threshold_override: float | None = None  # a stream of decisions: the worker's setting
 
     def __init__(
         self, slot: ModelSlot, output_topic: str, *, changelog_topic: str | None, clock: Clock
@@ -400,6 +409,36 @@ class StreamPipeline(Generic[C]):
                 result.outputs += [r for pair in zip(shadows, lives, strict=True) for r in pair]
                 return
         result.outputs += records(topic, messages, values)
+
+    def threshold_of(self, scorer: Scorer) -> float:
+        """The decision threshold: the override, else the manifest's, else 0.5."""
+        return decision_threshold(scorer, self.threshold_override)
+
+    def emit_scores(
+        self,
+        result: BatchResult,
+        messages: Sequence[Message],
+        cols: Columns,
+        run: ModelOutputs,
+        encoder: ScoreEncoder,
+        processing_ms: int,
+        top: list[list[dict]] | None = None,
+    ) -> None:
+        """:meth:`emit` for a stream of one score per row: each output is
+        ``encoder.encode(rows of cols, scores, scorer, its threshold, processing_ms, top)``,
+        ``cols`` the scored rows' columns (taken by index for a challenger's share),
+        ``top`` their top features (:func:`~finscore.streams.scoring.top_features`; live
+        outputs and a canary's only, never a shadow's; None: none)."""
+
+        def encode(rows: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool) -> list[bytes]:  # fmt: skip
+            sub = cols if rows is None else cols.take(rows)
+            t = None if top is None or shadow else top
+            if t is not None and rows is not None:
+                t = [t[i] for i in rows.tolist()]
+            return encoder.encode(sub, s, scorer, self.threshold_of(scorer), processing_ms, t)
+
+        self.emit(result, messages, run.live, run.scores, run.challenger, run.challenger_scores,
+                  encode)  # fmt: skip
 
 
 class AppendOnlyPipeline(StreamPipeline[C]):

@@ -59,7 +59,7 @@ from finscore.streams.pipeline import (
     no_model,
     now_ms,
 )
-from finscore.streams.scoring import Scorer, decision_threshold, top_features
+from finscore.streams.scoring import top_features
 from finscore.streams.transport import Message
 
 __all__ = [
@@ -190,10 +190,6 @@ class DeclaredPipeline(AppendOnlyPipeline[FamilyColumns]):
         self.bounds = bounds
         self.explain = explain
 
-    def threshold_of(self, scorer: Scorer) -> float:
-        """The decision threshold: the override, else the manifest's, else 0.5."""
-        return decision_threshold(scorer, self.threshold_override)
-
     def decode(self, messages: list[Message]) -> tuple[FamilyColumns, list[DeadLetter]]:
         return self.decoder.decode(messages)
 
@@ -243,17 +239,7 @@ class DeclaredPipeline(AppendOnlyPipeline[FamilyColumns]):
         processing = now_ms(self.clock)
         top = top_features(run.x_live, live, self.explain) if self.explain else None
 
-        def encode(
-            rows: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool
-        ) -> list[bytes]:
-            sub = cols if rows is None else cols.take(rows)
-            t = None if top is None or shadow else top
-            if t is not None and rows is not None:
-                t = [t[i] for i in rows.tolist()]
-            return self.scores_out.encode(sub, s, scorer, self.threshold_of(scorer), processing, t)
-
-        self.emit(result, cols.messages, live, run.scores, run.challenger, run.challenger_scores,
-                  encode)  # fmt: skip
+        self.emit_scores(result, cols.messages, cols, run, self.scores_out, processing, top)
 
 
 class LabelsPipeline:

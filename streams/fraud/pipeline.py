@@ -45,7 +45,7 @@ from finscore.streams.pipeline import (
     no_model,
     now_ms,
 )
-from finscore.streams.scoring import Scorer, decision_threshold, top_features
+from finscore.streams.scoring import top_features
 from finscore.streams.transport import Message, OutRecord
 
 _LABEL_COLUMNAR = ColumnarCodec("fraud_label")
@@ -127,10 +127,6 @@ class FraudPipeline(AppendOnlyPipeline[TxColumns]):
     def output_encoding(self) -> str:
         return self.flags.encoding
 
-    def threshold_of(self, scorer: Scorer) -> float:
-        """The decision threshold: the override, else the manifest's, else 0.5."""
-        return decision_threshold(scorer, self.threshold_override)
-
     def process(self, messages: list[Message]) -> BatchResult:
         """Decode → validate → featurise → score → encode one batch; ``duplicates`` counts the
         ``duplicate_transaction_id`` dead letters."""
@@ -168,17 +164,7 @@ class FraudPipeline(AppendOnlyPipeline[TxColumns]):
             else None
         )
 
-        def encode(
-            rows: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool
-        ) -> list[bytes]:
-            sub = cols if rows is None else cols.take(rows)
-            t = None if top is None or shadow else top
-            if t is not None and rows is not None:
-                t = [t[i] for i in rows.tolist()]
-            return self.flags.encode(sub, s, scorer, self.threshold_of(scorer), processing, t)
-
-        self.emit(result, cols.messages, live, run.scores, run.challenger, run.challenger_scores,
-                  encode)  # fmt: skip
+        self.emit_scores(result, cols.messages, cols, run, self.flags, processing, top)
 
     def _impossible(self, cols: TxColumns, now: int) -> tuple[np.ndarray, list[str]]:
         """Rows out of bounds and why (:func:`transaction_checks`, then the state's range)."""

@@ -49,7 +49,6 @@ from finscore.streams.fraud.repartition import (
 from finscore.streams.fraud.stream import FraudStream
 from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import BatchResult, Clock, DeadLetter, Stage, StreamPipeline, now_ms
-from finscore.streams.scoring import Scorer, decision_threshold
 from finscore.streams.stream import (
     StreamBase,
     follow,
@@ -281,10 +280,6 @@ class TerminalsPipeline(StreamPipeline[RowsBatch]):
         self.evict_interval = evict_interval
         self._last_evict = time.monotonic()
 
-    def threshold_of(self, scorer: Scorer) -> float:
-        """The decision threshold: the override, else the manifest's, else 0.5."""
-        return decision_threshold(scorer, self.threshold_override)
-
     def decode(self, messages: list[Message]) -> tuple[RowsBatch, list[DeadLetter]]:
         return decode_records(messages)
 
@@ -315,12 +310,7 @@ class TerminalsPipeline(StreamPipeline[RowsBatch]):
         tx = TxColumns(originals, rows.transaction_id, rows.event_time, rows.customer_id,
                        rows.terminal_id, rows.cents)  # fmt: skip
 
-        def encode(idx: np.ndarray | None, scorer: Scorer, s: np.ndarray, shadow: bool) -> list[bytes]:  # fmt: skip
-            sub = tx if idx is None else tx.take(idx)
-            return self.flags.encode(sub, s, scorer, self.threshold_of(scorer), processing)
-
-        self.emit(result, originals, live, run.scores, run.challenger, run.challenger_scores,
-                  encode)  # fmt: skip
+        self.emit_scores(result, originals, tx, run, self.flags, processing)
 
     def flush_state(self) -> list[OutRecord]:
         if time.monotonic() - self._last_evict >= self.evict_interval:
