@@ -18,9 +18,9 @@ from finscore.logging import get_logger
 from finscore.schemas import topics as T
 from finscore.schemas.codec import Codec
 from finscore.schemas.codec import registry_client as shared_registry_client
-from finscore.streams.pipeline import DeadLetter, Pipeline
+from finscore.streams.pipeline import BatchResult, DeadLetter, Pipeline
+from finscore.streams.transport import Message, TopicReader, TransportFactory, catch_up
 from finscore.streams.transport import TopicPartition as TP
-from finscore.streams.transport import TopicReader, TransportFactory
 
 if TYPE_CHECKING:
     from finscore.streams.hot_swap import ModelSlot
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_PENDING_DEAD",
+    "LabelSide",
     "SideDeadLetters",
     "Stream",
     "StreamBase",
@@ -104,6 +105,63 @@ class Stream(Protocol):
     def on_assign(self, tps: list[TP]) -> None: ...
     def on_revoke(self, tps: list[TP]) -> None: ...
     def close(self) -> None: ...
+
+
+class LabelProcessor(Protocol):
+    """A stream's labels pipeline: applies a batch of label messages to the state."""
+
+    def process(self, messages: list[Message]) -> BatchResult: ...
+
+
+class LabelSide:
+    """A stream's delayed labels, a side input every worker reads in full (so label-risk
+    state is global whatever input partitions it owns): :meth:`follow` reads them to their
+    end before the first batch, :meth:`read` what came since before each batch, both through
+    ``labels`` (the stream's labels pipeline); their dead letters are reported by the worker
+    owning the input partition of the same number (:class:`SideDeadLetters`: call
+    :meth:`assigned` / :meth:`revoked` with the input partitions)."""
+
+    def __init__(self, labels: LabelProcessor, max_messages: int = 20000) -> None:
+        self.labels = labels
+        self.max_messages = max_messages
+        self.reader: TopicReader | None = None
+        self.dead = SideDeadLetters()
+
+    def follow(self, reader: TopicReader) -> int:
+        """Read ``reader``'s labels to their end (:func:`~finscore.streams.transport.
+        catch_up`) and keep it for :meth:`read`; returns how many were applied."""
+        self.reader = reader
+        return catch_up(reader, self.apply, self.max_messages)
+
+    def apply(self, messages: list[Message]) -> int:
+        """Apply ``messages`` through the labels pipeline, keep their dead letters; returns how
+        many were applied."""
+        result = self.labels.process(messages)
+        self.dead.keep(result.dead_letters)
+        return result.scored
+
+    def read(self) -> None:
+        """Apply the labels that came since the last read (none when not following)."""
+        if self.reader is not None:
+            messages = self.reader.read(self.max_messages, 0)
+            if messages:
+                self.apply(messages)
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        """Dead letters of labels read since the last call that this worker reports (those
+        of the label partitions numbered like its input partitions)."""
+        return self.dead.take()
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        self.dead.assigned(partitions)
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        self.dead.revoked(partitions)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 class StreamBase:

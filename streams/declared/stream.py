@@ -64,7 +64,7 @@ from finscore.streams.pipeline import DeadLetter
 from finscore.streams.scoring import InputSpec
 from finscore.streams.stream import (
     MAX_PENDING_DEAD,
-    SideDeadLetters,
+    LabelSide,
     StreamBase,
     ensure_changelog,
     follow,
@@ -72,8 +72,8 @@ from finscore.streams.stream import (
     output_encoding,
     registry_client,
 )
-from finscore.streams.transport import Message, TopicReader, TransportFactory, catch_up
 from finscore.streams.transport import TopicPartition as TP
+from finscore.streams.transport import TransportFactory
 
 if TYPE_CHECKING:
     from finscore.streams.worker import WorkerConfig
@@ -174,8 +174,7 @@ class DeclaredStream(StreamBase):
             Codec(label_name, registry=self._registry, reader_schema=label_schema),
             bounds=cfg.bounds,
         )
-        self._labels_reader: TopicReader | None = None
-        self._label_dead = SideDeadLetters()
+        self.label_side = LabelSide(self.labels)
         self.pipeline: DeclaredPipeline  # set in start()
 
     @property
@@ -196,8 +195,8 @@ class DeclaredStream(StreamBase):
             self._warn_unread_changelogs()
         self.pipeline = self.make_pipeline()
         if self.labels_topic:
-            self._labels_reader = follow(self.cfg, self.transports, self.labels_topic, "labels")
-            n = catch_up(self._labels_reader, self._apply_labels)
+            reader = follow(self.cfg, self.transports, self.labels_topic, "labels")
+            n = self.label_side.follow(reader)
             log.info("labels.caught_up", family=self.spec.name, labels=n)
 
     def _warn_unread_changelogs(self) -> None:
@@ -238,21 +237,11 @@ class DeclaredStream(StreamBase):
             changelog_topic=self.changelog_topic or None,
         )
 
-    def _apply_labels(self, msgs: list[Message]) -> int:
-        result = self.labels.process(msgs)
-        self._label_dead.keep(result.dead_letters)
-        return result.scored
-
     def before_batch(self) -> None:
-        if self._labels_reader is not None:
-            msgs = self._labels_reader.read(20000, 0)
-            if msgs:
-                self._apply_labels(msgs)
+        self.label_side.read()
 
     def take_dead_letters(self) -> list[DeadLetter]:
-        """Dead letters of labels read since the last call that this worker reports (those
-        of the label partitions numbered like its input partitions)."""
-        return self._label_dead.take()
+        return self.label_side.take_dead_letters()
 
     def on_assign(self, tps: list[TP]) -> None:
         """Remember the partitions owned (for label dead letters) and rebuild their windows
@@ -262,7 +251,7 @@ class DeclaredStream(StreamBase):
         the declaration could not have written (:meth:`DeclaredFeatures.valid_rows`), are
         dropped with a warning."""
         parts = [p for t, p in tps if t == self.input_topic]
-        self._label_dead.assigned(parts)
+        self.label_side.assigned(parts)
         if not self.changelog_topic:
             return
         b = self.cfg.bounds
@@ -277,14 +266,12 @@ class DeclaredStream(StreamBase):
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}
-        self._label_dead.revoked(parts)
+        self.label_side.revoked(parts)
         if hasattr(self, "pipeline"):  # their new owner replays what was not committed
             self.pipeline.forget_partitions(parts)
 
     def close(self) -> None:
-        if self._labels_reader is not None:
-            self._labels_reader.close()
-            self._labels_reader = None
+        self.label_side.close()
 
 
 def _check_servable(spec: FamilySpec) -> None:

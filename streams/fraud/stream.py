@@ -31,7 +31,7 @@ from finscore.streams.hot_swap import ModelSlot
 from finscore.streams.pipeline import DeadLetter
 from finscore.streams.stream import (
     MAX_PENDING_DEAD,
-    SideDeadLetters,
+    LabelSide,
     StreamBase,
     ensure_changelog,
     follow,
@@ -90,8 +90,7 @@ class FraudStream(StreamBase):
         self.labels = LabelsPipeline(
             self.features, bounds=cfg.bounds, codec=Codec("fraud_label", registry=self._registry)
         )
-        self._labels_reader: TopicReader | None = None
-        self._label_dead = SideDeadLetters()
+        self.label_side = LabelSide(self.labels)
         self.pipeline: FraudPipeline  # set in start()
 
     def start(self) -> None:
@@ -103,8 +102,7 @@ class FraudStream(StreamBase):
         self.pipeline = self.make_pipeline()
         if self.features.cfg.reports_only and self.features.part == "all":
             self._start_entries()  # before the labels: a report finds its entry
-        self._labels_reader = self._follow(self.labels_topic, "labels")
-        n = catch_up(self._labels_reader, self._apply_labels)
+        n = self.label_side.follow(self._follow(self.labels_topic, "labels"))
         log.info("labels.caught_up", labels=n)
 
     def make_pipeline(self) -> FraudPipeline:
@@ -160,32 +158,22 @@ class FraudStream(StreamBase):
                     log.warning("terminal_entries.record_skipped", reason=str(exc))
         return len(values)
 
-    def _apply_labels(self, msgs: list[Message]) -> int:
-        result = self.labels.process(msgs)
-        self._label_dead.keep(result.dead_letters)
-        return result.scored
-
     def before_batch(self) -> None:
         if self._entries_reader is not None:
             entries = self._entries_reader.read(1000, 0)
             if entries:
                 self._apply_entries(entries)
-        if self._labels_reader is not None:
-            msgs = self._labels_reader.read(20000, 0)
-            if msgs:
-                self._apply_labels(msgs)
+        self.label_side.read()
 
     def take_dead_letters(self) -> list[DeadLetter]:
-        """Dead letters of labels read since the last call that this worker reports (those
-        of the label partitions numbered like its input partitions)."""
-        return self._label_dead.take()
+        return self.label_side.take_dead_letters()
 
     def on_assign(self, tps: list[TP]) -> None:
         """Remember the partitions owned (for label dead letters) and rebuild their customer
         windows from the changelog (:func:`~finscore.streams.changelog.restore_append_only`):
         rows out of the time or amount bounds are dropped."""
         parts = [p for t, p in tps if t == self.input_topic]
-        self._label_dead.assigned(parts)
+        self.label_side.assigned(parts)
         b = self.cfg.bounds
 
         def keep(rows: np.ndarray) -> np.ndarray:  # rows: time, tag, cents, sq
@@ -199,14 +187,12 @@ class FraudStream(StreamBase):
 
     def on_revoke(self, tps: list[TP]) -> None:
         parts = {p for t, p in tps if t == self.input_topic}
-        self._label_dead.revoked(parts)
+        self.label_side.revoked(parts)
         if hasattr(self, "pipeline"):  # their new owner replays what was not committed
             self.pipeline.forget_partitions(parts)
 
     def close(self) -> None:
-        if self._labels_reader is not None:
-            self._labels_reader.close()
-            self._labels_reader = None
+        self.label_side.close()
         if self._entries_reader is not None:
             self._entries_reader.close()
             self._entries_reader = None
