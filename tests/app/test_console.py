@@ -153,19 +153,26 @@ def test_ctrl_c_on_produce_flushes_and_summarises(client, prefix) -> None:  # no
     from tests.streams.kit import consume_all
 
     make_topics(client, prefix, partitions=1)
+    from finscore.streams.admin import offsets
+    from tests.signals import interruptible
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "finscore.app.cli", "produce", "ticks", "--rate", "2000"],
         env={**os.environ, **_env(client, prefix)}, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible,
     )  # fmt: skip
-    from finscore.streams.admin import offsets
-
-    deadline, flowing = time.monotonic() + 90, False  # a loaded CI machine starts slowly
-    while time.monotonic() < deadline and not flowing:  # interrupt mid-stream, not at start-up
-        flowing = sum(o.high for o in offsets(client, [prefix + "market-ticks"])) > 500
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    assert flowing, "no ticks within 90 s: the interrupt would have hit start-up"
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline, flowing = time.monotonic() + 90, False  # a loaded CI machine starts slowly
+        while time.monotonic() < deadline and not flowing:  # mid-stream, not at start-up
+            flowing = sum(o.high for o in offsets(client, [prefix + "market-ticks"])) > 500
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert flowing, "no ticks within 90 s: the interrupt would have hit start-up"
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a producer running past its test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "still in queue" not in err and "Traceback" not in err, err
     sent = int(re.search(r"sent ([\d,]+) events", err).group(1).replace(",", ""))  # type: ignore[union-attr]

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from finscore.app.broker import free_port
+from tests.signals import interruptible
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -105,6 +106,7 @@ class Shell:
         p = subprocess.Popen(
             ["bash", "-c", f"exec {cmd}"], cwd=self.cwd, env=self.env,
             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=interruptible,  # stopped with Ctrl-C, as a user would
         )  # fmt: skip
         self.background.append(p)
         return p
