@@ -28,7 +28,7 @@ import numpy as np
 from finscore.families import builtin_family
 from finscore.families.engine import DeclaredFeatures
 from finscore.families.spec import LabelRiskFeature, WindowFeature
-from finscore.features.fraud import FraudFeatureConfig, to_cents
+from finscore.features.fraud import FraudFeatureConfig, label_columns, transaction_columns
 
 __all__ = ["FAMILY", "DeclaredFraudFeatures", "declared_covers", "training_features"]
 
@@ -116,14 +116,7 @@ class DeclaredFraudFeatures:
     # -- transactions and labels --------------------------------------------------------------
     def transform(self, txs: Iterable[dict]) -> np.ndarray:
         """FraudFeatures.transform: features of dict transactions."""
-        txs = list(txs)
-        return self.transform_columns(
-            [tx["transaction_id"] for tx in txs],
-            np.fromiter((int(tx["event_time"]) for tx in txs), np.int64, len(txs)),
-            [tx["customer_id"] for tx in txs],
-            [tx["terminal_id"] for tx in txs],
-            np.fromiter((to_cents(tx["amount"]) for tx in txs), np.int64, len(txs)),
-        )
+        return self.transform_columns(*transaction_columns(txs))
 
     def transform_columns(
         self,
@@ -153,17 +146,7 @@ class DeclaredFraudFeatures:
 
     def apply_labels(self, labels: Iterable[dict]) -> None:
         """FraudFeatures.apply_labels: dict ``fraud_label`` records."""
-        labels = list(labels)
-        n = len(labels)
-        self.apply_label_columns(
-            [lab["transaction_id"] for lab in labels],
-            [lab["customer_id"] for lab in labels],
-            [lab["terminal_id"] for lab in labels],
-            np.fromiter((int(lab["tx_time"]) for lab in labels), np.int64, n),
-            np.fromiter((int(lab["label_time"]) for lab in labels), np.int64, n),
-            np.fromiter((bool(lab["is_fraud"]) for lab in labels), bool, n),
-            np.fromiter((to_cents(lab["amount"]) for lab in labels), np.int64, n),
-        )
+        self.apply_label_columns(*label_columns(labels))
 
     def apply_label_columns(
         self,

@@ -166,6 +166,40 @@ def to_cents(v: Any) -> int:
     return round(float(v) * 100)
 
 
+def transaction_columns(
+    txs: Iterable[dict],
+) -> tuple[list[str], np.ndarray, list[str], list[str], np.ndarray]:
+    """Dict ``transaction`` records as the arguments of ``transform_columns``: ids, event
+    times (ms), customers, terminals, amounts in integer cents."""
+    txs = list(txs)
+    n = len(txs)
+    return (
+        [tx["transaction_id"] for tx in txs],
+        np.fromiter((int(tx["event_time"]) for tx in txs), np.int64, n),
+        [tx["customer_id"] for tx in txs],
+        [tx["terminal_id"] for tx in txs],
+        np.fromiter((to_cents(tx["amount"]) for tx in txs), np.int64, n),
+    )
+
+
+def label_columns(
+    labels: Iterable[dict],
+) -> tuple[list[str], list[str], list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dict ``fraud_label`` records as the arguments of ``apply_label_columns``: transaction
+    ids, customers, terminals, transaction times, label times, outcomes, amounts in cents."""
+    labels = list(labels)
+    n = len(labels)
+    return (
+        [lab["transaction_id"] for lab in labels],
+        [lab["customer_id"] for lab in labels],
+        [lab["terminal_id"] for lab in labels],
+        np.fromiter((int(lab["tx_time"]) for lab in labels), np.int64, n),
+        np.fromiter((int(lab["label_time"]) for lab in labels), np.int64, n),
+        np.fromiter((bool(lab["is_fraud"]) for lab in labels), bool, n),
+        np.fromiter((to_cents(lab["amount"]) for lab in labels), np.int64, n),
+    )
+
+
 def time_chunks(idx: np.ndarray, t: np.ndarray) -> list[tuple[int, int]]:
     """Consecutive row ranges in which each key's times strictly increase.
 
@@ -282,14 +316,7 @@ class FraudFeatures:
         Records need ``transaction_id``, ``event_time`` (ms), ``customer_id``, ``terminal_id``
         and ``amount``. Returns float32 ``[N, len(FRAUD_FEATURE_NAMES)]``. Part ``"all"`` only.
         """
-        txs = list(txs)
-        return self.transform_columns(
-            [tx["transaction_id"] for tx in txs],
-            np.fromiter((int(tx["event_time"]) for tx in txs), np.int64, len(txs)),
-            [tx["customer_id"] for tx in txs],
-            [tx["terminal_id"] for tx in txs],
-            np.fromiter((to_cents(tx["amount"]) for tx in txs), np.int64, len(txs)),
-        )
+        return self.transform_columns(*transaction_columns(txs))
 
     def _observe(self, t: np.ndarray) -> None:
         """Remember the newest event times (for :meth:`watermark_ms`)."""
@@ -673,17 +700,7 @@ class FraudFeatures:
     # -- labels -------------------------------------------------------------------------------
     def apply_labels(self, labels: Iterable[dict]) -> None:
         """Add delayed outcomes (``fraud_label`` records) to terminal and card state."""
-        labels = list(labels)
-        n = len(labels)
-        self.apply_label_columns(
-            [lab["transaction_id"] for lab in labels],
-            [lab["customer_id"] for lab in labels],
-            [lab["terminal_id"] for lab in labels],
-            np.fromiter((int(lab["tx_time"]) for lab in labels), np.int64, n),
-            np.fromiter((int(lab["label_time"]) for lab in labels), np.int64, n),
-            np.fromiter((bool(lab["is_fraud"]) for lab in labels), bool, n),
-            np.fromiter((to_cents(lab["amount"]) for lab in labels), np.int64, n),
-        )
+        self.apply_label_columns(*label_columns(labels))
 
     def apply_label_columns(
         self,
@@ -1017,7 +1034,9 @@ __all__ = [
     "FraudFeatures",
     "feature_columns",
     "featurize_frame",
+    "label_columns",
     "tags_of",
     "time_chunks",
     "to_cents",
+    "transaction_columns",
 ]
