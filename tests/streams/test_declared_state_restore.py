@@ -119,6 +119,13 @@ def _snapshots(stream: DeclaredStream, keys: list[str]) -> list[bytes]:
     return stream.features.snapshot_keys(keys)
 
 
+def _assert_same_state(restored: DeclaredStream, want: DeclaredStream) -> None:
+    """``restored`` holds exactly ``want``'s window state, and it is not empty."""
+    keys = want.features.keys()
+    assert _held(restored) == _held(want) > 0
+    assert _snapshots(restored, keys) == _snapshots(want, keys)
+
+
 # -- an edited declaration ---------------------------------------------------------------------
 def test_a_changelog_of_another_window_layout_is_never_restored(tmp_path: Path) -> None:
     bus = _bus()
@@ -200,10 +207,7 @@ def test_rows_beyond_the_pipelines_bounds_are_never_restored(tmp_path: Path) -> 
     dropped = [e for e in logs if e["event"] == "state.rows_out_of_bounds_dropped"]
     assert [e["rows"] for e in dropped] == [4]
     # the rest is restored exactly
-    want = _without(path, records, 5, 4)
-    keys = want.features.keys()
-    assert _held(restored) == _held(want) > 0
-    assert _snapshots(restored, keys) == _snapshots(want, keys)
+    _assert_same_state(restored, _without(path, records, 5, 4))
 
 
 def test_a_seen_column_other_than_one_is_never_restored(tmp_path: Path) -> None:
@@ -215,10 +219,7 @@ def test_a_seen_column_other_than_one_is_never_restored(tmp_path: Path) -> None:
     _write(bus, writer, _poisoned(records, 4, {0: (3, 7), 1: (3, 0)}))
     restored = _stream(bus, path)
     _assign(restored)
-    want = _without(path, records, 4, 2)
-    keys = want.features.keys()
-    assert _held(restored) == _held(want) > 0
-    assert _snapshots(restored, keys) == _snapshots(want, keys)
+    _assert_same_state(restored, _without(path, records, 4, 2))
 
 
 # -- records skipped, rows out of the time bounds ----------------------------------------------
