@@ -630,10 +630,7 @@ class DeclaredFeatures:
         if held is not None:
             assert self._own is not None
             self.latest_ms = max(self.latest_ms, held[1])
-            t = np.concatenate([r.times for r in store._runs])
-            if len(t) > RECENT:
-                t = np.partition(t, len(t) - RECENT)[-RECENT:]
-            self._observe(np.sort(t))
+            self._observe(store.newest_times(RECENT))
             store.evict(self.watermark_ms() - self._own.spans[-1] - DAY_MS)
         return dropped
 

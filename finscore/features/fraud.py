@@ -825,10 +825,7 @@ class FraudFeatures:
         held = spend.time_range()
         if held is not None:
             self.latest_ms = max(self.latest_ms, held[1])
-            times = np.concatenate([r.times for r in spend._runs])
-            if len(times) > RECENT:
-                times = np.partition(times, len(times) - RECENT)[-RECENT:]
-            self._observe(np.sort(times))
+            self._observe(spend.newest_times(RECENT))
             spend.evict(self.watermark_ms() - self._spend_span_ms() - DAY_MS)
         return dropped
 

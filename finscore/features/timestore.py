@@ -435,6 +435,13 @@ class TimeStore:
             return None
         return min(int(t.min()) for t in times), max(int(t.max()) for t in times)
 
+    def newest_times(self, n: int) -> np.ndarray:
+        """The ``n`` newest times held (all when fewer), ascending, int64."""
+        t = np.concatenate([r.times for r in self._runs])
+        if len(t) > n:
+            t = np.partition(t, len(t) - n)[-n:]
+        return np.sort(t)
+
     # -- changelog ----------------------------------------------------------------------------
     def snapshot(self, names: Iterable[str]) -> list[bytes]:
         """Each key's entries as bytes: magic, count, then int64 rows (time, tag, values...).
