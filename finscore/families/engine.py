@@ -34,8 +34,8 @@ such records (records of :meth:`FraudFeatures.take_changes <finscore.features.fr
 FraudFeatures.take_changes>` too, for the declared fraud family: the same rows, time, tag,
 amount in cents and its square), :meth:`DeclaredFeatures.forget_changes` drops those of
 revoked keys, and :meth:`DeclaredFeatures.snapshot_keys` / :meth:`DeclaredFeatures.
-restore_keys` (aliases ``snapshot_customers`` / ``restore_customers``) copy keys' whole
-windows. :meth:`DeclaredFeatures.find_conflicts` finds a transaction id reused under the same
+restore_keys` copy keys' whole windows (FraudFeatures' names for them are on
+:class:`~finscore.families.fraud.DeclaredFraudFeatures`). :meth:`DeclaredFeatures.find_conflicts` finds a transaction id reused under the same
 key with another time or other summed values (a duplicate, which must not enter the state).
 Label-risk and habit stores are not in the changelog: the labels are a global side input,
 rebuilt at each start by reading the label topic from the beginning.
@@ -659,27 +659,6 @@ class DeclaredFeatures:
         """Keys of the label-risk features over ``key`` that have labels (none when no
         label-risk feature is over ``key``)."""
         return next((r.store.key_names() for r in self._risks if r.key == key), [])
-
-    # FraudFeatures' names (its topic key is the customer)
-    def snapshot_customers(self, keys: Iterable[str]) -> list[bytes]:
-        """:meth:`snapshot_keys` (FraudFeatures' name)."""
-        return self.snapshot_keys(keys)
-
-    def snapshot_customer(self, key: str) -> bytes:
-        """One topic key's window state (see :meth:`snapshot_keys`)."""
-        return self.snapshot_keys([key])[0]
-
-    def restore_customers(self, snapshots: Mapping[str, bytes]) -> None:
-        """:meth:`restore_keys` (FraudFeatures' name)."""
-        self.restore_keys(snapshots)
-
-    def restore_customer(self, key: str, snap: bytes) -> None:
-        """Replace one topic key's window state with a :meth:`snapshot_customer` snapshot."""
-        self.restore_keys({key: snap})
-
-    def customers(self) -> list[str]:
-        """:meth:`keys` (FraudFeatures' name)."""
-        return self.keys()
 
 
 def featurize(

@@ -119,7 +119,7 @@ def test_the_records_are_the_hand_coded_engines_both_ways(frame, fraud_spec) -> 
     back.add_changes([(f"p{p}", r) for p, r in declared_records])
     assert back.held()["customers"] == declared.held()["window:customer_id"]
     customers = sorted(set(tx_columns(frame, first)["customer_id"]))[:20]
-    assert back.snapshot_customers(customers) == declared.snapshot_customers(customers)
+    assert back.snapshot_customers(customers) == declared.snapshot_keys(customers)
 
 
 def test_a_custom_family_restores_its_topic_key_windows_only(payments_spec) -> None:  # noqa: ANN001, F811
@@ -172,9 +172,9 @@ def test_snapshot_and_restore_copy_a_keys_windows(payments_spec) -> None:  # noq
     a.transform_columns(p)
     keys = a.keys()
     b = DeclaredFeatures(payments_spec)
-    b.restore_customers(dict(zip(keys, a.snapshot_keys(keys), strict=True)))
-    assert sorted(b.keys()) == sorted(keys) and b.snapshot_customer(keys[0]) == a.snapshot_customer(
-        keys[0]
+    b.restore_keys(dict(zip(keys, a.snapshot_keys(keys), strict=True)))
+    assert sorted(b.keys()) == sorted(keys) and b.snapshot_keys(keys[:1]) == a.snapshot_keys(
+        keys[:1]
     )
     assert b.latest_ms == a.latest_ms
     assert b.oldest()["window:account"] == a.oldest()["window:account"]
